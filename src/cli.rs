@@ -1,0 +1,86 @@
+//! The command line, as clap types. No logic and no defaults of the manifest live here.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bkt",
+    version,
+    about = "Declarative libvirt virtual machines: describe them in manifests/vms.json, then sync, capture and check them.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Directory holding vms.json [default: $BKT_MANIFEST_DIR, else ./manifests]
+    #[arg(short = 'C', long, value_name = "DIR", global = true)]
+    pub manifest_dir: Option<PathBuf>,
+
+    /// libvirt connection URI, passed to virsh as `-c URI` [default: virsh's own]
+    #[arg(short = 'c', long, value_name = "URI", global = true)]
+    pub connect: Option<String>,
+
+    /// Say more (repeatable)
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Say less
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// When to use colour
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when the stream is a terminal and NO_COLOR is not set
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage libvirt virtual machines
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Print the JSON Schema of a manifest
+    Schema {
+        #[arg(value_enum)]
+        manifest: SchemaName,
+    },
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Check vms.json and report every problem in it
+    Validate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaName {
+    /// vms.json
+    Vms,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}

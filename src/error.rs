@@ -1,0 +1,97 @@
+//! The one error type of the tool. Its kind decides the exit code (see [`Error::exit_code`]);
+//! that mapping lives here and nowhere else.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::manifest::validate::Diagnostic;
+use crate::virsh;
+
+#[derive(Debug)]
+pub enum Error {
+    /// There is no `vms.json` where we looked.
+    ManifestMissing { path: PathBuf },
+    /// The manifest exists but could not be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The manifest is not valid; nothing was changed.
+    ManifestInvalid {
+        file: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// Writing a file failed.
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// virsh (or qemu-img) failed or could not be run.
+    Virsh(virsh::Error),
+}
+
+/// Exit codes of SPEC.md.
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::ManifestMissing { .. } | Error::ManifestInvalid { .. } => EXIT_USAGE,
+            Error::Read { .. } | Error::Write { .. } | Error::Virsh(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// What the user can do about it, when we know.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::ManifestMissing { .. } => Some(
+                "pass --manifest-dir DIR or set BKT_MANIFEST_DIR to the directory that holds vms.json".into(),
+            ),
+            Error::Virsh(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ManifestMissing { path } => write!(f, "no manifest at {}", path.display()),
+            Error::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            Error::ManifestInvalid { file, diagnostics } => {
+                let n = diagnostics.len();
+                write!(
+                    f,
+                    "{} is not valid ({n} error{}); nothing was changed",
+                    file.display(),
+                    if n == 1 { "" } else { "s" }
+                )
+            }
+            Error::Write { path, source } => write!(f, "cannot write {}: {source}", path.display()),
+            Error::Virsh(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<virsh::Error> for Error {
+    fn from(e: virsh::Error) -> Self {
+        Error::Virsh(e)
+    }
+}
+
+/// `FILE:LINE:COL: PATH: message`, or `FILE: PATH: message` when the place is not known.
+pub fn format_diagnostic(file: &std::path::Path, d: &Diagnostic) -> String {
+    let mut out = file.display().to_string();
+    if let Some(pos) = d.pos {
+        out.push_str(&format!(":{pos}"));
+    }
+    out.push_str(": ");
+    if !d.path.is_root() {
+        out.push_str(&format!("{}: ", d.path));
+    }
+    out.push_str(&d.message);
+    out
+}

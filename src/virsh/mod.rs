@@ -1,0 +1,349 @@
+//! The only place that spawns processes (`virsh`, and later `qemu-img`).
+//!
+//! Every caller gets a [`Runner`] handed to it: [`SystemRunner`] runs real processes, and
+//! unit tests of error paths substitute a scripted one. Each call has a timeout, so that a
+//! hung libvirtd ends in a clear error instead of a hung tool, and each failure carries the
+//! command line, the exit status and what the program printed on stderr.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use wait_timeout::ChildExt;
+
+/// How long one virsh process may take unless a caller says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a finished process left behind.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Output {
+    /// The exit code; `None` when a signal ended the process.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Why a process gave no [`Output`].
+#[derive(Debug)]
+pub enum RunError {
+    Spawn(std::io::Error),
+    TimedOut,
+}
+
+/// Runs one program to completion.
+pub trait Runner {
+    fn run(
+        &self,
+        program: &str,
+        args: &[String],
+        stdin: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Output, RunError>;
+}
+
+/// Runs real processes, with `LC_ALL=C` so that what they print does not depend on the
+/// user's language.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemRunner;
+
+impl Runner for SystemRunner {
+    fn run(
+        &self,
+        program: &str,
+        args: &[String],
+        stdin: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Output, RunError> {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("LC_ALL", "C")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(RunError::Spawn)?;
+        // Feed stdin and drain both pipes on threads: a child that fills one pipe while we
+        // wait on another would otherwise never finish.
+        let feeder = match (child.stdin.take(), stdin) {
+            (Some(mut pipe), Some(text)) => {
+                let text = text.to_owned();
+                Some(std::thread::spawn(move || {
+                    let _ = pipe.write_all(text.as_bytes());
+                }))
+            }
+            _ => None,
+        };
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let status = match child.wait_timeout(timeout).map_err(RunError::Spawn)? {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RunError::TimedOut);
+            }
+        };
+        if let Some(feeder) = feeder {
+            let _ = feeder.join();
+        }
+        Ok(Output {
+            code: status.code(),
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
+}
+
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// A failed virsh (or qemu-img) call.
+#[derive(Debug)]
+pub enum Error {
+    /// The program could not be started at all.
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    /// It did not finish within its time and was killed.
+    TimedOut {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
+    /// It ran and failed.
+    Failed {
+        argv: Vec<String>,
+        code: Option<i32>,
+        stderr: String,
+    },
+}
+
+impl Error {
+    /// What virsh said, without its `error: ` prefixes, on one line.
+    pub fn message(&self) -> String {
+        match self {
+            Error::Failed { stderr, .. } => stderr
+                .lines()
+                .map(|l| l.trim().trim_start_matches("error: ").trim())
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(": "),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Spawn { source, program } if source.kind() == std::io::ErrorKind::NotFound => {
+                Some(format!(
+                    "install {program} (Debian: apt-get install libvirt-clients)"
+                ))
+            }
+            Error::Failed { stderr, .. }
+                if stderr.contains("failed to connect to the hypervisor")
+                    || stderr.contains("Failed to connect socket") =>
+            {
+                Some("start libvirtd (or virtqemud), or pass --connect qemu:///session".into())
+            }
+            Error::TimedOut { .. } => {
+                Some("is libvirtd hung? `virsh version` should answer at once".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Spawn { program, source } => write!(f, "cannot run {program}: {source}"),
+            Error::TimedOut { argv, timeout } => write!(
+                f,
+                "`{}` did not finish within {} s and was stopped",
+                argv.join(" "),
+                timeout.as_secs()
+            ),
+            Error::Failed { argv, code, .. } => {
+                let status = match code {
+                    Some(c) => format!("exit status {c}"),
+                    None => "killed by a signal".into(),
+                };
+                write!(
+                    f,
+                    "`{}` failed ({status}): {}",
+                    argv.join(" "),
+                    self.message()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// virsh, on one connection URI (or virsh's own default, which honours `LIBVIRT_DEFAULT_URI`).
+pub struct Virsh<'r> {
+    runner: &'r dyn Runner,
+    connect: Option<String>,
+    timeout: Duration,
+}
+
+impl<'r> Virsh<'r> {
+    pub fn new(runner: &'r dyn Runner, connect: Option<&str>) -> Virsh<'r> {
+        Virsh {
+            runner,
+            connect: connect.map(str::to_owned),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Virsh<'r> {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs one virsh command; its stdout on success.
+    pub fn run(&self, args: &[&str]) -> Result<String, Error> {
+        let mut full: Vec<String> = Vec::new();
+        if let Some(uri) = &self.connect {
+            full.extend(["-c".to_string(), uri.clone()]);
+        }
+        full.extend(args.iter().map(|a| a.to_string()));
+        let argv = || {
+            std::iter::once("virsh".to_string())
+                .chain(full.iter().cloned())
+                .collect()
+        };
+        match self.runner.run("virsh", &full, None, self.timeout) {
+            Ok(out) if out.code == Some(0) => Ok(out.stdout),
+            Ok(out) => Err(Error::Failed {
+                argv: argv(),
+                code: out.code,
+                stderr: out.stderr,
+            }),
+            Err(RunError::TimedOut) => Err(Error::TimedOut {
+                argv: argv(),
+                timeout: self.timeout,
+            }),
+            Err(RunError::Spawn(source)) => Err(Error::Spawn {
+                program: "virsh".into(),
+                source,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// Answers each call with the next scripted result and remembers what was asked.
+    struct Scripted {
+        answers: RefCell<Vec<Result<Output, RunError>>>,
+        calls: RefCell<Vec<Vec<String>>>,
+    }
+
+    impl Runner for Scripted {
+        fn run(
+            &self,
+            program: &str,
+            args: &[String],
+            _: Option<&str>,
+            _: Duration,
+        ) -> Result<Output, RunError> {
+            let mut call = vec![program.to_string()];
+            call.extend(args.iter().cloned());
+            self.calls.borrow_mut().push(call);
+            self.answers.borrow_mut().remove(0)
+        }
+    }
+
+    fn scripted(answer: Result<Output, RunError>) -> Scripted {
+        Scripted {
+            answers: RefCell::new(vec![answer]),
+            calls: RefCell::new(vec![]),
+        }
+    }
+
+    #[test]
+    fn connection_failure_names_the_command_and_hints() {
+        let runner = scripted(Ok(Output {
+            code: Some(1),
+            stdout: String::new(),
+            stderr: "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n".into(),
+        }));
+        let virsh = Virsh::new(&runner, Some("qemu:///system"));
+        let err = virsh.run(&["version"]).unwrap_err();
+        assert_eq!(
+            runner.calls.borrow()[0],
+            ["virsh", "-c", "qemu:///system", "version"]
+        );
+        assert_eq!(
+            err.to_string(),
+            "`virsh -c qemu:///system version` failed (exit status 1): failed to connect to the hypervisor: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory"
+        );
+        assert_eq!(
+            err.hint().as_deref(),
+            Some("start libvirtd (or virtqemud), or pass --connect qemu:///session")
+        );
+    }
+
+    #[test]
+    fn missing_virsh_and_timeouts_are_clear() {
+        let runner = scripted(Err(RunError::Spawn(std::io::ErrorKind::NotFound.into())));
+        let err = Virsh::new(&runner, None).run(&["list"]).unwrap_err();
+        assert!(err.to_string().starts_with("cannot run virsh: "));
+        assert!(err.hint().unwrap().contains("libvirt-clients"));
+
+        let runner = scripted(Err(RunError::TimedOut));
+        let err = Virsh::new(&runner, None)
+            .with_timeout(Duration::from_secs(5))
+            .run(&["list"])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`virsh list` did not finish within 5 s and was stopped"
+        );
+    }
+
+    #[test]
+    fn system_runner_kills_a_process_past_its_time() {
+        let result = SystemRunner.run("sleep", &["30".into()], None, Duration::from_millis(200));
+        assert!(matches!(result, Err(RunError::TimedOut)));
+    }
+
+    #[test]
+    fn system_runner_feeds_stdin_and_separates_streams() {
+        let script = "cat; echo oops >&2; exit 3".to_string();
+        let out = SystemRunner
+            .run(
+                "sh",
+                &["-c".into(), script],
+                Some("hello\n"),
+                DEFAULT_TIMEOUT,
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            Output {
+                code: Some(3),
+                stdout: "hello\n".into(),
+                stderr: "oops\n".into()
+            }
+        );
+    }
+}
