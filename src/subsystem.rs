@@ -37,3 +37,18 @@ impl Subsystem for VmSubsystem {
         Ok(vm::load(manifest_dir)?.vms.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vm_subsystem_is_registered_once() {
+        let names: Vec<&str> = registry().iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["vm"]);
+        let vm = &registry()[0];
+        assert_eq!(vm.manifest_file(), "vms.json");
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests");
+        assert_eq!(vm.validate(&examples).unwrap(), 1);
+    }
+}
