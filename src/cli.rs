@@ -70,6 +70,26 @@ pub enum Command {
 pub enum VmCommand {
     /// Check vms.json and report every problem in it
     Validate,
+    /// Start a VM (already running is success)
+    Start {
+        name: String,
+        /// Act on a libvirt domain that the manifest does not describe
+        #[arg(long)]
+        unmanaged: bool,
+    },
+    /// Shut a VM down gracefully, waiting for it (already stopped is success)
+    Stop {
+        name: String,
+        /// Power it off at once (virsh destroy) instead of asking the guest
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the guest to shut down
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        timeout: u64,
+        /// Act on a libvirt domain that the manifest does not describe
+        #[arg(long)]
+        unmanaged: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

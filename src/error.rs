@@ -28,6 +28,21 @@ pub enum Error {
     },
     /// virsh (or qemu-img) failed or could not be run.
     Virsh(virsh::Error),
+    /// A libvirt operation on one VM failed.
+    Vm { name: String, source: virsh::Error },
+    /// A graceful shutdown did not finish in time.
+    StopTimedOut {
+        name: String,
+        timeout: std::time::Duration,
+    },
+    /// A command named a VM that the manifest does not describe.
+    NotInManifest {
+        name: String,
+        file: PathBuf,
+        in_libvirt: bool,
+    },
+    /// A command named a domain that libvirt does not have.
+    NoSuchDomain { name: String, in_manifest: bool },
 }
 
 /// Exit codes of SPEC.md.
@@ -38,7 +53,13 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::ManifestMissing { .. } | Error::ManifestInvalid { .. } => EXIT_USAGE,
-            Error::Read { .. } | Error::Write { .. } | Error::Virsh(_) => EXIT_FAILURE,
+            Error::Read { .. }
+            | Error::Write { .. }
+            | Error::Virsh(_)
+            | Error::Vm { .. }
+            | Error::StopTimedOut { .. }
+            | Error::NotInManifest { .. }
+            | Error::NoSuchDomain { .. } => EXIT_FAILURE,
         }
     }
 
@@ -48,7 +69,18 @@ impl Error {
             Error::ManifestMissing { .. } => Some(
                 "pass --manifest-dir DIR or set BKT_MANIFEST_DIR to the directory that holds vms.json".into(),
             ),
-            Error::Virsh(e) => e.hint(),
+            Error::Virsh(e) | Error::Vm { source: e, .. } => e.hint(),
+            Error::StopTimedOut { name, .. } => Some(format!(
+                "the guest may not react to ACPI shutdown; `bkt vm stop {name} --force` powers it off at once"
+            )),
+            Error::NotInManifest {
+                in_libvirt: true, ..
+            } => Some("it is a libvirt domain: pass --unmanaged to act on it anyway".into()),
+            Error::NoSuchDomain {
+                in_manifest: true,
+                ..
+            } => Some("`bkt vm sync` defines it".into()),
+            Error::NoSuchDomain { .. } => Some("`bkt vm status --all` lists the VMs".into()),
             _ => None,
         }
     }
@@ -70,11 +102,31 @@ impl fmt::Display for Error {
             }
             Error::Write { path, source } => write!(f, "cannot write {}: {source}", path.display()),
             Error::Virsh(e) => e.fmt(f),
+            Error::Vm { name, source } => write!(f, "VM {name}: {source}"),
+            Error::StopTimedOut { name, timeout } => write!(
+                f,
+                "VM {name} did not shut down within {} s",
+                timeout.as_secs()
+            ),
+            Error::NotInManifest { name, file, .. } => {
+                write!(f, "VM {name} is not in {}", file.display())
+            }
+            Error::NoSuchDomain { name, .. } => write!(f, "libvirt has no domain named {name}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    /// A libvirt failure while working on VM `name`.
+    pub fn vm(name: &str, source: virsh::Error) -> Error {
+        Error::Vm {
+            name: name.to_string(),
+            source,
+        }
+    }
+}
 
 impl From<virsh::Error> for Error {
     fn from(e: virsh::Error) -> Self {

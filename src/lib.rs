@@ -12,3 +12,4 @@ pub mod manifest;
 pub mod output;
 pub mod subsystem;
 pub mod virsh;
+pub mod vm;

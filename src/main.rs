@@ -1,6 +1,8 @@
 //! `bkt`: parse the command line, run the command, and turn its outcome into an exit code.
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
@@ -9,6 +11,8 @@ use bkt::error::Error;
 use bkt::manifest::vm;
 use bkt::output::Printer;
 use bkt::subsystem::{Subsystem, VmSubsystem};
+use bkt::virsh::{SystemRunner, Virsh};
+use bkt::vm::ops::{self, StartOutcome, StopMode, StopOutcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,10 +28,41 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, printer: &Printer) -> Result<(), Error> {
     let manifest_dir = vm::manifest_dir(cli.global.manifest_dir.as_deref());
+    let virsh = Virsh::new(&SystemRunner, cli.global.connect.as_deref());
     match &cli.command {
         Command::Vm(VmCommand::Validate) => {
             let n = VmSubsystem.validate(&manifest_dir)?;
             printer.success(&format!("ok: {n} VM{}", if n == 1 { "" } else { "s" }));
+            Ok(())
+        }
+        Command::Vm(VmCommand::Start { name, unmanaged }) => {
+            check_name(&manifest_dir, &virsh, name, *unmanaged)?;
+            match ops::start(&virsh, name)? {
+                StartOutcome::Started => printer.success(&format!("{name}: started")),
+                StartOutcome::AlreadyActive(state) => {
+                    printer.success(&format!("{name}: already {state}"))
+                }
+            }
+            Ok(())
+        }
+        Command::Vm(VmCommand::Stop {
+            name,
+            force,
+            timeout,
+            unmanaged,
+        }) => {
+            check_name(&manifest_dir, &virsh, name, *unmanaged)?;
+            let mode = StopMode {
+                force: *force,
+                timeout: Duration::from_secs(*timeout),
+                poll: Duration::from_millis(250),
+            };
+            let what = match ops::stop(&virsh, name, mode)? {
+                StopOutcome::ShutDown => "shut down",
+                StopOutcome::Destroyed => "powered off (destroyed)",
+                StopOutcome::AlreadyStopped => "already stopped",
+            };
+            printer.success(&format!("{name}: {what}"));
             Ok(())
         }
         Command::Schema {
@@ -45,5 +80,31 @@ fn run(cli: &Cli, printer: &Printer) -> Result<(), Error> {
             clap_complete::generate(shell, &mut Cli::command(), "bkt", &mut std::io::stdout());
             Ok(())
         }
+    }
+}
+
+/// Refuses a VM that the manifest does not describe, unless `--unmanaged` asks for a libvirt
+/// domain by name, and a VM that libvirt does not have. The manifest is validated first: a
+/// broken manifest changes nothing.
+fn check_name(
+    manifest_dir: &Path,
+    virsh: &Virsh,
+    name: &str,
+    unmanaged: bool,
+) -> Result<(), Error> {
+    let manifest = vm::load(manifest_dir)?;
+    let in_manifest = manifest.vms.contains_key(name);
+    let in_libvirt = virsh.domain_names()?.iter().any(|n| n == name);
+    match (in_manifest || unmanaged, in_libvirt) {
+        (true, true) => Ok(()),
+        (true, false) => Err(Error::NoSuchDomain {
+            name: name.into(),
+            in_manifest,
+        }),
+        (false, in_libvirt) => Err(Error::NotInManifest {
+            name: name.into(),
+            file: manifest_dir.join(vm::FILE_NAME),
+            in_libvirt,
+        }),
     }
 }

@@ -128,6 +128,8 @@ pub enum Error {
         code: Option<i32>,
         stderr: String,
     },
+    /// It succeeded but printed something we cannot read.
+    Unexpected { argv: Vec<String>, output: String },
 }
 
 impl Error {
@@ -187,6 +189,13 @@ impl fmt::Display for Error {
                     self.message()
                 )
             }
+            Error::Unexpected { argv, output } => {
+                write!(
+                    f,
+                    "`{}` printed {output:?}, which bkt cannot read",
+                    argv.join(" ")
+                )
+            }
         }
     }
 }
@@ -242,6 +251,79 @@ impl<'r> Virsh<'r> {
                 source,
             }),
         }
+    }
+}
+
+/// A domain's state as `virsh domstate` prints it (with `LC_ALL=C`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainState {
+    NoState,
+    Running,
+    Blocked,
+    Paused,
+    ShuttingDown,
+    ShutOff,
+    Crashed,
+    Suspended,
+}
+
+impl DomainState {
+    pub fn parse(text: &str) -> Option<DomainState> {
+        Some(match text.trim() {
+            "no state" => DomainState::NoState,
+            "running" => DomainState::Running,
+            "idle" | "blocked" => DomainState::Blocked,
+            "paused" => DomainState::Paused,
+            "in shutdown" => DomainState::ShuttingDown,
+            "shut off" => DomainState::ShutOff,
+            "crashed" => DomainState::Crashed,
+            "pmsuspended" => DomainState::Suspended,
+            _ => return None,
+        })
+    }
+
+    /// Whether the domain has a running QEMU process (what `start` and `stop` care about).
+    pub fn is_active(self) -> bool {
+        !matches!(
+            self,
+            DomainState::ShutOff | DomainState::Crashed | DomainState::NoState
+        )
+    }
+}
+
+impl fmt::Display for DomainState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DomainState::NoState => "no state",
+            DomainState::Running => "running",
+            DomainState::Blocked => "blocked",
+            DomainState::Paused => "paused",
+            DomainState::ShuttingDown => "in shutdown",
+            DomainState::ShutOff => "shut off",
+            DomainState::Crashed => "crashed",
+            DomainState::Suspended => "pmsuspended",
+        })
+    }
+}
+
+impl Virsh<'_> {
+    /// The names of every domain libvirt has, active or not.
+    pub fn domain_names(&self) -> Result<Vec<String>, Error> {
+        let out = self.run(&["list", "--all", "--name"])?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    /// The state of domain `name`.
+    pub fn domain_state(&self, name: &str) -> Result<DomainState, Error> {
+        let out = self.run(&["domstate", "--domain", name])?;
+        DomainState::parse(&out).ok_or_else(|| Error::Unexpected {
+            argv: vec!["virsh".into(), "domstate".into(), name.into()],
+            output: out.trim().to_string(),
+        })
     }
 }
 

@@ -1,0 +1,3 @@
+//! Virtual machines: turning manifest definitions into libvirt domains and back.
+
+pub mod ops;
