@@ -52,3 +52,61 @@ fn an_unreachable_daemon_is_a_clear_error_with_a_hint() {
         Some("start libvirtd (or virtqemud), or pass --connect qemu:///session")
     );
 }
+
+fn cmd(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+#[test]
+#[ignore = "needs a running libvirtd"]
+fn a_batch_keeps_hostile_arguments_whole_and_replies_per_command() {
+    let uri = uri();
+    let virsh = Virsh::new(&SystemRunner, Some(&uri));
+    let hostile = [
+        "plain",
+        "it's",
+        "\"double\"",
+        "semi;colon",
+        "#hash",
+        "back\\slash",
+        "new\nline",
+        "tab\there",
+        "<xml a='1'>&amp;</xml>",
+        "$HOME",
+        "`id`",
+        "é ünïcødé",
+        " lead and trail ",
+        "--looks-like-an-option",
+    ];
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    for arg in hostile {
+        commands.push(cmd(&["echo", "--", arg]));
+        commands.push(cmd(&["domstate", "--domain", "bkt-no-such-domain-ever"]));
+    }
+    commands.push(cmd(&["list", "--all", "--name"]));
+    let replies = virsh.batch(&commands).unwrap();
+    assert_eq!(replies.len(), commands.len());
+    for (i, arg) in hostile.iter().enumerate() {
+        let echo = &replies[2 * i];
+        assert_eq!(
+            (echo.stdout.as_str(), &echo.error),
+            (*arg, &None),
+            "argument {arg:?}"
+        );
+        let failed = &replies[2 * i + 1];
+        assert_eq!(failed.stdout, "");
+        assert!(
+            failed
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("failed to get domain 'bkt-no-such-domain-ever'"),
+            "{failed:?}"
+        );
+    }
+    assert_eq!(
+        replies.last().unwrap().error,
+        None,
+        "commands after failures still run"
+    );
+}
