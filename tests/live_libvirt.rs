@@ -33,9 +33,10 @@ fn an_unreachable_daemon_is_a_clear_error_with_a_hint() {
         panic!("{err:?}");
     };
     assert_eq!(
-        argv[..3],
+        argv[..4],
         [
             "virsh",
+            "-q",
             "-c",
             "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
         ]
