@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use wait_timeout::ChildExt;
 
+pub mod qemu_img;
+
 /// How long one virsh process may take unless a caller says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
