@@ -1,8 +1,8 @@
 //! `bkt vm start` and `bkt vm stop` against the real libvirt daemon.
 
-mod common;
+mod libvirt;
 
-use common::{bkt, define_plain_domain, manifest_dir, small_vm, unique_name, virsh};
+use libvirt::{bkt, define_plain_domain, manifest_dir, small_vm, unique_name, virsh};
 
 fn state(name: &str) -> String {
     virsh(&["domstate", name]).trim().to_string()

@@ -1,114 +1,144 @@
-//! Helpers for tests that drive the real libvirt daemon: unique domain names, cleanup that
-//! runs even when a test fails, and the `bkt` binary with a pinned environment.
+//! Definitions and helpers shared by the domain XML tests.
+
 #![allow(dead_code)] // each test crate uses its own part of this module
 
-use std::path::Path;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::{Path, PathBuf};
 
-/// The libvirt URI of the tests: qemu:///system unless BKT_TEST_URI says otherwise.
-pub fn uri() -> String {
-    std::env::var("BKT_TEST_URI").unwrap_or_else(|_| "qemu:///system".into())
-}
+use bkt::manifest::vm::{Boot, Graphics, IsoSource, Tpm, VirtType, VmDefinition};
+use bkt::vm::domain_xml::{DiskFormat, Resolved};
 
-/// virsh on the test URI; panics with virsh's stderr when it fails.
-pub fn virsh(args: &[&str]) -> String {
-    let out = Command::new("virsh")
-        .arg("-c")
-        .arg(uri())
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()
-        .expect("virsh runs");
-    assert!(
-        out.status.success(),
-        "virsh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+pub const HOME: &str = "/home/user";
+pub const ISO_CACHE: &str = "/home/user/.cache/bkt/isos";
+pub const VIRTIO_WIN_URL: &str =
+    "https://fedorapeople.org/groups/virt/virtio-win/direct-downloads/stable-virtio/virtio-win.iso";
 
-/// A domain name no other test (or test run) uses: `bkt-test-<pid>-<tag>-<n>`.
-pub fn unique_name(tag: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "bkt-test-{}-{tag}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Removes its domain (destroy, then undefine with NVRAM) when dropped, pass or fail.
-pub struct Cleanup(pub String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for args in [
-            vec!["destroy", self.0.as_str()],
-            vec!["undefine", "--nvram", "--tpm", self.0.as_str()],
-        ] {
-            let _ = Command::new("virsh")
-                .arg("-c")
-                .arg(uri())
-                .args(&args)
-                .output();
-        }
+/// The RFC's example VM.
+pub fn win11() -> VmDefinition {
+    VmDefinition {
+        memory_gb: 8,
+        vcpus: 4,
+        disk_path: "/var/lib/libvirt/images/win11.qcow2".into(),
+        disk_size_gb: 80,
+        create_if_missing: None,
+        boot: Boot::Uefi,
+        tpm: Some(Tpm::V2_0),
+        network: "default".into(),
+        graphics: Graphics::Spice,
+        iso_sources: Some(vec![
+            IsoSource::Path {
+                path: "~/Downloads/Win11_25H2_English_x64.iso".into(),
+            },
+            IsoSource::Url {
+                url: VIRTIO_WIN_URL.into(),
+            },
+        ]),
+        autostart: None,
+        cpu_model: None,
+        virt_type: None,
+        secure_boot: None,
     }
 }
 
-/// A small hand-written domain, as a person would define it with virsh: no disk, so it
-/// sits in the firmware when started and never reacts to an ACPI shutdown.
-pub fn define_plain_domain(name: &str) -> Cleanup {
-    let xml = format!(
-        "<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type></os>
-  <devices><console type='pty'/></devices>
-</domain>"
-    );
-    let cleanup = Cleanup(name.to_string());
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("domain.xml");
-    std::fs::write(&file, xml).unwrap();
-    virsh(&["define", file.to_str().unwrap()]);
-    cleanup
+/// The golden render cases: a file name under tests/golden/ and the definition.
+pub fn golden_cases() -> Vec<(&'static str, VmDefinition)> {
+    let base = win11();
+    vec![
+        ("win11", base.clone()),
+        (
+            "bios",
+            VmDefinition {
+                boot: Boot::Bios,
+                ..base.clone()
+            },
+        ),
+        (
+            "no-tpm",
+            VmDefinition {
+                tpm: None,
+                ..base.clone()
+            },
+        ),
+        (
+            "vnc",
+            VmDefinition {
+                graphics: Graphics::Vnc,
+                ..base.clone()
+            },
+        ),
+        (
+            "no-graphics",
+            VmDefinition {
+                graphics: Graphics::None,
+                ..base.clone()
+            },
+        ),
+        (
+            "no-isos",
+            VmDefinition {
+                iso_sources: None,
+                ..base.clone()
+            },
+        ),
+        (
+            "secure-boot",
+            VmDefinition {
+                secure_boot: Some(true),
+                ..base.clone()
+            },
+        ),
+        (
+            "qemu-bridge-raw",
+            VmDefinition {
+                disk_path: "/srv/vm/ci.img".into(),
+                virt_type: Some(VirtType::Qemu),
+                network: "bridge:br0".into(),
+                tpm: None,
+                graphics: Graphics::None,
+                iso_sources: None,
+                memory_gb: 1,
+                vcpus: 1,
+                ..base.clone()
+            },
+        ),
+        (
+            "host-model-no-network",
+            VmDefinition {
+                cpu_model: Some("host-model".into()),
+                network: "none".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "named-cpu",
+            VmDefinition {
+                cpu_model: Some("Skylake-Client".into()),
+                virt_type: Some(VirtType::Qemu),
+                ..base
+            },
+        ),
+    ]
 }
 
-/// `bkt` against the test URI, with the manifest in `manifest_dir`.
-pub fn bkt(manifest_dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bkt"))
-        .arg("-c")
-        .arg(uri())
-        .arg("-C")
-        .arg(manifest_dir)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("BKT_MANIFEST_DIR")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
+/// The image format a golden case's disk has: raw for `.img`, else qcow2.
+pub fn format_of(def: &VmDefinition) -> DiskFormat {
+    if def.disk_path.ends_with(".img") {
+        DiskFormat::Raw
+    } else {
+        DiskFormat::Qcow2
+    }
+}
+
+/// `def` resolved with [`HOME`], and every URL source in the ISO cache.
+pub fn resolve(def: &VmDefinition) -> Resolved {
+    Resolved::new(
+        def,
+        Some(Path::new(HOME)),
+        Path::new(ISO_CACHE),
+        format_of(def),
+        |_| true,
     )
 }
 
-/// A manifest directory whose vms.json holds `vms` (a JSON object body).
-pub fn manifest_dir(vms: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("vms.json"),
-        format!("{{ \"vms\": {{ {vms} }} }}\n"),
-    )
-    .unwrap();
-    dir
-}
-
-/// A manifest entry for a small software-emulated VM.
-pub fn small_vm(name: &str) -> String {
-    format!(
-        "\"{name}\": {{ \"memory_gb\": 1, \"vcpus\": 1, \"disk_path\": \"/var/lib/libvirt/images/{name}.qcow2\", \"disk_size_gb\": 1, \"boot\": \"bios\", \"network\": \"none\", \"graphics\": \"none\", \"virt_type\": \"qemu\" }}"
-    )
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -1,0 +1,383 @@
+//! Parse: what a domain's owned elements say, in manifest values.
+//!
+//! Each `read_*` function here is the one definition of where a field lives and what it
+//! means; [`super::patch`] uses the same functions to decide whether an element needs to
+//! change, which is what makes `patch(x, parse(x))` a no-op.
+//!
+//! Parse accepts any well-formed domain: what the manifest cannot describe becomes a
+//! [`Field::Unsupported`] or [`Field::Lossy`] with a reason, never an error or a panic.
+
+use xot::Node;
+
+use super::dom::Dom;
+use super::render::{self, CDROM_TARGET_PREFIX};
+use super::{Captured, DiskFormat, Field, METADATA_ELEMENT, METADATA_NAMESPACE, ParseError};
+use crate::manifest::vm::{
+    Boot, Graphics, HOST_MODEL, HOST_PASSTHROUGH, Network, QEMU_DEFAULT_CPU_MODEL, Tpm, VirtType,
+};
+
+/// Reads the manifest fields from a domain XML (best from `virsh dumpxml --inactive`: the
+/// live XML has libvirt's run-time additions).
+pub fn parse(xml: &str) -> Result<Captured, ParseError> {
+    Dom::parse(xml).map(|dom| capture(&dom))
+}
+
+pub(super) fn capture(dom: &Dom) -> Captured {
+    let virt_type = read_virt_type(dom);
+    let (boot, secure_boot) = read_firmware(dom);
+    let (disk_path, disk_format) = read_disk(dom);
+    Captured {
+        name: dom.child(dom.domain, "name").map(|n| dom.text(n)),
+        bkt_marker: read_marker(dom),
+        cpu_model: read_cpu_model(dom, virt_type.value().copied()),
+        virt_type,
+        memory_gb: read_memory(dom),
+        vcpus: read_vcpus(dom),
+        disk_path,
+        disk_format,
+        boot,
+        secure_boot,
+        tpm: read_tpm(dom),
+        network: read_network(dom),
+        graphics: read_graphics(dom),
+        iso_paths: iso_cdroms(dom)
+            .into_iter()
+            .filter_map(|n| source_file(dom, n).map(str::to_owned))
+            .collect(),
+    }
+}
+
+fn unsupported<T>(reason: impl Into<String>) -> Field<T> {
+    Field::Unsupported {
+        reason: reason.into(),
+    }
+}
+
+fn read_marker(dom: &Dom) -> bool {
+    dom.child(dom.domain, "metadata").is_some_and(|metadata| {
+        dom.elements(metadata)
+            .any(|n| dom.qualified_name(n) == Some((METADATA_NAMESPACE, METADATA_ELEMENT)))
+    })
+}
+
+pub(super) fn read_virt_type(dom: &Dom) -> Field<VirtType> {
+    match dom.attr(dom.domain, "type") {
+        Some("kvm") => Field::Clean(VirtType::Kvm),
+        Some("qemu") => Field::Clean(VirtType::Qemu),
+        Some(other) => unsupported(format!("domain type '{other}' (bkt knows kvm and qemu)")),
+        None => unsupported("the domain has no type"),
+    }
+}
+
+const KIB: u128 = 1024;
+const GIB: u128 = 1024 * 1024 * 1024;
+
+/// A libvirt memory size in bytes (`unit` as libvirt reads it; KiB when absent).
+fn bytes(dom: &Dom, node: Node) -> Option<u128> {
+    let value: u128 = dom.text(node).parse().ok()?;
+    let unit: u128 = match dom.attr(node, "unit").unwrap_or("KiB") {
+        "b" | "bytes" => 1,
+        "KB" => 1000,
+        "k" | "KiB" => KIB,
+        "MB" => 1000u128.pow(2),
+        "M" | "MiB" => KIB.pow(2),
+        "GB" => 1000u128.pow(3),
+        "G" | "GiB" => KIB.pow(3),
+        "TB" => 1000u128.pow(4),
+        "T" | "TiB" => KIB.pow(4),
+        _ => return None,
+    };
+    value.checked_mul(unit)
+}
+
+fn describe_bytes(bytes: u128) -> String {
+    match bytes % KIB {
+        0 => format!("{} KiB", bytes / KIB),
+        _ => format!("{bytes} bytes"),
+    }
+}
+
+pub(super) fn read_memory(dom: &Dom) -> Field<u32> {
+    let Some(memory) = dom.child(dom.domain, "memory") else {
+        return unsupported("no <memory> element (the size comes from NUMA cells)");
+    };
+    let Some(total) = bytes(dom, memory) else {
+        return unsupported("<memory> is not a size libvirt can read");
+    };
+    if let Some(current) = dom.child(dom.domain, "currentMemory") {
+        match bytes(dom, current) {
+            Some(c) if c == total => {}
+            Some(c) => {
+                return unsupported(format!(
+                    "currentMemory ({}) differs from memory ({}): a balloon target",
+                    describe_bytes(c),
+                    describe_bytes(total)
+                ));
+            }
+            None => return unsupported("<currentMemory> is not a size libvirt can read"),
+        }
+    }
+    if total % GIB != 0 {
+        return unsupported(format!(
+            "{} is not a whole number of GiB",
+            describe_bytes(total)
+        ));
+    }
+    match u32::try_from(total / GIB) {
+        Ok(0) => unsupported("memory is 0"),
+        Ok(gb) => Field::Clean(gb),
+        Err(_) => unsupported(format!("{} GiB is too large", total / GIB)),
+    }
+}
+
+pub(super) fn read_vcpus(dom: &Dom) -> Field<u32> {
+    let Some(vcpu) = dom.child(dom.domain, "vcpu") else {
+        // libvirt's default.
+        return Field::Clean(1);
+    };
+    let Ok(count) = dom.text(vcpu).parse::<u32>() else {
+        return unsupported("<vcpu> is not a number");
+    };
+    if count == 0 {
+        return unsupported("vcpu count is 0");
+    }
+    match dom.attr(vcpu, "current").map(str::parse::<u32>) {
+        Some(Ok(current)) if current != count => unsupported(format!(
+            "{current} of {count} vCPUs are enabled at boot (CPU hotplug)"
+        )),
+        Some(Err(_)) => unsupported("vcpu current= is not a number"),
+        _ => Field::Clean(count),
+    }
+}
+
+/// The managed disk: the first `<disk>` whose device is `disk`.
+pub(super) fn managed_disk(dom: &Dom) -> Option<Node> {
+    dom.devices("disk")
+        .into_iter()
+        .find(|&n| dom.attr(n, "device").unwrap_or("disk") == "disk")
+}
+
+fn is_file(dom: &Dom, disk: Node) -> bool {
+    dom.attr(disk, "type").unwrap_or("file") == "file"
+}
+
+fn source_file(dom: &Dom, disk: Node) -> Option<&str> {
+    dom.child(disk, "source").and_then(|s| dom.attr(s, "file"))
+}
+
+pub(super) fn read_disk(dom: &Dom) -> (Field<String>, Field<DiskFormat>) {
+    let Some(disk) = managed_disk(dom) else {
+        return (unsupported("no disk"), unsupported("no disk"));
+    };
+    let path = match (is_file(dom, disk), source_file(dom, disk)) {
+        (true, Some(path)) => Field::Clean(path.to_owned()),
+        (true, None) => unsupported("the first disk has no source file"),
+        (false, _) => unsupported(format!(
+            "the first disk is type='{}', not a file",
+            dom.attr(disk, "type").unwrap_or_default()
+        )),
+    };
+    // libvirt treats a disk without a format as raw (it does not probe formats).
+    let format = match dom.child(disk, "driver").and_then(|d| dom.attr(d, "type")) {
+        None => Field::Clean(DiskFormat::Raw),
+        Some(name) => match DiskFormat::from_name(name) {
+            Some(format) => Field::Clean(format),
+            None => unsupported(format!("image format '{name}' (bkt knows qcow2 and raw)")),
+        },
+    };
+    (path, format)
+}
+
+/// The CD-ROMs that hold ISO files: `device='cdrom'` file disks with a source. Empty
+/// drives and host drives are not the manifest's.
+pub(super) fn iso_cdroms(dom: &Dom) -> Vec<Node> {
+    dom.devices("disk")
+        .into_iter()
+        .filter(|&n| {
+            dom.attr(n, "device") == Some("cdrom")
+                && is_file(dom, n)
+                && source_file(dom, n).is_some()
+        })
+        .collect()
+}
+
+/// The index of every disk target on the SATA/SCSI `sd` names, for picking new ones.
+pub(super) fn used_sd_indexes(dom: &Dom) -> Vec<usize> {
+    dom.devices("disk")
+        .into_iter()
+        .filter_map(|n| dom.child(n, "target"))
+        .filter_map(|t| dom.attr(t, "dev"))
+        .filter_map(|dev| render::target_index(CDROM_TARGET_PREFIX, dev))
+        .collect()
+}
+
+/// `boot` and `secure_boot`.
+///
+/// UEFI is `<os firmware='efi'>` or a pflash loader. Secure Boot is decided by the
+/// autoselection features when the domain has them (secure-boot with enrolled keys, and SMM
+/// not off), else by an explicit loader's `secure` attribute. `firmware='efi'` with neither
+/// leaves the choice to libvirt at start, which depends on the host's firmware descriptors,
+/// so Secure Boot is then unknown.
+pub(super) fn read_firmware(dom: &Dom) -> (Field<Boot>, Field<bool>) {
+    let os = dom.child(dom.domain, "os");
+    let firmware_attr = os.and_then(|os| dom.attr(os, "firmware"));
+    let loader = os.and_then(|os| dom.child(os, "loader"));
+    let pflash = loader.is_some_and(|l| dom.attr(l, "type") == Some("pflash"));
+    if firmware_attr != Some("efi") && !pflash {
+        return (Field::Clean(Boot::Bios), Field::Clean(false));
+    }
+    let feature = |name: &str| {
+        os.and_then(|os| dom.child(os, "firmware"))
+            .and_then(|fw| {
+                dom.children(fw, "feature")
+                    .find(|&f| dom.attr(f, "name") == Some(name))
+            })
+            .map(|f| dom.attr(f, "enabled") == Some("yes"))
+    };
+    let smm_off = dom
+        .at(dom.domain, &["features", "smm"])
+        .is_some_and(|smm| dom.attr(smm, "state") == Some("off"));
+    let secure = match (feature("secure-boot"), feature("enrolled-keys")) {
+        (Some(false), Some(true)) => {
+            unsupported("firmware feature enrolled-keys without secure-boot")
+        }
+        (Some(false), _) => Field::Clean(false),
+        (Some(true), Some(true)) if smm_off => unsupported("Secure Boot firmware with SMM off"),
+        (Some(true), Some(true)) => Field::Clean(true),
+        (Some(true), Some(false)) => {
+            unsupported("Secure Boot firmware without enrolled keys (Secure Boot is not enforced)")
+        }
+        (Some(true), None) => unsupported(
+            "firmware feature secure-boot without enrolled-keys: libvirt picks the keys when the VM starts",
+        ),
+        (None, _) => match loader {
+            Some(l) if dom.attr(l, "secure") == Some("yes") => Field::Clean(true),
+            Some(_) => Field::Clean(false),
+            None => unsupported(
+                "firmware='efi' without firmware features: libvirt picks the firmware, and so whether Secure Boot is on, when the VM starts",
+            ),
+        },
+    };
+    (Field::Clean(Boot::Uefi), secure)
+}
+
+pub(super) fn read_tpm(dom: &Dom) -> Field<Tpm> {
+    let tpms = dom.devices("tpm");
+    let tpm = match tpms.as_slice() {
+        [] => return Field::Clean(Tpm::None),
+        [tpm] => *tpm,
+        _ => return unsupported(format!("{} TPM devices", tpms.len())),
+    };
+    let backend = dom.child(tpm, "backend");
+    let kind = backend.and_then(|b| dom.attr(b, "type")).unwrap_or("none");
+    let version = backend.and_then(|b| dom.attr(b, "version"));
+    match (kind, version) {
+        ("emulator", Some("2.0")) => Field::Clean(Tpm::V2_0),
+        ("emulator", v) => unsupported(format!(
+            "an emulated TPM of version {}",
+            v.unwrap_or("(libvirt's default)")
+        )),
+        (other, _) => unsupported(format!("a TPM with a {other} backend, not an emulated one")),
+    }
+}
+
+/// The network the first `<interface>` attaches to, in manifest spelling.
+pub(super) fn read_network(dom: &Dom) -> Field<String> {
+    let interfaces = dom.devices("interface");
+    let Some(&first) = interfaces.first() else {
+        return Field::Clean(Network::NONE.to_owned());
+    };
+    let value = match interface_network(dom, first) {
+        Ok(value) => value,
+        Err(reason) => return unsupported(reason),
+    };
+    match interfaces.len() {
+        1 => Field::Clean(value),
+        n => Field::Lossy {
+            value,
+            reason: format!("{n} interfaces; the manifest describes only the first"),
+        },
+    }
+}
+
+/// The manifest spelling of an interface's attachment, or why it has none.
+pub(super) fn interface_network(dom: &Dom, interface: Node) -> Result<String, String> {
+    let kind = dom.attr(interface, "type").unwrap_or_default();
+    let source = |attr| {
+        dom.child(interface, "source")
+            .and_then(|s| dom.attr(s, attr))
+            .filter(|name| !name.is_empty())
+    };
+    match kind {
+        "network" => match source("network") {
+            Some(name) if name == Network::NONE || name.starts_with(Network::BRIDGE_PREFIX) => Err(
+                format!("a libvirt network named '{name}', which the manifest cannot name"),
+            ),
+            Some(name) => Ok(name.to_owned()),
+            None => Err("an interface type='network' without a source network".into()),
+        },
+        "bridge" => match source("bridge") {
+            Some(name) => Ok(format!("{}{name}", Network::BRIDGE_PREFIX)),
+            None => Err("an interface type='bridge' without a source bridge".into()),
+        },
+        other => Err(format!(
+            "an interface type='{other}', neither on a libvirt network nor on a bridge"
+        )),
+    }
+}
+
+pub(super) fn graphics_type(dom: &Dom, graphics: Node) -> Option<Graphics> {
+    match dom.attr(graphics, "type") {
+        Some("spice") => Some(Graphics::Spice),
+        Some("vnc") => Some(Graphics::Vnc),
+        _ => None,
+    }
+}
+
+/// The first `<graphics>` decides; `none` is no graphics at all.
+pub(super) fn read_graphics(dom: &Dom) -> Field<Graphics> {
+    let all = dom.devices("graphics");
+    let Some(&first) = all.first() else {
+        return Field::Clean(Graphics::None);
+    };
+    let Some(value) = graphics_type(dom, first) else {
+        return unsupported(format!(
+            "graphics type '{}' (bkt knows spice and vnc)",
+            dom.attr(first, "type").unwrap_or_default()
+        ));
+    };
+    match all.len() {
+        1 => Field::Clean(value),
+        n => Field::Lossy {
+            value,
+            reason: format!("{n} graphics devices; the manifest describes only the first"),
+        },
+    }
+}
+
+/// The CPU model in manifest terms. `None` is libvirt's default model, which only
+/// `virt_type: qemu` can name (by leaving `cpu_model` out): libvirt records it as the custom
+/// model `qemu64`, and a domain without a model gets that too. Under kvm that default is
+/// the named model `qemu64`.
+pub(super) fn read_cpu_model(dom: &Dom, virt_type: Option<VirtType>) -> Field<Option<String>> {
+    let qemu = virt_type == Some(VirtType::Qemu);
+    let named = |model: &str| {
+        if qemu && model == QEMU_DEFAULT_CPU_MODEL {
+            None
+        } else {
+            Some(model.to_owned())
+        }
+    };
+    let Some(cpu) = dom.child(dom.domain, "cpu") else {
+        return Field::Clean(named(QEMU_DEFAULT_CPU_MODEL));
+    };
+    match dom.attr(cpu, "mode").unwrap_or("custom") {
+        HOST_PASSTHROUGH => Field::Clean(Some(HOST_PASSTHROUGH.to_owned())),
+        HOST_MODEL => Field::Clean(Some(HOST_MODEL.to_owned())),
+        "custom" => match dom.child(cpu, "model").map(|m| dom.text(m)) {
+            Some(model) if !model.is_empty() => Field::Clean(named(&model)),
+            _ => Field::Clean(named(QEMU_DEFAULT_CPU_MODEL)),
+        },
+        other => unsupported(format!("CPU mode '{other}'")),
+    }
+}

@@ -1,0 +1,483 @@
+//! Patch: bring an existing domain's owned elements to the manifest, and keep the rest.
+//!
+//! Every field is read with the same function as [`super::parse`] and only changed when its
+//! value differs from the manifest's, so a domain that is in sync comes back unchanged and
+//! an update touches only the fields that drifted. A device whose kind changes (another
+//! graphics type, an interface that was not on a network) is rebuilt by [`super::render`]'s
+//! function for it, carrying over what still applies (MAC, passwords, listen addresses);
+//! what no longer applies (the old PCI address of a video device, SPICE-only channels) is
+//! dropped, and libvirt fills in new values on define.
+
+use std::fmt;
+
+use xot::Node;
+
+use super::dom::{self, Dom};
+use super::parse::{self, managed_disk};
+use super::render::{self, DISK_TARGET_PREFIX, Writer};
+use super::{ParseError, Resolved};
+use crate::manifest::vm::{Boot, Graphics, HOST_MODEL, HOST_PASSTHROUGH, Tpm, VmDefinition};
+
+/// Why a domain could not be patched.
+#[derive(Debug)]
+pub enum PatchError {
+    /// The existing XML is not a domain.
+    Parse(ParseError),
+    /// The change would need an edit that bkt does not make to this domain.
+    Unsupported { field: &'static str, reason: String },
+    /// The XML tree refused an edit (a bug in bkt).
+    Tree(xot::Error),
+}
+
+impl fmt::Display for PatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatchError::Parse(e) => e.fmt(f),
+            PatchError::Unsupported { field, reason } => {
+                write!(f, "cannot change {field}: {reason}")
+            }
+            PatchError::Tree(e) => write!(f, "editing the domain XML failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PatchError {}
+
+impl From<xot::Error> for PatchError {
+    fn from(e: xot::Error) -> Self {
+        PatchError::Tree(e)
+    }
+}
+
+/// `existing_xml` (from `virsh dumpxml --inactive --security-info`) with every element the
+/// manifest owns brought to `def`; `resolved` holds `def`'s facts from outside the manifest.
+/// The domain's name is never changed.
+pub fn patch(
+    existing_xml: &str,
+    def: &VmDefinition,
+    resolved: &Resolved,
+) -> Result<String, PatchError> {
+    let mut dom = Dom::parse(existing_xml).map_err(PatchError::Parse)?;
+    let dom_ = &mut dom;
+    virt_type(dom_, def);
+    cpu_model(dom_, def)?;
+    vcpus(dom_, def)?;
+    memory(dom_, def)?;
+    firmware(dom_, def)?;
+    disk(dom_, resolved)?;
+    cdroms(dom_, resolved)?;
+    network(dom_, def)?;
+    graphics(dom_, def.graphics)?;
+    tpm(dom_, def.tpm())?;
+    Ok(dom.to_xml()?)
+}
+
+/// Renders one element with `write`, indented for a child of `parent`, into `dom`.
+fn fragment(dom: &mut Dom, parent: Node, write: impl FnOnce(&mut Writer)) -> dom::Result<Node> {
+    let mut w = Writer::new(dom.depth(parent) + 1);
+    write(&mut w);
+    dom.fragment(w.finish().trim())
+}
+
+fn devices(dom: &mut Dom) -> dom::Result<Node> {
+    let domain = dom.domain;
+    dom.ensure_child(domain, "devices")
+}
+
+/// Adds a device after the last device of the same kind (libvirt orders devices itself).
+fn add_device(dom: &mut Dom, name: &str, write: impl FnOnce(&mut Writer)) -> dom::Result<Node> {
+    let devices = devices(dom)?;
+    let node = fragment(dom, devices, write)?;
+    let last = dom.children(devices, name).last();
+    match last {
+        Some(last) => dom.insert_after(last, node)?,
+        None => dom.append(devices, node)?,
+    }
+    Ok(node)
+}
+
+/// Removes every child of `parent` but those named in `keep`.
+fn retain_children(dom: &mut Dom, parent: Node, keep: &[&str]) -> dom::Result<()> {
+    let drop: Vec<Node> = dom
+        .elements(parent)
+        .filter(|&n| !keep.iter().any(|k| dom.is(n, k)))
+        .collect();
+    drop.into_iter().try_for_each(|n| dom.remove(n))
+}
+
+fn has_numa_cells(dom: &Dom) -> bool {
+    dom.at(dom.domain, &["cpu", "numa", "cell"]).is_some()
+}
+
+fn virt_type(dom: &mut Dom, def: &VmDefinition) {
+    let desired = def.virt_type();
+    if parse::read_virt_type(dom).value() != Some(&desired) {
+        let domain = dom.domain;
+        dom.set_attr(domain, "type", render::virt_type_name(desired));
+    }
+}
+
+/// The `<cpu>` children that describe the guest's layout rather than its model.
+const CPU_LAYOUT: &[&str] = &["topology", "numa", "cache", "maxphysaddr"];
+
+fn cpu_model(dom: &mut Dom, def: &VmDefinition) -> Result<(), PatchError> {
+    let normalized = def.normalized();
+    let desired = normalized.cpu_model();
+    let virt_type = parse::read_virt_type(dom).value().copied();
+    if parse::read_cpu_model(dom, virt_type)
+        .value()
+        .map(Option::as_deref)
+        == Some(desired)
+    {
+        return Ok(());
+    }
+    let domain = dom.domain;
+    let cpu = match (dom.child(domain, "cpu"), desired) {
+        (Some(cpu), _) => cpu,
+        (None, None) => return Ok(()),
+        (None, Some(_)) => dom.ensure_child(domain, "cpu")?,
+    };
+    // The old mode's attributes, model, vendor and features belong to the old model.
+    dom.retain_attrs(cpu, &[]);
+    retain_children(dom, cpu, CPU_LAYOUT)?;
+    match desired {
+        Some(mode @ (HOST_PASSTHROUGH | HOST_MODEL)) => dom.set_attr(cpu, "mode", mode),
+        Some(model) => {
+            dom.set_attr(cpu, "mode", "custom");
+            let node = fragment(dom, cpu, |w| render::cpu_model(w, model))?;
+            let first = dom.elements(cpu).next();
+            match first {
+                Some(first) => dom.insert_before(first, node)?,
+                None => dom.append(cpu, node)?,
+            }
+        }
+        None if dom.elements(cpu).next().is_none() => dom.remove(cpu)?,
+        None => {}
+    }
+    Ok(())
+}
+
+fn vcpus(dom: &mut Dom, def: &VmDefinition) -> Result<(), PatchError> {
+    if parse::read_vcpus(dom).value() == Some(&def.vcpus) {
+        return Ok(());
+    }
+    let refuse = |reason: &str| PatchError::Unsupported {
+        field: "vcpus",
+        reason: reason.into(),
+    };
+    if has_numa_cells(dom) {
+        return Err(refuse(
+            "the vCPUs are assigned to NUMA cells, which bkt does not change",
+        ));
+    }
+    let domain = dom.domain;
+    if dom.child(domain, "vcpus").is_some() {
+        return Err(refuse(
+            "the domain lists its vCPUs one by one (<vcpus>), which bkt does not change",
+        ));
+    }
+    let vcpu = dom.ensure_child(domain, "vcpu")?;
+    dom.remove_attr(vcpu, "current");
+    dom.set_text(vcpu, &def.vcpus.to_string())?;
+    let cpu = dom.ensure_child(domain, "cpu")?;
+    let topology = fragment(dom, cpu, |w| render::topology(w, def.vcpus))?;
+    match dom.child(cpu, "topology") {
+        Some(old) => dom.replace(old, topology)?,
+        None => dom.append(cpu, topology)?,
+    }
+    Ok(())
+}
+
+fn memory(dom: &mut Dom, def: &VmDefinition) -> Result<(), PatchError> {
+    if parse::read_memory(dom).value() == Some(&def.memory_gb) {
+        return Ok(());
+    }
+    if has_numa_cells(dom) {
+        return Err(PatchError::Unsupported {
+            field: "memory_gb",
+            reason: "the memory is split over NUMA cells, which bkt does not resize".into(),
+        });
+    }
+    let kib = render::memory_kib(def.memory_gb);
+    let domain = dom.domain;
+    let memory = dom.ensure_child(domain, "memory")?;
+    let current = dom.ensure_child(domain, "currentMemory")?;
+    for node in [memory, current] {
+        dom.set_attr(node, "unit", "KiB");
+        dom.set_text(node, &kib)?;
+    }
+    Ok(())
+}
+
+fn firmware(dom: &mut Dom, def: &VmDefinition) -> Result<(), PatchError> {
+    let (boot, secure) = parse::read_firmware(dom);
+    let secure_boot = def.boot == Boot::Uefi && def.secure_boot();
+    if boot.value() == Some(&def.boot) && secure.value() == Some(&secure_boot) {
+        return Ok(());
+    }
+    let domain = dom.domain;
+    let os = dom.ensure_child(domain, "os")?;
+    // The old firmware choice: its features and its loader no longer apply.
+    for name in ["firmware", "loader"] {
+        if let Some(node) = dom.child(os, name) {
+            dom.remove(node)?;
+        }
+    }
+    match def.boot {
+        Boot::Bios => {
+            dom.remove_attr(os, "firmware");
+            if let Some(nvram) = dom.child(os, "nvram") {
+                dom.remove(nvram)?;
+            }
+        }
+        Boot::Uefi => {
+            dom.set_attr(os, "firmware", "efi");
+            // Keep the NVRAM file (boot entries), not the template of another firmware.
+            if let Some(nvram) = dom.child(os, "nvram") {
+                dom.remove_attr(nvram, "template");
+            }
+            let features = fragment(dom, os, |w| render::firmware_features(w, secure_boot))?;
+            match dom.child(os, "type") {
+                Some(t) => dom.insert_after(t, features)?,
+                None => dom.append(os, features)?,
+            }
+            if secure_boot {
+                let features = dom.ensure_child(domain, "features")?;
+                let smm = dom.ensure_child(features, "smm")?;
+                dom.set_attr(smm, "state", "on");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn disk(dom: &mut Dom, resolved: &Resolved) -> Result<(), PatchError> {
+    let (path, format) = parse::read_disk(dom);
+    let Some(disk) = managed_disk(dom) else {
+        let used: Vec<usize> = dom
+            .devices("disk")
+            .into_iter()
+            .filter_map(|n| dom.child(n, "target"))
+            .filter_map(|t| dom.attr(t, "dev"))
+            .filter_map(|dev| render::target_index(DISK_TARGET_PREFIX, dev))
+            .collect();
+        let target = render::target_name(DISK_TARGET_PREFIX, next_free(&used));
+        add_device(dom, "disk", |w| {
+            render::disk(
+                w,
+                &resolved.disk_path,
+                resolved.disk_format.as_str(),
+                &target,
+            )
+        })?;
+        return Ok(());
+    };
+    if path.value() != Some(&resolved.disk_path) {
+        let was_file = dom.attr(disk, "type").unwrap_or("file") == "file";
+        dom.set_attr(disk, "type", "file");
+        match dom.child(disk, "source") {
+            Some(source) if was_file => dom.set_attr(source, "file", &resolved.disk_path),
+            old => {
+                // Another kind of source (block device, network, volume): none of it applies.
+                if let Some(old) = old {
+                    dom.remove(old)?;
+                }
+                let source = dom.ensure_child(disk, "source")?;
+                dom.set_attr(source, "file", &resolved.disk_path);
+            }
+        }
+        // The backing chain described the old image.
+        if let Some(chain) = dom.child(disk, "backingStore") {
+            dom.remove(chain)?;
+        }
+    }
+    if format.value() != Some(&resolved.disk_format) {
+        let driver = match dom.child(disk, "driver") {
+            Some(driver) => driver,
+            None => {
+                let driver = dom.ensure_child(disk, "driver")?;
+                dom.set_attr(driver, "name", "qemu");
+                driver
+            }
+        };
+        dom.set_attr(driver, "type", resolved.disk_format.as_str());
+    }
+    Ok(())
+}
+
+/// The smallest index above every used one, so that new disks sort after the old ones.
+fn next_free(used: &[usize]) -> usize {
+    used.iter().max().map_or(0, |m| m + 1)
+}
+
+fn cdroms(dom: &mut Dom, resolved: &Resolved) -> Result<(), PatchError> {
+    let owned = parse::iso_cdroms(dom);
+    let desired = resolved.iso_paths();
+    for (&node, path) in owned.iter().zip(&desired) {
+        if let Some(source) = dom.child(node, "source")
+            && dom.attr(source, "file") != Some(path)
+        {
+            dom.set_attr(source, "file", path);
+        }
+    }
+    for &node in owned.iter().skip(desired.len()) {
+        dom.remove(node)?;
+    }
+    let first = next_free(&parse::used_sd_indexes(dom));
+    for (index, path) in (first..).zip(desired.iter().skip(owned.len())) {
+        let target = render::target_name(render::CDROM_TARGET_PREFIX, index);
+        add_device(dom, "disk", |w| render::cdrom(w, path, &target))?;
+    }
+    Ok(())
+}
+
+/// The `<interface>` children that do not depend on how the interface attaches.
+const INTERFACE_KEEP: &[&str] = &[
+    "mac", "boot", "address", "alias", "link", "mtu", "rom", "coalesce",
+];
+
+fn network(dom: &mut Dom, def: &VmDefinition) -> Result<(), PatchError> {
+    if parse::read_network(dom).value() == Some(&def.network) {
+        return Ok(());
+    }
+    let interfaces = dom.devices("interface");
+    let Some(attachment) = render::attachment(&def.network()) else {
+        // `none` is no interface at all.
+        return interfaces
+            .into_iter()
+            .try_for_each(|n| dom.remove(n))
+            .map_err(Into::into);
+    };
+    let Some(&first) = interfaces.first() else {
+        add_device(dom, "interface", |w| render::interface(w, attachment))?;
+        return Ok(());
+    };
+    if matches!(dom.attr(first, "type"), Some("network" | "bridge")) {
+        dom.set_attr(first, "type", attachment.0);
+        let source = fragment(dom, first, |w| render::interface_source(w, attachment))?;
+        match dom.child(first, "source") {
+            Some(old) => dom.replace(old, source)?,
+            None => dom.append(first, source)?,
+        }
+    } else {
+        let devices = devices(dom)?;
+        let new = fragment(dom, devices, |w| render::interface(w, attachment))?;
+        let kept: Vec<Node> = dom
+            .elements(first)
+            .filter(|&n| INTERFACE_KEEP.iter().any(|k| dom.is(n, k)))
+            .collect();
+        for child in kept {
+            dom.adopt(new, child)?;
+        }
+        dom.replace(first, new)?;
+    }
+    Ok(())
+}
+
+/// `<graphics>` attributes and children that mean the same for SPICE and VNC.
+const GRAPHICS_KEEP_ATTRS: &[&str] = &["passwd", "passwdValidTo", "connected", "keymap", "listen"];
+
+fn graphics(dom: &mut Dom, desired: Graphics) -> Result<(), PatchError> {
+    if parse::read_graphics(dom).value() == Some(&desired) {
+        return Ok(());
+    }
+    if desired != Graphics::Spice {
+        leave_spice(dom)?;
+    }
+    let graphics = dom.devices("graphics");
+    let videos = dom.devices("video");
+    if desired == Graphics::None {
+        for node in graphics.into_iter().chain(videos) {
+            dom.remove(node)?;
+        }
+        if dom.devices("serial").is_empty() && dom.devices("console").is_empty() {
+            add_device(dom, "serial", render::serial)?;
+            add_device(dom, "console", render::console)?;
+        }
+        return Ok(());
+    }
+    match graphics.first() {
+        None => {
+            add_device(dom, "graphics", |w| render::graphics(w, desired))?;
+        }
+        Some(&old) => {
+            let devices = devices(dom)?;
+            let new = fragment(dom, devices, |w| render::graphics(w, desired))?;
+            for attr in GRAPHICS_KEEP_ATTRS {
+                if let Some(value) = dom.attr(old, attr).map(str::to_owned) {
+                    dom.set_attr(new, attr, &value);
+                }
+            }
+            let listens: Vec<Node> = dom.children(old, "listen").collect();
+            for listen in listens {
+                dom.adopt(new, listen)?;
+            }
+            dom.replace(old, new)?;
+        }
+    }
+    match videos.first() {
+        None => {
+            add_device(dom, "video", |w| render::video(w, desired))?;
+        }
+        Some(&video) => {
+            // A new video model: its model settings, driver and address no longer apply.
+            retain_children(dom, video, &["alias"])?;
+            let model = fragment(dom, video, |w| render::video_model(w, desired))?;
+            dom.append(video, model)?;
+        }
+    }
+    if desired == Graphics::Spice
+        && !dom
+            .devices("channel")
+            .iter()
+            .any(|&c| dom.attr(c, "type") == Some("spicevmc"))
+    {
+        add_device(dom, "channel", render::spice_agent_channel)?;
+    }
+    if !dom
+        .devices("input")
+        .iter()
+        .any(|&i| dom.attr(i, "type") == Some("tablet"))
+    {
+        add_device(dom, "input", render::tablet)?;
+    }
+    Ok(())
+}
+
+/// Drops what libvirt refuses without SPICE graphics: `spicevmc`/`spiceport` devices
+/// (agent channels, USB redirection), and SPICE audio, which becomes no audio (its id stays,
+/// for sound devices that name it).
+fn leave_spice(dom: &mut Dom) -> dom::Result<()> {
+    let Some(devices) = dom.child(dom.domain, "devices") else {
+        return Ok(());
+    };
+    let spice_only: Vec<Node> = dom
+        .elements(devices)
+        .filter(|&n| matches!(dom.attr(n, "type"), Some("spicevmc" | "spiceport")))
+        .collect();
+    for node in spice_only {
+        dom.remove(node)?;
+    }
+    let audios: Vec<Node> = dom
+        .children(devices, "audio")
+        .filter(|&a| dom.attr(a, "type") == Some("spice"))
+        .collect();
+    for audio in audios {
+        dom.set_attr(audio, "type", "none");
+        retain_children(dom, audio, &[])?;
+    }
+    Ok(())
+}
+
+fn tpm(dom: &mut Dom, desired: Tpm) -> Result<(), PatchError> {
+    if parse::read_tpm(dom).value() == Some(&desired) {
+        return Ok(());
+    }
+    for node in dom.devices("tpm") {
+        dom.remove(node)?;
+    }
+    if desired == Tpm::V2_0 {
+        add_device(dom, "tpm", render::tpm)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Golden files for `render`: every case under tests/golden/ is compared exactly (rewrite them
+//! with `BKT_UPDATE_GOLDEN=1 cargo test`), checked against libvirt's own schema, and defined
+//! on a real libvirt to check that what libvirt keeps parses back to the definition.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bkt::virsh::{Runner, SystemRunner, Virsh};
+use bkt::vm::diff::diff;
+use bkt::vm::domain_xml::{parse, render};
+use common::{golden_cases, manifest_dir, resolve};
+
+fn golden_dir() -> PathBuf {
+    manifest_dir().join("tests/golden")
+}
+
+fn golden_path(case: &str) -> PathBuf {
+    golden_dir().join(format!("{case}.xml"))
+}
+
+#[test]
+fn render_matches_the_golden_files() {
+    let update = std::env::var_os("BKT_UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let mut stale = Vec::new();
+    for (case, def) in golden_cases() {
+        let xml = render(case, &def, &resolve(&def));
+        let path = golden_path(case);
+        if update {
+            std::fs::write(&path, &xml).unwrap();
+        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(xml.as_str()) {
+            stale.push(format!("{}:\n{xml}", path.display()));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "render differs from the golden files (rerun with BKT_UPDATE_GOLDEN=1 and review the diff):\n{}",
+        stale.join("\n")
+    );
+}
+
+#[test]
+fn every_golden_file_is_a_case() {
+    let cases: Vec<String> = golden_cases()
+        .iter()
+        .map(|(case, _)| format!("{case}.xml"))
+        .collect();
+    for entry in std::fs::read_dir(golden_dir()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            cases.contains(&name),
+            "tests/golden/{name} belongs to no case"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs virt-xml-validate (libvirt-clients)"]
+fn golden_files_pass_libvirt_schema() {
+    for (case, _) in golden_cases() {
+        let path = golden_path(case);
+        let args = [path.to_string_lossy().into_owned(), "domain".to_owned()];
+        let out = SystemRunner
+            .run("virt-xml-validate", &args, None, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("cannot run virt-xml-validate: {e:?}"));
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{} fails libvirt's schema:\n{}{}",
+            path.display(),
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
+/// Undefines the domain when dropped, so that a failed assertion leaves nothing behind.
+struct Defined<'a> {
+    virsh: &'a Virsh<'a>,
+    name: String,
+}
+
+impl Drop for Defined<'_> {
+    fn drop(&mut self) {
+        let _ = self.virsh.run(&["undefine", "--nvram", &self.name]);
+    }
+}
+
+#[test]
+#[ignore = "needs libvirtd"]
+fn golden_domains_round_trip_through_libvirt() {
+    let runner = SystemRunner;
+    let virsh = Virsh::new(&runner, Some("qemu:///system"));
+    for (case, def) in golden_cases() {
+        let name = format!("bkt-test-golden-{}-{case}", std::process::id());
+        let resolved = resolve(&def);
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(render(&name, &def, &resolved).as_bytes())
+            .unwrap();
+        virsh
+            .run(&["define", &file.path().to_string_lossy()])
+            .unwrap_or_else(|e| panic!("{case}: define failed: {e}"));
+        let _defined = Defined {
+            virsh: &virsh,
+            name: name.clone(),
+        };
+        let xml = virsh
+            .run(&["dumpxml", "--inactive", "--security-info", &name])
+            .unwrap();
+        let captured = parse(&xml).unwrap();
+        assert_eq!(captured.name.as_deref(), Some(name.as_str()));
+        assert!(
+            captured.bkt_marker,
+            "{case}: libvirt dropped the metadata marker"
+        );
+        assert_eq!(captured.problems(), vec![], "{case}:\n{xml}");
+        assert_eq!(diff(&captured, &def, &resolved), vec![], "{case}:\n{xml}");
+        assert_eq!(
+            captured.merge_into(&def, &resolved).0,
+            def.normalized(),
+            "{case}"
+        );
+    }
+}
