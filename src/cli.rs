@@ -54,6 +54,13 @@ pub enum Command {
     /// Manage libvirt virtual machines
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Sync every subsystem (today: vm) with its manifest
+    Sync {
+        #[command(flatten)]
+        dry_run: DryRunArgs,
+    },
+    /// Show the status of every subsystem (today: vm)
+    Status,
     /// Print the JSON Schema of a manifest
     Schema {
         #[arg(value_enum)]
@@ -68,6 +75,27 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
+    /// Create and update libvirt domains to match vms.json
+    Sync {
+        /// Only these VMs (default: every VM in the manifest)
+        names: Vec<String>,
+        #[command(flatten)]
+        dry_run: DryRunArgs,
+        /// Print the plan and the results as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show which VMs run, are stopped or missing, and which drifted from vms.json
+    Status {
+        /// Only these VMs (manifest VMs, or libvirt domains)
+        names: Vec<String>,
+        /// Also list libvirt domains that the manifest does not describe
+        #[arg(long)]
+        all: bool,
+        /// Print the status as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Check vms.json and report every problem in it
     Validate,
     /// Start a VM (already running is success)
@@ -103,4 +131,14 @@ pub enum Shell {
     Bash,
     Zsh,
     Fish,
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct DryRunArgs {
+    /// Print the plan and change nothing
+    #[arg(long, conflicts_with = "check")]
+    pub dry_run: bool,
+    /// Print the plan, change nothing, and exit 1 when anything would change
+    #[arg(long)]
+    pub check: bool,
 }

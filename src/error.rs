@@ -43,6 +43,12 @@ pub enum Error {
     },
     /// A command named a domain that libvirt does not have.
     NoSuchDomain { name: String, in_manifest: bool },
+    /// A name that is neither in the manifest nor in libvirt.
+    NoSuchVm { name: String },
+    /// `sync --check` found something to change.
+    WouldChange,
+    /// Sync failed for these VMs (the others were synced).
+    SyncFailed { failed: Vec<String> },
 }
 
 /// Exit codes of SPEC.md.
@@ -59,7 +65,10 @@ impl Error {
             | Error::Vm { .. }
             | Error::StopTimedOut { .. }
             | Error::NotInManifest { .. }
-            | Error::NoSuchDomain { .. } => EXIT_FAILURE,
+            | Error::NoSuchDomain { .. }
+            | Error::NoSuchVm { .. }
+            | Error::WouldChange
+            | Error::SyncFailed { .. } => EXIT_FAILURE,
         }
     }
 
@@ -80,7 +89,10 @@ impl Error {
                 in_manifest: true,
                 ..
             } => Some("`bkt vm sync` defines it".into()),
-            Error::NoSuchDomain { .. } => Some("`bkt vm status --all` lists the VMs".into()),
+            Error::NoSuchDomain { .. } | Error::NoSuchVm { .. } => {
+                Some("`bkt vm status --all` lists the VMs".into())
+            }
+            Error::WouldChange => Some("`bkt vm sync` makes these changes".into()),
             _ => None,
         }
     }
@@ -112,6 +124,17 @@ impl fmt::Display for Error {
                 write!(f, "VM {name} is not in {}", file.display())
             }
             Error::NoSuchDomain { name, .. } => write!(f, "libvirt has no domain named {name}"),
+            Error::NoSuchVm { name } => {
+                write!(f, "{name} is neither in the manifest nor a libvirt domain")
+            }
+            Error::WouldChange => write!(f, "libvirt does not match the manifest"),
+            Error::SyncFailed { failed } => write!(
+                f,
+                "sync failed for {} VM{}: {}",
+                failed.len(),
+                if failed.len() == 1 { "" } else { "s" },
+                failed.join(", ")
+            ),
         }
     }
 }

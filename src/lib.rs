@@ -11,6 +11,7 @@ pub mod cli;
 pub mod error;
 pub mod manifest;
 pub mod output;
+pub mod plan;
 pub mod subsystem;
 pub mod virsh;
 pub mod vm;

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
-use bkt::cli::{Cli, Command, SchemaName, Shell, VmCommand};
+use bkt::cli::{Cli, Command, DryRunArgs, SchemaName, Shell, VmCommand};
 use bkt::error::Error;
 use bkt::manifest::vm;
 use bkt::output::Printer;
-use bkt::subsystem::{Subsystem, VmSubsystem};
+use bkt::subsystem::{self, Context, DryRun, Subsystem, VmSubsystem};
 use bkt::virsh::{SystemRunner, Virsh};
+use bkt::vm::commands;
 use bkt::vm::ops::{self, StartOutcome, StopMode, StopOutcome};
 
 fn main() -> ExitCode {
@@ -28,8 +29,30 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, printer: &Printer) -> Result<(), Error> {
     let manifest_dir = vm::manifest_dir(cli.global.manifest_dir.as_deref());
-    let virsh = Virsh::new(&SystemRunner, cli.global.connect.as_deref());
+    let trace = |line: &str| printer.trace(line);
+    let mut virsh = Virsh::new(&SystemRunner, cli.global.connect.as_deref());
+    if printer.verbosity >= 2 {
+        virsh = virsh.with_trace(&trace);
+    }
+    let ctx = Context {
+        manifest_dir: &manifest_dir,
+        runner: &SystemRunner,
+        virsh: &virsh,
+        printer,
+    };
     match &cli.command {
+        Command::Vm(VmCommand::Sync {
+            names,
+            dry_run,
+            json,
+        }) => commands::sync(&ctx, names, dry_run_mode(dry_run), *json),
+        Command::Vm(VmCommand::Status { names, all, json }) => {
+            commands::status(&ctx, names, *all, *json)
+        }
+        Command::Sync { dry_run } => {
+            every_subsystem(printer, |s| s.sync(&ctx, dry_run_mode(dry_run)))
+        }
+        Command::Status => every_subsystem(printer, |s| s.status(&ctx)),
         Command::Vm(VmCommand::Validate) => {
             let n = VmSubsystem.validate(&manifest_dir)?;
             printer.success(&format!("ok: {n} VM{}", if n == 1 { "" } else { "s" }));
@@ -107,4 +130,30 @@ fn check_name(
             in_libvirt,
         }),
     }
+}
+
+fn dry_run_mode(args: &DryRunArgs) -> DryRun {
+    match (args.dry_run, args.check) {
+        (_, true) => DryRun::Check,
+        (true, false) => DryRun::On,
+        (false, false) => DryRun::Off,
+    }
+}
+
+/// Runs `action` for every registered subsystem, all of them even when one fails; the
+/// first failure decides the exit code, the others are printed as they happen.
+fn every_subsystem(
+    printer: &Printer,
+    action: impl Fn(&dyn Subsystem) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut first = None;
+    for s in subsystem::registry() {
+        if let Err(e) = action(s.as_ref()) {
+            match first {
+                None => first = Some(e),
+                Some(_) => printer.error(&e),
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
 }

@@ -18,6 +18,7 @@ const RED_BOLD: &str = "\x1b[1;31m";
 const YELLOW_BOLD: &str = "\x1b[1;33m";
 const CYAN_BOLD: &str = "\x1b[1;36m";
 const GREEN: &str = "\x1b[32m";
+const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
 impl Printer {
@@ -56,6 +57,11 @@ impl Printer {
         print!("{text}");
     }
 
+    /// A line for `-vv` (each virsh process bkt starts).
+    pub fn trace(&self, text: &str) {
+        eprintln!("{}", Self::paint(self.color_err, DIM, text));
+    }
+
     pub fn warning(&self, text: &str) {
         if self.verbosity >= 0 {
             eprintln!(
@@ -81,4 +87,175 @@ impl Printer {
             eprintln!("{} {hint}", Self::paint(self.color_err, CYAN_BOLD, "hint:"));
         }
     }
+}
+
+// ---- sync and status ---------------------------------------------------------------
+
+use crate::plan::{Action, Outcome, Summary, SyncPlan, VmResult};
+use crate::vm::planner::{State, StatusRow};
+
+impl Printer {
+    fn style(&self, on_stdout: bool, style: &str, text: &str) -> String {
+        Self::paint(
+            if on_stdout {
+                self.color_out
+            } else {
+                self.color_err
+            },
+            style,
+            text,
+        )
+    }
+
+    /// The plan, a line per VM and a line per change. A plan that changes nothing is one
+    /// line (each unchanged VM too with `-v`).
+    pub fn plan(&self, plan: &SyncPlan) {
+        for vm in &plan.vms {
+            for warning in &vm.warnings {
+                self.warning(&format!("VM {}: {warning}", vm.name));
+            }
+        }
+        if !plan.changes_anything() && !plan.has_errors() && self.verbosity < 1 {
+            let n = plan.vms.len();
+            println!(
+                "{}",
+                match n {
+                    0 => "nothing to do: no VMs to sync".to_string(),
+                    1 => "nothing to do: 1 VM in sync".to_string(),
+                    n => format!("nothing to do: {n} VMs in sync"),
+                }
+            );
+            return;
+        }
+        for vm in &plan.vms {
+            let name = &vm.name;
+            match &vm.action {
+                Action::Create {
+                    create_disk,
+                    autostart,
+                    ..
+                } => {
+                    println!("{} create {name}", self.style(true, GREEN, "+"));
+                    if let Some(disk) = create_disk {
+                        println!(
+                            "    create disk {} ({} GiB, {})",
+                            disk.path, disk.size_gb, disk.format
+                        );
+                    }
+                    if *autostart {
+                        println!("    autostart: on");
+                    }
+                }
+                Action::Update {
+                    changes,
+                    create_disk,
+                    pending_reboot,
+                    notes,
+                    ..
+                } => {
+                    println!("{} update {name}", self.style(true, YELLOW_BOLD, "~"));
+                    if let Some(disk) = create_disk {
+                        println!(
+                            "    create disk {} ({} GiB, {})",
+                            disk.path, disk.size_gb, disk.format
+                        );
+                    }
+                    for change in changes {
+                        println!("    {change}");
+                    }
+                    if *pending_reboot {
+                        println!(
+                            "    note: {name} is running; the new definition takes effect at its next boot"
+                        );
+                    }
+                    for note in notes {
+                        println!("    note: {note}");
+                    }
+                }
+                Action::Unchanged => {
+                    if self.verbosity >= 0 {
+                        println!("= unchanged {name}");
+                    }
+                }
+                Action::Error { message } => {
+                    println!(
+                        "{} error {name}: {message}",
+                        self.style(true, RED_BOLD, "!")
+                    );
+                }
+            }
+        }
+    }
+
+    /// The failures of a carried-out plan and the summary line.
+    pub fn results(&self, results: &[VmResult]) {
+        for r in results {
+            if let Outcome::Failed { message } = &r.outcome {
+                eprintln!(
+                    "{} VM {}: {message}",
+                    self.style(false, RED_BOLD, "error:"),
+                    r.name
+                );
+            }
+        }
+        println!("{}", summary_line(&Summary::of_results(results)));
+    }
+
+    /// The summary of a plan that was not carried out.
+    pub fn dry_run_summary(&self, plan: &SyncPlan) {
+        let s = Summary::of_plan(plan);
+        println!(
+            "dry run: {} to create, {} to update, {} unchanged, {} failed; nothing was changed",
+            s.created, s.updated, s.unchanged, s.failed
+        );
+    }
+
+    pub fn status(&self, rows: &[StatusRow]) {
+        let sync: Vec<String> = rows.iter().map(sync_column).collect();
+        let name_width = rows
+            .iter()
+            .map(|r| r.name.chars().count())
+            .chain([4])
+            .max()
+            .unwrap_or(4);
+        let state_width = 7;
+        println!("{:name_width$}  {:state_width$}  SYNC", "NAME", "STATE");
+        for (row, sync) in rows.iter().zip(sync) {
+            let state = format!("{:state_width$}", row.state.to_string());
+            let state = match row.state {
+                State::Running => self.style(true, GREEN, &state),
+                State::Stopped => state,
+                State::Missing => self.style(true, RED_BOLD, &state),
+            };
+            let sync = match row.in_sync {
+                Some(false) => self.style(true, YELLOW_BOLD, &sync),
+                _ => sync,
+            };
+            println!("{:name_width$}  {state}  {sync}", row.name);
+        }
+    }
+}
+
+fn sync_column(row: &StatusRow) -> String {
+    match (row.managed, row.in_sync) {
+        (false, _) => "unmanaged".to_string(),
+        (true, None) => "-".to_string(),
+        (true, Some(true)) => "in sync".to_string(),
+        (true, Some(false)) => format!("drift: {}", row.drift.join(", ")),
+    }
+}
+
+pub fn summary_line(s: &Summary) -> String {
+    format!(
+        "{} created, {} updated, {} unchanged, {} failed",
+        s.created, s.updated, s.unchanged, s.failed
+    )
+}
+
+/// Writes `value` as one line of JSON on stdout.
+pub fn json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("plain data serializes")
+    );
 }

@@ -6,6 +6,25 @@ use std::path::Path;
 
 use crate::error::Error;
 use crate::manifest::vm;
+use crate::output::Printer;
+use crate::virsh::{Runner, Virsh};
+use crate::vm::commands;
+
+/// What every command needs: where the manifests are, how to reach libvirt, how to print.
+pub struct Context<'a> {
+    pub manifest_dir: &'a Path,
+    pub runner: &'a dyn Runner,
+    pub virsh: &'a Virsh<'a>,
+    pub printer: &'a Printer,
+}
+
+/// Sync's three ways: do it, only show it, or show it and fail when anything would change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DryRun {
+    Off,
+    On,
+    Check,
+}
 
 pub trait Subsystem {
     /// The name used on the command line (`bkt vm ...`).
@@ -14,6 +33,10 @@ pub trait Subsystem {
     fn manifest_file(&self) -> &'static str;
     /// Loads and validates the manifest; the number of items it describes.
     fn validate(&self, manifest_dir: &Path) -> Result<usize, Error>;
+    /// Makes the machine match the whole manifest.
+    fn sync(&self, ctx: &Context, dry_run: DryRun) -> Result<(), Error>;
+    /// Shows how the machine compares with the whole manifest.
+    fn status(&self, ctx: &Context) -> Result<(), Error>;
 }
 
 /// Every registered subsystem, in the order top-level commands run them.
@@ -35,6 +58,14 @@ impl Subsystem for VmSubsystem {
 
     fn validate(&self, manifest_dir: &Path) -> Result<usize, Error> {
         Ok(vm::load(manifest_dir)?.vms.len())
+    }
+
+    fn sync(&self, ctx: &Context, dry_run: DryRun) -> Result<(), Error> {
+        commands::sync(ctx, &[], dry_run, false)
+    }
+
+    fn status(&self, ctx: &Context) -> Result<(), Error> {
+        commands::status(ctx, &[], false, false)
     }
 }
 

@@ -250,6 +250,15 @@ pub fn home_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// Where downloaded installer ISOs live: `$XDG_CACHE_HOME/bkt/isos`, else `~/.cache/bkt/isos`.
+pub fn iso_cache_dir(home: Option<&Path>) -> PathBuf {
+    let cache = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+        _ => home.unwrap_or(Path::new("/")).join(".cache"),
+    };
+    cache.join("bkt").join("isos")
+}
+
 /// Expands a leading `~` or `~/` with `home`. Other forms (`~user/...`) are left as they are
 /// (and are then not absolute, which validation reports).
 pub fn expand_home(path: &str, home: Option<&Path>) -> PathBuf {

@@ -13,7 +13,7 @@ use super::domain_xml::{Captured, Field, Resolved};
 use crate::manifest::vm::{Boot, VmDefinition};
 
 /// One field whose observed value differs from the manifest's, in manifest spelling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldChange {
     /// The manifest field (or `disk_format`, the managed disk's driver type, which must
     /// match the image).
