@@ -112,3 +112,41 @@ pub fn small_vm(name: &str) -> String {
         "\"{name}\": {{ \"memory_gb\": 1, \"vcpus\": 1, \"disk_path\": \"/var/lib/libvirt/images/{name}.qcow2\", \"disk_size_gb\": 1, \"boot\": \"bios\", \"network\": \"none\", \"graphics\": \"none\", \"virt_type\": \"qemu\" }}"
     )
 }
+
+/// A directory for test disks that QEMU (running as its own user) can reach.
+pub fn disk_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A manifest VM as JSON: small, software-emulated, its disk created in `disks`, with
+/// `overrides` merged over it.
+pub fn vm_json(name: &str, disks: &Path, overrides: serde_json::Value) -> serde_json::Value {
+    let mut vm = serde_json::json!({
+        "memory_gb": 1,
+        "vcpus": 1,
+        "disk_path": disks.join(format!("{name}.qcow2")),
+        "disk_size_gb": 1,
+        "create_if_missing": true,
+        "boot": "bios",
+        "network": "none",
+        "graphics": "none",
+        "virt_type": "qemu"
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        vm[k] = v.clone();
+    }
+    vm
+}
+
+/// Writes `vms.json` with these VMs into `dir`.
+pub fn write_manifest(dir: &Path, vms: &[(&str, serde_json::Value)]) {
+    let vms: serde_json::Map<String, serde_json::Value> = vms
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.clone()))
+        .collect();
+    let text = serde_json::to_string_pretty(&serde_json::json!({ "vms": vms })).unwrap();
+    std::fs::write(dir.join("vms.json"), text).unwrap();
+}
