@@ -59,6 +59,12 @@ pub enum Command {
         #[command(flatten)]
         dry_run: DryRunArgs,
     },
+    /// Capture every subsystem (today: vm) into its manifest
+    Capture {
+        /// Print what would change and write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show the status of every subsystem (today: vm)
     Status,
     /// Print the JSON Schema of a manifest
@@ -84,6 +90,17 @@ pub enum VmCommand {
         /// Print the plan and the results as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Write what libvirt has back into vms.json
+    Capture {
+        /// Only these domains, added to the manifest when it does not have them
+        names: Vec<String>,
+        /// Also every libvirt domain that the manifest does not have yet
+        #[arg(long)]
+        all: bool,
+        /// Print what would change and write nothing
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show which VMs run, are stopped or missing, and which drifted from vms.json
     Status {

@@ -52,6 +52,12 @@ fn run(cli: &Cli, printer: &Printer) -> Result<(), Error> {
         Command::Sync { dry_run } => {
             every_subsystem(printer, |s| s.sync(&ctx, dry_run_mode(dry_run)))
         }
+        Command::Vm(VmCommand::Capture {
+            names,
+            all,
+            dry_run,
+        }) => commands::capture(&ctx, names, *all, *dry_run),
+        Command::Capture { dry_run } => every_subsystem(printer, |s| s.capture(&ctx, *dry_run)),
         Command::Status => every_subsystem(printer, |s| s.status(&ctx)),
         Command::Vm(VmCommand::Validate) => {
             let n = VmSubsystem.validate(&manifest_dir)?;

@@ -91,7 +91,7 @@ impl Printer {
 
 // ---- sync and status ---------------------------------------------------------------
 
-use crate::plan::{Action, Outcome, Summary, SyncPlan, VmResult};
+use crate::plan::{Action, CaptureEntry, Outcome, Summary, SyncPlan, VmResult};
 use crate::vm::planner::{State, StatusRow};
 
 impl Printer {
@@ -207,6 +207,62 @@ impl Printer {
         println!(
             "dry run: {} to create, {} to update, {} unchanged, {} failed; nothing was changed",
             s.created, s.updated, s.unchanged, s.failed
+        );
+    }
+
+    /// A message about what happened (stderr); `-q` silences it.
+    pub fn note(&self, text: &str) {
+        if self.verbosity >= 0 {
+            eprintln!("{text}");
+        }
+    }
+
+    /// What capture wrote (or would write), field by field, and its summary line.
+    pub fn capture(&self, entries: &[CaptureEntry]) {
+        let (mut added, mut changed, mut unchanged, mut skipped) = (0, 0, 0, 0);
+        let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
+        for entry in entries {
+            match entry {
+                CaptureEntry::Added { name, def } => {
+                    added += 1;
+                    println!("{} add {name}", self.style(true, GREEN, "+"));
+                    if let Some(fields) = serde_json::to_value(def)
+                        .ok()
+                        .as_ref()
+                        .and_then(|v| v.as_object())
+                    {
+                        for (field, value) in fields {
+                            println!("    {field}: {value}");
+                        }
+                    }
+                }
+                CaptureEntry::Changed { name, changes } => {
+                    changed += 1;
+                    println!("{} change {name}", self.style(true, YELLOW_BOLD, "~"));
+                    for (field, old, new) in changes {
+                        println!("    {field}: {} -> {}", shown(old), shown(new));
+                    }
+                }
+                CaptureEntry::Unchanged { name } => {
+                    unchanged += 1;
+                    if self.verbosity >= 1 {
+                        println!("= unchanged {name}");
+                    }
+                }
+                CaptureEntry::Skipped { name, reasons } => {
+                    skipped += 1;
+                    println!(
+                        "{} skip {name}: {}",
+                        self.style(true, RED_BOLD, "!"),
+                        reasons.join("; ")
+                    );
+                }
+            }
+        }
+        let total = added + changed + unchanged;
+        println!(
+            "captured {total} VM{}: {added} added, {changed} changed, {unchanged} unchanged; skipped {skipped}",
+            if total == 1 { "" } else { "s" }
         );
     }
 

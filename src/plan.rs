@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::manifest::vm::VmDefinition;
 use crate::vm::diff::FieldChange;
 
 /// The plan for every VM that sync looked at, in manifest (name) order.
@@ -129,5 +130,36 @@ impl Summary {
             }
         }
         s
+    }
+}
+
+/// What capture did (or, in a dry run, would do) to one VM of the manifest.
+#[derive(Debug)]
+pub enum CaptureEntry {
+    Added {
+        name: String,
+        def: VmDefinition,
+    },
+    Changed {
+        name: String,
+        changes: Vec<(String, Option<String>, Option<String>)>,
+    },
+    Unchanged {
+        name: String,
+    },
+    Skipped {
+        name: String,
+        reasons: Vec<String>,
+    },
+}
+
+impl CaptureEntry {
+    pub fn name(&self) -> &str {
+        match self {
+            CaptureEntry::Added { name, .. }
+            | CaptureEntry::Changed { name, .. }
+            | CaptureEntry::Unchanged { name }
+            | CaptureEntry::Skipped { name, .. } => name,
+        }
     }
 }

@@ -35,6 +35,8 @@ pub trait Subsystem {
     fn validate(&self, manifest_dir: &Path) -> Result<usize, Error>;
     /// Makes the machine match the whole manifest.
     fn sync(&self, ctx: &Context, dry_run: DryRun) -> Result<(), Error>;
+    /// Writes what the machine has back into the manifest.
+    fn capture(&self, ctx: &Context, dry_run: bool) -> Result<(), Error>;
     /// Shows how the machine compares with the whole manifest.
     fn status(&self, ctx: &Context) -> Result<(), Error>;
 }
@@ -62,6 +64,10 @@ impl Subsystem for VmSubsystem {
 
     fn sync(&self, ctx: &Context, dry_run: DryRun) -> Result<(), Error> {
         commands::sync(ctx, &[], dry_run, false)
+    }
+
+    fn capture(&self, ctx: &Context, dry_run: bool) -> Result<(), Error> {
+        commands::capture(ctx, &[], false, dry_run)
     }
 
     fn status(&self, ctx: &Context) -> Result<(), Error> {

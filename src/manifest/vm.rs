@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 /// The name of the manifest file inside the manifest directory.
 pub const FILE_NAME: &str = "vms.json";
 
-/// The `$schema` value that capture writes into a manifest it creates.
+/// The `$schema` value of the examples in this repository.
 pub const SCHEMA_REF: &str = "../schemas/vms.schema.json";
+
+/// The schema file that capture writes beside a manifest it creates, and that manifest's
+/// `$schema`.
+pub const SCHEMA_FILE_NAME: &str = "vms.schema.json";
 
 /// The vms.json manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -530,11 +534,15 @@ pub fn save(path: &Path, manifest: &VmManifest) -> Result<(), Error> {
         .map_err(write_error)?;
     file.write_all(to_text(manifest).as_bytes())
         .map_err(write_error)?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        file.as_file()
-            .set_permissions(meta.permissions())
-            .map_err(write_error)?;
-    }
+    // A new manifest is readable by all, like any file in a git checkout; a rewritten one
+    // keeps its mode.
+    let permissions = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions(),
+        Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    };
+    file.as_file()
+        .set_permissions(permissions)
+        .map_err(write_error)?;
     file.as_file().sync_all().map_err(write_error)?;
     file.persist(path).map_err(|e| write_error(e.error))?;
     // Make the rename itself durable; a directory that cannot be opened only loses that.

@@ -6,9 +6,11 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::manifest::vm::{self, VmManifest};
 use crate::output;
-use crate::plan::{Summary, SyncPlan, VmResult};
+use crate::plan::{CaptureEntry, Summary, SyncPlan, VmResult};
 use crate::subsystem::{Context, DryRun};
 use crate::virsh::qemu_img::QemuImg;
+use crate::vm::capture::{self, VmCapture};
+use crate::vm::domain_xml;
 use crate::vm::ops;
 use crate::vm::planner::{self, Paths, SystemHost};
 
@@ -145,4 +147,208 @@ pub fn status(ctx: &Context, names: &[String], all: bool, json: bool) -> Result<
         ctx.printer.status(&rows);
     }
     Ok(())
+}
+
+pub fn capture(ctx: &Context, names: &[String], all: bool, dry_run: bool) -> Result<(), Error> {
+    let file = ctx.manifest_dir.join(vm::FILE_NAME);
+    // Two captures of one manifest must not lose each other's writes: hold the directory's
+    // lock from reading the manifest to renaming the new one into place.
+    let lock = std::fs::File::open(ctx.manifest_dir).map_err(|source| Error::Read {
+        path: ctx.manifest_dir.to_path_buf(),
+        source,
+    })?;
+    lock.lock().map_err(|source| Error::Read {
+        path: ctx.manifest_dir.to_path_buf(),
+        source,
+    })?;
+    let existing = match vm::load(ctx.manifest_dir) {
+        Ok(m) => Some(m),
+        Err(Error::ManifestMissing { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let mut manifest = existing.clone().unwrap_or_else(|| VmManifest {
+        schema: Some(vm::SCHEMA_FILE_NAME.to_string()),
+        vms: Default::default(),
+    });
+
+    let domains = ctx.virsh.domain_names()?;
+    for name in names {
+        if !domains.contains(name) {
+            return Err(Error::NoSuchDomain {
+                name: name.clone(),
+                in_manifest: manifest.vms.contains_key(name),
+            });
+        }
+    }
+    let mut wanted: Vec<String> = if names.is_empty() {
+        manifest.vms.keys().cloned().collect()
+    } else {
+        names.to_vec()
+    };
+    if all {
+        wanted.extend(domains.iter().cloned());
+    }
+    wanted.sort();
+    wanted.dedup();
+
+    let mut entries = Vec::new();
+    let mut warnings = Vec::new();
+    let mut readable: Vec<&str> = Vec::new();
+    for name in &wanted {
+        if let Some(problem) = vm::name_problem(name) {
+            entries.push(CaptureEntry::Skipped {
+                name: name.clone(),
+                reasons: vec![format!("its name cannot be a manifest VM name: {problem}")],
+            });
+        } else if !domains.contains(name) {
+            warnings.push(format!(
+                "VM {name} is not defined in libvirt; its manifest entry is kept as it is"
+            ));
+            entries.push(CaptureEntry::Unchanged { name: name.clone() });
+        } else {
+            readable.push(name);
+        }
+    }
+
+    let observed = planner::observe(ctx.virsh, &readable)?;
+    let mut parsed = Vec::new();
+    for name in readable {
+        match observed.xml.get(name) {
+            Some(Ok(xml)) => match domain_xml::parse(xml) {
+                Ok(captured) => parsed.push((name, captured)),
+                Err(e) => entries.push(CaptureEntry::Skipped {
+                    name: name.to_string(),
+                    reasons: vec![e.to_string()],
+                }),
+            },
+            Some(Err(e)) => entries.push(CaptureEntry::Skipped {
+                name: name.to_string(),
+                reasons: vec![format!("cannot read its definition: {}", e.message())],
+            }),
+            None => entries.push(CaptureEntry::Skipped {
+                name: name.to_string(),
+                reasons: vec!["it disappeared while capture ran".into()],
+            }),
+        }
+    }
+    let sizes = disk_sizes(ctx, &parsed)?;
+
+    let paths = paths();
+    let exists = |p: &std::path::Path| p.exists();
+    for ((name, captured), size) in parsed.iter().zip(sizes) {
+        let base = manifest.vms.get(*name).cloned();
+        let autostart = observed.autostart.contains(*name);
+        match capture::merge(
+            name,
+            base.as_ref(),
+            captured,
+            autostart,
+            size,
+            &paths,
+            &exists,
+        ) {
+            VmCapture::Skipped { reasons } => entries.push(CaptureEntry::Skipped {
+                name: name.to_string(),
+                reasons,
+            }),
+            VmCapture::Captured { def, kept } => {
+                for (field, reason) in kept {
+                    warnings.push(format!(
+                        "VM {name}: {field} keeps its manifest value: {reason}"
+                    ));
+                }
+                let entry = match &base {
+                    None => CaptureEntry::Added {
+                        name: name.to_string(),
+                        def: def.clone(),
+                    },
+                    Some(old) if *old == def => CaptureEntry::Unchanged {
+                        name: name.to_string(),
+                    },
+                    Some(old) => CaptureEntry::Changed {
+                        name: name.to_string(),
+                        changes: capture::field_changes(old, &def),
+                    },
+                };
+                manifest.vms.insert(name.to_string(), def);
+                entries.push(entry);
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.name().cmp(b.name()));
+    for warning in &warnings {
+        ctx.printer.warning(warning);
+    }
+    ctx.printer.capture(&entries);
+
+    let changed = existing.as_ref() != Some(&manifest);
+    if dry_run {
+        ctx.printer.note("dry run: nothing was written");
+        return Ok(());
+    }
+    if !changed {
+        return Ok(());
+    }
+    // What capture writes must load again; anything else would be a bug, and nothing is
+    // written then.
+    if let Err(diagnostics) = vm::parse(&vm::to_text(&manifest), paths.home.as_deref()) {
+        return Err(Error::ManifestInvalid { file, diagnostics });
+    }
+    vm::save(&file, &manifest)?;
+    if existing.is_none() {
+        let schema = ctx.manifest_dir.join(vm::SCHEMA_FILE_NAME);
+        if !schema.exists() {
+            std::fs::write(&schema, vm::schema_text()).map_err(|source| Error::Write {
+                path: schema,
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The virtual size of each parsed domain's managed disk, read in one virsh process:
+/// `None` where the disk file does not exist (or there is no file disk).
+fn disk_sizes(
+    ctx: &Context,
+    parsed: &[(&str, domain_xml::Captured)],
+) -> Result<Vec<Option<Result<u64, String>>>, Error> {
+    let mut commands = Vec::new();
+    let mut asked = Vec::new();
+    for (name, captured) in parsed {
+        let path = captured
+            .disk_path
+            .value()
+            .filter(|p| std::path::Path::new(p).exists());
+        if let Some(path) = path {
+            commands.push(
+                ["domblkinfo", "--domain", name, "--device", path]
+                    .map(String::from)
+                    .to_vec(),
+            );
+        }
+        asked.push(path.is_some());
+    }
+    let mut replies = if commands.is_empty() {
+        Vec::new()
+    } else {
+        ctx.virsh.batch(&commands)?
+    }
+    .into_iter();
+    Ok(asked
+        .into_iter()
+        .map(|asked| {
+            asked.then(|| {
+                let reply = replies.next().expect("one reply per command");
+                match reply.into_result() {
+                    Ok(out) => out
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Capacity:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .ok_or_else(|| format!("domblkinfo printed {out:?}")),
+                    Err(e) => Err(e.message()),
+                }
+            })
+        })
+        .collect())
 }

@@ -11,6 +11,7 @@
 //! not in the manifest (the disk image's format, which cached ISO files exist) come in as a
 //! [`domain_xml::Resolved`] that the caller builds once, so that all three functions agree.
 
+pub mod capture;
 pub mod commands;
 pub mod diff;
 pub mod domain_xml;
