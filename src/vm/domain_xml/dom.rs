@@ -180,6 +180,15 @@ impl Dom {
         match self.elements(parent).last() {
             Some(last) => self.insert_after(last, new),
             None => {
+                // Only whitespace (or nothing) inside: lay the element out afresh.
+                let blanks: Vec<Node> = self
+                    .xot
+                    .children(parent)
+                    .filter(|&n| self.is_blank(n))
+                    .collect();
+                for blank in blanks {
+                    self.xot.remove(blank)?;
+                }
                 let depth = self.depth(parent);
                 self.xot.append_text(parent, &indent(depth + 1))?;
                 self.xot.append(parent, new)?;

@@ -362,6 +362,7 @@ fn network(dom: &mut Dom, def: &VmDefinition) -> Result<(), PatchError> {
     } else {
         let devices = devices(dom)?;
         let new = fragment(dom, devices, |w| render::interface(w, attachment))?;
+        dom.replace(first, new)?;
         let kept: Vec<Node> = dom
             .elements(first)
             .filter(|&n| INTERFACE_KEEP.iter().any(|k| dom.is(n, k)))
@@ -369,13 +370,13 @@ fn network(dom: &mut Dom, def: &VmDefinition) -> Result<(), PatchError> {
         for child in kept {
             dom.adopt(new, child)?;
         }
-        dom.replace(first, new)?;
     }
     Ok(())
 }
 
-/// `<graphics>` attributes and children that mean the same for SPICE and VNC.
-const GRAPHICS_KEEP_ATTRS: &[&str] = &["passwd", "passwdValidTo", "connected", "keymap", "listen"];
+/// `<graphics>` attributes that mean the same for SPICE and VNC (`connected` does not: VNC
+/// knows only `keep`). The `<listen>` children are kept too.
+const GRAPHICS_KEEP_ATTRS: &[&str] = &["passwd", "passwdValidTo", "keymap", "listen"];
 
 fn graphics(dom: &mut Dom, desired: Graphics) -> Result<(), PatchError> {
     if parse::read_graphics(dom).value() == Some(&desired) {
@@ -408,11 +409,11 @@ fn graphics(dom: &mut Dom, desired: Graphics) -> Result<(), PatchError> {
                     dom.set_attr(new, attr, &value);
                 }
             }
+            dom.replace(old, new)?;
             let listens: Vec<Node> = dom.children(old, "listen").collect();
             for listen in listens {
                 dom.adopt(new, listen)?;
             }
-            dom.replace(old, new)?;
         }
     }
     match videos.first() {
