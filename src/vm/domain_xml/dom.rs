@@ -91,14 +91,12 @@ impl Dom {
         self.xot.get_attribute(node, name)
     }
 
-    /// The element's text, without surrounding whitespace (comments are not text).
+    /// The element's text, exactly (comments are not text).
     pub fn text(&self, node: Node) -> String {
         self.xot
             .children(node)
             .filter_map(|n| self.xot.text_str(n))
-            .collect::<String>()
-            .trim()
-            .to_owned()
+            .collect()
     }
 
     /// The namespace URI and local name of an element.

@@ -74,7 +74,7 @@ const GIB: u128 = 1024 * 1024 * 1024;
 
 /// A libvirt memory size in bytes (`unit` as libvirt reads it; KiB when absent).
 fn bytes(dom: &Dom, node: Node) -> Option<u128> {
-    let value: u128 = dom.text(node).parse().ok()?;
+    let value: u128 = dom.text(node).trim().parse().ok()?;
     let unit: u128 = match dom.attr(node, "unit").unwrap_or("KiB") {
         "b" | "bytes" => 1,
         "KB" => 1000,
@@ -135,7 +135,7 @@ pub(super) fn read_vcpus(dom: &Dom) -> Field<u32> {
         // libvirt's default.
         return Field::Clean(1);
     };
-    let Ok(count) = dom.text(vcpu).parse::<u32>() else {
+    let Ok(count) = dom.text(vcpu).trim().parse::<u32>() else {
         return unsupported("<vcpu> is not a number");
     };
     if count == 0 {
