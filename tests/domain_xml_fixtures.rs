@@ -11,7 +11,7 @@ use bkt::manifest::vm::{Boot, Graphics, IsoSource, Tpm, VirtType, VmDefinition};
 use bkt::virsh::{Runner, SystemRunner};
 use bkt::vm::diff::diff;
 use bkt::vm::domain_xml::{Captured, DiskFormat, PatchError, Resolved, parse, patch};
-use common::manifest_dir;
+use common::{manifest_dir, same_document};
 use xot::{Node, Xot};
 
 fn fixtures() -> Vec<(String, String)> {
@@ -249,8 +249,19 @@ fn unowned(xml: &str, all_interfaces: bool) -> String {
     })
 }
 
-fn same_document(a: &str, b: &str) -> bool {
-    canonical(a, |_, _| false) == canonical(b, |_, _| false)
+/// An attribute of the first `<devices>` child `device`, or of that device's first child
+/// `child`.
+fn first_device_attr(xml: &str, device: &str, child: Option<&str>, name: &str) -> Option<String> {
+    let mut xot = Xot::new();
+    let doc = xot.parse(xml).unwrap();
+    let node = xot
+        .descendants(doc)
+        .find(|&n| name_of(&xot, n) == device && parent_name(&xot, n) == "devices")?;
+    let node = match child {
+        Some(child) => xot.children(node).find(|&c| name_of(&xot, c) == child)?,
+        None => node,
+    };
+    attr(&xot, node, name).map(str::to_owned)
 }
 
 /// A reason with its numbers taken out, so that reasons of one kind count together.
@@ -444,6 +455,25 @@ fn patch_brings_every_fixture_to_the_manifest_and_keeps_everything_else() {
                 unowned(&patched, all_interfaces),
                 "{name}, variant {variant}: patch changed what the manifest does not own"
             );
+            // What the managed devices carry that does not depend on their kind survives.
+            if def.network != "none" {
+                let mac = |xml| first_device_attr(xml, "interface", Some("mac"), "address");
+                assert_eq!(mac(&xml), mac(&patched), "{name}, variant {variant}: MAC");
+            }
+            if def.graphics != Graphics::None {
+                for (child, attr) in [
+                    (None, "passwd"),
+                    (None, "keymap"),
+                    (Some("listen"), "address"),
+                ] {
+                    let value = |xml| first_device_attr(xml, "graphics", child, attr);
+                    assert_eq!(
+                        value(&xml),
+                        value(&patched),
+                        "{name}, variant {variant}: graphics {attr}"
+                    );
+                }
+            }
             // Patching again with the same definition is a no-op.
             let again = patch(&patched, &def, &resolved).unwrap();
             assert!(

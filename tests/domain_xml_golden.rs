@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bkt::virsh::{Runner, SystemRunner, Virsh};
 use bkt::vm::diff::diff;
-use bkt::vm::domain_xml::{parse, render};
-use common::{golden_cases, manifest_dir, resolve};
+use bkt::vm::domain_xml::{parse, patch, render};
+use common::{golden_cases, manifest_dir, resolve, same_document};
 
 fn golden_dir() -> PathBuf {
     manifest_dir().join("tests/golden")
@@ -88,6 +88,26 @@ impl Drop for Defined<'_> {
     }
 }
 
+fn define(virsh: &Virsh, xml: &str) {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(xml.as_bytes()).unwrap();
+    virsh
+        .run(&["define", &file.path().to_string_lossy()])
+        .unwrap_or_else(|e| panic!("define failed: {e}\n{xml}"));
+}
+
+fn inactive_xml(virsh: &Virsh, name: &str) -> String {
+    virsh
+        .run(&["dumpxml", "--inactive", "--security-info", name])
+        .unwrap()
+}
+
+/// The text of the first `<tag>...</tag>` or `tag='...'` in `xml`, for identity checks.
+fn first_value<'a>(xml: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = xml.find(start)? + start.len();
+    xml[from..].find(end).map(|len| &xml[from..from + len])
+}
+
 #[test]
 #[ignore = "needs libvirtd"]
 fn golden_domains_round_trip_through_libvirt() {
@@ -96,19 +116,12 @@ fn golden_domains_round_trip_through_libvirt() {
     for (case, def) in golden_cases() {
         let name = format!("bkt-test-golden-{}-{case}", std::process::id());
         let resolved = resolve(&def);
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        file.write_all(render(&name, &def, &resolved).as_bytes())
-            .unwrap();
-        virsh
-            .run(&["define", &file.path().to_string_lossy()])
-            .unwrap_or_else(|e| panic!("{case}: define failed: {e}"));
+        define(&virsh, &render(&name, &def, &resolved));
         let _defined = Defined {
             virsh: &virsh,
             name: name.clone(),
         };
-        let xml = virsh
-            .run(&["dumpxml", "--inactive", "--security-info", &name])
-            .unwrap();
+        let xml = inactive_xml(&virsh, &name);
         let captured = parse(&xml).unwrap();
         assert_eq!(captured.name.as_deref(), Some(name.as_str()));
         assert!(
@@ -121,6 +134,48 @@ fn golden_domains_round_trip_through_libvirt() {
             captured.merge_into(&def, &resolved).0,
             def.normalized(),
             "{case}"
+        );
+    }
+}
+
+/// Each golden domain, once defined, patched to the next case: libvirt accepts the result,
+/// keeps the domain's identity, and what it stores is in sync (a second patch is a no-op).
+#[test]
+#[ignore = "needs libvirtd"]
+fn patched_domains_are_in_sync_on_libvirt() {
+    let runner = SystemRunner;
+    let virsh = Virsh::new(&runner, Some("qemu:///system"));
+    let cases = golden_cases();
+    for (i, (from_case, from)) in cases.iter().enumerate() {
+        let (to_case, to) = &cases[(i + 1) % cases.len()];
+        let step = format!("{from_case} -> {to_case}");
+        let name = format!("bkt-test-patch-{}-{i}", std::process::id());
+        define(&virsh, &render(&name, from, &resolve(from)));
+        let _defined = Defined {
+            virsh: &virsh,
+            name: name.clone(),
+        };
+        let before = inactive_xml(&virsh, &name);
+        let resolved = resolve(to);
+        define(&virsh, &patch(&before, to, &resolved).unwrap());
+        let after = inactive_xml(&virsh, &name);
+        let captured = parse(&after).unwrap();
+        assert_eq!(captured.problems(), vec![], "{step}:\n{after}");
+        assert_eq!(diff(&captured, to, &resolved), vec![], "{step}:\n{after}");
+        assert!(captured.bkt_marker, "{step}");
+        assert_eq!(
+            first_value(&before, "<uuid>", "</uuid>"),
+            first_value(&after, "<uuid>", "</uuid>"),
+            "{step}: UUID"
+        );
+        if from.network != "none" && to.network != "none" {
+            let mac = |xml| first_value(xml, "<mac address='", "'");
+            assert_eq!(mac(&before), mac(&after), "{step}: MAC");
+        }
+        let again = patch(&after, to, &resolved).unwrap();
+        assert!(
+            same_document(&after, &again),
+            "{step}: patching an in-sync domain changed it:\n{again}"
         );
     }
 }

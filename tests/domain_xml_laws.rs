@@ -11,7 +11,7 @@ use bkt::manifest::vm::{
 };
 use bkt::vm::diff::diff;
 use bkt::vm::domain_xml::{DiskFormat, Resolved, parse, patch, render};
-use common::{HOME, ISO_CACHE};
+use common::{HOME, ISO_CACHE, same_document};
 use proptest::prelude::*;
 use xot::Xot;
 
@@ -141,16 +141,6 @@ fn elsewhere(def: &VmDefinition) -> VmDefinition {
         secure_boot: None,
         ..def.clone()
     }
-}
-
-fn same_document(a: &str, b: &str) -> bool {
-    let canonical = |xml: &str| {
-        let mut xot = Xot::new();
-        let doc = xot.parse(xml).unwrap();
-        xot.remove_insignificant_whitespace(doc);
-        xot.to_string(doc).unwrap()
-    };
-    canonical(a) == canonical(b)
 }
 
 proptest! {

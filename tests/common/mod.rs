@@ -142,3 +142,15 @@ pub fn resolve(def: &VmDefinition) -> Resolved {
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Whether two documents are the same apart from whitespace between elements, quoting and
+/// the spelling of character references.
+pub fn same_document(a: &str, b: &str) -> bool {
+    let canonical = |xml: &str| {
+        let mut xot = xot::Xot::new();
+        let doc = xot.parse(xml).unwrap();
+        xot.remove_insignificant_whitespace(doc);
+        xot.to_string(doc).unwrap()
+    };
+    canonical(a) == canonical(b)
+}

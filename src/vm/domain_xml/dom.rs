@@ -36,7 +36,11 @@ impl Dom {
     }
 
     pub fn to_xml(&self) -> Result<String> {
-        self.xot.to_string(self.doc)
+        let mut xml = self.xot.to_string(self.doc)?;
+        if !xml.ends_with('\n') {
+            xml.push('\n');
+        }
+        Ok(xml)
     }
 
     fn local_name(&self, node: Node) -> Option<&str> {
@@ -216,10 +220,19 @@ impl Dom {
         self.xot.replace(old, new)
     }
 
-    /// Moves the element `child` (of another parent, or detached) to the end of `parent`.
-    pub fn adopt(&mut self, parent: Node, child: Node) -> Result<()> {
-        self.xot.detach(child)?;
-        self.append(parent, child)
+    /// Replaces the element `old` with `new`, moving `old`'s child elements named in `keep`
+    /// to the end of `new`.
+    pub fn replace_keeping(&mut self, old: Node, new: Node, keep: &[&str]) -> Result<()> {
+        let kept: Vec<Node> = self
+            .elements(old)
+            .filter(|&n| keep.iter().any(|k| self.is(n, k)))
+            .collect();
+        for &child in &kept {
+            self.xot.detach(child)?;
+        }
+        self.xot.replace(old, new)?;
+        kept.into_iter()
+            .try_for_each(|child| self.append(new, child))
     }
 
     /// The element `<name>` below `parent`, created at the end if there is none.

@@ -362,14 +362,7 @@ fn network(dom: &mut Dom, def: &VmDefinition) -> Result<(), PatchError> {
     } else {
         let devices = devices(dom)?;
         let new = fragment(dom, devices, |w| render::interface(w, attachment))?;
-        dom.replace(first, new)?;
-        let kept: Vec<Node> = dom
-            .elements(first)
-            .filter(|&n| INTERFACE_KEEP.iter().any(|k| dom.is(n, k)))
-            .collect();
-        for child in kept {
-            dom.adopt(new, child)?;
-        }
+        dom.replace_keeping(first, new, INTERFACE_KEEP)?;
     }
     Ok(())
 }
@@ -409,11 +402,7 @@ fn graphics(dom: &mut Dom, desired: Graphics) -> Result<(), PatchError> {
                     dom.set_attr(new, attr, &value);
                 }
             }
-            dom.replace(old, new)?;
-            let listens: Vec<Node> = dom.children(old, "listen").collect();
-            for listen in listens {
-                dom.adopt(new, listen)?;
-            }
+            dom.replace_keeping(old, new, &["listen"])?;
         }
     }
     match videos.first() {
