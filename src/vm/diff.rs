@@ -144,3 +144,119 @@ pub fn diff(observed: &Captured, desired: &VmDefinition, resolved: &Resolved) ->
     );
     changes
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::manifest::vm::{Graphics, IsoSource, Tpm, VirtType};
+    use crate::vm::domain_xml::{DiskFormat, parse, render};
+
+    fn definition() -> VmDefinition {
+        VmDefinition {
+            memory_gb: 2,
+            vcpus: 2,
+            disk_path: "/vm.qcow2".into(),
+            disk_size_gb: 10,
+            create_if_missing: None,
+            boot: Boot::Uefi,
+            tpm: None,
+            network: "default".into(),
+            graphics: Graphics::Vnc,
+            iso_sources: None,
+            autostart: None,
+            cpu_model: None,
+            virt_type: Some(VirtType::Qemu),
+            secure_boot: None,
+        }
+    }
+
+    fn resolved(def: &VmDefinition) -> Resolved {
+        Resolved::new(def, None, Path::new("/cache"), DiskFormat::Qcow2, |p| {
+            p.ends_with("cached.iso")
+        })
+    }
+
+    fn observed(def: &VmDefinition) -> Captured {
+        parse(&render("vm", def, &resolved(def))).unwrap()
+    }
+
+    #[test]
+    fn explicit_defaults_are_not_drift() {
+        let def = definition();
+        let explicit = VmDefinition {
+            tpm: Some(Tpm::None),
+            cpu_model: Some("qemu64".into()),
+            secure_boot: Some(false),
+            iso_sources: Some(vec![]),
+            ..def.clone()
+        };
+        assert_eq!(
+            diff(&observed(&def), &explicit, &resolved(&explicit)),
+            vec![]
+        );
+        assert_eq!(diff(&observed(&explicit), &def, &resolved(&def)), vec![]);
+    }
+
+    #[test]
+    fn an_uncached_url_iso_is_not_drift() {
+        let def = VmDefinition {
+            iso_sources: Some(vec![
+                IsoSource::Url {
+                    url: "https://example.org/cached.iso".into(),
+                },
+                IsoSource::Url {
+                    url: "https://example.org/later.iso".into(),
+                },
+            ]),
+            ..definition()
+        };
+        let resolved = resolved(&def);
+        assert_eq!(resolved.iso_paths(), ["/cache/cached.iso"]);
+        assert_eq!(resolved.left_out, ["https://example.org/later.iso"]);
+        assert_eq!(diff(&observed(&def), &def, &resolved), vec![]);
+    }
+
+    #[test]
+    fn changes_read_old_to_new_in_manifest_spelling() {
+        let before = definition();
+        let after = VmDefinition {
+            memory_gb: 4,
+            tpm: Some(Tpm::V2_0),
+            graphics: Graphics::Spice,
+            cpu_model: Some("host-model".into()),
+            ..before.clone()
+        };
+        let lines: Vec<String> = diff(&observed(&before), &after, &resolved(&after))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "memory_gb: 2 -> 4",
+                "tpm: none -> 2.0",
+                "graphics: vnc -> spice",
+                "cpu_model: libvirt's default -> host-model",
+            ]
+        );
+    }
+
+    #[test]
+    fn what_no_manifest_value_describes_shows_its_reason() {
+        let xml = render("vm", &definition(), &resolved(&definition()))
+            .replace("2097152</currentMemory>", "1048576</currentMemory>");
+        let changes = diff(
+            &parse(&xml).unwrap(),
+            &definition(),
+            &resolved(&definition()),
+        );
+        assert_eq!(
+            changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "memory_gb: (currentMemory (1048576 KiB) differs from memory (2097152 KiB): a balloon target) -> 2"
+            ]
+        );
+    }
+}

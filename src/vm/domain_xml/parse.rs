@@ -381,3 +381,281 @@ pub(super) fn read_cpu_model(dom: &Dom, virt_type: Option<VirtType>) -> Field<Op
         other => unsupported(format!("CPU mode '{other}'")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(body: &str) -> Captured {
+        parse(&format!("<domain type='kvm'>{body}</domain>")).unwrap()
+    }
+
+    fn is_unsupported<T>(field: &Field<T>) -> bool {
+        matches!(field, Field::Unsupported { .. })
+    }
+
+    #[test]
+    fn memory_is_read_in_any_libvirt_unit_and_only_whole_gib_round_trip() {
+        let memory = |xml: &str| domain(xml).memory_gb;
+        assert_eq!(memory("<memory unit='GiB'>2</memory>"), Field::Clean(2));
+        assert_eq!(memory("<memory>2097152</memory>"), Field::Clean(2));
+        assert_eq!(memory("<memory unit='M'>3072</memory>"), Field::Clean(3));
+        assert_eq!(
+            memory("<memory unit='b'>1073741824</memory>"),
+            Field::Clean(1)
+        );
+        for odd in [
+            "<memory unit='MiB'>1536</memory>",
+            "<memory unit='GB'>1</memory>",
+            "<memory unit='KiB'>0</memory>",
+            "<memory unit='parsec'>1</memory>",
+            "<memory>lots</memory>",
+            "<memory unit='GiB'>2</memory><currentMemory unit='GiB'>1</currentMemory>",
+            "",
+        ] {
+            assert!(is_unsupported(&memory(odd)), "{odd}");
+        }
+        let balloon =
+            memory("<memory unit='GiB'>2</memory><currentMemory unit='MiB'>1024</currentMemory>");
+        assert_eq!(
+            balloon.reason(),
+            Some("currentMemory (1048576 KiB) differs from memory (2097152 KiB): a balloon target")
+        );
+    }
+
+    #[test]
+    fn vcpus_default_to_one_and_hotplug_does_not_round_trip() {
+        assert_eq!(domain("").vcpus, Field::Clean(1));
+        assert_eq!(
+            domain("<vcpu placement='static'> 4 </vcpu>").vcpus,
+            Field::Clean(4)
+        );
+        assert_eq!(domain("<vcpu current='4'>4</vcpu>").vcpus, Field::Clean(4));
+        assert!(is_unsupported(&domain("<vcpu current='2'>4</vcpu>").vcpus));
+        assert!(is_unsupported(&domain("<vcpu>four</vcpu>").vcpus));
+    }
+
+    #[test]
+    fn firmware_and_secure_boot() {
+        let efi = "<os firmware='efi'>";
+        let features = |sb: &str, keys: &str| {
+            format!(
+                "<firmware><feature enabled='{keys}' name='enrolled-keys'/><feature enabled='{sb}' name='secure-boot'/></firmware>"
+            )
+        };
+        let cases: Vec<(String, Field<Boot>, Option<bool>)> = vec![
+            ("<os><type>hvm</type></os>".into(), Field::Clean(Boot::Bios), Some(false)),
+            ("<os firmware='bios'/>".into(), Field::Clean(Boot::Bios), Some(false)),
+            (
+                "<os><loader type='rom'>/usr/share/seabios/bios.bin</loader></os>".into(),
+                Field::Clean(Boot::Bios),
+                Some(false),
+            ),
+            // Autoselection without features: libvirt decides at start.
+            (format!("{efi}</os>"), Field::Clean(Boot::Uefi), None),
+            (format!("{efi}{}</os>", features("no", "no")), Field::Clean(Boot::Uefi), Some(false)),
+            (format!("{efi}{}</os>", features("yes", "yes")), Field::Clean(Boot::Uefi), Some(true)),
+            (
+                format!("{efi}{}</os><features><smm state='off'/></features>", features("yes", "yes")),
+                Field::Clean(Boot::Uefi),
+                None,
+            ),
+            (format!("{efi}{}</os>", features("yes", "no")), Field::Clean(Boot::Uefi), None),
+            (format!("{efi}{}</os>", features("no", "yes")), Field::Clean(Boot::Uefi), None),
+            // An explicit loader, with or without autoselection.
+            (
+                "<os><loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader></os>".into(),
+                Field::Clean(Boot::Uefi),
+                Some(false),
+            ),
+            (
+                format!("{efi}<loader secure='yes'>/usr/share/OVMF/OVMF_CODE_4M.ms.fd</loader></os>"),
+                Field::Clean(Boot::Uefi),
+                Some(true),
+            ),
+        ];
+        for (os, boot, secure) in cases {
+            let captured = domain(&os);
+            assert_eq!(captured.boot, boot, "{os}");
+            assert_eq!(captured.secure_boot.value().copied(), secure, "{os}");
+            assert_eq!(
+                captured.secure_boot.reason().is_some(),
+                secure.is_none(),
+                "{os}"
+            );
+        }
+    }
+
+    #[test]
+    fn tpm_is_an_emulated_tpm_2_0_of_any_model() {
+        let tpm = |xml: &str| domain(&format!("<devices>{xml}</devices>")).tpm;
+        let emulator = |model: &str, version: &str| {
+            format!("<tpm model='{model}'><backend type='emulator' version='{version}'/></tpm>")
+        };
+        assert_eq!(tpm(""), Field::Clean(Tpm::None));
+        assert_eq!(tpm(&emulator("tpm-crb", "2.0")), Field::Clean(Tpm::V2_0));
+        assert_eq!(tpm(&emulator("tpm-tis", "2.0")), Field::Clean(Tpm::V2_0));
+        assert!(is_unsupported(&tpm(&emulator("tpm-tis", "1.2"))));
+        assert!(is_unsupported(&tpm(
+            "<tpm model='tpm-tis'><backend type='emulator'/></tpm>"
+        )));
+        assert!(is_unsupported(&tpm(
+            "<tpm model='tpm-crb'><backend type='passthrough'><device path='/dev/tpm0'/></backend></tpm>"
+        )));
+        let two = emulator("tpm-crb", "2.0").repeat(2);
+        assert!(is_unsupported(&tpm(&two)));
+    }
+
+    #[test]
+    fn network_is_the_first_interface_in_manifest_spelling() {
+        let network = |xml: &str| domain(&format!("<devices>{xml}</devices>")).network;
+        let on =
+            |net: &str| format!("<interface type='network'><source network='{net}'/></interface>");
+        assert_eq!(network(""), Field::Clean("none".into()));
+        assert_eq!(network(&on("default")), Field::Clean("default".into()));
+        assert_eq!(
+            network("<interface type='bridge'><source bridge='br0'/></interface>"),
+            Field::Clean("bridge:br0".into())
+        );
+        assert_eq!(
+            network(&format!("{}{}", on("default"), on("other"))),
+            Field::Lossy {
+                value: "default".into(),
+                reason: "2 interfaces; the manifest describes only the first".into()
+            }
+        );
+        for odd in [
+            "<interface type='user'/>".to_owned(),
+            "<interface type='direct'><source dev='eth0' mode='bridge'/></interface>".to_owned(),
+            "<interface type='network'/>".to_owned(),
+            on("none"),
+            on("bridge:x"),
+        ] {
+            assert!(is_unsupported(&network(&odd)), "{odd}");
+        }
+    }
+
+    #[test]
+    fn graphics_is_the_first_graphics_device() {
+        let graphics = |xml: &str| domain(&format!("<devices>{xml}</devices>")).graphics;
+        assert_eq!(graphics(""), Field::Clean(Graphics::None));
+        assert_eq!(
+            graphics("<graphics type='spice'/>"),
+            Field::Clean(Graphics::Spice)
+        );
+        assert_eq!(
+            graphics("<graphics type='vnc' port='5900'/>"),
+            Field::Clean(Graphics::Vnc)
+        );
+        assert!(is_unsupported(&graphics("<graphics type='sdl'/>")));
+        assert_eq!(
+            graphics("<graphics type='vnc'/><graphics type='spice'/>").value(),
+            Some(&Graphics::Vnc)
+        );
+        assert!(
+            graphics("<graphics type='vnc'/><graphics type='spice'/>")
+                .reason()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn cpu_model_none_is_libvirts_default_under_qemu() {
+        let cpu = |ty: &str, xml: &str| {
+            parse(&format!("<domain type='{ty}'>{xml}</domain>"))
+                .unwrap()
+                .cpu_model
+        };
+        let custom =
+            "<cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model></cpu>";
+        assert_eq!(cpu("qemu", ""), Field::Clean(None));
+        assert_eq!(cpu("qemu", custom), Field::Clean(None));
+        assert_eq!(
+            cpu(
+                "qemu",
+                "<cpu><topology sockets='1' cores='2' threads='1'/></cpu>"
+            ),
+            Field::Clean(None)
+        );
+        assert_eq!(cpu("kvm", ""), Field::Clean(Some("qemu64".into())));
+        assert_eq!(cpu("kvm", custom), Field::Clean(Some("qemu64".into())));
+        assert_eq!(
+            cpu(
+                "kvm",
+                "<cpu mode='host-passthrough' check='none' migratable='on'/>"
+            ),
+            Field::Clean(Some("host-passthrough".into()))
+        );
+        assert_eq!(
+            cpu("qemu", "<cpu mode='host-model'/>"),
+            Field::Clean(Some("host-model".into()))
+        );
+        assert_eq!(
+            cpu(
+                "qemu",
+                "<cpu><model>Skylake-Client</model><feature name='vmx' policy='disable'/></cpu>"
+            ),
+            Field::Clean(Some("Skylake-Client".into()))
+        );
+        assert!(is_unsupported(&cpu("qemu", "<cpu mode='maximum'/>")));
+    }
+
+    #[test]
+    fn the_managed_disk_is_the_first_disk_device_and_isos_are_file_cdroms() {
+        let captured = domain(
+            "<devices>
+              <disk type='file' device='cdrom'><source file='/a.iso'/><target dev='hda'/></disk>
+              <disk type='file' device='cdrom'><target dev='hdb'/></disk>
+              <disk type='block' device='cdrom'><source dev='/dev/sr0'/></disk>
+              <disk type='file'><source file='/vm.img'/></disk>
+              <disk type='file' device='disk'><driver type='qcow2'/><source file='/data.qcow2'/></disk>
+              <disk device='cdrom'><source file='/b.iso'/></disk>
+            </devices>",
+        );
+        assert_eq!(captured.disk_path, Field::Clean("/vm.img".into()));
+        assert_eq!(captured.disk_format, Field::Clean(DiskFormat::Raw));
+        assert_eq!(captured.iso_paths, ["/a.iso", "/b.iso"]);
+
+        let block = domain(
+            "<devices><disk type='block' device='disk'><source dev='/dev/vg/vm'/></disk></devices>",
+        );
+        assert_eq!(
+            block.disk_path.reason(),
+            Some("the first disk is type='block', not a file")
+        );
+        let vmdk = domain(
+            "<devices><disk type='file'><driver type='vmdk'/><source file='/x.vmdk'/></disk></devices>",
+        );
+        assert!(is_unsupported(&vmdk.disk_format));
+        assert_eq!(domain("").disk_path.reason(), Some("no disk"));
+    }
+
+    #[test]
+    fn the_marker_is_bkts_namespace_only() {
+        let marker = |xml: &str| domain(&format!("<metadata>{xml}</metadata>")).bkt_marker;
+        assert!(marker("<bkt:vm xmlns:bkt='urn:bkt:vm:1'/>"));
+        assert!(marker("<other:vm xmlns:other='urn:bkt:vm:1'/>"));
+        assert!(!marker("<bkt:vm xmlns:bkt='http://example.org/bkt'/>"));
+        assert!(!marker("<vm/>"));
+        assert!(!domain("").bkt_marker);
+    }
+
+    #[test]
+    fn what_is_not_a_domain_is_an_error() {
+        assert!(matches!(parse(""), Err(ParseError::Malformed(_))));
+        assert!(matches!(parse("<domain>"), Err(ParseError::Malformed(_))));
+        assert!(matches!(
+            parse("<domain/><domain/>"),
+            Err(ParseError::Malformed(_))
+        ));
+        assert_eq!(
+            parse("<network/>"),
+            Err(ParseError::NotADomain("network".into()))
+        );
+        assert!(matches!(
+            parse("<x:domain xmlns:x='urn:y'/>"),
+            Err(ParseError::NotADomain(_))
+        ));
+        assert!(parse("<!-- a comment --><domain/>").is_ok());
+    }
+}

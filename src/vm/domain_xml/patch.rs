@@ -471,3 +471,247 @@ fn tpm(dom: &mut Dom, desired: Tpm) -> Result<(), PatchError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::vm::{Network, VirtType};
+    use crate::vm::domain_xml::{DiskFormat, parse};
+
+    /// What libvirt 9.0 keeps of a SPICE domain (trimmed `dumpxml --inactive --security-info`).
+    const LIBVIRT_SPICE: &str = "<domain type='qemu'>
+  <name>vm</name>
+  <uuid>824909e5-5223-4989-b4b8-da04c8be01e6</uuid>
+  <memory unit='KiB'>2097152</memory>
+  <currentMemory unit='KiB'>2097152</currentMemory>
+  <vcpu placement='static'>2</vcpu>
+  <os firmware='efi'>
+    <type arch='x86_64' machine='pc-q35-7.2'>hvm</type>
+    <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>
+    <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/var/lib/libvirt/qemu/nvram/vm_VARS.fd</nvram>
+    <boot dev='hd'/>
+  </os>
+  <cpu mode='custom' match='exact' check='none'>
+    <model fallback='forbid'>qemu64</model>
+    <topology sockets='2' dies='1' cores='1' threads='1'/>
+  </cpu>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/vm.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+      <address type='pci' domain='0x0000' bus='0x04' slot='0x00' function='0x0'/>
+    </disk>
+    <interface type='user'>
+      <mac address='52:54:00:12:34:56'/>
+      <model type='e1000e'/>
+      <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
+    </interface>
+    <channel type='spicevmc'>
+      <target type='virtio' name='com.redhat.spice.0'/>
+      <address type='virtio-serial' controller='0' bus='0' port='1'/>
+    </channel>
+    <input type='tablet' bus='usb'/>
+    <graphics type='spice' autoport='yes' passwd='secret' connected='disconnect'>
+      <listen type='address' address='127.0.0.1'/>
+      <image compression='off'/>
+    </graphics>
+    <sound model='ich9'>
+      <audio id='1'/>
+    </sound>
+    <audio id='1' type='spice'/>
+    <video>
+      <model type='qxl' ram='65536' vram='65536' vgamem='16384' heads='1' primary='yes'/>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x0'/>
+    </video>
+    <redirdev bus='usb' type='spicevmc'/>
+  </devices>
+</domain>
+";
+
+    fn definition() -> VmDefinition {
+        let captured = parse(LIBVIRT_SPICE).unwrap();
+        VmDefinition {
+            memory_gb: 2,
+            vcpus: 2,
+            disk_path: "/vm.qcow2".into(),
+            disk_size_gb: 10,
+            create_if_missing: None,
+            boot: Boot::Uefi,
+            tpm: None,
+            network: Network::NONE.into(),
+            graphics: Graphics::Spice,
+            iso_sources: None,
+            autostart: None,
+            cpu_model: captured.cpu_model.value().cloned().flatten(),
+            virt_type: Some(VirtType::Qemu),
+            secure_boot: None,
+        }
+    }
+
+    fn resolved(def: &VmDefinition) -> Resolved {
+        Resolved::new(
+            def,
+            None,
+            std::path::Path::new("/cache"),
+            DiskFormat::Qcow2,
+            |_| false,
+        )
+    }
+
+    fn patched(def: &VmDefinition) -> String {
+        patch(LIBVIRT_SPICE, def, &resolved(def)).unwrap()
+    }
+
+    fn unsupported_network() -> VmDefinition {
+        // The domain's user-mode interface is not a manifest value; take it over.
+        VmDefinition {
+            network: "default".into(),
+            ..definition()
+        }
+    }
+
+    #[test]
+    fn spice_to_vnc_swaps_graphics_and_video_and_drops_what_needs_spice() {
+        let def = VmDefinition {
+            graphics: Graphics::Vnc,
+            ..unsupported_network()
+        };
+        let xml = patched(&def);
+        assert!(
+            xml.contains(r#"<graphics type="vnc" autoport="yes" passwd="secret">"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<listen type="address" address="127.0.0.1"/>"#),
+            "{xml}"
+        );
+        assert!(!xml.contains("<image"), "{xml}");
+        assert!(!xml.contains("spicevmc"), "{xml}");
+        assert!(xml.contains(r#"<audio id="1" type="none"/>"#), "{xml}");
+        // The sound device still names audio 1.
+        assert!(xml.contains(r#"<sound model="ich9">"#), "{xml}");
+        let video = &xml[xml.find("<video>").unwrap()..xml.find("</video>").unwrap()];
+        assert_eq!(
+            video.split_whitespace().collect::<Vec<_>>(),
+            ["<video>", r#"<model"#, r#"type="vga"/>"#]
+        );
+        assert_eq!(xml.matches(r#"<input type="tablet""#).count(), 1);
+    }
+
+    #[test]
+    fn an_interface_of_another_kind_is_rebuilt_keeping_its_mac_and_address() {
+        let xml = patched(&unsupported_network());
+        let interface = &xml[xml.find("<interface").unwrap()..xml.find("</interface>").unwrap()];
+        assert!(
+            interface.contains(r#"<interface type="network">"#),
+            "{interface}"
+        );
+        assert!(
+            interface.contains(r#"<source network="default"/>"#),
+            "{interface}"
+        );
+        assert!(
+            interface.contains(r#"<mac address="52:54:00:12:34:56"/>"#),
+            "{interface}"
+        );
+        assert!(interface.contains(r#"bus="0x01""#), "{interface}");
+        assert!(
+            interface.contains(r#"<model type="virtio"/>"#),
+            "{interface}"
+        );
+    }
+
+    #[test]
+    fn turning_on_secure_boot_changes_the_firmware_choice_and_keeps_the_nvram_file() {
+        let def = VmDefinition {
+            secure_boot: Some(true),
+            ..unsupported_network()
+        };
+        let xml = patched(&def);
+        assert!(!xml.contains("<loader"), "{xml}");
+        assert!(
+            xml.contains("<nvram>/var/lib/libvirt/qemu/nvram/vm_VARS.fd</nvram>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<feature enabled="yes" name="secure-boot"/>"#),
+            "{xml}"
+        );
+        assert!(xml.contains(r#"<smm state="on"/>"#), "{xml}");
+        assert_eq!(
+            parse(&xml).unwrap().secure_boot,
+            crate::vm::domain_xml::Field::Clean(true)
+        );
+
+        let bios = patched(&VmDefinition {
+            boot: Boot::Bios,
+            ..unsupported_network()
+        });
+        assert!(
+            !bios.contains("firmware") && !bios.contains("nvram"),
+            "{bios}"
+        );
+    }
+
+    #[test]
+    fn a_vcpu_change_lays_the_vcpus_out_as_cores_of_one_socket() {
+        let def = VmDefinition {
+            vcpus: 6,
+            ..unsupported_network()
+        };
+        let xml = patched(&def);
+        assert!(
+            xml.contains(r#"<vcpu placement="static">6</vcpu>"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<topology sockets="1" dies="1" cores="6" threads="1"/>"#),
+            "{xml}"
+        );
+        // The CPU model did not change, so it stays as libvirt wrote it.
+        assert!(
+            xml.contains(r#"<model fallback="forbid">qemu64</model>"#),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn nothing_changes_when_only_libvirts_additions_differ() {
+        let def = unsupported_network();
+        let once = patched(&def);
+        assert_eq!(patch(&once, &def, &resolved(&def)).unwrap(), once);
+    }
+
+    #[test]
+    fn numa_guests_are_not_resized() {
+        let numa = LIBVIRT_SPICE.replace(
+            "<topology",
+            "<numa><cell id='0' cpus='0-1' memory='2097152' unit='KiB'/></numa><topology",
+        );
+        let def = VmDefinition {
+            memory_gb: 4,
+            ..unsupported_network()
+        };
+        let err = patch(&numa, &def, &resolved(&def)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PatchError::Unsupported {
+                    field: "memory_gb",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_xml_is_an_error() {
+        let def = definition();
+        assert!(matches!(
+            patch("<domain>", &def, &resolved(&def)),
+            Err(PatchError::Parse(ParseError::Malformed(_)))
+        ));
+    }
+}
