@@ -52,97 +52,90 @@ fn iso_spelling(paths: &[&str]) -> String {
     }
 }
 
+/// The change for one field, if `observed` differs from `new`; `show` spells a value.
+fn change<T>(
+    field: &'static str,
+    observed: &Field<T>,
+    show: impl Fn(&T) -> String,
+    new: String,
+) -> Option<FieldChange> {
+    let old = match observed.value().map(show) {
+        Some(old) if old == new => return None,
+        Some(old) => old,
+        None => format!("({})", observed.reason().unwrap_or("unknown")),
+    };
+    Some(FieldChange { field, old, new })
+}
+
 /// The changes that would bring `observed` to `desired` (whose outside facts are in
 /// `resolved`), in manifest field order. Empty means in sync.
 pub fn diff(observed: &Captured, desired: &VmDefinition, resolved: &Resolved) -> Vec<FieldChange> {
-    let mut changes = Vec::new();
-    let mut check =
-        |field: &'static str, old: Option<String>, reason: Option<&str>, new: String| {
-            if old.as_ref() != Some(&new) {
-                let old = old.unwrap_or_else(|| format!("({})", reason.unwrap_or("unknown")));
-                changes.push(FieldChange { field, old, new });
-            }
-        };
-    fn seen<T>(field: &Field<T>, show: impl Fn(&T) -> String) -> Option<String> {
-        field.value().map(show)
-    }
     let c = observed;
-    check(
-        "memory_gb",
-        seen(&c.memory_gb, u32::to_string),
-        c.memory_gb.reason(),
-        desired.memory_gb.to_string(),
-    );
-    check(
-        "vcpus",
-        seen(&c.vcpus, u32::to_string),
-        c.vcpus.reason(),
-        desired.vcpus.to_string(),
-    );
-    check(
-        "disk_path",
-        seen(&c.disk_path, String::clone),
-        c.disk_path.reason(),
-        resolved.disk_path.clone(),
-    );
-    check(
-        "disk_format",
-        seen(&c.disk_format, |f| f.to_string()),
-        c.disk_format.reason(),
-        resolved.disk_format.to_string(),
-    );
-    check(
-        "boot",
-        seen(&c.boot, spelling),
-        c.boot.reason(),
-        spelling(&desired.boot),
-    );
-    check(
-        "tpm",
-        seen(&c.tpm, spelling),
-        c.tpm.reason(),
-        spelling(&desired.tpm()),
-    );
-    check(
-        "network",
-        seen(&c.network, String::clone),
-        c.network.reason(),
-        desired.network.clone(),
-    );
-    check(
-        "graphics",
-        seen(&c.graphics, spelling),
-        c.graphics.reason(),
-        spelling(&desired.graphics),
-    );
-    let observed_isos: Vec<&str> = c.iso_paths.iter().map(String::as_str).collect();
-    check(
-        "iso_sources",
-        Some(iso_spelling(&observed_isos)),
-        None,
-        iso_spelling(&resolved.iso_paths()),
-    );
-    let normalized = desired.normalized();
-    check(
-        "cpu_model",
-        seen(&c.cpu_model, cpu_spelling),
-        c.cpu_model.reason(),
-        cpu_spelling(&normalized.cpu_model().map(str::to_owned)),
-    );
-    check(
-        "virt_type",
-        seen(&c.virt_type, spelling),
-        c.virt_type.reason(),
-        spelling(&desired.virt_type()),
-    );
+    let isos = Field::Clean(c.iso_paths.iter().map(String::as_str).collect::<Vec<_>>());
+    let cpu_model = desired.normalized().cpu_model().map(str::to_owned);
     let secure_boot = desired.boot == Boot::Uefi && desired.secure_boot();
-    check(
-        "secure_boot",
-        seen(&c.secure_boot, bool::to_string),
-        c.secure_boot.reason(),
-        secure_boot.to_string(),
-    );
-    changes
+    [
+        change(
+            "memory_gb",
+            &c.memory_gb,
+            u32::to_string,
+            desired.memory_gb.to_string(),
+        ),
+        change("vcpus", &c.vcpus, u32::to_string, desired.vcpus.to_string()),
+        change(
+            "disk_path",
+            &c.disk_path,
+            String::clone,
+            resolved.disk_path.clone(),
+        ),
+        change(
+            "disk_format",
+            &c.disk_format,
+            ToString::to_string,
+            resolved.disk_format.to_string(),
+        ),
+        change("boot", &c.boot, spelling, spelling(&desired.boot)),
+        change("tpm", &c.tpm, spelling, spelling(&desired.tpm())),
+        change(
+            "network",
+            &c.network,
+            String::clone,
+            desired.network.clone(),
+        ),
+        change(
+            "graphics",
+            &c.graphics,
+            spelling,
+            spelling(&desired.graphics),
+        ),
+        change(
+            "iso_sources",
+            &isos,
+            |p| iso_spelling(p),
+            iso_spelling(&resolved.iso_paths()),
+        ),
+        change(
+            "cpu_model",
+            &c.cpu_model,
+            cpu_spelling,
+            cpu_spelling(&cpu_model),
+        ),
+        change(
+            "virt_type",
+            &c.virt_type,
+            spelling,
+            spelling(&desired.virt_type()),
+        ),
+        change(
+            "secure_boot",
+            &c.secure_boot,
+            bool::to_string,
+            secure_boot.to_string(),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 #![allow(dead_code)] // each test crate uses its own part of this module
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bkt::manifest::vm::{Boot, Graphics, IsoSource, Tpm, VirtType, VmDefinition};
+use bkt::virsh::{Runner, SystemRunner};
 use bkt::vm::domain_xml::{DiskFormat, Resolved};
 
 pub const HOME: &str = "/home/user";
@@ -153,4 +155,14 @@ pub fn same_document(a: &str, b: &str) -> bool {
         xot.to_string(doc).unwrap()
     };
     canonical(a) == canonical(b)
+}
+
+/// Checks `file` with libvirt's own schema (`virt-xml-validate FILE domain`); what it said
+/// when the file fails.
+pub fn schema_errors(file: &Path) -> Option<String> {
+    let args = [file.to_string_lossy().into_owned(), "domain".to_owned()];
+    let out = SystemRunner
+        .run("virt-xml-validate", &args, None, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("cannot run virt-xml-validate: {e:?}"));
+    (out.code != Some(0)).then(|| format!("{}{}", out.stdout, out.stderr))
 }
