@@ -158,6 +158,38 @@ fn patch_to(
     }
 }
 
+/// One of the modified definitions of a fixture, and the fixture patched to it.
+struct Variant {
+    variant: usize,
+    def: VmDefinition,
+    resolved: Resolved,
+    /// `None` where patch refused (see [`patch_to`]).
+    patched: Option<String>,
+}
+
+fn variants(xml: &str) -> Vec<Variant> {
+    let captured = parse(xml).unwrap();
+    let (current, _) = definition_of(&captured);
+    let format = captured
+        .disk_format
+        .value()
+        .copied()
+        .unwrap_or(DiskFormat::Qcow2);
+    (0..3)
+        .map(|variant| {
+            let (mut def, format) = modified(&current, format, variant);
+            let resolved = resolve(&def, format);
+            let patched = patch_to(xml, &mut def, &current, &resolved);
+            Variant {
+                variant,
+                def,
+                resolved,
+                patched,
+            }
+        })
+        .collect()
+}
+
 /// A whitespace-insensitive serialization of a document, minus the elements `strip` picks.
 fn canonical(xml: &str, mut strip: impl FnMut(&Xot, Node) -> bool) -> String {
     let mut xot = Xot::new();
@@ -426,17 +458,14 @@ fn patching_a_fixture_with_its_own_definition_changes_nothing() {
 fn patch_brings_every_fixture_to_the_manifest_and_keeps_everything_else() {
     let mut refused = Vec::new();
     for (name, xml) in fixtures() {
-        let captured = parse(&xml).unwrap();
-        let (current, _) = definition_of(&captured);
-        let format = captured
-            .disk_format
-            .value()
-            .copied()
-            .unwrap_or(DiskFormat::Qcow2);
-        for variant in 0..3 {
-            let (mut def, format) = modified(&current, format, variant);
-            let resolved = resolve(&def, format);
-            let Some(patched) = patch_to(&xml, &mut def, &current, &resolved) else {
+        for Variant {
+            variant,
+            def,
+            resolved,
+            patched,
+        } in variants(&xml)
+        {
+            let Some(patched) = patched else {
                 refused.push(format!("{name}, variant {variant}"));
                 continue;
             };
@@ -446,7 +475,7 @@ fn patch_brings_every_fixture_to_the_manifest_and_keeps_everything_else() {
                 vec![],
                 "{name}, variant {variant}:\n{patched}"
             );
-            assert_eq!(after.name, captured.name, "{name}");
+            assert_eq!(after.name, parse(&xml).unwrap().name, "{name}");
             let all_interfaces = def.network == "none";
             assert_eq!(
                 unowned(&xml, all_interfaces),
@@ -515,17 +544,11 @@ fn schema_valid_fixtures() -> Vec<(String, String)> {
 fn patched_fixtures_pass_libvirt_schema() {
     let dir = tempfile::tempdir().unwrap();
     for (name, xml) in schema_valid_fixtures() {
-        let captured = parse(&xml).unwrap();
-        let (current, _) = definition_of(&captured);
-        let format = captured
-            .disk_format
-            .value()
-            .copied()
-            .unwrap_or(DiskFormat::Qcow2);
-        for variant in 0..3 {
-            let (mut def, format) = modified(&current, format, variant);
-            let resolved = resolve(&def, format);
-            let Some(patched) = patch_to(&xml, &mut def, &current, &resolved) else {
+        for Variant {
+            variant, patched, ..
+        } in variants(&xml)
+        {
+            let Some(patched) = patched else {
                 continue;
             };
             let path = dir.path().join(format!("{variant}-{name}"));
