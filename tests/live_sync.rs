@@ -396,3 +396,37 @@ fn sync_with_libvirt_unreachable_is_a_clear_error() {
         "nothing was created"
     );
 }
+
+#[test]
+#[ignore = "needs a running libvirtd"]
+fn turning_secure_boot_on_says_how_to_enrol_the_keys() {
+    let name = unique_name("secure");
+    let _cleanup = Cleanup(name.clone());
+    let disks = disk_dir();
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(
+        dir.path(),
+        &[(&name, vm_json(&name, disks.path(), json!({"boot": "uefi"})))],
+    );
+    assert_eq!(bkt(dir.path(), &["vm", "sync"]).0, 0);
+    write_manifest(
+        dir.path(),
+        &[(
+            &name,
+            vm_json(
+                &name,
+                disks.path(),
+                json!({"boot": "uefi", "secure_boot": true}),
+            ),
+        )],
+    );
+    let (code, out, err) = bkt(dir.path(), &["vm", "sync"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("    secure_boot: false -> true\n"), "{out}");
+    assert!(
+        out.contains(&format!("`virsh start --reset-nvram {name}`")),
+        "{out}"
+    );
+    let (_, out, _) = bkt(dir.path(), &["vm", "status", &name]);
+    assert!(out.contains("in sync"), "{out}");
+}

@@ -308,6 +308,11 @@ fn plan_update(
     if captured.boot.value() == Some(&Boot::Bios) && def.boot == Boot::Uefi {
         notes.push("the firmware changes from BIOS to UEFI: an installed guest may not boot until its boot loader is set up for UEFI".to_string());
     }
+    if captured.secure_boot.value() == Some(&false) && def.boot == Boot::Uefi && def.secure_boot() {
+        notes.push(format!(
+            "Secure Boot keys are enrolled only into a fresh NVRAM: start it once with `virsh start --reset-nvram {name}` (this resets its UEFI variables)"
+        ));
+    }
     let running = observed.active.contains(name);
     Ok(Action::Update {
         autostart: changes
