@@ -111,3 +111,29 @@ fn a_batch_keeps_hostile_arguments_whole_and_replies_per_command() {
         "commands after failures still run"
     );
 }
+
+/// A daemon that accepts the connection and never answers: virsh would wait forever; the
+/// runner stops it at its deadline and says so.
+#[test]
+#[ignore = "needs virsh (libvirt-clients)"]
+fn a_hung_daemon_ends_in_a_timeout_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("hung.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in listener.incoming() {
+            held.push(connection);
+        }
+    });
+    let uri = format!("qemu+unix:///system?socket={}", socket.display());
+    let virsh =
+        Virsh::new(&SystemRunner, Some(&uri)).with_timeout(std::time::Duration::from_secs(2));
+    let err = virsh.run(&["version"]).unwrap_err();
+    assert!(matches!(err, Error::TimedOut { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("`virsh -q -c {uri} version` did not finish within 2 s and was stopped")
+    );
+    assert!(err.hint().unwrap().contains("hung"));
+}
