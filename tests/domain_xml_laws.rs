@@ -47,6 +47,7 @@ fn iso_source() -> impl Strategy<Value = IsoSource> {
         local_path().prop_map(|path| IsoSource::Path { path }),
         "[a-z0-9]{1,8}(-x)?\\.iso".prop_map(|file| IsoSource::Url {
             url: format!("https://example.org/isos/{file}"),
+            sha256: None,
         }),
     ]
 }

@@ -172,11 +172,35 @@ fn stricter_fixtures_pass_the_rfc_schema_and_fail_ours() {
     }
 }
 
+/// What this tool adds inside the RFC's closed ISO source objects (`sha256` on a URL
+/// source, see issue 6): refused by the RFC's schema, accepted by ours.
+#[test]
+fn beyond_rfc_fixtures_pass_ours_only() {
+    let rfc = validator("tests/fixtures/rfc-vms.schema.json");
+    let generated = validator("schemas/vms.schema.json");
+    for file in fixtures("beyond-rfc") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !accepted_by(&rfc, &text),
+            "RFC schema accepts {}",
+            file.display()
+        );
+        assert!(
+            accepted_by(&generated, &text),
+            "our schema rejects {}",
+            file.display()
+        );
+        if let Err(e) = ours(&text) {
+            panic!("{} rejected:\n{e}", file.display());
+        }
+    }
+}
+
 /// Our schema interpreter and a standard validator agree on every fixture's shape.
 #[test]
 fn structural_check_agrees_with_a_standard_validator() {
     let generated = validator("schemas/vms.schema.json");
-    for kind in ["valid", "invalid", "stricter"] {
+    for kind in ["valid", "invalid", "stricter", "beyond-rfc"] {
         for file in fixtures(kind) {
             let text = std::fs::read_to_string(&file).unwrap();
             let Ok(node) = json::parse(&text) else {
@@ -215,7 +239,8 @@ prop_compose! {
         graphics in prop_oneof![Just(Graphics::Spice), Just(Graphics::Vnc), Just(Graphics::None)],
         iso_sources in proptest::option::of(proptest::collection::vec(prop_oneof![
             abs_path().prop_map(|path| IsoSource::Path { path }),
-            "[a-z]{1,8}\\.iso".prop_map(|f| IsoSource::Url { url: format!("https://example.org/{f}") }),
+            ("[a-z]{1,8}\\.iso", proptest::option::of("[0-9a-f]{64}"))
+                .prop_map(|(f, sha256)| IsoSource::Url { url: format!("https://example.org/{f}"), sha256 }),
         ], 0..4)),
         autostart in proptest::option::of(any::<bool>()),
         cpu_model in proptest::option::of(prop_oneof![Just("host-model".to_string()), "[A-Z][a-z]{2,8}"]),

@@ -119,8 +119,16 @@ pub enum VirtType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum IsoSource {
-    Path { path: String },
-    Url { url: String },
+    Path {
+        path: String,
+    },
+    Url {
+        url: String,
+        /// SHA-256 of the file (64 hexadecimal digits); `bkt vm fetch-iso` accepts a download only when it matches.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(with = "String")]
+        sha256: Option<String>,
+    },
 }
 
 /// What the `network` field means.
@@ -412,14 +420,15 @@ impl<'a> Rules<'a> {
         if let Some(json::Value::Array(sources)) = self.field("iso_sources").map(|n| &n.value) {
             for (i, source) in sources.iter().enumerate() {
                 let at = self.path.key("iso_sources").index(i);
-                let members = ["path", "url"].map(|k| source.get(k).map(|m| (k, m)));
+                let members = ["path", "url", "sha256"].map(|k| source.get(k).map(|m| (k, m)));
                 for (key, member) in members.into_iter().flatten() {
                     let json::Value::String(text) = &member.value.value else {
                         continue;
                     };
                     let problem = match key {
                         "path" => local_path_problem(text, self.home),
-                        _ => iso_url_file_name(text).err(),
+                        "url" => iso_url_file_name(text).err(),
+                        _ => sha256_problem(text),
                     };
                     if let Some(message) = problem {
                         self.report_at(&member.value, at.key(key), message);
@@ -480,6 +489,18 @@ fn local_path_problem(path: &str, home: Option<&Path>) -> Option<String> {
         return Some("must not contain \"..\"".into());
     }
     None
+}
+
+/// Why `text` is not a SHA-256 digest in hex, if it is not.
+fn sha256_problem(text: &str) -> Option<String> {
+    const WANT: &str = "must be a SHA-256 digest: 64 hexadecimal digits";
+    let len = text.chars().count();
+    if len != 64 {
+        return Some(format!("{WANT}, not {len} characters"));
+    }
+    text.chars()
+        .find(|c| !c.is_ascii_hexdigit())
+        .map(|c| format!("{WANT}, not {c:?}"))
 }
 
 /// The file name that the ISO cache stores a URL source under, or why the URL is unusable.

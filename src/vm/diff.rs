@@ -198,9 +198,11 @@ mod tests {
             iso_sources: Some(vec![
                 IsoSource::Url {
                     url: "https://example.org/cached.iso".into(),
+                    sha256: None,
                 },
                 IsoSource::Url {
                     url: "https://example.org/later.iso".into(),
+                    sha256: None,
                 },
             ]),
             ..definition()

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::manifest::vm::{Boot, VmDefinition, VmManifest, expand_home, iso_url_file_name};
+use crate::manifest::vm::{
+    Boot, IsoSource, VmDefinition, VmManifest, expand_home, iso_url_file_name,
+};
 use crate::plan::{Action, DiskCreation, SyncPlan, VmPlan};
 use crate::virsh::qemu_img::QemuImg;
 use crate::virsh::{self, Virsh};
@@ -197,7 +199,9 @@ fn disk_facts(
         .ok_or_else(|| format!("disk {disk} is a {format} image; bkt manages qcow2 and raw images"))
 }
 
+/// The outside facts of `def` (see [`Resolved`]), with a warning for each ISO left out.
 fn resolve(
+    name: &str,
     def: &VmDefinition,
     format: DiskFormat,
     paths: &Paths,
@@ -207,12 +211,25 @@ fn resolve(
     let resolved = Resolved::new(def, paths.home.as_deref(), &paths.iso_cache, format, |p| {
         host.exists(p)
     });
-    for url in &resolved.left_out {
-        let file = iso_url_file_name(url).unwrap_or(url);
-        warnings.push(format!(
-            "ISO {url} is not in the ISO cache ({}); its CD-ROM is left out until it is",
-            paths.iso_cache.join(file).display()
-        ));
+    for source in def.iso_sources() {
+        match source {
+            IsoSource::Path { .. } => {
+                if let Some(iso) = resolved.missing.iter().find(|iso| iso.source == *source) {
+                    warnings.push(format!(
+                        "ISO {} does not exist; its CD-ROM is left out until it does",
+                        iso.path
+                    ));
+                }
+            }
+            IsoSource::Url { url, .. } if resolved.left_out.contains(url) => {
+                let file = iso_url_file_name(url).unwrap_or(url);
+                warnings.push(format!(
+                    "ISO {url} is not in the ISO cache ({}); its CD-ROM is left out until it is: `bkt vm fetch-iso {name}` downloads it",
+                    paths.iso_cache.join(file).display()
+                ));
+            }
+            IsoSource::Url { .. } => {}
+        }
     }
     resolved
 }
@@ -226,7 +243,7 @@ fn plan_create(
 ) -> Result<Action, String> {
     let disk = expanded(&def.disk_path, paths);
     let (format, create_disk) = disk_facts(def, &disk, host)?;
-    let resolved = resolve(def, format, paths, host, warnings);
+    let resolved = resolve(name, def, format, paths, host, warnings);
     Ok(Action::Create {
         xml: domain_xml::render(name, def, &resolved),
         create_disk,
@@ -256,7 +273,7 @@ pub fn drift(
         .value()
         .copied()
         .unwrap_or(DiskFormat::Qcow2);
-    let resolved = resolve(def, format, paths, host, &mut Vec::new());
+    let resolved = resolve(name, def, format, paths, host, &mut Vec::new());
     with_autostart(diff(captured, def, &resolved), name, def, observed)
 }
 
@@ -293,7 +310,7 @@ fn plan_update(
         (Some(current), Some(format)) if *current == disk => (*format, None),
         _ => disk_facts(def, &disk, host)?,
     };
-    let resolved = resolve(def, format, paths, host, warnings);
+    let resolved = resolve(name, def, format, paths, host, warnings);
     let changes = with_autostart(diff(&captured, def, &resolved), name, def, observed);
     if changes.is_empty() {
         return Ok(Action::Unchanged);

@@ -32,6 +32,7 @@ pub fn win11() -> VmDefinition {
             },
             IsoSource::Url {
                 url: VIRTIO_WIN_URL.into(),
+                sha256: None,
             },
         ]),
         autostart: None,

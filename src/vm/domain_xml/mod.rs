@@ -23,7 +23,7 @@ mod patch;
 mod render;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::manifest::vm::{
     Boot, Graphics, IsoSource, Tpm, VirtType, VmDefinition, expand_home, iso_url_file_name,
@@ -71,7 +71,7 @@ impl fmt::Display for DiskFormat {
     }
 }
 
-/// An ISO source that is attached as a CD-ROM, and the file that holds it.
+/// An ISO source and the file that holds it (attached as a CD-ROM when that file exists).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachedIso {
     pub source: IsoSource,
@@ -87,40 +87,48 @@ pub struct Resolved {
     pub disk_path: String,
     /// The format of the image at `disk_path` (qcow2 for a disk that is yet to be created).
     pub disk_format: DiskFormat,
-    /// The CD-ROMs, in manifest order: every local ISO, and every URL source whose file is
-    /// in the ISO cache.
+    /// The CD-ROMs, in manifest order: every local ISO whose file exists, and every URL
+    /// source whose file is in the ISO cache.
     pub isos: Vec<AttachedIso>,
     /// URL sources left out because their file is not in the ISO cache. Leaving them out is
     /// not drift; the caller warns about them.
     pub left_out: Vec<String>,
+    /// Local sources left out because their file does not exist; like `left_out`, not drift,
+    /// and the caller warns.
+    pub missing: Vec<AttachedIso>,
 }
 
 impl Resolved {
-    /// Resolves `def`'s paths: `~` expands with `home`, and a URL source is attached as
-    /// `iso_cache/<file name>` when `is_cached` says that file exists.
+    /// Resolves `def`'s paths: `~` expands with `home`, and a URL source's file is
+    /// `iso_cache/<file name>`. An ISO is attached only when `exists` says its file is there:
+    /// this is the one place that decides which CD-ROMs a domain should have, so that sync,
+    /// status and capture agree that a CD-ROM left out for a missing file is not drift.
     pub fn new(
         def: &VmDefinition,
         home: Option<&Path>,
         iso_cache: &Path,
         disk_format: DiskFormat,
-        is_cached: impl Fn(&Path) -> bool,
+        exists: impl Fn(&Path) -> bool,
     ) -> Resolved {
         let mut isos = Vec::new();
         let mut left_out = Vec::new();
+        let mut missing = Vec::new();
         for source in def.iso_sources() {
             let path = match source {
                 IsoSource::Path { path } => Some(expand_home(path, home)),
-                IsoSource::Url { url } => iso_url_file_name(url)
-                    .ok()
-                    .map(|name| iso_cache.join(name))
-                    .filter(|p| is_cached(p)),
+                IsoSource::Url { url, .. } => {
+                    iso_url_file_name(url).ok().map(|name| iso_cache.join(name))
+                }
+            };
+            let found = path.as_deref().is_some_and(&exists);
+            let iso = |path: PathBuf| AttachedIso {
+                source: source.clone(),
+                path: path.to_string_lossy().into_owned(),
             };
             match (path, source) {
-                (Some(path), _) => isos.push(AttachedIso {
-                    source: source.clone(),
-                    path: path.to_string_lossy().into_owned(),
-                }),
-                (None, IsoSource::Url { url }) => left_out.push(url.clone()),
+                (Some(path), _) if found => isos.push(iso(path)),
+                (_, IsoSource::Url { url, .. }) => left_out.push(url.clone()),
+                (Some(path), IsoSource::Path { .. }) => missing.push(iso(path)),
                 (None, IsoSource::Path { .. }) => {}
             }
         }
@@ -131,6 +139,7 @@ impl Resolved {
             disk_format,
             isos,
             left_out,
+            missing,
         }
     }
 
@@ -248,8 +257,8 @@ impl Captured {
     /// value and is listed. Fields that domain XML does not carry come from `base`, and so
     /// does the spelling of ISO sources: a CD-ROM whose file is what one of `base`'s sources
     /// resolves to (`resolved`, built from `base`) keeps that source (`~/...`, or a URL);
-    /// any other becomes a `path` source. URL sources that `resolved` left out stay, at the
-    /// end.
+    /// any other becomes a `path` source. Sources that `resolved` left out for a missing file
+    /// stay as they are (URL, `sha256`), at the end.
     pub fn merge_into(
         &self,
         base: &VmDefinition,
@@ -296,17 +305,20 @@ impl Captured {
                     resolved
                         .isos
                         .iter()
+                        .chain(&resolved.missing)
                         .find(|iso| iso.path == *path)
                         .map(|iso| iso.source.clone())
                         .unwrap_or_else(|| IsoSource::Path { path: path.clone() })
                 })
                 .collect();
-            sources.extend(
-                resolved
-                    .left_out
-                    .iter()
-                    .map(|url| IsoSource::Url { url: url.clone() }),
-            );
+            let attached = |s: &IsoSource| resolved.isos.iter().any(|iso| iso.source == *s);
+            let kept: Vec<IsoSource> = base
+                .iso_sources()
+                .iter()
+                .filter(|s| !attached(s) && !sources.contains(s))
+                .cloned()
+                .collect();
+            sources.extend(kept);
             def.iso_sources = Some(sources);
         }
         (def.normalized(), self.problems())
