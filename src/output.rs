@@ -91,7 +91,7 @@ impl Printer {
 
 // ---- sync and status ---------------------------------------------------------------
 
-use crate::plan::{Action, CaptureEntry, Outcome, Summary, SyncPlan, VmResult};
+use crate::plan::{Action, CaptureEntry, DiskCreation, Outcome, Summary, SyncPlan, VmResult};
 use crate::vm::planner::{State, StatusRow};
 
 impl Printer {
@@ -137,10 +137,7 @@ impl Printer {
                 } => {
                     println!("{} create {name}", self.style(true, GREEN, "+"));
                     if let Some(disk) = create_disk {
-                        println!(
-                            "    create disk {} ({} GiB, {})",
-                            disk.path, disk.size_gb, disk.format
-                        );
+                        println!("    {}", disk_line(disk));
                     }
                     if *autostart {
                         println!("    autostart: on");
@@ -155,10 +152,7 @@ impl Printer {
                 } => {
                     println!("{} update {name}", self.style(true, YELLOW_BOLD, "~"));
                     if let Some(disk) = create_disk {
-                        println!(
-                            "    create disk {} ({} GiB, {})",
-                            disk.path, disk.size_gb, disk.format
-                        );
+                        println!("    {}", disk_line(disk));
                     }
                     for change in changes {
                         println!("    {change}");
@@ -290,6 +284,18 @@ impl Printer {
             println!("{:name_width$}  {state}  {sync}", row.name);
         }
     }
+}
+
+/// `create disk PATH (N GiB, qcow2)`, and the storage pool that will hold it.
+fn disk_line(disk: &DiskCreation) -> String {
+    let mut line = format!(
+        "create disk {} ({} GiB, {})",
+        disk.path, disk.size_gb, disk.format
+    );
+    if let Some(pool) = &disk.pool {
+        line.push_str(&format!(" in storage pool {pool}"));
+    }
+    line
 }
 
 fn sync_column(row: &StatusRow) -> String {

@@ -62,6 +62,10 @@ pub struct DiskCreation {
     pub path: String,
     pub size_gb: u32,
     pub format: &'static str,
+    /// The storage pool whose target directory holds `path`: libvirt creates the volume
+    /// (`virsh vol-create-as`). `None`: `qemu-img create`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 impl SyncPlan {

@@ -8,7 +8,6 @@ use crate::manifest::vm::{self, VmManifest};
 use crate::output;
 use crate::plan::{CaptureEntry, Summary, SyncPlan, VmResult};
 use crate::subsystem::{Context, DryRun};
-use crate::virsh::qemu_img::QemuImg;
 use crate::vm::capture::{self, VmCapture};
 use crate::vm::domain_xml;
 use crate::vm::ops;
@@ -59,9 +58,7 @@ pub fn sync(ctx: &Context, names: &[String], dry_run: DryRun, json: bool) -> Res
     let selected = select(ctx, &manifest, names)?;
     let observed = planner::observe(ctx.virsh, &selected)?;
     let paths = paths();
-    let host = SystemHost {
-        qemu_img: QemuImg::new(ctx.runner),
-    };
+    let host = SystemHost::new(ctx.runner, ctx.virsh);
     let plan = planner::plan(&manifest, &selected, &observed, &paths, &host);
     if !json {
         ctx.printer.plan(&plan);
@@ -137,9 +134,7 @@ pub fn status(ctx: &Context, names: &[String], all: bool, json: bool) -> Result<
             .collect();
         unmanaged.extend(others);
     }
-    let host = SystemHost {
-        qemu_img: QemuImg::new(ctx.runner),
-    };
+    let host = SystemHost::new(ctx.runner, ctx.virsh);
     let rows = planner::status(&manifest, &managed, &unmanaged, &observed, &paths(), &host);
     if json {
         output::json(&StatusReport { vms: &rows });

@@ -1,16 +1,15 @@
-//! The mutations: carrying out a sync plan (disk creation, define, autostart), and start,
-//! graceful stop, forced stop.
+//! The mutations: carrying out a sync plan (disk creation through [`disk::create`], define,
+//! autostart), and start, graceful stop, forced stop.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::manifest::vm::VmManifest;
 use crate::plan::{Action, DiskCreation, Outcome, SyncPlan, VmResult};
 use crate::virsh::{DomainState, Virsh};
-use crate::vm::domain_xml;
-use crate::vm::planner::{self, Host, Paths, SystemHost};
+use crate::vm::planner::{self, Paths, SystemHost};
+use crate::vm::{disk, domain_xml};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartOutcome {
@@ -84,7 +83,8 @@ pub fn stop(virsh: &Virsh, name: &str, mode: StopMode) -> Result<StopOutcome, Er
     }
 }
 
-/// Carries out a sync plan: creates missing disks, then defines every new and changed
+/// Carries out a sync plan: creates missing disks (one virsh process for every disk in a
+/// storage pool, one qemu-img process for each other disk), then defines every new and changed
 /// domain and sets autostart in one virsh process, then reads every touched definition back
 /// (a second process) and checks that each manifest field landed: libvirt can drop or
 /// rewrite a value silently, and that is a failure, not a success. One VM's failure does
@@ -97,6 +97,7 @@ pub fn execute(
     host: &SystemHost,
 ) -> Vec<VmResult> {
     let mut failed: BTreeMap<&str, String> = BTreeMap::new();
+    let mut creations: Vec<(&str, &DiskCreation)> = Vec::new();
     for vm in &plan.vms {
         match &vm.action {
             Action::Error { message } => {
@@ -109,12 +110,17 @@ pub fn execute(
             | Action::Update {
                 create_disk: Some(disk),
                 ..
-            } => {
-                if let Err(message) = create_disk(host, disk) {
-                    failed.insert(&vm.name, message);
-                }
-            }
+            } => creations.push((&vm.name, disk)),
             _ => {}
+        }
+    }
+    if !creations.is_empty() {
+        let disks: Vec<&DiskCreation> = creations.iter().map(|(_, d)| *d).collect();
+        let results = disk::create(virsh, &host.qemu_img, &disks);
+        for ((name, _), result) in creations.iter().zip(results) {
+            if let Err(message) = result {
+                failed.insert(name, message);
+            }
         }
     }
 
@@ -242,17 +248,4 @@ pub fn execute(
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|a| a.to_string()).collect()
-}
-
-/// Creates a disk image that the plan found missing, unless something created it since.
-fn create_disk(host: &SystemHost, disk: &DiskCreation) -> Result<(), String> {
-    if host.exists(Path::new(&disk.path)) {
-        return Err(format!(
-            "disk {} appeared after planning; it is left as it is",
-            disk.path
-        ));
-    }
-    host.qemu_img
-        .create_qcow2(&disk.path, disk.size_gb)
-        .map_err(|e| format!("cannot create disk {}: {}", disk.path, e.message()))
 }

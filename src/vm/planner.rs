@@ -9,9 +9,9 @@ use crate::manifest::vm::{
     Boot, IsoSource, VmDefinition, VmManifest, expand_home, iso_url_file_name,
 };
 use crate::plan::{Action, DiskCreation, SyncPlan, VmPlan};
-use crate::virsh::qemu_img::QemuImg;
 use crate::virsh::{self, Virsh};
 use crate::vm::diff::{FieldChange, diff};
+use crate::vm::disk::{self, DiskPlan};
 use crate::vm::domain_xml::{self, Captured, DiskFormat, Resolved};
 
 /// What libvirt holds, as far as sync and status need it.
@@ -101,30 +101,7 @@ pub fn observe(virsh: &Virsh, names: &[&str]) -> Result<Observed, Error> {
     })
 }
 
-/// The file system facts planning needs, behind a seam so that unit tests can supply them.
-pub trait Host {
-    fn exists(&self, path: &Path) -> bool;
-    /// The format name `qemu-img info` gives the image at `path`.
-    fn image_format(&self, path: &str) -> Result<String, String>;
-}
-
-/// The real file system, and `qemu-img` for image formats.
-pub struct SystemHost<'r> {
-    pub qemu_img: QemuImg<'r>,
-}
-
-impl Host for SystemHost<'_> {
-    fn exists(&self, path: &Path) -> bool {
-        path.exists()
-    }
-
-    fn image_format(&self, path: &str) -> Result<String, String> {
-        self.qemu_img
-            .info(path)
-            .map(|info| info.format)
-            .map_err(|e| e.message())
-    }
-}
+pub use crate::vm::disk::{Host, SystemHost};
 
 /// Where paths resolve: the home directory for `~` and the ISO cache for URL sources.
 #[derive(Debug, Clone)]
@@ -176,27 +153,10 @@ fn disk_facts(
     disk: &str,
     host: &dyn Host,
 ) -> Result<(DiskFormat, Option<DiskCreation>), String> {
-    if !host.exists(Path::new(disk)) {
-        if def.create_if_missing() {
-            return Ok((
-                DiskFormat::Qcow2,
-                Some(DiskCreation {
-                    path: disk.to_string(),
-                    size_gb: def.disk_size_gb,
-                    format: DiskFormat::Qcow2.as_str(),
-                }),
-            ));
-        }
-        return Err(format!(
-            "disk {disk} does not exist (create it, or set \"create_if_missing\": true to let sync create it)"
-        ));
-    }
-    let format = host
-        .image_format(disk)
-        .map_err(|e| format!("cannot read the image format of {disk}: {e}"))?;
-    DiskFormat::from_name(&format)
-        .map(|f| (f, None))
-        .ok_or_else(|| format!("disk {disk} is a {format} image; bkt manages qcow2 and raw images"))
+    Ok(match disk::plan(def, Path::new(disk), host)? {
+        DiskPlan::Use(format) => (format, None),
+        DiskPlan::Create(creation) => (DiskFormat::Qcow2, Some(creation)),
+    })
 }
 
 /// The outside facts of `def` (see [`Resolved`]), with a warning for each ISO left out.
