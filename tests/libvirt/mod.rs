@@ -150,3 +150,86 @@ pub fn write_manifest(dir: &Path, vms: &[(&str, serde_json::Value)]) {
     let text = serde_json::to_string_pretty(&serde_json::json!({ "vms": vms })).unwrap();
     std::fs::write(dir.join("vms.json"), text).unwrap();
 }
+
+/// A libvirt `dir` storage pool on a temporary directory (QEMU can reach it), named like a
+/// test domain; destroyed and undefined when dropped, pass or fail, and its directory (with
+/// the volumes in it) removed.
+pub struct TestPool {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestPool {
+    /// Defines the pool and, when `start`, starts it.
+    pub fn new(tag: &str, start: bool) -> TestPool {
+        let pool = TestPool {
+            name: unique_name(tag),
+            dir: disk_dir(),
+        };
+        virsh(&[
+            "pool-define-as",
+            "--name",
+            &pool.name,
+            "--type",
+            "dir",
+            "--target",
+            pool.dir.path().to_str().unwrap(),
+        ]);
+        if start {
+            virsh(&["pool-start", &pool.name]);
+        }
+        pool
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestPool {
+    fn drop(&mut self) {
+        for args in [
+            vec!["pool-destroy", self.name.as_str()],
+            vec!["pool-undefine", self.name.as_str()],
+        ] {
+            let _ = Command::new("virsh")
+                .arg("-c")
+                .arg(uri())
+                .args(&args)
+                .output();
+        }
+    }
+}
+
+/// The virsh processes of a `-vv` run, each with the commands batched into it.
+pub fn traced_processes(stderr: &str) -> Vec<Vec<String>> {
+    let mut processes: Vec<Vec<String>> = Vec::new();
+    for line in stderr.lines() {
+        if line.starts_with("virsh ") {
+            processes.push(Vec::new());
+        } else if let (Some(command), Some(last)) = (line.strip_prefix("  "), processes.last_mut())
+        {
+            last.push(command.to_string());
+        }
+    }
+    processes
+}
+
+/// `qemu-img info` of an image: its format and virtual size in bytes.
+pub fn image_info(path: &Path) -> (String, u64) {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(path)
+        .output()
+        .expect("qemu-img runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        info["format"].as_str().unwrap().to_string(),
+        info["virtual-size"].as_u64().unwrap(),
+    )
+}
