@@ -115,6 +115,11 @@ pub enum VmCommand {
     },
     /// Check vms.json and report every problem in it
     Validate,
+    /// Download a VM's URL ISO sources into the ISO cache (sync never downloads)
+    FetchIso {
+        /// The manifest VM whose URL sources to fetch
+        name: String,
+    },
     /// Start a VM (already running is success)
     Start {
         name: String,

@@ -49,6 +49,8 @@ pub enum Error {
     WouldChange,
     /// Sync failed for these VMs (the others were synced).
     SyncFailed { failed: Vec<String> },
+    /// `fetch-iso` could not fetch these URLs of VM `name` (the others were fetched).
+    FetchFailed { name: String, failed: Vec<String> },
 }
 
 /// Exit codes of SPEC.md.
@@ -68,7 +70,8 @@ impl Error {
             | Error::NoSuchDomain { .. }
             | Error::NoSuchVm { .. }
             | Error::WouldChange
-            | Error::SyncFailed { .. } => EXIT_FAILURE,
+            | Error::SyncFailed { .. }
+            | Error::FetchFailed { .. } => EXIT_FAILURE,
         }
     }
 
@@ -128,6 +131,13 @@ impl fmt::Display for Error {
                 write!(f, "{name} is neither in the manifest nor a libvirt domain")
             }
             Error::WouldChange => write!(f, "libvirt does not match the manifest"),
+            Error::FetchFailed { name, failed } => write!(
+                f,
+                "VM {name}: {} ISO{} not fetched: {}",
+                failed.len(),
+                if failed.len() == 1 { "" } else { "s" },
+                failed.join(", ")
+            ),
             Error::SyncFailed { failed } => write!(
                 f,
                 "sync failed for {} VM{}: {}",

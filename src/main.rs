@@ -64,6 +64,7 @@ fn run(cli: &Cli, printer: &Printer) -> Result<(), Error> {
             printer.success(&format!("ok: {n} VM{}", if n == 1 { "" } else { "s" }));
             Ok(())
         }
+        Command::Vm(VmCommand::FetchIso { name }) => commands::fetch_iso(&ctx, name),
         Command::Vm(VmCommand::Start { name, unmanaged }) => {
             check_name(&manifest_dir, &virsh, name, *unmanaged)?;
             match ops::start(&virsh, name)? {

@@ -321,3 +321,112 @@ pub fn json<T: serde::Serialize>(value: &T) {
         serde_json::to_string(value).expect("plain data serializes")
     );
 }
+
+// ---- downloads -----------------------------------------------------------------------
+
+use std::time::Instant;
+
+use crate::vm::iso;
+
+/// `1.5 GiB`, `612.0 MiB`, `512 bytes`.
+pub fn size(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b >= KIB * KIB * KIB {
+        format!("{:.1} GiB", b / (KIB * KIB * KIB))
+    } else if b >= KIB * KIB {
+        format!("{:.1} MiB", b / (KIB * KIB))
+    } else if b >= KIB {
+        format!("{:.1} KiB", b / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// A download's progress bar on stderr. It is drawn only on a terminal (and not with `-q`),
+/// at most ten times a second, and erased when the download ends; anywhere else it is
+/// silent, so that logs and pipes get the result lines only.
+pub struct ProgressBar {
+    printer: Printer,
+    label: String,
+    enabled: bool,
+    started: Instant,
+    last_draw: Option<Instant>,
+    drawn: bool,
+}
+
+impl Printer {
+    pub fn progress_bar(&self, label: &str) -> ProgressBar {
+        ProgressBar {
+            printer: *self,
+            label: label.to_string(),
+            enabled: self.verbosity >= 0 && std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            last_draw: None,
+            drawn: false,
+        }
+    }
+
+    /// An error line on stderr, for one failure among several (the command's own error
+    /// comes at the end).
+    pub fn failure(&self, text: &str) {
+        eprintln!("{} {text}", Self::paint(self.color_err, RED_BOLD, "error:"));
+    }
+}
+
+impl ProgressBar {
+    /// Erases the bar.
+    pub fn finish(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[K");
+            self.drawn = false;
+        }
+    }
+
+    fn line(&self, done: u64, total: Option<u64>) -> String {
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = format!("{}/s", size((done as f64 / seconds) as u64));
+        match total.filter(|t| *t > 0) {
+            Some(total) => {
+                const WIDTH: usize = 30;
+                let fraction = (done as f64 / total as f64).clamp(0.0, 1.0);
+                let filled = (fraction * WIDTH as f64) as usize;
+                format!(
+                    "{}  [{}{}]  {:3.0}%  {} / {}  {rate}",
+                    self.label,
+                    "#".repeat(filled),
+                    "-".repeat(WIDTH - filled),
+                    fraction * 100.0,
+                    size(done),
+                    size(total)
+                )
+            }
+            None => format!("{}  {}  {rate}", self.label, size(done)),
+        }
+    }
+}
+
+impl iso::Progress for ProgressBar {
+    fn update(&mut self, done: u64, total: Option<u64>) {
+        if !self.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let complete = total == Some(done);
+        if !complete
+            && self
+                .last_draw
+                .is_some_and(|t| now.duration_since(t).as_millis() < 100)
+        {
+            return;
+        }
+        self.last_draw = Some(now);
+        eprint!("\r\x1b[K{}", self.line(done, total));
+        self.drawn = true;
+    }
+
+    fn note(&mut self, text: &str) {
+        self.finish();
+        self.printer.note(text);
+    }
+}

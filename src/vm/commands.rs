@@ -10,6 +10,7 @@ use crate::plan::{CaptureEntry, Summary, SyncPlan, VmResult};
 use crate::subsystem::{Context, DryRun};
 use crate::vm::capture::{self, VmCapture};
 use crate::vm::domain_xml;
+use crate::vm::iso::{self, Fetched};
 use crate::vm::ops;
 use crate::vm::planner::{self, Paths, SystemHost};
 
@@ -346,4 +347,76 @@ fn disk_sizes(
             })
         })
         .collect())
+}
+
+/// Downloads the URL ISO sources of manifest VM `name` into the ISO cache, one after the
+/// other; one failure does not stop the others.
+pub fn fetch_iso(ctx: &Context, name: &str) -> Result<(), Error> {
+    let manifest = vm::load(ctx.manifest_dir)?;
+    let Some(def) = manifest.vms.get(name) else {
+        return Err(Error::NotInManifest {
+            name: name.to_string(),
+            file: ctx.manifest_dir.join(vm::FILE_NAME),
+            in_libvirt: false,
+        });
+    };
+    let wanted = iso::wanted(def.iso_sources(), &paths().iso_cache);
+    if wanted.is_empty() {
+        ctx.printer.note(&format!(
+            "VM {name} has no URL ISO sources: nothing to fetch"
+        ));
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    let mut downloaded = false;
+    for want in &wanted {
+        let label = want
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut bar = ctx.printer.progress_bar(&label);
+        let result = iso::fetch(want, &mut bar);
+        bar.finish();
+        let checked = |verified: bool| if verified { ", sha256 verified" } else { "" };
+        match result {
+            Ok(Fetched::AlreadyCached { verified }) => ctx.printer.success(&format!(
+                "cached {} -> {} (already there{})",
+                want.url,
+                want.path.display(),
+                checked(verified)
+            )),
+            Ok(Fetched::Downloaded {
+                bytes,
+                verified,
+                resumed,
+            }) => {
+                downloaded = true;
+                ctx.printer.success(&format!(
+                    "fetched {} -> {} ({}{}{})",
+                    want.url,
+                    want.path.display(),
+                    output::size(bytes),
+                    if resumed { ", resumed" } else { "" },
+                    checked(verified)
+                ));
+            }
+            Err(message) => {
+                ctx.printer.failure(&format!("VM {name}: {message}"));
+                failed.push(want.url.clone());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Error::FetchFailed {
+            name: name.to_string(),
+            failed,
+        });
+    }
+    if downloaded {
+        ctx.printer.note(&format!(
+            "`bkt vm sync {name}` attaches the ISOs now in the cache"
+        ));
+    }
+    Ok(())
 }

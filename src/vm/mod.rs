@@ -17,5 +17,6 @@ pub mod commands;
 pub mod diff;
 pub mod disk;
 pub mod domain_xml;
+pub mod iso;
 pub mod ops;
 pub mod planner;
