@@ -95,6 +95,38 @@ pub fn bkt(manifest_dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// [`bkt`] with extra environment variables (`XDG_CACHE_HOME` for the ISO cache, ...).
+pub fn bkt_env(manifest_dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bkt"));
+    cmd.arg("-c")
+        .arg(uri())
+        .arg("-C")
+        .arg(manifest_dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("BKT_MANIFEST_DIR");
+    // Downloads in tests go to 127.0.0.1; no proxy may stand between.
+    for proxy in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(proxy);
+    }
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 /// A manifest directory whose vms.json holds `vms` (a JSON object body).
 pub fn manifest_dir(vms: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
