@@ -140,7 +140,7 @@ impl fmt::Display for Error {
             ),
             Error::SyncFailed { failed } => write!(
                 f,
-                "sync failed for {} VM{}: {}",
+                "could not sync {} VM{}: {}",
                 failed.len(),
                 if failed.len() == 1 { "" } else { "s" },
                 failed.join(", ")

@@ -336,6 +336,19 @@ fn one_broken_vm_does_not_stop_the_others() {
             ),
         ],
     );
+    // A dry run already fails for the broken VM, and changes nothing.
+    let (code, out, err) = bkt(dir.path(), &["vm", "sync", "--dry-run"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.ends_with(&format!("error: could not sync 1 VM: {broken}\n")),
+        "{err}"
+    );
+    assert!(
+        !virsh(&["list", "--all", "--name"])
+            .lines()
+            .any(|l| l == good)
+    );
+
     let (code, out, err) = bkt(dir.path(), &["vm", "sync"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains(&format!("+ create {good}\n")), "{out}");
@@ -351,7 +364,7 @@ fn one_broken_vm_does_not_stop_the_others() {
         "{out}"
     );
     assert!(
-        err.ends_with(&format!("error: sync failed for 1 VM: {broken}\n")),
+        err.ends_with(&format!("error: could not sync 1 VM: {broken}\n")),
         "{err}"
     );
     assert_eq!(virsh(&["domstate", &good]).trim(), "shut off");

@@ -290,7 +290,8 @@ impl<'r> Virsh<'r> {
             .collect();
         if !batch.is_empty() {
             argv.pop();
-            argv.push(format!("<{} commands>", batch.len()));
+            let n = batch.len();
+            argv.push(format!("<{n} command{}>", if n == 1 { "" } else { "s" }));
         }
         if let Some(trace) = self.trace {
             trace(&argv.join(" "));

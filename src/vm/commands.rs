@@ -75,7 +75,17 @@ pub fn sync(ctx: &Context, names: &[String], dry_run: DryRun, json: bool) -> Res
         } else if plan.changes_anything() || plan.has_errors() {
             ctx.printer.dry_run_summary(&plan);
         }
-        if dry_run == DryRun::Check && (plan.changes_anything() || plan.has_errors()) {
+        // A VM that could not be planned would fail: that is a failure of the dry run too.
+        let failed: Vec<String> = plan
+            .vms
+            .iter()
+            .filter(|vm| matches!(vm.action, crate::plan::Action::Error { .. }))
+            .map(|vm| vm.name.clone())
+            .collect();
+        if !failed.is_empty() {
+            return Err(Error::SyncFailed { failed });
+        }
+        if dry_run == DryRun::Check && plan.changes_anything() {
             return Err(Error::WouldChange);
         }
         return Ok(());
