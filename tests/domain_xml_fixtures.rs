@@ -43,22 +43,15 @@ fn fixtures() -> Vec<(String, String)> {
 /// A definition from everything `captured` holds cleanly (dummy values elsewhere), with the
 /// facts that patching it back needs.
 fn definition_of(captured: &Captured) -> (VmDefinition, Resolved) {
-    let skeleton = VmDefinition {
-        memory_gb: 1,
-        vcpus: 1,
-        disk_path: "/skeleton.qcow2".into(),
-        disk_size_gb: 1,
-        create_if_missing: None,
-        boot: Boot::Bios,
-        tpm: None,
-        network: "none".into(),
-        graphics: Graphics::None,
-        iso_sources: None,
-        autostart: None,
-        cpu_model: None,
-        virt_type: None,
-        secure_boot: None,
-    };
+    let skeleton = VmDefinition::new(
+        1,
+        1,
+        "/skeleton.qcow2",
+        1,
+        Boot::Bios,
+        "none",
+        Graphics::None,
+    );
     let format = captured
         .disk_format
         .value()

@@ -153,6 +153,34 @@ pub const HOST_PASSTHROUGH: &str = "host-passthrough";
 pub const HOST_MODEL: &str = "host-model";
 
 impl VmDefinition {
+    /// A definition with the required fields and every optional field absent (its default).
+    pub fn new(
+        memory_gb: u32,
+        vcpus: u32,
+        disk_path: impl Into<String>,
+        disk_size_gb: u32,
+        boot: Boot,
+        network: impl Into<String>,
+        graphics: Graphics,
+    ) -> VmDefinition {
+        VmDefinition {
+            memory_gb,
+            vcpus,
+            disk_path: disk_path.into(),
+            disk_size_gb,
+            create_if_missing: None,
+            boot,
+            tpm: None,
+            network: network.into(),
+            graphics,
+            iso_sources: None,
+            autostart: None,
+            cpu_model: None,
+            virt_type: None,
+            secure_boot: None,
+        }
+    }
+
     pub fn create_if_missing(&self) -> bool {
         self.create_if_missing.unwrap_or(false)
     }

@@ -99,22 +99,7 @@ pub fn merge(
 /// The starting point for a domain the manifest does not have: every field that the domain
 /// determines is overwritten by merge, or the domain is skipped.
 fn placeholder() -> VmDefinition {
-    VmDefinition {
-        memory_gb: 1,
-        vcpus: 1,
-        disk_path: String::new(),
-        disk_size_gb: 1,
-        create_if_missing: None,
-        boot: Boot::Bios,
-        tpm: None,
-        network: String::new(),
-        graphics: Graphics::None,
-        iso_sources: None,
-        autostart: None,
-        cpu_model: None,
-        virt_type: None,
-        secure_boot: None,
-    }
+    VmDefinition::new(1, 1, "", 1, Boot::Bios, "", Graphics::None)
 }
 
 /// `new` with each optional field spelt as in `base` where the effective values agree, so

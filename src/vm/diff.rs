@@ -148,20 +148,8 @@ mod tests {
 
     fn definition() -> VmDefinition {
         VmDefinition {
-            memory_gb: 2,
-            vcpus: 2,
-            disk_path: "/vm.qcow2".into(),
-            disk_size_gb: 10,
-            create_if_missing: None,
-            boot: Boot::Uefi,
-            tpm: None,
-            network: "default".into(),
-            graphics: Graphics::Vnc,
-            iso_sources: None,
-            autostart: None,
-            cpu_model: None,
             virt_type: Some(VirtType::Qemu),
-            secure_boot: None,
+            ..VmDefinition::new(2, 2, "/vm.qcow2", 10, Boot::Uefi, "default", Graphics::Vnc)
         }
     }
 

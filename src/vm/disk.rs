@@ -582,20 +582,16 @@ mod tests {
 
     fn vm(create: bool) -> VmDefinition {
         VmDefinition {
-            memory_gb: 1,
-            vcpus: 1,
-            disk_path: "/srv/vm/a.qcow2".into(),
-            disk_size_gb: 20,
             create_if_missing: Some(create),
-            boot: Boot::Bios,
-            tpm: None,
-            network: "none".into(),
-            graphics: Graphics::None,
-            iso_sources: None,
-            autostart: None,
-            cpu_model: None,
-            virt_type: None,
-            secure_boot: None,
+            ..VmDefinition::new(
+                1,
+                1,
+                "/srv/vm/a.qcow2",
+                20,
+                Boot::Bios,
+                "none",
+                Graphics::None,
+            )
         }
     }
 

@@ -532,20 +532,17 @@ mod tests {
     fn definition() -> VmDefinition {
         let captured = parse(LIBVIRT_SPICE).unwrap();
         VmDefinition {
-            memory_gb: 2,
-            vcpus: 2,
-            disk_path: "/vm.qcow2".into(),
-            disk_size_gb: 10,
-            create_if_missing: None,
-            boot: Boot::Uefi,
-            tpm: None,
-            network: Network::NONE.into(),
-            graphics: Graphics::Spice,
-            iso_sources: None,
-            autostart: None,
             cpu_model: captured.cpu_model.value().cloned().flatten(),
             virt_type: Some(VirtType::Qemu),
-            secure_boot: None,
+            ..VmDefinition::new(
+                2,
+                2,
+                "/vm.qcow2",
+                10,
+                Boot::Uefi,
+                Network::NONE,
+                Graphics::Spice,
+            )
         }
     }
 
