@@ -28,7 +28,7 @@ pub struct GlobalArgs {
     #[arg(short = 'c', long, value_name = "URI", global = true)]
     pub connect: Option<String>,
 
-    /// Say more (repeatable)
+    /// Say more: -v lists unchanged VMs too, -vv also traces every virsh process
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 
