@@ -118,6 +118,43 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<S
     })
 }
 
+/// Runs `program` with `args` through `runner`; `argv` is how messages show the command.
+fn launch(
+    runner: &dyn Runner,
+    program: &str,
+    args: &[String],
+    argv: &[String],
+    timeout: Duration,
+) -> Result<Output, Error> {
+    runner
+        .run(program, args, None, timeout)
+        .map_err(|e| match e {
+            RunError::TimedOut => Error::TimedOut {
+                argv: argv.to_vec(),
+                timeout,
+            },
+            RunError::Spawn(source) => Error::Spawn {
+                program: program.into(),
+                source,
+            },
+        })
+}
+
+impl Output {
+    /// The stdout of a run that exited 0, or its failure as an [`Error`].
+    fn checked(self, argv: Vec<String>) -> Result<String, Error> {
+        if self.code == Some(0) {
+            Ok(self.stdout)
+        } else {
+            Err(Error::Failed {
+                argv,
+                code: self.code,
+                stderr: self.stderr,
+            })
+        }
+    }
+}
+
 /// A failed virsh (or qemu-img) call.
 #[derive(Debug)]
 pub enum Error {
@@ -299,31 +336,14 @@ impl<'r> Virsh<'r> {
                 trace(&format!("  {}", command.join(" ")));
             }
         }
-        match self.runner.run("virsh", &full, None, self.timeout) {
-            Ok(out) => Ok((out, argv)),
-            Err(RunError::TimedOut) => Err(Error::TimedOut {
-                argv,
-                timeout: self.timeout,
-            }),
-            Err(RunError::Spawn(source)) => Err(Error::Spawn {
-                program: "virsh".into(),
-                source,
-            }),
-        }
+        let out = launch(self.runner, "virsh", &full, &argv, self.timeout)?;
+        Ok((out, argv))
     }
 
     /// Runs one virsh command; its stdout on success.
     pub fn run(&self, args: &[&str]) -> Result<String, Error> {
         let (out, argv) = self.spawn(args.iter().map(|a| a.to_string()).collect(), &[])?;
-        if out.code == Some(0) {
-            Ok(out.stdout)
-        } else {
-            Err(Error::Failed {
-                argv,
-                code: out.code,
-                stderr: out.stderr,
-            })
-        }
+        out.checked(argv)
     }
 
     /// Runs many virsh commands in as few virsh processes as the command-line limit allows

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Error, RunError, Runner};
+use super::{Error, Runner, launch};
 
 /// What `qemu-img info` says about an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,27 +29,10 @@ impl<'r> QemuImg<'r> {
 
     fn run(&self, args: &[&str]) -> Result<String, Error> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let argv = || {
-            std::iter::once("qemu-img".to_string())
-                .chain(args.iter().cloned())
-                .collect()
-        };
-        match self.runner.run("qemu-img", &args, None, self.timeout) {
-            Ok(out) if out.code == Some(0) => Ok(out.stdout),
-            Ok(out) => Err(Error::Failed {
-                argv: argv(),
-                code: out.code,
-                stderr: out.stderr,
-            }),
-            Err(RunError::TimedOut) => Err(Error::TimedOut {
-                argv: argv(),
-                timeout: self.timeout,
-            }),
-            Err(RunError::Spawn(source)) => Err(Error::Spawn {
-                program: "qemu-img".into(),
-                source,
-            }),
-        }
+        let argv: Vec<String> = std::iter::once("qemu-img".to_string())
+            .chain(args.iter().cloned())
+            .collect();
+        launch(self.runner, "qemu-img", &args, &argv, self.timeout)?.checked(argv)
     }
 
     /// The format and virtual size of the image at `path`. `-U` lets it read an image that a
