@@ -2,7 +2,9 @@
 
 mod libvirt;
 
-use libvirt::{bkt, define_plain_domain, manifest_dir, small_vm, unique_name, virsh};
+use libvirt::{
+    UNREACHABLE, bkt, bkt_at, define_plain_domain, manifest_dir, small_vm, unique_name, virsh,
+};
 
 fn state(name: &str) -> String {
     virsh(&["domstate", name]).trim().to_string()
@@ -111,14 +113,8 @@ fn names_libvirt_does_not_have() {
 #[ignore = "needs virsh (libvirt-clients)"]
 fn an_unreachable_daemon_exits_1_with_a_hint() {
     let dir = manifest_dir(&small_vm("anything"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bkt"))
-        .args(["-c", "qemu+unix:///system?socket=/nonexistent/sock", "-C"])
-        .arg(dir.path())
-        .args(["vm", "start", "anything"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let (code, _, err) = bkt_at(UNREACHABLE, dir.path(), &["vm", "start", "anything"]);
+    assert_eq!(code, 1);
     assert!(err.contains("failed to connect to the hypervisor"), "{err}");
     assert!(
         err.ends_with("hint: start libvirtd (or virtqemud), or pass --connect qemu:///session\n"),

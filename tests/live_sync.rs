@@ -3,7 +3,8 @@
 mod libvirt;
 
 use libvirt::{
-    Cleanup, bkt, define_plain_domain, disk_dir, unique_name, virsh, vm_json, write_manifest,
+    Cleanup, UNREACHABLE, bkt, bkt_at, define_plain_domain, disk_dir, unique_name, virsh, vm_json,
+    write_manifest,
 };
 use serde_json::json;
 
@@ -408,14 +409,8 @@ fn sync_with_libvirt_unreachable_is_a_clear_error() {
         dir.path(),
         &[("anything", vm_json("anything", disks.path(), json!({})))],
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bkt"))
-        .args(["-c", "qemu+unix:///system?socket=/nonexistent/sock", "-C"])
-        .arg(dir.path())
-        .args(["vm", "sync"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
+    let (code, _, err) = bkt_at(UNREACHABLE, dir.path(), &["vm", "sync"]);
+    assert_eq!(code, 1);
     assert!(err.starts_with("error: `virsh -q -c qemu+unix:///system?socket=/nonexistent/sock <4 commands>` failed (exit status 1): failed to connect to the hypervisor"), "{err}");
     assert!(
         err.ends_with("hint: start libvirtd (or virtqemud), or pass --connect qemu:///session\n"),

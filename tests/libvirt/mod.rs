@@ -78,28 +78,29 @@ pub fn define_plain_domain(name: &str) -> Cleanup {
 
 /// `bkt` against the test URI, with the manifest in `manifest_dir`.
 pub fn bkt(manifest_dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bkt"))
-        .arg("-c")
-        .arg(uri())
-        .arg("-C")
-        .arg(manifest_dir)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("BKT_MANIFEST_DIR")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    run_bkt(&uri(), manifest_dir, args, &[])
+}
+
+/// [`bkt`] against libvirt at `uri`.
+pub fn bkt_at(uri: &str, manifest_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    run_bkt(uri, manifest_dir, args, &[])
 }
 
 /// [`bkt`] with extra environment variables (`XDG_CACHE_HOME` for the ISO cache, ...).
 pub fn bkt_env(manifest_dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> (i32, String, String) {
+    run_bkt(&uri(), manifest_dir, args, env)
+}
+
+/// `bkt` with a pinned environment: its exit code, stdout and stderr.
+fn run_bkt(
+    uri: &str,
+    manifest_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bkt"));
     cmd.arg("-c")
-        .arg(uri())
+        .arg(uri)
         .arg("-C")
         .arg(manifest_dir)
         .args(args)
@@ -126,6 +127,9 @@ pub fn bkt_env(manifest_dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> (i3
         String::from_utf8(out.stderr).unwrap(),
     )
 }
+
+/// A URI whose daemon is not there.
+pub const UNREACHABLE: &str = "qemu+unix:///system?socket=/nonexistent/sock";
 
 /// A manifest directory whose vms.json holds `vms` (a JSON object body).
 pub fn manifest_dir(vms: &str) -> tempfile::TempDir {
