@@ -1,0 +1,118 @@
+"""bkt_core: the plugin host of bkt.
+
+The public API, for plugins and for tools that embed bkt::
+
+    from bkt_core import Host, hookimpl
+
+    host = Host("manifests", uri="qemu:///system")
+    plan = host.plan("vm")            # a SyncPlan: plain data, plan.to_json() is `--json`
+    report = host.sync("vm", ["win11"])
+
+Names are imported on first use, so ``import bkt_core`` costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bkt_core.errors import (
+        BktError,
+        CommandError,
+        Diagnostic,
+        ManifestError,
+        OperationError,
+        PluginError,
+        UsageError,
+    )
+    from bkt_core.hookspecs import hookimpl, hookspec
+    from bkt_core.host import Host, PluginInfo
+    from bkt_core.manifest import Problem
+    from bkt_core.plan import (
+        CaptureEntry,
+        CaptureReport,
+        EntryResult,
+        FieldChange,
+        PlanEntry,
+        StatusReport,
+        StatusRow,
+        Summary,
+        SyncPlan,
+        SyncReport,
+    )
+    from bkt_core.process import CommandRunner, Completed, FakeRunner, SubprocessRunner
+    from bkt_core.subsystem import Subsystem
+
+_WHERE = {
+    "BktError": "errors",
+    "CommandError": "errors",
+    "Diagnostic": "errors",
+    "ManifestError": "errors",
+    "OperationError": "errors",
+    "PluginError": "errors",
+    "UsageError": "errors",
+    "hookimpl": "hookspecs",
+    "hookspec": "hookspecs",
+    "Host": "host",
+    "PluginInfo": "host",
+    "Problem": "manifest",
+    "CaptureEntry": "plan",
+    "CaptureReport": "plan",
+    "EntryResult": "plan",
+    "FieldChange": "plan",
+    "PlanEntry": "plan",
+    "StatusReport": "plan",
+    "StatusRow": "plan",
+    "Summary": "plan",
+    "SyncPlan": "plan",
+    "SyncReport": "plan",
+    "CommandRunner": "process",
+    "Completed": "process",
+    "FakeRunner": "process",
+    "SubprocessRunner": "process",
+    "Subsystem": "subsystem",
+}
+
+__all__ = [
+    "BktError",
+    "CaptureEntry",
+    "CaptureReport",
+    "CommandError",
+    "CommandRunner",
+    "Completed",
+    "Diagnostic",
+    "EntryResult",
+    "FakeRunner",
+    "FieldChange",
+    "Host",
+    "ManifestError",
+    "OperationError",
+    "PlanEntry",
+    "PluginError",
+    "PluginInfo",
+    "Problem",
+    "StatusReport",
+    "StatusRow",
+    "SubprocessRunner",
+    "Subsystem",
+    "Summary",
+    "SyncPlan",
+    "SyncReport",
+    "UsageError",
+    "hookimpl",
+    "hookspec",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bkt_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bkt_core.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

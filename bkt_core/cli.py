@@ -1,0 +1,355 @@
+"""The ``bkt`` command line: rich-click glue over :class:`~bkt_core.Host`.
+
+Only :func:`main` exits, and it alone maps errors to exit codes (:mod:`bkt_core.errors`).
+``bkt --version`` is answered before anything else is imported, and no plugin is imported
+for it. Global flags may stand before or after the subcommand: :func:`hoist_globals` moves
+them to the front before click parses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import click
+
+    from bkt_core.host import Host
+    from bkt_core.output import Color, Printer
+
+__all__ = ["Cli", "build_cli", "hoist_globals", "main", "pass_cli"]
+
+#: Global options that take a value, and those that do not.
+_VALUE_OPTIONS = {"-C", "--manifest-dir", "-c", "--connect", "--color", "--disable-plugin"}
+_FLAG_OPTIONS = {"-v", "--verbose", "-q", "--quiet"}
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("bkt")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def hoist_globals(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every global option (and its value) moved before the first command, so
+    that ``bkt vm sync -C dir`` means ``bkt -C dir vm sync``. Stops at ``--``."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            rest += [arg, *args]
+            break
+        if arg in _VALUE_OPTIONS:
+            hoisted += [arg, *[value for value in [next(args, None)] if value is not None]]
+        elif arg.split("=", 1)[0] in _VALUE_OPTIONS or arg[:2] in ("-C", "-c"):
+            hoisted.append(arg)  # --connect=URI, -CDIR
+        elif arg in _FLAG_OPTIONS or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"}):
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+    return hoisted + rest
+
+
+def _disabled_in(argv: Sequence[str]) -> list[str]:
+    names: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--disable-plugin" and i + 1 < len(argv):
+            names.append(argv[i + 1])
+        elif arg.startswith("--disable-plugin="):
+            names.append(arg.split("=", 1)[1])
+    return names
+
+
+@dataclass
+class Cli:
+    """What every command gets: the host and the printer."""
+
+    host: Host
+    printer: Printer
+    json_errors: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pass_cli(f: F) -> F:
+    """Decorate a click command so that it receives the :class:`Cli` as first argument."""
+    import click
+
+    return click.pass_obj(f)  # type: ignore[return-value]
+
+
+def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> click.Group:
+    """The root command group, with bkt's own commands and every plugin's. ``on_ready`` gets
+    the :class:`Cli` once the global options are parsed."""
+    import rich_click as click
+
+    click.rich_click.USE_MARKDOWN = False
+    click.rich_click.SHOW_ARGUMENTS = True
+
+    @click.group(
+        name="bkt",
+        context_settings={"help_option_names": ["-h", "--help"]},
+        help="Declarative libvirt VMs: make libvirt match manifests/vms.json, and back.",
+    )
+    @click.version_option(
+        version(), "-V", "--version", prog_name="bkt", message="%(prog)s %(version)s"
+    )
+    @click.option(
+        "-C",
+        "--manifest-dir",
+        metavar="DIR",
+        help="Where vms.json lives. [default: $BKT_MANIFEST_DIR, else ./manifests]",
+    )
+    @click.option(
+        "-c", "--connect", metavar="URI", help="libvirt URI for virsh. [default: virsh's own]"
+    )
+    @click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="Say more: -v lists unchanged VMs too, -vv also traces every virsh process.",
+    )
+    @click.option("-q", "--quiet", is_flag=True, help="Say less: only data and errors.")
+    @click.option(
+        "--color",
+        type=click.Choice(["auto", "always", "never"]),
+        default="auto",
+        show_default=True,
+        help="Colour when the stream is a terminal and NO_COLOR is not set (auto).",
+    )
+    @click.option(
+        "--disable-plugin",
+        "disabled",
+        metavar="NAME",
+        multiple=True,
+        help="Do not load this plugin (repeatable; also $BKT_DISABLE_PLUGINS=a,b).",
+    )
+    @click.pass_context
+    def cli(
+        ctx: click.Context,
+        manifest_dir: str | None,
+        connect: str | None,
+        verbose: int,
+        quiet: bool,
+        color: Color,
+        disabled: tuple[str, ...],
+    ) -> None:
+        from pathlib import Path
+
+        from bkt_core.errors import UsageError
+        from bkt_core.output import Printer
+
+        if quiet and verbose:
+            raise UsageError("-q and -v cannot be used together")
+        if host.invalid and ctx.invoked_subcommand != "plugins":
+            raise host.invalid[0]
+        printer = Printer(-1 if quiet else min(verbose, 3), color)
+        host.manifest_dir = Path(manifest_dir or os.environ.get("BKT_MANIFEST_DIR") or "manifests")
+        host.uri = connect
+        host.trace = printer.trace
+        ctx.obj = Cli(host, printer)
+        if on_ready is not None:
+            on_ready(ctx.obj)
+
+    _add_core_commands(cli)
+    host.call("bkt_cli_commands", cli=cli)
+    return cli
+
+
+def _add_core_commands(cli: click.Group) -> None:
+    import rich_click as click
+
+    @cli.command(help="Print the JSON Schema of a manifest (with the installed plugins' fields).")
+    @click.argument("subsystem", type=click.Choice(["vms"]), metavar="vms")
+    @pass_cli
+    def schema(app: Cli, subsystem: str) -> None:
+        import json
+
+        app.printer.data(json.dumps(app.host.schema("vm"), indent=2, ensure_ascii=False))
+
+    @cli.command(help="List the plugins: name, distribution, version and hooks.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+    @pass_cli
+    def plugins(app: Cli, as_json: bool) -> None:
+        from bkt_core.output import to_json
+
+        infos = app.host.plugins()
+        if as_json:
+            app.printer.data(to_json({"plugins": [i.to_json() for i in infos]}))
+            return
+        rows = [
+            (
+                i.name,
+                i.distribution or "-",
+                i.version or "-",
+                i.status if i.status != "active" else ", ".join(i.hooks) or "-",
+            )
+            for i in infos
+        ]
+        header = ("NAME", "DISTRIBUTION", "VERSION", "HOOKS")
+        widths = [max(len(r[k]) for r in [header, *rows]) for k in range(3)]
+        for row in [header, *rows]:
+            app.printer.data(
+                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+                + "  "
+                + row[3]
+            )
+
+    @cli.command(help="Print a shell completion script: bkt completions bash|zsh|fish.")
+    @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+    @click.pass_context
+    def completions(ctx: click.Context, shell: str) -> None:
+        from click.shell_completion import get_completion_class
+
+        completion = get_completion_class(shell)
+        assert completion is not None  # click ships all three
+        root = ctx.find_root().command
+        script = completion(root, {}, "bkt", "_BKT_COMPLETE").source()
+        ctx.obj.printer.data(script)
+
+    for verb, doc in (
+        ("sync", "Sync every subsystem (today: vm) with its manifest."),
+        ("status", "Show the status of every subsystem (today: vm)."),
+        ("capture", "Capture every subsystem (today: vm) into its manifest."),
+    ):
+        _add_every_subsystem(cli, verb, doc)
+
+
+def _add_every_subsystem(cli: click.Group, verb: str, doc: str) -> None:
+    import rich_click as click
+
+    def run(app: Cli, dry_run: bool = False, check: bool = False) -> None:
+        from bkt_core.errors import BktError
+
+        first: BktError | None = None
+        for name, subsystem in app.host.subsystems().items():
+            command = cli.commands.get(name)
+            handler = getattr(command, "every_subsystem", None) if command else None
+            try:
+                if handler is not None:
+                    handler(app, verb, dry_run=dry_run, check=check)
+                else:
+                    getattr(subsystem, verb)()
+            except BktError as exc:
+                if first is None:
+                    first = exc
+                else:
+                    report_error(app.printer, exc)
+        if first is not None:
+            raise first
+
+    if verb == "sync":
+
+        @cli.command(name=verb, help=doc)
+        @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+        @click.option(
+            "--check", is_flag=True, help="Like --dry-run; exit 1 if anything would change."
+        )
+        @pass_cli
+        def sync(app: Cli, dry_run: bool, check: bool) -> None:
+            run(app, dry_run=dry_run, check=check)
+
+    elif verb == "capture":
+
+        @cli.command(name=verb, help=doc)
+        @click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
+        @pass_cli
+        def capture(app: Cli, dry_run: bool) -> None:
+            run(app, dry_run=dry_run)
+
+    else:
+
+        @cli.command(name=verb, help=doc)
+        @pass_cli
+        def status(app: Cli) -> None:
+            run(app)
+
+
+def report_error(printer: Printer, exc: BaseException) -> None:
+    from bkt_core.errors import ManifestError
+
+    if isinstance(exc, ManifestError):
+        for diagnostic in exc.diagnostics:
+            printer.diagnostic(str(diagnostic))
+    printer.error(str(exc))
+    hint = getattr(exc, "hint", None)
+    if hint:
+        printer.hint(hint)
+    if printer.verbosity >= 1 and exc.__cause__ is not None:
+        import traceback
+
+        printer.err.write("".join(traceback.format_exception(exc.__cause__)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bkt`` with ``argv`` (default: ``sys.argv[1:]``) and exit with its code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["--version"], ["-V"]):
+        sys.stdout.write(f"bkt {version()}\n")
+        return _exit(0, argv)
+    return _exit(_run(args), argv)
+
+
+def _exit(code: int, argv: Sequence[str] | None) -> int:
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _run(args: list[str]) -> int:
+    import click
+
+    from bkt_core.errors import EXIT_FAILURE, EXIT_USAGE, BktError
+    from bkt_core.host import Host, disabled_from_env
+    from bkt_core.output import Printer
+
+    args = hoist_globals(args)
+    verbosity = sum(a.count("v") for a in args if a.startswith("-v") or a == "--verbose")
+    fallback = Printer(verbosity if "-q" not in args else -1, _color_in(args))
+    host = Host(disabled=[*disabled_from_env(), *_disabled_in(args)], strict=False)
+    printers = [fallback]
+    try:
+        for failure in host.load_failures if host.pluginmanager else ():
+            fallback.warning(str(failure))
+            if failure.hint:
+                fallback.hint(failure.hint)
+        cli = build_cli(host, lambda app: printers.append(app.printer))
+        cli.main(args, prog_name="bkt", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        fallback.error("aborted")
+        return EXIT_FAILURE
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except BktError as exc:
+        report_error(printers[-1], exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        fallback.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return EXIT_FAILURE
+    return 0
+
+
+def _color_in(args: Sequence[str]) -> Color:
+    for i, arg in enumerate(args):
+        if arg == "--color" and i + 1 < len(args) and args[i + 1] in ("always", "never"):
+            return args[i + 1]  # type: ignore[return-value]
+        if arg in ("--color=always", "--color=never"):
+            return arg.split("=", 1)[1]  # type: ignore[return-value]
+    return "auto"

@@ -1,0 +1,357 @@
+"""The plugin host: one :class:`pluggy.PluginManager` per :class:`Host`.
+
+Plugins come from the entry-point group ``bkt`` (blocked names are skipped before they are
+imported, and one that fails to import is recorded and reported, not fatal) and from the
+``plugins`` an embedder passes, registered after them. Then every hook implementation is
+checked against :mod:`bkt_core.hookspecs`, and an unknown hook is an error naming its plugin.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import types
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from bkt_core import hookspecs
+from bkt_core.errors import BktError, PluginError, UsageError
+
+if TYPE_CHECKING:
+    from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
+    from bkt_core.process import CommandRunner
+    from bkt_core.subsystem import Subsystem
+
+__all__ = ["Host", "PluginInfo", "disabled_from_env"]
+
+ENTRY_POINT_GROUP = "bkt"
+DISABLE_ENV = "BKT_DISABLE_PLUGINS"
+
+
+def disabled_from_env(environ: dict[str, str] | None = None) -> list[str]:
+    """The plugin names listed in ``$BKT_DISABLE_PLUGINS`` (comma-separated)."""
+    value = (os.environ if environ is None else environ).get(DISABLE_ENV, "")
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One plugin as ``bkt plugins`` lists it. ``status`` is ``active``, ``disabled`` or
+    ``failed`` (then ``error`` says why)."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: tuple[str, ...]
+    status: str = "active"
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "hooks": list(self.hooks),
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+class Host:
+    """bkt as a library: plugins, subsystems and the operations the CLI is built on.
+
+    ``manifest_dir`` holds the manifests (``vms.json``); ``uri`` is the libvirt URI (None:
+    virsh's own default); ``plugins`` are plugin objects or modules registered after the
+    entry points (``entry_points=False`` loads none, for a fully explicit host);
+    ``disabled`` names plugins to block. ``runner`` replaces the process runner (tests),
+    ``trace`` receives a line for every process started (``-vv``). With ``strict=False``
+    a plugin that implements an unknown hook is unregistered and recorded in :attr:`invalid`
+    instead of raising. Nothing here prints.
+    """
+
+    def __init__(
+        self,
+        manifest_dir: str | os.PathLike[str] = "manifests",
+        *,
+        uri: str | None = None,
+        plugins: Sequence[object] = (),
+        entry_points: bool = True,
+        disabled: Iterable[str] = (),
+        runner: CommandRunner | None = None,
+        trace: Callable[[str], None] | None = None,
+        strict: bool = True,
+    ) -> None:
+        self.manifest_dir = Path(manifest_dir)
+        self.uri = uri
+        self.trace = trace
+        self._runner = runner
+        self._explicit = tuple(plugins)
+        self._entry_points = entry_points
+        self._disabled = frozenset(disabled)
+        self._pm: pluggy.PluginManager | None = None
+        self._infos: dict[str, PluginInfo] = {}
+        self._subsystems: dict[str, Subsystem] | None = None
+        self._strict = strict
+        #: Plugins that failed to import: reported, not fatal (they are simply not there).
+        self.load_failures: list[PluginError] = []
+        #: Plugins that implement an unknown hook: fatal unless ``strict=False`` (``bkt
+        #: plugins`` uses that to still list them); they are unregistered.
+        self.invalid: list[PluginError] = []
+
+    # -- plugins -------------------------------------------------------------------------
+
+    @property
+    def pluginmanager(self) -> pluggy.PluginManager:
+        """The pluggy manager, built on first use."""
+        if self._pm is None:
+            self._pm = self._build()
+        return self._pm
+
+    def _build(self) -> pluggy.PluginManager:
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        for name in self._disabled:
+            pm.set_blocked(name)
+        if self._entry_points:
+            self._load_entry_points(pm)
+        for entry in self._explicit:
+            if isinstance(entry, tuple):
+                name, plugin = entry
+            else:
+                plugin = entry
+                name = getattr(plugin, "bkt_plugin_name", None) or _default_name(plugin)
+            if pm.is_blocked(name):
+                self._infos[name] = PluginInfo(name, None, None, (), status="disabled")
+                continue
+            self._register(pm, plugin, name, None, None)
+        self._check_pending(pm)
+        return pm
+
+    def _load_entry_points(self, pm: pluggy.PluginManager) -> None:
+        import importlib_metadata
+
+        for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist
+            dist_name = dist.name if dist is not None else None
+            version = dist.version if dist is not None else None
+            if pm.is_blocked(ep.name) or ep.name in self._disabled:
+                self._infos[ep.name] = PluginInfo(
+                    ep.name, dist_name, version, (), status="disabled"
+                )
+                continue
+            if pm.has_plugin(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # any import failure of a third-party module
+                error = PluginError(
+                    ep.name,
+                    "",
+                    f"cannot be loaded: {type(exc).__name__}: {exc}",
+                    hint=f"pass --disable-plugin {ep.name} to run without it",
+                )
+                error.__cause__ = exc
+                self.load_failures.append(error)
+                self._infos[ep.name] = PluginInfo(
+                    ep.name, dist_name, version, (), status="failed", error=str(exc)
+                )
+                continue
+            self._register(pm, plugin, ep.name, dist_name, version)
+
+    def _register(
+        self,
+        pm: pluggy.PluginManager,
+        plugin: object,
+        name: str,
+        dist: str | None,
+        version: str | None,
+    ) -> None:
+        try:
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(name, "", str(exc).replace(f"Plugin {name!r}\n", "")) from exc
+        except ValueError as exc:  # a second plugin under one name
+            raise PluginError(name, "", f"cannot be registered: {exc}") from exc
+        hooks = tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or ()))
+        self._infos[name] = PluginInfo(name, dist, version, hooks)
+
+    def _check_pending(self, pm: pluggy.PluginManager) -> None:
+        # pluggy's check_pending names the plugin object; say which plugin, by name, instead.
+        for hook_name, caller in vars(pm.hook).items():
+            if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.opts.get("optionalhook"):
+                    continue
+                error = PluginError(
+                    impl.plugin_name,
+                    "",
+                    f"implements {hook_name}, which is not a bkt hook",
+                    hint=f"pass --disable-plugin {impl.plugin_name} to run without it; "
+                    "`bkt plugins` lists the hooks each plugin implements",
+                )
+                if self._strict:
+                    raise error
+                self.invalid.append(error)
+                pm.unregister(name=impl.plugin_name)
+                info = self._infos[impl.plugin_name]
+                self._infos[impl.plugin_name] = PluginInfo(
+                    info.name,
+                    info.distribution,
+                    info.version,
+                    info.hooks,
+                    status="invalid",
+                    error=error.message,
+                )
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin: registered ones, then blocked and failed ones, by name."""
+        self.pluginmanager  # noqa: B018  (building the manager fills the listing)
+        return sorted(self._infos.values(), key=lambda i: (i.status != "active", i.name))
+
+    def plugin_name(self, plugin: object) -> str:
+        return self.pluginmanager.get_name(plugin) or _default_name(plugin)
+
+    # -- calling hooks ---------------------------------------------------------------------
+
+    def call(self, hook_name: str, **kwargs: Any) -> Any:
+        """Call a hook as pluggy does (wrappers, firstresult); a plugin's exception becomes a
+        :class:`PluginError` naming it. A :class:`BktError` a plugin raises on purpose (a
+        refusal with a message for the user) passes through unchanged."""
+        caller: pluggy.HookCaller = getattr(self.pluginmanager.hook, hook_name)
+        try:
+            return caller(**kwargs)
+        except BktError:
+            raise
+        except Exception as exc:
+            raise self.blame(hook_name, exc) from exc
+
+    def collect(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call each implementation of a collecting hook in pluggy's order and pair each
+        non-None result with the name of the plugin that returned it."""
+        caller: pluggy.HookCaller = getattr(self.pluginmanager.hook, hook_name)
+        results: list[tuple[str, Any]] = []
+        for impl in reversed(caller.get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            args = {name: kwargs[name] for name in impl.argnames}
+            try:
+                result = impl.function(**args)
+            except BktError:
+                raise
+            except Exception as exc:
+                raise self.failure(impl.plugin_name, hook_name, exc) from exc
+            if result is not None:
+                results.append((impl.plugin_name, result))
+        return results
+
+    def each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Callable[[], Any]]]:
+        """The implementations of a hook one by one, for callers that isolate failures per
+        plugin: yields (plugin name, a call with these arguments)."""
+        caller: pluggy.HookCaller = getattr(self.pluginmanager.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            yield (
+                impl.plugin_name,
+                functools.partial(impl.function, **{name: kwargs[name] for name in impl.argnames}),
+            )
+
+    def blame(self, hook_name: str, exc: BaseException) -> PluginError:
+        """The :class:`PluginError` for ``exc``, raised while ``hook_name`` ran: the plugin is
+        the one whose implementation is nearest the top of the traceback."""
+        caller: pluggy.HookCaller = getattr(self.pluginmanager.hook, hook_name)
+        owners = {impl.function.__code__: impl.plugin_name for impl in caller.get_hookimpls()}
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code in owners:
+                return self.failure(owners[tb.tb_frame.f_code], hook_name, exc)
+            tb = tb.tb_next
+        return self.failure("(unknown)", hook_name, exc)
+
+    @staticmethod
+    def failure(plugin: str, hook_name: str, exc: BaseException) -> PluginError:
+        error = PluginError(plugin, hook_name, f"{type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+
+    # -- subsystems ------------------------------------------------------------------------
+
+    def runner(self) -> CommandRunner:
+        """The process runner every subsystem uses."""
+        if self._runner is None:
+            from bkt_core.process import SubprocessRunner
+
+            self._runner = SubprocessRunner()
+        return self._runner
+
+    def subsystems(self) -> dict[str, Subsystem]:
+        """Every registered subsystem by name, in registration order."""
+        if self._subsystems is None:
+            found: dict[str, Subsystem] = {}
+            owners: dict[str, str] = {}
+            for plugin, result in self.collect("bkt_subsystems", host=self):
+                for subsystem in result:
+                    if subsystem.name in found:
+                        raise PluginError(
+                            plugin,
+                            "bkt_subsystems",
+                            f"subsystem {subsystem.name!r} is already provided by plugin "
+                            f"{owners[subsystem.name]}",
+                        )
+                    found[subsystem.name] = subsystem
+                    owners[subsystem.name] = plugin
+            self._subsystems = found
+        return self._subsystems
+
+    def subsystem(self, name: str) -> Subsystem:
+        try:
+            return self.subsystems()[name]
+        except KeyError:
+            known = ", ".join(self.subsystems()) or "none"
+            raise UsageError(
+                f"no subsystem named {name!r} (registered: {known})",
+                hint="`bkt plugins` lists the plugins; is the plugin that provides it blocked?",
+            ) from None
+
+    # -- the embedding API -------------------------------------------------------------------
+
+    def validate(self, subsystem: str = "vm") -> int:
+        """Load and validate a manifest; the number of entries. Raises ManifestError."""
+        return self.subsystem(subsystem).validate()
+
+    def plan(self, subsystem: str = "vm", names: Sequence[str] = ()) -> SyncPlan:
+        return self.subsystem(subsystem).plan(names)
+
+    def sync(
+        self, subsystem: str = "vm", names: Sequence[str] = (), *, dry_run: bool = False
+    ) -> SyncReport:
+        return self.subsystem(subsystem).sync(names, dry_run=dry_run)
+
+    def status(
+        self, subsystem: str = "vm", names: Sequence[str] = (), *, all: bool = False
+    ) -> StatusReport:
+        return self.subsystem(subsystem).status(names, all=all)
+
+    def capture(
+        self,
+        subsystem: str = "vm",
+        names: Sequence[str] = (),
+        *,
+        all: bool = False,
+        dry_run: bool = False,
+    ) -> CaptureReport:
+        return self.subsystem(subsystem).capture(names, all=all, dry_run=dry_run)
+
+    def schema(self, subsystem: str = "vm") -> dict[str, Any]:
+        return self.subsystem(subsystem).schema()
+
+
+def _default_name(plugin: object) -> str:
+    if isinstance(plugin, types.ModuleType):
+        return plugin.__name__
+    return getattr(plugin, "__name__", None) or type(plugin).__name__

@@ -1,0 +1,255 @@
+"""Plans and reports as plain data.
+
+What a subsystem is going to do (a :class:`SyncPlan`) and what it did (a :class:`SyncReport`,
+a :class:`StatusReport`, a :class:`CaptureReport`) are frozen dataclasses. Their
+``to_json()`` is the document the CLI prints for ``--json``; nothing here prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+__all__ = [
+    "Action",
+    "CaptureEntry",
+    "CaptureReport",
+    "EntryResult",
+    "FieldChange",
+    "PlanEntry",
+    "StatusReport",
+    "StatusRow",
+    "Summary",
+    "SyncPlan",
+    "SyncReport",
+]
+
+Action = Literal["create", "update", "unchanged", "error"]
+Outcome = Literal["created", "updated", "unchanged", "failed"]
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field that differs: ``old`` is what libvirt has, ``new`` what the manifest wants,
+    both spelled as the manifest spells them."""
+
+    field: str
+    old: str
+    new: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.old} -> {self.new}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"field": self.field, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """What sync will do with one manifest entry.
+
+    ``details`` holds subsystem-specific facts for the JSON form and the printed plan (for
+    VMs: ``create_disk``, ``autostart``). ``payload`` is what execution needs (for VMs: the
+    domain XML to define); it is not part of the JSON form.
+    """
+
+    name: str
+    action: Action
+    changes: tuple[FieldChange, ...] = ()
+    message: str | None = None
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    pending_reboot: bool = False
+    details: Mapping[str, Any] = field(default_factory=dict)
+    payload: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def changes_anything(self) -> bool:
+        return self.action in ("create", "update")
+
+    def failed(self, message: str) -> PlanEntry:
+        """This entry turned into an error."""
+        return replace(self, action="error", message=message, payload=None)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "action": self.action}
+        if self.action == "error":
+            out["message"] = self.message
+        if self.action == "update" or (self.action == "create" and self.changes):
+            out["changes"] = [c.to_json() for c in self.changes]
+        out.update(self.details)
+        if self.action == "update":
+            out["pending_reboot"] = self.pending_reboot
+            if self.notes:
+                out["notes"] = list(self.notes)
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+        }
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """Every entry of a sync, in manifest order."""
+
+    subsystem: str
+    entries: tuple[PlanEntry, ...]
+
+    @property
+    def changes_anything(self) -> bool:
+        return any(e.changes_anything for e in self.entries)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(e.action == "error" for e in self.entries)
+
+    def summary(self) -> Summary:
+        count = {a: sum(e.action == a for e in self.entries) for a in ("create", "update")}
+        return Summary(
+            created=count["create"],
+            updated=count["update"],
+            unchanged=sum(e.action == "unchanged" for e in self.entries),
+            failed=sum(e.action == "error" for e in self.entries),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vms": [e.to_json() for e in self.entries]}
+
+
+@dataclass(frozen=True)
+class EntryResult:
+    """What happened to one entry."""
+
+    name: str
+    result: Outcome
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "result": self.result}
+        if self.message is not None:
+            out["message"] = self.message
+        return out
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """A plan, and when it was executed, its results."""
+
+    plan: SyncPlan
+    dry_run: bool
+    results: tuple[EntryResult, ...] | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        if self.results is None:
+            return [e.name for e in self.plan.entries if e.action == "error"]
+        return [r.name for r in self.results if r.result == "failed"]
+
+    def summary(self) -> Summary:
+        if self.results is None:
+            return self.plan.summary()
+        return Summary(
+            **{
+                outcome: sum(r.result == outcome for r in self.results)
+                for outcome in ("created", "updated", "unchanged", "failed")
+            }
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dry_run": self.dry_run, "plan": self.plan.to_json()}
+        if self.results is not None:
+            out["results"] = [r.to_json() for r in self.results]
+        out["summary"] = self.summary().to_json()
+        return out
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """One VM as status reports it: ``state`` is running, stopped or missing; ``in_sync`` is
+    None when there is nothing to compare (missing, unmanaged)."""
+
+    name: str
+    state: str
+    managed: bool
+    in_sync: bool | None
+    drift: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state,
+            "managed": self.managed,
+            "in_sync": self.in_sync,
+            "drift": list(self.drift),
+        }
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    rows: tuple[StatusRow, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vms": [r.to_json() for r in self.rows]}
+
+
+@dataclass(frozen=True)
+class CaptureEntry:
+    """One VM of a capture: ``kind`` is added, changed, unchanged or skipped. ``changes`` are
+    (field, old JSON, new JSON) for a changed VM, or (field, "", JSON) for an added one;
+    ``reasons`` say why a VM was skipped."""
+
+    name: str
+    kind: Literal["added", "changed", "unchanged", "skipped"]
+    changes: tuple[tuple[str, str, str], ...] = ()
+    reasons: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.changes:
+            out["changes"] = [{"field": f, "old": o, "new": n} for f, o, n in self.changes]
+        if self.reasons:
+            out["reasons"] = list(self.reasons)
+        return out
+
+
+@dataclass(frozen=True)
+class CaptureReport:
+    entries: tuple[CaptureEntry, ...]
+    warnings: tuple[str, ...]
+    path: str
+    written: bool
+    dry_run: bool
+    created: bool = False
+    #: What the user should know besides warnings: a directory or file created, every domain
+    #: skipped, nothing to capture (printed on stderr).
+    notes: tuple[str, ...] = ()
+
+    def count(self, kind: str) -> int:
+        return sum(e.kind == kind for e in self.entries)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "dry_run": self.dry_run,
+            "written": self.written,
+            "created": self.created,
+            "vms": [e.to_json() for e in self.entries],
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+        }

@@ -1,0 +1,219 @@
+"""The ``bkt vm`` command group: rich-click glue over the VM subsystem.
+
+Commands turn options into calls of :class:`~bkt_vm_plugin.subsystem.VmSubsystem`, hand the
+results to :mod:`bkt_vm_plugin.report` to print, and raise :class:`~bkt_core.BktError` for
+failures; only ``bkt_core.cli.main`` decides exit codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import rich_click as click
+
+from bkt_core.cli import Cli, pass_cli
+from bkt_core.errors import OperationError
+
+if TYPE_CHECKING:
+    from bkt_vm_plugin.subsystem import VmSubsystem
+
+
+def _vm(app: Cli) -> VmSubsystem:
+    sub: VmSubsystem = app.host.subsystem("vm")  # type: ignore[assignment]
+    return sub
+
+
+@click.group(name="vm", help="Manage libvirt VMs from vms.json.")
+def vm_group() -> None:
+    pass
+
+
+@vm_group.command(help="Validate vms.json: `ok: N VMs`, or every problem with file:line:col.")
+@pass_cli
+def validate(app: Cli) -> None:
+    count = app.host.validate("vm")
+    app.printer.success(f"ok: {count} VM{'' if count == 1 else 's'}")
+
+
+@vm_group.command(help="Make libvirt match vms.json: plan, define, read back, post-sync.")
+@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--check", is_flag=True, help="Like --dry-run, and exit 1 if anything would change.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_cli
+def sync(app: Cli, names: tuple[str, ...], dry_run: bool, check: bool, as_json: bool) -> None:
+    run_sync(app, names, dry_run=dry_run, check=check, as_json=as_json)
+
+
+def run_sync(
+    app: Cli, names: tuple[str, ...] = (), *, dry_run: bool, check: bool, as_json: bool
+) -> None:
+    from bkt_core.errors import UsageError
+    from bkt_vm_plugin.report import print_dry_run, print_plan, print_results
+
+    if dry_run and check:
+        raise UsageError("--dry-run and --check cannot be used together")
+    report = _vm(app).sync(names, dry_run=dry_run or check)
+    if as_json:
+        app.printer.json(report.to_json())
+    else:
+        print_plan(app.printer, report.plan)
+        if report.dry_run:
+            print_dry_run(app.printer, report)
+        else:
+            print_results(app.printer, report)
+    failed = report.failed
+    if failed:
+        raise OperationError(
+            f"could not sync {len(failed)} VM{'' if len(failed) == 1 else 's'}: "
+            + ", ".join(failed)
+        )
+    if check and report.plan.changes_anything:
+        raise OperationError(
+            "libvirt does not match the manifest", hint="`bkt vm sync` makes these changes"
+        )
+
+
+@vm_group.command(help="Show each VM: running, stopped or missing, and in sync or drift.")
+@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.option("--all", "all_", is_flag=True, help="Also list libvirt domains not in vms.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_cli
+def status(app: Cli, names: tuple[str, ...], all_: bool, as_json: bool) -> None:
+    run_status(app, names, all_=all_, as_json=as_json)
+
+
+def run_status(app: Cli, names: tuple[str, ...] = (), *, all_: bool, as_json: bool) -> None:
+    from bkt_vm_plugin.report import print_status
+
+    report = _vm(app).status(names, all=all_)
+    if as_json:
+        app.printer.json(report.to_json())
+    else:
+        print_status(app.printer, report)
+
+
+@vm_group.command(help="Start a VM (one that already runs is success).")
+@click.argument("name")
+@click.option("--unmanaged", is_flag=True, help="Act on a libvirt domain not in vms.json.")
+@pass_cli
+def start(app: Cli, name: str, unmanaged: bool) -> None:
+    from bkt_vm_plugin import ops
+
+    app.printer.success(ops.start(_vm(app), name, unmanaged=unmanaged))
+
+
+@vm_group.command(help="Shut a VM down (ACPI), or power it off at once with --force.")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Power off at once (virsh destroy).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a graceful shutdown may take.",
+)
+@click.option("--unmanaged", is_flag=True, help="Act on a libvirt domain not in vms.json.")
+@pass_cli
+def stop(app: Cli, name: str, force: bool, timeout: float, unmanaged: bool) -> None:
+    from bkt_vm_plugin import ops
+
+    message = ops.stop(_vm(app), name, force=force, timeout=timeout, unmanaged=unmanaged)
+    app.printer.success(message)
+
+
+@vm_group.command(name="fetch-iso", help="Download a VM's URL ISO sources into the ISO cache.")
+@click.argument("name")
+@pass_cli
+def fetch_iso(app: Cli, name: str) -> None:
+    from bkt_vm_plugin import iso
+
+    sub = _vm(app)
+    manifest = sub.load()
+    if name not in manifest.vms:
+        raise OperationError(
+            f"VM {name} is not in {sub.manifest_path}", hint="`bkt vm status` lists the VMs"
+        )
+    printer = app.printer
+    with _progress_bar(printer) as progress:
+        iso.fetch_iso(
+            name,
+            manifest.vms[name],
+            iso.cache_dir(),
+            progress,
+            on_result=lambda r: printer.success(r.describe()) if r.ok else None,
+            note=printer.note,
+        )
+
+
+class _progress_bar:
+    """A rich progress bar on stderr while downloads run, only when stderr is a terminal
+    (and not with ``-q``); otherwise no progress at all."""
+
+    def __init__(self, printer: Any) -> None:
+        self.printer = printer
+        self.bar: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Callable[[str, int, int | None], None] | None:
+        if self.printer.verbosity < 0 or not self.printer.err.isatty():
+            return None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(file=self.printer.err),
+            transient=True,
+        )
+        self.bar.start()
+        return self.update
+
+    def update(self, url: str, done: int, total: int | None) -> None:
+        if url not in self.tasks:
+            self.tasks[url] = self.bar.add_task(url.rsplit("/", 1)[-1], total=total)
+        self.bar.update(self.tasks[url], completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@vm_group.command(help="Write what libvirt has back into vms.json, losslessly.")
+@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.option("--all", "all_", is_flag=True, help="Also add every libvirt domain not in vms.json.")
+@click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
+@pass_cli
+def capture(app: Cli, names: tuple[str, ...], all_: bool, dry_run: bool) -> None:
+    run_capture(app, names, all_=all_, dry_run=dry_run)
+
+
+def every_subsystem(app: Cli, verb: str, *, dry_run: bool = False, check: bool = False) -> None:
+    """What ``bkt sync``, ``bkt status`` and ``bkt capture`` do for the VM subsystem."""
+    if verb == "sync":
+        run_sync(app, dry_run=dry_run, check=check, as_json=False)
+    elif verb == "status":
+        run_status(app, all_=False, as_json=False)
+    else:
+        run_capture(app, (), all_=False, dry_run=dry_run)
+
+
+def run_capture(app: Cli, names: tuple[str, ...], *, all_: bool, dry_run: bool) -> None:
+    from bkt_vm_plugin.capture import print_capture
+
+    report = _vm(app).capture(names, all=all_, dry_run=dry_run)
+    print_capture(app.printer, report)
+
+
+vm_group.every_subsystem = every_subsystem  # type: ignore[attr-defined]

@@ -1,0 +1,99 @@
+"""How ``bkt vm`` commands show their results: the sync plan and summary, the status table.
+
+Everything goes through :class:`bkt_core.output.Printer` (stdout for data, stderr for
+warnings and errors); the texts are those of the Rust prototype, which users and tests know.
+"""
+
+from __future__ import annotations
+
+from bkt_core.output import GREEN, RED, YELLOW, Printer
+from bkt_core.plan import StatusReport, SyncPlan, SyncReport
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def print_plan(printer: Printer, plan: SyncPlan) -> None:
+    for entry in plan.entries:
+        for warning in entry.warnings:
+            printer.warning(f"VM {entry.name}: {warning}")
+    if not plan.changes_anything and not plan.has_errors and printer.verbosity < 1:
+        n = len(plan.entries)
+        printer.data(
+            "nothing to do: no VMs to sync"
+            if n == 0
+            else f"nothing to do: {plural(n, 'VM')} in sync"
+        )
+        return
+    for entry in plan.entries:
+        disk = entry.details.get("create_disk")
+        if entry.action == "create":
+            printer.data(f"{printer.paint('+', GREEN)} create {entry.name}")
+        elif entry.action == "update":
+            printer.data(f"{printer.paint('~', YELLOW)} update {entry.name}")
+        elif entry.action == "unchanged":
+            if printer.verbosity >= 0:
+                printer.data(f"= unchanged {entry.name}")
+            continue
+        else:
+            printer.data(f"{printer.paint('!', RED)} error {entry.name}: {entry.message}")
+            continue
+        if disk:
+            where = f" in storage pool {disk['pool']}" if disk.get("pool") else ""
+            printer.data(
+                f"    create disk {disk['path']} ({disk['size_gb']} GiB, {disk['format']}){where}"
+            )
+        for change in entry.changes:
+            printer.data(f"    {change}")
+        if entry.pending_reboot:
+            printer.data(
+                f"    note: {entry.name} is running; the new definition takes effect at its "
+                "next boot"
+            )
+        for note in entry.notes:
+            printer.data(f"    note: {note}")
+
+
+def summary_line(report: SyncReport) -> str:
+    s = report.summary()
+    return f"{s.created} created, {s.updated} updated, {s.unchanged} unchanged, {s.failed} failed"
+
+
+def print_results(printer: Printer, report: SyncReport) -> None:
+    """After execution: each failure, then the summary (only when anything was to be done)."""
+    if not report.plan.changes_anything and not report.failed:
+        return
+    messages = {r.name: r.message for r in report.results or ()}
+    for name in report.failed:
+        printer.error(f"VM {name}: {messages.get(name) or 'failed'}")
+    printer.data(summary_line(report))
+
+
+def print_dry_run(printer: Printer, report: SyncReport) -> None:
+    if report.plan.changes_anything or report.plan.has_errors:
+        s = report.summary()
+        printer.note(
+            f"dry run: {s.created} to create, {s.updated} to update, {s.unchanged} unchanged, "
+            f"{s.failed} failed; nothing was changed"
+        )
+
+
+def print_status(printer: Printer, report: StatusReport) -> None:
+    width = max([4, *(len(r.name) for r in report.rows)])
+    printer.data(f"{'NAME'.ljust(width)}  {'STATE'.ljust(7)}  SYNC")
+    for row in report.rows:
+        state = row.state.ljust(7)
+        if row.state == "running":
+            state = printer.paint(state, GREEN)
+        elif row.state == "missing":
+            state = printer.paint(state, RED)
+        if not row.managed:
+            sync = "unmanaged"
+        elif row.in_sync is None:
+            sync = "-"
+        elif row.in_sync:
+            sync = "in sync"
+        else:
+            sync = printer.paint("drift: " + ", ".join(row.drift), YELLOW)
+        printer.data(f"{row.name.ljust(width)}  {state}  {sync}")

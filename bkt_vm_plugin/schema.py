@@ -1,0 +1,51 @@
+"""The JSON Schema of ``vms.json``, generated from the host's pydantic models.
+
+pydantic's output is tidied into what an editor and a reader want: the draft 2020-12
+dialect, no generated ``title`` on every property, and an optional field that may be absent
+written as its type (not ``anyOf`` with ``null``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def manifest_schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True)
+    raw["properties"]["$schema"] = {
+        "description": "The JSON Schema this file follows (for editors).",
+        "type": ["string", "null"],
+    }
+    schema: dict[str, Any] = {"$schema": SCHEMA_DIALECT}
+    schema.update(_tidy(raw))
+    return schema
+
+
+def _tidy(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_tidy(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties" and isinstance(value, dict):
+            # pydantic titles every property ("Memory Gb"); the description says more.
+            out[key] = {
+                name: {k: v for k, v in _tidy(prop).items() if k != "title"}
+                for name, prop in value.items()
+            }
+        else:
+            out[key] = _tidy(value)
+    options = out.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options and len(options) == 2:
+        # An optional field whose absence is its default: say only the type it may have.
+        (kind,) = [o for o in options if o != {"type": "null"}]
+        del out["anyOf"]
+        if "default" in out and out["default"] is None:
+            del out["default"]
+        out = {**kind, **{k: v for k, v in out.items() if k != "type"}}
+    return out

@@ -1,0 +1,189 @@
+"""The VM subsystem: ``vms.json`` and the libvirt domains it describes.
+
+It builds the VM model of its host (the built-in fields plus every field a plugin declares),
+loads the manifest with it, and carries out sync, status and capture through the hooks.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, create_model
+
+from bkt_core.errors import PluginError
+from bkt_vm_plugin.model import VmDefinition, VmManifest, home_dir
+
+if TYPE_CHECKING:
+    from bkt_core.host import Host
+    from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
+    from bkt_vm_plugin.domain_xml import DomainMapping
+    from bkt_vm_plugin.virsh import Virsh
+
+__all__ = ["MANIFEST_FILE", "SCHEMA_FILE", "VmSubsystem"]
+
+MANIFEST_FILE = "vms.json"
+SCHEMA_FILE = "vms.schema.json"
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+class VmSubsystem:
+    """The ``vm`` subsystem of one :class:`~bkt_core.Host`."""
+
+    name = "vm"
+    manifest_file = MANIFEST_FILE
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    # -- the model -------------------------------------------------------------------------
+
+    @functools.cached_property
+    def field_owners(self) -> dict[str, str]:
+        """Every plugin-declared VM field and the plugin that declares it."""
+        return dict(self._plugin_fields[1])
+
+    @functools.cached_property
+    def _plugin_fields(self) -> tuple[dict[str, Any], dict[str, str]]:
+        fields: dict[str, Any] = {}
+        owners: dict[str, str] = {}
+        builtin = set(VmDefinition.model_fields)
+        for plugin, declared in self.host.collect("bkt_manifest_fields", subsystem=self.name):
+            for field_name, spec in dict(declared).items():
+                if field_name in builtin:
+                    raise PluginError(
+                        plugin,
+                        "bkt_manifest_fields",
+                        f"declares VM field {field_name!r}, which is a built-in field",
+                    )
+                if field_name in owners:
+                    raise PluginError(
+                        plugin,
+                        "bkt_manifest_fields",
+                        f"declares VM field {field_name!r}, which plugin "
+                        f"{owners[field_name]} declares too",
+                        hint=f"block one of them: --disable-plugin {plugin} or "
+                        f"--disable-plugin {owners[field_name]}",
+                    )
+                annotation, info = spec
+                fields[field_name] = (annotation, info)
+                owners[field_name] = plugin
+        return fields, owners
+
+    @functools.cached_property
+    def vm_model(self) -> type[VmDefinition]:
+        """The VM model of this host: built-in fields, then the plugins' fields."""
+        fields = self._plugin_fields[0]
+        if not fields:
+            return VmDefinition
+        model: type[VmDefinition] = create_model(
+            "VmDefinition", __base__=VmDefinition, __doc__=VmDefinition.__doc__, **fields
+        )
+        return model
+
+    @functools.cached_property
+    def manifest_model(self) -> type[VmManifest]:
+        if self.vm_model is VmDefinition:
+            return VmManifest
+        model: type[VmManifest] = create_model(
+            "VmManifest",
+            __base__=VmManifest,
+            __doc__=VmManifest.__doc__,
+            vms=(
+                dict[str, self.vm_model],  # type: ignore[name-defined]
+                Field(description=VmManifest.model_fields["vms"].description),
+            ),
+        )
+        return model
+
+    @functools.cached_property
+    def mapping(self) -> DomainMapping:
+        """The domain XML mapping of this host: every plugin's :class:`DomainField`, each
+        tagged with the plugin that contributed it."""
+        from bkt_vm_plugin.domain_xml import DomainMapping
+
+        owners: dict[str, str] = {}
+        fields = []
+        for plugin, contributed in self.host.collect("bkt_domain_fields"):
+            for mapping_field in contributed:
+                for name in mapping_field.fields:
+                    if name in owners:
+                        raise PluginError(
+                            plugin,
+                            "bkt_domain_fields",
+                            f"maps VM field {name!r}, which plugin {owners[name]} maps too",
+                            hint=f"block one of them: --disable-plugin {plugin} or "
+                            f"--disable-plugin {owners[name]}",
+                        )
+                    owners[name] = plugin
+                mapping_field.plugin = plugin
+                fields.append(mapping_field)
+        return DomainMapping(fields)
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of ``vms.json`` for this host's plugins."""
+        from bkt_vm_plugin.schema import manifest_schema
+
+        return manifest_schema(self.manifest_model)
+
+    @functools.cached_property
+    def virsh(self) -> Virsh:
+        """The one :class:`~bkt_vm_plugin.virsh.Virsh` of this subsystem (``-c URI`` when the
+        host has one), tracing every process at ``-vv``."""
+        from bkt_vm_plugin.virsh import Virsh
+
+        return Virsh(self.host.runner(), self.host.uri, trace=self.host.trace)
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @property
+    def manifest_path(self) -> Any:
+        return self.host.manifest_dir / MANIFEST_FILE
+
+    def load(self) -> VmManifest:
+        """Read and validate ``vms.json`` whole. Raises ManifestError listing every problem."""
+        from bkt_core.manifest import load_manifest
+
+        home = home_dir()
+        return load_manifest(  # type: ignore[return-value]
+            self.manifest_path,
+            self.manifest_model,
+            validators=[functools.partial(self._validate_document, home=home)],
+            context={"home": home},
+        )
+
+    def _validate_document(self, document: Any, *, home: str | None) -> list[Any]:
+        problems: list[Any] = []
+        for _plugin, found in self.host.collect(
+            "bkt_validate_manifest", subsystem=self.name, document=document, home=home
+        ):
+            problems.extend(found)
+        return problems
+
+    def validate(self) -> int:
+        return len(self.load().vms)
+
+    # -- operations (bkt_vm_plugin.sync, .status, .capture) --------------------------------------
+
+    def plan(self, names: Sequence[str] = ()) -> SyncPlan:
+        from bkt_vm_plugin import sync
+
+        return sync.plan(self, names)
+
+    def sync(self, names: Sequence[str] = (), *, dry_run: bool = False) -> SyncReport:
+        from bkt_vm_plugin import sync
+
+        return sync.sync(self, names, dry_run=dry_run)
+
+    def status(self, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
+        from bkt_vm_plugin import status
+
+        return status.status(self, names, all=all)
+
+    def capture(
+        self, names: Sequence[str] = (), *, all: bool = False, dry_run: bool = False
+    ) -> CaptureReport:
+        from bkt_vm_plugin import capture
+
+        return capture.capture(self, names, all=all, dry_run=dry_run)

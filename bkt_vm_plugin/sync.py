@@ -1,0 +1,421 @@
+"""Observe, plan and execute a sync; the observation is shared with status and capture.
+
+Reading libvirt costs one virsh process however many VMs there are: the domain lists and
+every ``dumpxml --inactive --security-info`` go into one batch (:func:`observe`). Planning
+reads and never changes anything; :func:`execute` creates disks, defines every new or
+changed domain in one batch, reads each definition back to check that every owned field
+landed, and then runs the post-sync hooks with the results.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bkt_core.errors import BktError, OperationError, UsageError
+from bkt_core.plan import EntryResult, FieldChange, PlanEntry, SyncPlan, SyncReport
+from bkt_vm_plugin.virsh import Reply, Virsh
+
+if TYPE_CHECKING:
+    from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping
+    from bkt_vm_plugin.model import VmDefinition, VmManifest
+    from bkt_vm_plugin.provision import DiskCreation, ProvisionContext
+    from bkt_vm_plugin.subsystem import VmSubsystem
+
+__all__ = ["Observation", "PostSyncContext", "execute", "observe", "plan", "sync"]
+
+BIOS_TO_UEFI_NOTE = (
+    "the firmware changes from BIOS to UEFI: an installed guest may not boot until its boot "
+    "loader is set up for UEFI"
+)
+SECURE_BOOT_NOTE = (
+    "Secure Boot keys are enrolled only into a fresh NVRAM: start it once with "
+    "`virsh start --reset-nvram NAME` (this resets its UEFI variables)"
+)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What libvirt holds, as far as sync, status and capture need it: every domain, the
+    active ones (running or paused), those with autostart, and the inactive definition of
+    each domain asked for that exists."""
+
+    domains: frozenset[str]
+    active: frozenset[str]
+    autostart: frozenset[str]
+    definitions: dict[str, Reply] = field(default_factory=dict)
+
+    def state(self, name: str) -> str:
+        if name in self.active:
+            return "running"
+        return "stopped" if name in self.domains else "missing"
+
+    def facts(self, name: str) -> dict[str, Any]:
+        """The facts about domain ``name`` that its XML does not hold."""
+        return {"autostart": name in self.autostart, "active": name in self.active}
+
+
+def _names(reply: Reply) -> frozenset[str]:
+    return frozenset(line for line in reply.check().splitlines() if line.strip())
+
+
+def observe(virsh: Virsh, names: Iterable[str]) -> Observation:
+    """The domain lists and the definitions of ``names``, in one virsh process."""
+    wanted = list(dict.fromkeys(names))
+    commands: list[list[str]] = [
+        ["list", "--all", "--name"],
+        ["list", "--name"],
+        ["list", "--all", "--name", "--autostart"],
+    ]
+    commands += [["dumpxml", "--inactive", "--security-info", "--domain", n] for n in wanted]
+    replies = virsh.batch(commands)
+    domains, active, autostart = (_names(r) for r in replies[:3])
+    definitions = {n: r for n, r in zip(wanted, replies[3:], strict=True) if n in domains}
+    return Observation(domains, active, autostart, definitions)
+
+
+# -- planning --------------------------------------------------------------------------------
+
+
+def select(manifest: VmManifest, names: Sequence[str], sub: VmSubsystem) -> list[str]:
+    """The manifest VMs named (all when none), in manifest order. A name the manifest does
+    not have is an error, with a hint when libvirt has such a domain."""
+    if not names:
+        return sorted(manifest.vms)
+    unknown = [n for n in names if n not in manifest.vms]
+    if unknown:
+        raise UsageError(
+            f"VM {unknown[0]} is not in {sub.manifest_path}",
+            hint="`bkt vm status --all` lists the VMs; `bkt vm capture NAME` adds a libvirt "
+            "domain to the manifest",
+        )
+    return sorted(set(names))
+
+
+@dataclass
+class Planner:
+    """The facts one plan needs, read once: the host's mapping, home, ISO cache, virsh."""
+
+    sub: VmSubsystem
+    virsh: Virsh
+    observation: Observation
+    home: str | None
+    iso_cache: str
+    provision: ProvisionContext
+
+    @property
+    def mapping(self) -> DomainMapping:
+        return self.sub.mapping
+
+    def context(self, name: str, vm: VmDefinition, disk_format: str) -> DomainContext:
+        from bkt_vm_plugin.domain_xml import resolve_context
+
+        return resolve_context(
+            name,
+            vm,
+            home=self.home,
+            iso_cache=self.iso_cache,
+            disk_format=disk_format,
+            exists=os.path.exists,
+            facts=self.observation.facts(name),
+        )
+
+    def entry(self, name: str, vm: VmDefinition) -> PlanEntry:
+        reply = self.observation.definitions.get(name)
+        try:
+            if reply is None:
+                return self.create(name, vm)
+            if not reply.ok:
+                raise OperationError(f"cannot read its definition: {reply.message}")
+            return self.update(name, vm, reply.stdout)
+        except BktError as exc:
+            return PlanEntry(name, "error", message=exc.message)
+
+    def disk(self, name: str, vm: VmDefinition) -> tuple[str, DiskCreation | None]:
+        """The disk's format and, when it must be created, the creation."""
+        from bkt_vm_plugin.provision import disk_format, disk_request, plan_disk
+
+        request = disk_request(name, vm, self.home)
+        creation = plan_disk(self.sub.host, name, vm, request, self.provision)
+        if creation is not None:
+            return creation.format, creation
+        return disk_format(request.path, self.provision), None
+
+    def create(self, name: str, vm: VmDefinition) -> PlanEntry:
+        fmt, creation = self.disk(name, vm)
+        ctx = self.context(name, vm, fmt)
+        xml = self.mapping.render(vm, ctx)
+        parsed = self.mapping.parse(xml, ctx)
+        # What a new domain does not get from its XML (autostart) shows as a change.
+        changes = tuple(
+            c for c in self.mapping.diff(parsed, vm, ctx) if not self.mapping.needs_define([c])
+        )
+        details = {"create_disk": creation.to_json()} if creation else {}
+        return PlanEntry(
+            name,
+            "create",
+            changes=changes,
+            warnings=ctx.warnings,
+            details=details,
+            payload=Payload(xml, creation, ctx),
+        )
+
+    def update(self, name: str, vm: VmDefinition, xml: str) -> PlanEntry:
+        from bkt_vm_plugin.model import expand_home
+
+        ctx = self.context(name, vm, "qcow2")
+        parsed = self.mapping.parse(xml, ctx)
+        # The image format is read only when the domain's disk is not the manifest's, or
+        # its format is unknown; otherwise the domain's own record is trusted (reading it
+        # costs a qemu-img process per VM).
+        path, fmt = parsed.readings.get("disk_path"), parsed.readings.get("disk_format")
+        creation = None
+        if (
+            path is not None
+            and fmt is not None
+            and path.is_clean
+            and fmt.is_clean
+            and path.value == expand_home(vm.disk_path, self.home)
+        ):
+            disk_format = str(fmt.value)
+        else:
+            disk_format, creation = self.disk(name, vm)
+        ctx = self.context(name, vm, disk_format)
+        changes = self.mapping.diff(parsed, vm, ctx)
+        if not changes:
+            return PlanEntry(name, "unchanged", warnings=ctx.warnings)
+        patched = self.mapping.patch(xml, vm, ctx) if self.mapping.needs_define(changes) else None
+        notes = []
+        by_field = {c.field: c for c in changes}
+        if "boot" in by_field and by_field["boot"].new == "uefi":
+            notes.append(BIOS_TO_UEFI_NOTE)
+        if "secure_boot" in by_field and by_field["secure_boot"].new == "true":
+            notes.append(SECURE_BOOT_NOTE.replace("NAME", name))
+        details = {"create_disk": creation.to_json()} if creation else {}
+        return PlanEntry(
+            name,
+            "update",
+            changes=tuple(changes),
+            warnings=ctx.warnings,
+            notes=tuple(notes),
+            pending_reboot=patched is not None and name in self.observation.active,
+            details=details,
+            payload=Payload(patched, creation, ctx),
+        )
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What execution needs of an entry: the XML to define (None: nothing to define), the disk
+    to create first, and the context the plan was made in (for the read-back)."""
+
+    xml: str | None
+    creation: DiskCreation | None
+    context: DomainContext
+
+
+def make_planner(sub: VmSubsystem, names: Sequence[str]) -> Planner:
+    from bkt_vm_plugin.iso import cache_dir
+    from bkt_vm_plugin.model import home_dir
+    from bkt_vm_plugin.provision import ProvisionContext
+
+    virsh = sub.virsh
+    return Planner(
+        sub=sub,
+        virsh=virsh,
+        observation=observe(virsh, names),
+        home=home_dir(),
+        iso_cache=str(cache_dir()),
+        provision=ProvisionContext(virsh),
+    )
+
+
+def plan(sub: VmSubsystem, names: Sequence[str] = ()) -> SyncPlan:
+    """What sync would do for ``names`` (every manifest VM when empty). Changes nothing."""
+    return _plan(sub, names)[1]
+
+
+def _plan(sub: VmSubsystem, names: Sequence[str]) -> tuple[Planner, SyncPlan, VmManifest]:
+    manifest = sub.load()
+    selected = select(manifest, names, sub)
+    planner = make_planner(sub, selected)
+    entries = tuple(planner.entry(name, manifest.vms[name]) for name in selected)
+    return planner, SyncPlan("vm", entries), manifest
+
+
+# -- execution -------------------------------------------------------------------------------
+
+
+@dataclass
+class PostSyncContext:
+    """What post-sync hooks get besides the report: the manifest, the virsh to batch their
+    commands through, and :meth:`fail` to mark a VM failed (with a message for the user)."""
+
+    manifest: VmManifest
+    virsh: Virsh
+    observation: Observation
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def vm(self, name: str) -> VmDefinition:
+        return self.manifest.vms[name]
+
+    def fail(self, name: str, message: str) -> None:
+        self.failures.setdefault(name, message)
+
+
+def sync(sub: VmSubsystem, names: Sequence[str] = (), *, dry_run: bool = False) -> SyncReport:
+    """Plan, then unless ``dry_run`` execute the plan and run the post-sync hooks."""
+    planner, the_plan, manifest = _plan(sub, names)
+    if dry_run:
+        return SyncReport(the_plan, dry_run=True)
+    return execute(planner, the_plan, manifest)
+
+
+def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncReport:
+    sub, virsh = planner.sub, planner.virsh
+    failed: dict[str, str] = {
+        e.name: e.message or "" for e in the_plan.entries if e.action == "error"
+    }
+    creations = [
+        e.payload.creation
+        for e in the_plan.entries
+        if e.name not in failed and e.payload is not None and e.payload.creation is not None
+    ]
+    if creations:
+        from bkt_vm_plugin.provision import provision_all
+
+        created = provision_all(sub.host, creations, planner.provision)
+        for entry in the_plan.entries:
+            creation = entry.payload.creation if entry.payload is not None else None
+            if creation is not None and created.get(creation.path):
+                failed.setdefault(entry.name, created[creation.path] or "")
+
+    to_define = [
+        e
+        for e in the_plan.entries
+        if e.name not in failed and e.payload is not None and e.payload.xml is not None
+    ]
+    if to_define:
+        _define(virsh, to_define, failed)
+        _read_back(planner, to_define, manifest, failed)
+
+    results = _results(the_plan, failed)
+    report = SyncReport(the_plan, dry_run=False, results=results)
+    context = PostSyncContext(manifest, virsh, planner.observation)
+    _post_sync(sub, report, context)
+    if context.failures:
+        failed.update({n: m for n, m in context.failures.items() if n not in failed})
+        report = SyncReport(the_plan, dry_run=False, results=_results(the_plan, failed))
+    return report
+
+
+def _define(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="bkt-define-") as tmp:
+        commands = []
+        for index, entry in enumerate(entries):
+            path = os.path.join(tmp, f"{index}.xml")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(entry.payload.xml)
+            commands.append(["define", "--file", path])
+        try:
+            replies = virsh.batch(commands)
+        except BktError as exc:
+            for entry in entries:
+                failed.setdefault(entry.name, exc.message)
+            return
+    for entry, reply in zip(entries, replies, strict=True):
+        if not reply.ok:
+            failed.setdefault(entry.name, reply.message)
+
+
+def _read_back(
+    planner: Planner,
+    entries: Sequence[PlanEntry],
+    manifest: VmManifest,
+    failed: dict[str, str],
+) -> None:
+    """Reads every defined domain back (one virsh process) and fails each VM whose owned
+    fields libvirt did not keep: a silent rewrite by libvirt is a failure, not a success."""
+    names = [e.name for e in entries if e.name not in failed]
+    if not names:
+        return
+    try:
+        seen = observe(planner.virsh, names)
+    except BktError as exc:
+        for name in names:
+            failed.setdefault(name, f"cannot read it back: {exc.message}")
+        return
+    mapping = planner.mapping
+    for entry in entries:
+        if entry.name in failed:
+            continue
+        reply = seen.definitions.get(entry.name)
+        if reply is None:
+            failed[entry.name] = "libvirt has no such domain after define"
+            continue
+        if not reply.ok:
+            failed[entry.name] = f"cannot read it back: {reply.message}"
+            continue
+        ctx = entry.payload.context
+        try:
+            changes = mapping.diff(mapping.parse(reply.stdout, ctx), manifest.vms[entry.name], ctx)
+        except BktError as exc:
+            failed[entry.name] = f"cannot read it back: {exc.message}"
+            continue
+        # Facts outside the XML (autostart) are applied by the post-sync hooks, after this.
+        lost = [c for c in changes if mapping.needs_define([c])]
+        if lost:
+            failed[entry.name] = "libvirt did not keep every field: " + "; ".join(
+                str(c) for c in lost
+            )
+
+
+def _results(the_plan: SyncPlan, failed: dict[str, str]) -> tuple[EntryResult, ...]:
+    outcome = {"create": "created", "update": "updated", "unchanged": "unchanged"}
+    return tuple(
+        EntryResult(e.name, "failed", failed[e.name])
+        if e.name in failed
+        else EntryResult(e.name, outcome[e.action])  # type: ignore[arg-type]
+        for e in the_plan.entries
+    )
+
+
+def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -> None:
+    """Every post-sync implementation runs, even after another raised: a per-VM hook that
+    raises fails that VM, a whole-run hook that raises fails every VM it could have touched."""
+    from bkt_core.errors import PluginError
+
+    host = sub.host
+    results = {r.name: r for r in report.results or ()}
+    for entry in report.plan.entries:
+        for plugin, call in host.each(
+            "bkt_post_sync_vm",
+            name=entry.name,
+            entry=entry,
+            result=results.get(entry.name),
+            context=context,
+        ):
+            try:
+                call()
+            except BktError as exc:
+                context.fail(entry.name, exc.message)
+            except Exception as exc:
+                context.fail(entry.name, host.failure(plugin, "bkt_post_sync_vm", exc).message)
+    for plugin, call in host.each("bkt_post_sync", report=report, context=context):
+        try:
+            call()
+        except Exception as exc:
+            error = exc if isinstance(exc, PluginError | BktError) else None
+            message = (
+                error.message if error else host.failure(plugin, "bkt_post_sync", exc).message
+            )
+            for entry in report.plan.entries:
+                if entry.changes_anything:
+                    context.fail(entry.name, message)
+
+
+def changed_fields(changes: Iterable[FieldChange]) -> list[str]:
+    return list(dict.fromkeys(c.field for c in changes))

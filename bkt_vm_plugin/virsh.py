@@ -1,0 +1,392 @@
+"""virsh: the only place that builds virsh command lines (``virsh -q [-c URI] ...``).
+
+Processes are started by the :class:`~bkt_core.process.CommandRunner` handed to
+:class:`Virsh`; this module knows argv, virsh's quoting and what virsh prints, not manifests.
+
+One command, one process
+    :meth:`Virsh.run` runs ``virsh -q [-c URI] ARGS...`` and returns stdout when virsh exits 0.
+    Anything else is a :class:`~bkt_core.errors.CommandError` whose message repeats the command
+    line and what virsh said, and whose hint says what to do for the failures we recognise.
+
+Many commands, one process
+    A virsh process costs a spawn and a connection to libvirtd (about 15 ms); a command inside
+    it costs well under a millisecond. :meth:`Virsh.batch` therefore sends N commands to one
+    virsh as a single argv element, virsh's own command language, with ``;`` between commands
+    and every argument single-quoted (a ``'`` is written ``'\\''``). Inside single quotes
+    virsh takes ``;``, ``#``, ``\\``, newlines, ``$`` and backticks literally and runs no shell,
+    so no value from a manifest can end its command or start another one.
+
+    Before command ``i`` the line has ``echo -- MARK ; echo --err -- MARK ;`` where ``MARK`` is
+    ``@@bkt-NONCE-i@@`` and ``NONCE`` is fresh random hex for each process. stdout and stderr
+    are separate pipes, each in the order virsh wrote it, so each splits at its markers into
+    one piece per command (nothing is assumed about how the two interleave). Facts this
+    relies on, checked against virsh 9.0.0 (``tests/live``):
+
+    * In a command line given as an argument, ``echo`` prints its text with **no trailing
+      newline**, so a stdout piece is exactly what the command printed.
+    * ``echo --err`` writes ``error: MARK`` and a newline on stderr.
+    * virsh's exit status reflects only the **last** command: a failed command in the middle
+      leaves the exit status 0, and the commands after it still run. So the exit status cannot
+      say which commands failed. Every failing command prints ``error: ...`` on stderr and a
+      successful one prints nothing there, so a command failed exactly when its stderr piece is
+      not empty.
+    * virsh parses the whole line before running any of it: an unknown command or an
+      unterminated quote anywhere means nothing runs, and no connection means nothing runs.
+      Then the first stdout marker is missing and the whole batch is one ``CommandError``.
+    * When virsh stops partway (``quit``, a crash), the later markers never come: those
+      commands get :data:`NOT_RUN`. A non-zero exit status although the last command that ran
+      printed nothing on stderr means virsh died in that command, which then fails too.
+    * The kernel refuses any single argv element of 128 KiB or more (``MAX_ARG_STRLEN``,
+      ``E2BIG`` at exec), so a batch whose line would exceed :data:`MAX_BATCH_BYTES` (UTF-8
+      bytes, not characters) is split over as few processes as needed.
+
+Each process has a timeout, so a hung libvirtd ends in an error, not a hung bkt.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from bkt_core.errors import CommandError, OperationError
+from bkt_core.process import CommandRunner, Completed
+
+__all__ = [
+    "CONNECT_HINT",
+    "DEFAULT_TIMEOUT",
+    "INSTALL_HINT",
+    "MAX_BATCH_BYTES",
+    "NOT_RUN",
+    "PER_COMMAND_TIMEOUT",
+    "TIMEOUT_HINT",
+    "DomainState",
+    "Reply",
+    "Virsh",
+    "quote",
+    "virsh_message",
+]
+
+#: Seconds one virsh process may take (for a batch, plus :data:`PER_COMMAND_TIMEOUT` a command).
+DEFAULT_TIMEOUT = 60.0
+
+#: Extra seconds a batch process gets for each command it carries. A read costs well under a
+#: millisecond and a define or vol-create a few tens of milliseconds, so 0.1 s leaves room on a
+#: slow host: a full process of ~600 commands may take DEFAULT_TIMEOUT + 60 s.
+PER_COMMAND_TIMEOUT = 0.1
+
+#: Longest batch command line, in UTF-8 bytes. The kernel refuses one argv element of 128 KiB.
+MAX_BATCH_BYTES = 100 * 1024
+
+CONNECT_HINT = "start libvirtd (or virtqemud), or pass --connect qemu:///session"
+INSTALL_HINT = "install virsh (Debian: apt-get install libvirt-clients)"
+TIMEOUT_HINT = "is libvirtd hung? `virsh version` should answer at once"
+
+#: What a command of a batch "printed" on stderr when virsh stopped before running it.
+NOT_RUN = "virsh ended before this command ran"
+
+_CONNECT_SIGNS = ("failed to connect to the hypervisor", "Failed to connect socket")
+_ERROR_PREFIX = "error: "
+
+
+def quote(arg: str) -> str:
+    """``arg`` as one literal argument of virsh's command language."""
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def virsh_message(stderr: str) -> str:
+    """What virsh said, on one line: each line stripped of its ``error: `` prefixes, empty
+    lines dropped, the rest joined with ``: ``."""
+    said: list[str] = []
+    for raw in stderr.split("\n"):
+        line = raw.strip()
+        while line.startswith(_ERROR_PREFIX):
+            line = line[len(_ERROR_PREFIX) :].strip()
+        if line:
+            said.append(line)
+    return ": ".join(said)
+
+
+def _stderr_hint(stderr: str) -> str | None:
+    if any(sign in stderr for sign in _CONNECT_SIGNS):
+        return CONNECT_HINT
+    return None
+
+
+def _status(returncode: int | None) -> str:
+    if returncode is None:
+        return "killed by a signal"
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def _failed(shown: Sequence[str], returncode: int | None, stderr: str) -> CommandError:
+    message = f"`{' '.join(shown)}` failed ({_status(returncode)})"
+    said = virsh_message(stderr)
+    if said:
+        message += f": {said}"
+    return CommandError(
+        shown,
+        message,
+        kind="failed",
+        returncode=returncode,
+        stderr=stderr,
+        hint=_stderr_hint(stderr),
+    )
+
+
+def _commands_placeholder(n: int) -> str:
+    return f"<{n} command{'' if n == 1 else 's'}>"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What one command of :meth:`Virsh.batch` printed, and whether it succeeded."""
+
+    command: tuple[str, ...]
+    stdout: str
+    stderr: str
+    ok: bool
+
+    @property
+    def message(self) -> str:
+        """What virsh said about this command (empty when it succeeded)."""
+        return virsh_message(self.stderr)
+
+    def error(self, vm: str | None = None) -> CommandError:
+        """This reply's failure as an error: ``VM NAME: MESSAGE`` when ``vm`` is given, else
+        ``` `virsh COMMAND` failed: MESSAGE```."""
+        if vm is not None:
+            text = f"VM {vm}: {self.message}"
+        else:
+            text = f"`virsh {' '.join(self.command)}` failed: {self.message}"
+        return CommandError(
+            ("virsh", *self.command),
+            text,
+            kind="failed",
+            stderr=self.stderr,
+            hint=_stderr_hint(self.stderr),
+        )
+
+    def check(self, vm: str | None = None) -> str:
+        """stdout if the command succeeded; otherwise raise :meth:`error` (an
+        :class:`~bkt_core.errors.OperationError`)."""
+        if not self.ok:
+            raise self.error(vm)
+        return self.stdout
+
+
+class DomainState(Enum):
+    """A domain's state as ``virsh domstate`` prints it (with ``LC_ALL=C``)."""
+
+    NO_STATE = "no state"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTTING_DOWN = "in shutdown"
+    SHUT_OFF = "shut off"
+    CRASHED = "crashed"
+    SUSPENDED = "pmsuspended"
+
+    @classmethod
+    def parse(cls, text: str) -> DomainState | None:
+        """The state ``domstate`` printed (surrounding whitespace ignored); None for a state
+        this version of bkt does not know."""
+        word = text.strip()
+        if word == "idle":
+            return cls.BLOCKED
+        try:
+            return cls(word)
+        except ValueError:
+            return None
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the domain has a running QEMU process (what start and stop care about)."""
+        return self not in (DomainState.SHUT_OFF, DomainState.CRASHED, DomainState.NO_STATE)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _check_command(args: Sequence[str]) -> tuple[str, ...]:
+    # A str is a Sequence[str] too: ("list") would otherwise become "l" "i" "s" "t".
+    if isinstance(args, str):
+        raise TypeError(f"a virsh command is a sequence of arguments, not the string {args!r}")
+    command = tuple(args)
+    if not command:
+        raise ValueError("a virsh command needs at least one argument")
+    return command
+
+
+def _marker(nonce: str, index: int) -> str:
+    return f"@@bkt-{nonce}-{index}@@"
+
+
+def _pieces(text: str, opens: Sequence[str]) -> list[str | None]:
+    """Split ``text`` at ``opens`` (which occur in order): piece i runs from the end of
+    ``opens[i]`` to the next marker found, or to the end; None when ``opens[i]`` is absent."""
+    found: list[int] = []
+    cursor = 0
+    for mark in opens:
+        at = text.find(mark, cursor)
+        found.append(at)
+        if at >= 0:
+            cursor = at + len(mark)
+    pieces: list[str | None] = [None] * len(opens)
+    end = len(text)
+    for i in reversed(range(len(opens))):
+        if found[i] >= 0:
+            pieces[i] = text[found[i] + len(opens[i]) : end]
+            end = found[i]
+    return pieces
+
+
+class Virsh:
+    """virsh on one connection URI (``None``: virsh's default, which honours
+    ``LIBVIRT_DEFAULT_URI``).
+
+    ``timeout`` is the seconds one process may take (a batch gets more, see
+    :data:`PER_COMMAND_TIMEOUT`). ``trace``, for ``-vv``, is called with each command line
+    before its process starts.
+    """
+
+    def __init__(
+        self,
+        runner: CommandRunner,
+        uri: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        trace: Callable[[str], None] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.uri = uri
+        self.timeout = timeout
+        self.trace = trace
+        self._prefix: tuple[str, ...] = ("virsh", "-q") + (("-c", uri) if uri else ())
+
+    def batch_timeout(self, n_commands: int) -> float:
+        """Seconds one process carrying ``n_commands`` commands of a batch may take:
+        ``timeout + PER_COMMAND_TIMEOUT * n_commands``."""
+        return self.timeout + PER_COMMAND_TIMEOUT * n_commands
+
+    def run(self, args: Sequence[str]) -> str:
+        """Run one virsh command in its own process; its stdout if virsh exits 0, else raise
+        :class:`~bkt_core.errors.CommandError`."""
+        argv = self._prefix + _check_command(args)
+        self._trace(" ".join(argv))
+        done = self._spawn(argv, argv, self.timeout)
+        if done.returncode != 0:
+            raise _failed(argv, done.returncode, done.stderr)
+        return done.stdout
+
+    def batch(self, commands: Sequence[Sequence[str]]) -> list[Reply]:
+        """Run ``commands`` in as few virsh processes as the command-line limit allows (one for
+        a few hundred commands) and return one :class:`Reply` per command, in order.
+
+        A failed command does not stop the ones after it; its reply says what went wrong. A
+        process in which nothing ran (no connection, a line virsh refused) raises
+        :class:`~bkt_core.errors.CommandError`, shown as ``virsh -q -c URI <N commands>``; when
+        that happens in a later process, the replies of the earlier ones are lost (their
+        commands did run). No commands, no process.
+        """
+        todo = [_check_command(command) for command in commands]
+        replies: list[Reply] = []
+        start = 0
+        while start < len(todo):
+            nonce = secrets.token_hex(8)
+            parts: list[str] = []
+            size = 0
+            end = start
+            while end < len(todo):
+                mark = _marker(nonce, end)
+                part = (
+                    f"echo -- {mark} ; echo --err -- {mark} ; "
+                    + " ".join(quote(arg) for arg in todo[end])
+                    + " ; "
+                )
+                part_size = len(part.encode())
+                if parts and size + part_size > MAX_BATCH_BYTES:
+                    break
+                parts.append(part)
+                size += part_size
+                end += 1
+            replies.extend(self._run_chunk(todo, start, end, nonce, "".join(parts)))
+            start = end
+        return replies
+
+    def domain_names(self) -> list[str]:
+        """The names of every domain libvirt has, active or not (one process)."""
+        return [name for name in self.run(["list", "--all", "--name"]).splitlines() if name]
+
+    def domain_state(self, name: str) -> DomainState:
+        """The state of domain ``name`` (one process)."""
+        args = ("domstate", "--domain", name)
+        out = self.run(args)
+        state = DomainState.parse(out)
+        if state is None:
+            shown = json.dumps(out.strip(), ensure_ascii=False)
+            raise OperationError(
+                f"`virsh {' '.join(args)}` printed {shown}, which bkt cannot read"
+            )
+        return state
+
+    def _run_chunk(
+        self, todo: Sequence[tuple[str, ...]], start: int, end: int, nonce: str, line: str
+    ) -> list[Reply]:
+        chunk = todo[start:end]
+        shown = (*self._prefix, _commands_placeholder(len(chunk)))
+        self._trace(" ".join(shown))
+        for command in chunk:
+            self._trace("  " + " ".join(command))
+        done = self._spawn((*self._prefix, line), shown, self.batch_timeout(len(chunk)))
+
+        marks = [_marker(nonce, i) for i in range(start, end)]
+        if not marks or marks[0] not in done.stdout:
+            raise _failed(shown, done.returncode, done.stderr)
+        outs = _pieces(done.stdout, marks)
+        errs = _pieces(done.stderr, [f"error: {mark}\n" for mark in marks])
+
+        replies = [
+            Reply(command, out or "", NOT_RUN if err is None else err, err == "")
+            for command, out, err in zip(chunk, outs, errs, strict=True)
+        ]
+        # The exit status is that of the last command that ran. Non-zero with nothing on its
+        # stderr means virsh itself died (a signal, a crash) while running it.
+        ran = [i for i, err in enumerate(errs) if err is not None]
+        if done.returncode != 0 and ran and replies[ran[-1]].ok:
+            last = replies[ran[-1]]
+            replies[ran[-1]] = Reply(
+                last.command, last.stdout, f"virsh {_status(done.returncode)}", False
+            )
+        return replies
+
+    def _trace(self, line: str) -> None:
+        if self.trace is not None:
+            self.trace(line)
+
+    def _spawn(self, argv: Sequence[str], shown: Sequence[str], timeout: float) -> Completed:
+        """Run ``argv``; errors show ``shown`` as the command and carry their hints."""
+        try:
+            return self.runner.run(argv, timeout=timeout)
+        except CommandError as err:
+            if err.kind == "timeout":
+                raise CommandError(
+                    shown,
+                    f"`{' '.join(shown)}` did not finish within {timeout:g} s and was stopped",
+                    kind="timeout",
+                    stderr=err.stderr,
+                    hint=TIMEOUT_HINT,
+                ) from err
+            if err.kind == "spawn":
+                cause = err.__cause__ or err.__context__
+                raise CommandError(
+                    shown,
+                    err.message,
+                    kind="spawn",
+                    hint=INSTALL_HINT if isinstance(cause, FileNotFoundError) else None,
+                ) from err
+            raise

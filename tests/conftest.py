@@ -1,0 +1,110 @@
+"""Fixtures shared by every test folder.
+
+- ``run_bkt``: runs the installed ``bkt`` console script in a subprocess, as a user would.
+- ``plugin_site``: pip-installs plugin projects (``tests/plugins/*``, ``examples/plugins/*``)
+  into a directory of their own, once per session, and gives the ``PYTHONPATH`` that makes
+  their entry points visible to ``bkt``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+BKT = str(BIN / "bkt")
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+RunBkt = Callable[..., Run]
+
+
+@pytest.fixture
+def run_bkt(tmp_path: Path) -> RunBkt:
+    """``run_bkt(*args, env={...}, plugins=[...], cwd=...)`` runs ``bkt`` and returns its exit
+    status and output. ``plugins`` names projects to make importable (see ``plugin_site``)."""
+
+    def run(
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        pythonpath: Sequence[Path] = (),
+        cwd: Path | None = None,
+        input: str | None = None,
+    ) -> Run:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("BKT_")}
+        environ.pop("NO_COLOR", None)
+        environ.update(env or {})
+        if pythonpath:
+            environ["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+        proc = subprocess.run(
+            [BKT, *args],
+            cwd=cwd or tmp_path,
+            env=environ,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=300,
+            check=False,
+        )
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
+    """``plugin_site("tests/plugins/bkt-notes")`` pip-installs that project into a directory
+    of its own (once per session) and returns the directory, for ``PYTHONPATH``."""
+    installed: dict[str, Path] = {}
+    base = tmp_path_factory.mktemp("plugins")
+
+    def install(project: str) -> Path:
+        if project not in installed:
+            target = base / Path(project).name
+            # Build from a copy: pip's in-tree build would leave build/ and *.egg-info behind.
+            source = base / "src" / Path(project).name
+            shutil.copytree(ROOT / project, source)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "--no-build-isolation",
+                    "--target",
+                    str(target),
+                    str(source),
+                ],
+                check=True,
+                capture_output=True,
+                cwd=tmp_path_factory.mktemp("build"),
+            )
+            installed[project] = target
+        return installed[project]
+
+    yield install
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def write_manifest(directory: Path, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "vms.json"
+    path.write_text(text)
+    return path

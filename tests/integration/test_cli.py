@@ -1,0 +1,224 @@
+"""The command line as a user meets it: global flags, exit codes, streams, plugins found
+through real entry points of pip-installed projects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, RunBkt, write_manifest
+
+PluginSite = Callable[[str], Path]
+
+GOOD = """{
+  "vms": {
+    "a": { "memory_gb": 1, "vcpus": 1, "disk_path": "/var/lib/a.qcow2", "disk_size_gb": 1,
+           "boot": "bios", "network": "default", "graphics": "none" },
+    "b": { "memory_gb": 2, "vcpus": 2, "disk_path": "/var/lib/b.qcow2", "disk_size_gb": 1,
+           "boot": "uefi", "network": "none", "graphics": "spice" }
+  }
+}
+"""
+
+
+def test_version_answers_without_importing_any_plugin() -> None:
+    code = (
+        "import sys; from bkt_core.cli import main; main(['--version']);"
+        "bad = [m for m in sys.modules if m.startswith(('bkt_vm_plugin', 'pydantic', 'rich'))];"
+        "assert not bad, bad"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("bkt ")
+
+
+def test_validate_says_ok(run_bkt: RunBkt, tmp_path: Path) -> None:
+    write_manifest(tmp_path / "m", GOOD)
+    result = run_bkt("vm", "validate", "-C", str(tmp_path / "m"))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok: 2 VMs\n", "")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-C", "{dir}", "vm", "validate"],
+        ["vm", "-C", "{dir}", "validate"],
+        ["vm", "validate", "-C", "{dir}"],
+        ["vm", "validate", "--manifest-dir={dir}"],
+    ],
+)
+def test_global_flags_stand_anywhere(run_bkt: RunBkt, tmp_path: Path, args: list[str]) -> None:
+    write_manifest(tmp_path / "m", GOOD)
+    result = run_bkt(*[a.format(dir=tmp_path / "m") for a in args])
+    assert result.returncode == 0, result.stderr
+
+
+def test_manifest_dir_comes_from_the_environment(run_bkt: RunBkt, tmp_path: Path) -> None:
+    write_manifest(tmp_path / "m", GOOD)
+    result = run_bkt("vm", "validate", env={"BKT_MANIFEST_DIR": str(tmp_path / "m")})
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_invalid_manifest_lists_every_problem_and_exits_2(
+    run_bkt: RunBkt, tmp_path: Path
+) -> None:
+    write_manifest(
+        tmp_path / "manifests",
+        GOOD.replace('"vcpus": 2', '"vcpus": 0').replace('"boot": "bios"', '"boot": "BIOS"'),
+    )
+    result = run_bkt("vm", "validate")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "manifests/vms.json:4:20: vms.a.boot: "
+        'must be one of "uefi", "bios" (did you mean "bios"?)',
+        "manifests/vms.json:5:37: vms.b.vcpus: must be >= 1",
+        "error: manifests/vms.json is not valid (2 errors); nothing was changed",
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_no_manifest_is_a_usage_error_with_a_hint(run_bkt: RunBkt) -> None:
+    result = run_bkt("vm", "validate")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: no manifest at manifests/vms.json",
+        "hint: pass --manifest-dir DIR or set BKT_MANIFEST_DIR to the directory that holds "
+        "vms.json",
+    ]
+
+
+def test_color_always_paints_the_error_label(run_bkt: RunBkt) -> None:
+    result = run_bkt("--color", "always", "vm", "validate")
+    assert result.stderr.startswith("\x1b[1;31merror:\x1b[0m ")
+
+
+def test_quiet_and_verbose_conflict(run_bkt: RunBkt) -> None:
+    result = run_bkt("-q", "-v", "vm", "validate")
+    assert result.returncode == 2
+    assert "-q and -v" in result.stderr
+
+
+def test_an_unknown_command_is_exit_2(run_bkt: RunBkt) -> None:
+    result = run_bkt("vm", "frobnicate")
+    assert result.returncode == 2
+    assert "No such command" in result.stderr
+
+
+def test_schema_prints_the_checked_in_schema(run_bkt: RunBkt) -> None:
+    result = run_bkt("schema", "vms")
+    assert result.returncode == 0
+    assert result.stdout == (ROOT / "manifests" / "vms.schema.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("shell", "marker"),
+    [("bash", "complete -o nosort -F"), ("zsh", "#compdef bkt"), ("fish", "complete --no-files")],
+)
+def test_completions(run_bkt: RunBkt, shell: str, marker: str) -> None:
+    result = run_bkt("completions", shell)
+    assert result.returncode == 0
+    assert marker in result.stdout and "_BKT_COMPLETE" in result.stdout
+
+
+def test_plugins_json_lists_the_defaults(run_bkt: RunBkt) -> None:
+    result = run_bkt("plugins", "--json")
+    assert result.returncode == 0
+    plugins = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}
+    assert {"vm", "cpu_model", "autostart"} <= set(plugins)
+    assert plugins["vm"]["distribution"] == "bkt"
+    assert "bkt_subsystems" in plugins["vm"]["hooks"]
+
+
+def test_a_pip_installed_plugin_extends_the_manifest(
+    run_bkt: RunBkt, plugin_site: PluginSite, tmp_path: Path
+) -> None:
+    site = plugin_site("tests/plugins/bkt-notes")
+    manifest = GOOD.replace('"graphics": "none" }', '"graphics": "none", "notes": "TODO" }')
+    write_manifest(tmp_path / "manifests", manifest)
+
+    listed = run_bkt("plugins", "--json", pythonpath=[site])
+    notes = next(p for p in json.loads(listed.stdout)["plugins"] if p["name"] == "notes")
+    assert (notes["distribution"], notes["version"]) == ("bkt-notes", "1.2.3")
+
+    schema = json.loads(run_bkt("schema", "vms", pythonpath=[site]).stdout)
+    assert "notes" in schema["$defs"]["VmDefinition"]["properties"]
+
+    result = run_bkt("vm", "validate", pythonpath=[site])
+    assert result.returncode == 2
+    assert "manifests/vms.json:4:79: vms.a.notes: must not say TODO" in result.stderr
+
+    # Without the plugin the field is unknown again.
+    without = run_bkt("vm", "validate")
+    assert without.returncode == 2
+    assert 'vms.a.notes: unknown field "notes"' in without.stderr
+    blocked = run_bkt("--disable-plugin", "notes", "vm", "validate", pythonpath=[site])
+    assert 'unknown field "notes"' in blocked.stderr
+    by_env = run_bkt("vm", "validate", pythonpath=[site], env={"BKT_DISABLE_PLUGINS": "notes"})
+    assert 'unknown field "notes"' in by_env.stderr
+
+
+def test_two_plugins_claiming_a_field(
+    run_bkt: RunBkt, plugin_site: PluginSite, tmp_path: Path
+) -> None:
+    sites = [plugin_site("tests/plugins/bkt-notes"), plugin_site("tests/plugins/bkt-notes-clash")]
+    write_manifest(tmp_path / "manifests", GOOD)
+    result = run_bkt("vm", "validate", pythonpath=sites)
+    assert result.returncode == 1
+    assert "notes_clash" in result.stderr and "plugin notes " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_plugin_with_an_unknown_hook(
+    run_bkt: RunBkt, plugin_site: PluginSite, tmp_path: Path
+) -> None:
+    site = plugin_site("tests/plugins/bkt-bad-hook")
+    write_manifest(tmp_path / "manifests", GOOD)
+    result = run_bkt("vm", "validate", pythonpath=[site])
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "error: plugin bad_hook: implements bkt_not_a_hook, which is not a bkt hook\n"
+    )
+    # Not locked out: the listing, the version and blocking still work.
+    listed = run_bkt("plugins", pythonpath=[site])
+    assert listed.returncode == 0 and "bad_hook" in listed.stdout and "invalid" in listed.stdout
+    assert run_bkt("--version", pythonpath=[site]).returncode == 0
+    blocked = run_bkt("--disable-plugin", "bad_hook", "vm", "validate", pythonpath=[site])
+    assert blocked.returncode == 0, blocked.stderr
+
+
+def test_a_plugin_that_cannot_be_imported_is_named_and_skipped(
+    run_bkt: RunBkt, plugin_site: PluginSite, tmp_path: Path
+) -> None:
+    site = plugin_site("tests/plugins/bkt-broken")
+    write_manifest(tmp_path / "manifests", GOOD)
+    result = run_bkt("vm", "validate", pythonpath=[site])
+    assert result.returncode == 0
+    assert result.stderr.startswith(
+        "warning: plugin broken: cannot be loaded: ModuleNotFoundError"
+    )
+    assert "hint: pass --disable-plugin broken" in result.stderr
+    listed = run_bkt("plugins", "--json", pythonpath=[site])
+    broken = next(p for p in json.loads(listed.stdout)["plugins"] if p["name"] == "broken")
+    assert broken["status"] == "failed"
+    quiet = run_bkt("--disable-plugin", "broken", "vm", "validate", pythonpath=[site])
+    assert quiet.stderr == ""
+
+
+def test_a_plugin_that_raises_is_named_without_a_traceback(
+    run_bkt: RunBkt, plugin_site: PluginSite, tmp_path: Path
+) -> None:
+    site = plugin_site("tests/plugins/bkt-raises")
+    write_manifest(tmp_path / "manifests", GOOD)
+    result = run_bkt("vm", "validate", pythonpath=[site])
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: plugin raises in bkt_validate_manifest: RuntimeError: the rule exploded\n"
+    )
+    verbose = run_bkt("-v", "vm", "validate", pythonpath=[site])
+    assert "Traceback" in verbose.stderr and "the rule exploded" in verbose.stderr

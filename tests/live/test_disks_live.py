@@ -1,0 +1,302 @@
+"""Disk provisioning against the real libvirt daemon, qemu-img and file system.
+
+Each test that needs a storage pool defines its own dir pool (``bkt-test-<random>``) in a
+temporary directory and removes it afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bkt_core.errors import OperationError
+from bkt_core.host import Host
+from bkt_core.process import Completed, SubprocessRunner
+from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.provision import (
+    DiskCreation,
+    DiskRequest,
+    ProvisionContext,
+    disk_format,
+    plan_disk,
+    provision_all,
+)
+from bkt_vm_plugin.virsh import Virsh
+
+pytestmark = pytest.mark.libvirtd
+
+URI = os.environ.get("BKT_TEST_URI", "qemu:///system")
+IS_ROOT = os.geteuid() == 0
+
+
+@dataclass
+class Counting:
+    """The real runner, counting processes by program."""
+
+    inner: SubprocessRunner = field(default_factory=SubprocessRunner)
+    programs: list[str] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Completed:
+        self.programs.append(argv[0])
+        return self.inner.run(argv, timeout=timeout, input=input)
+
+    def count(self, program: str) -> int:
+        return self.programs.count(program)
+
+
+def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["virsh", "-q", "-c", URI, *args], capture_output=True, text=True, check=check
+    )
+
+
+def qemu_img_info(path: Path) -> dict[str, object]:
+    out = subprocess.run(
+        ["qemu-img", "info", "--output=json", "-U", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    info: dict[str, object] = json.loads(out)
+    return info
+
+
+@dataclass(frozen=True)
+class ScratchPool:
+    name: str
+    target: Path
+
+
+PoolFactory = Callable[..., ScratchPool]
+
+
+@pytest.fixture
+def make_pool(tmp_path: Path) -> Iterator[PoolFactory]:
+    """``make_pool(active=True)`` defines (and builds and starts) a dir pool of its own."""
+    made: list[str] = []
+
+    def make(active: bool = True) -> ScratchPool:
+        name = f"bkt-test-{secrets.token_hex(4)}"
+        target = tmp_path / name
+        made.append(name)
+        virsh("pool-define-as", name, "dir", "--target", str(target))
+        virsh("pool-build", name)
+        if active:
+            virsh("pool-start", name)
+        return ScratchPool(name, target)
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            virsh("pool-destroy", name, check=False)
+            virsh("pool-undefine", name, check=False)
+
+
+@pytest.fixture
+def runner() -> Counting:
+    return Counting()
+
+
+@pytest.fixture
+def ctx(runner: Counting) -> ProvisionContext:
+    return ProvisionContext(Virsh(runner, URI))
+
+
+def default_host() -> Host:
+    return Host(entry_points=False, plugins=default_plugins())
+
+
+def plan(
+    ctx: ProvisionContext, path: Path | str, create: bool = True, size: int = 1
+) -> DiskCreation | None:
+    return plan_disk(default_host(), "t", None, DiskRequest("t", str(path), size, create), ctx)
+
+
+def planned(ctx: ProvisionContext, path: Path, size: int) -> DiskCreation:
+    creation = plan(ctx, path, size=size)
+    assert creation is not None
+    return creation
+
+
+def refusal(ctx: ProvisionContext, path: Path | str, create: bool = True) -> str:
+    with pytest.raises(OperationError) as caught:
+        plan(ctx, path, create)
+    return caught.value.message
+
+
+def volumes(pool: str) -> str:
+    return virsh("vol-list", "--pool", pool).stdout
+
+
+def test_a_disk_in_a_pool_is_a_volume_listed_without_a_refresh(
+    make_pool: PoolFactory, ctx: ProvisionContext, runner: Counting
+) -> None:
+    pool = make_pool()
+    disks = [pool.target / f"d{i}.qcow2" for i in range(10)]
+    creations = [planned(ctx, disk, 2) for disk in disks]
+    assert creations == [DiskCreation(str(d), 2, pool=pool.name) for d in disks]
+    assert runner.count("virsh") == 2, "the pools were read once, in two processes"
+
+    assert provision_all(default_host(), creations, ctx) == {str(d): None for d in disks}
+    assert runner.count("virsh") == 3, "ten vol-create-as in one process"
+    assert runner.count("qemu-img") == 0
+    listed = volumes(pool.name)
+    for disk in disks:
+        assert disk.name in listed
+        info = qemu_img_info(disk)
+        assert (info["format"], info["virtual-size"]) == ("qcow2", 2 << 30)
+    assert disk_format(str(disks[0]), ctx) == "qcow2"
+
+
+def test_outside_any_pool_the_disk_is_made_with_qemu_img(
+    tmp_path: Path, ctx: ProvisionContext, runner: Counting
+) -> None:
+    disks = [tmp_path / f"d{i}.qcow2" for i in range(3)]
+    creations = [planned(ctx, disk, 3) for disk in disks]
+    assert creations == [DiskCreation(str(d), 3) for d in disks]
+    assert provision_all(default_host(), creations, ctx) == {str(d): None for d in disks}
+    assert runner.count("qemu-img") == 3
+    for disk in disks:
+        info = qemu_img_info(disk)
+        assert (info["format"], info["virtual-size"]) == ("qcow2", 3 << 30)
+        assert disk.stat().st_mode & 0o777 == 0o600
+    assert disk_format(str(disks[0]), ctx) == "qcow2"
+
+
+def test_every_path_safety_rule_refuses_and_creates_nothing(
+    tmp_path: Path, make_pool: PoolFactory, ctx: ProvisionContext
+) -> None:
+    sleepy = make_pool(active=False)
+    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "adir.qcow2").mkdir()
+    (tmp_path / "link.qcow2").symlink_to(tmp_path / "link-target.qcow2")
+    (tmp_path / "gone").symlink_to(tmp_path / "no-such-dir")
+    os.mkfifo(tmp_path / "fifo.qcow2")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    t = tmp_path
+    cases = {
+        t / "new" / "a.qcow2": f"cannot create disk {t}/new/a.qcow2: directory {t}/new does "
+        "not exist (bkt creates no directories: make it, or fix disk_path)",
+        t / "file" / "a.qcow2": f"cannot create disk {t}/file/a.qcow2: {t}/file is not a "
+        "directory",
+        t / "link.qcow2": f"cannot create disk {t}/link.qcow2: it is a symbolic link to "
+        f"{t}/link-target.qcow2, which does not exist, and bkt does not create disks through "
+        "symbolic links (point disk_path at the real file)",
+        t / "gone" / "a.qcow2": f"cannot create disk {t}/gone/a.qcow2: directory {t}/gone is a "
+        f"symbolic link to {t}/no-such-dir, which does not exist",
+        t / "adir.qcow2": f"disk {t}/adir.qcow2 is a directory, not a disk image",
+        Path("/dev/null"): "disk /dev/null is a device; bkt manages disk image files "
+        "(qcow2 or raw)",
+        t / "fifo.qcow2": f"disk {t}/fifo.qcow2 is not a regular file",
+        sleepy.target / "a.qcow2": f"cannot create disk {sleepy.target}/a.qcow2: its directory "
+        f"{sleepy.target} is the target of storage pool {sleepy.name}, which is not active "
+        f"(`virsh pool-start {sleepy.name}` starts it)",
+    }
+    for disk, message in cases.items():
+        assert refusal(ctx, disk) == message, disk
+    assert refusal(ctx, "relative/a.qcow2") == "disk relative/a.qcow2 is not an absolute path"
+    assert refusal(ctx, f"{t}/x/../a.qcow2") == f'disk {t}/x/../a.qcow2 must not contain ".."'
+    assert refusal(ctx, t / "absent.qcow2", create=False) == (
+        f'disk {t}/absent.qcow2 does not exist: set "create_if_missing": true to create it, '
+        "or create it yourself"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing appeared"
+    assert list(sleepy.target.iterdir()) == []
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root may write to every directory")
+def test_a_directory_the_user_cannot_write_is_refused(
+    tmp_path: Path, ctx: ProvisionContext
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert refusal(ctx, locked / "a.qcow2") == (
+        f"cannot create disk {locked}/a.qcow2: you cannot write to {locked} and no libvirt "
+        "storage pool has it as its target"
+    )
+
+
+def test_existing_disks_are_never_touched(
+    tmp_path: Path, make_pool: PoolFactory, ctx: ProvisionContext
+) -> None:
+    pool = make_pool()
+    outside, raw = tmp_path / "old.qcow2", tmp_path / "old.raw"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(outside), "1G"], check=True)
+    raw.write_bytes(b"\0" * 4096)
+    virsh("vol-create-as", pool.name, "inpool.qcow2", "1GiB", "--format", "qcow2")
+    inpool = pool.target / "inpool.qcow2"
+    disks = [outside, raw, inpool]
+    before = {d: (d.stat().st_mtime_ns, d.read_bytes()) for d in disks}
+    for disk in disks:
+        assert plan(ctx, disk, size=50) is None
+    assert [disk_format(str(d), ctx) for d in disks] == ["qcow2", "raw", "qcow2"]
+    # Creations for them anyway (as if they appeared after planning): refused, not overwritten.
+    creations = [
+        DiskCreation(str(outside), 50),
+        DiskCreation(str(raw), 50),
+        DiskCreation(str(inpool), 50, pool=pool.name),
+    ]
+    results = provision_all(default_host(), creations, ctx)
+    assert results == {
+        str(d): f"disk {d} appeared after planning; it is left as it is" for d in disks
+    }
+    assert {d: (d.stat().st_mtime_ns, d.read_bytes()) for d in disks} == before
+
+
+@pytest.fixture
+def overlay_site(
+    plugin_site: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    site = plugin_site("tests/plugins/bkt-overlay")
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    for name in [m for m in sys.modules if m == "bkt_overlay" or m.startswith("bkt_overlay.")]:
+        del sys.modules[name]
+
+
+def test_a_plugin_installed_with_pip_takes_over_the_disks_it_wants(
+    tmp_path: Path, make_pool: PoolFactory, ctx: ProvisionContext, overlay_site: Path
+) -> None:
+    host = Host()  # the entry points: the default plugins and bkt-overlay
+    infos = {info.name: info for info in host.plugins()}
+    assert infos["overlay"].distribution == "bkt-overlay"
+    assert infos["overlay"].hooks == ("bkt_disk_plan", "bkt_disk_provision")
+
+    pool = make_pool()
+    base = pool.target / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "2G"], check=True)
+    overlay, plain = pool.target / "win-overlay.qcow2", pool.target / "plain.qcow2"
+    requests = [DiskRequest("a", str(overlay), 9, True), DiskRequest("b", str(plain), 1, True)]
+    first, second = (plan_disk(host, r.vm, None, r, ctx) for r in requests)
+    assert first is not None and second is not None
+    assert (first.plugin, first.describe()) == (
+        "overlay",
+        f"create disk {overlay} (qcow2 overlay on {base})",
+    )
+    assert second == DiskCreation(str(plain), 1, pool=pool.name)
+
+    assert provision_all(host, [first, second], ctx) == {str(overlay): None, str(plain): None}
+    info = qemu_img_info(overlay)
+    assert (info["format"], info["backing-filename"]) == ("qcow2", str(base))
+    assert info["virtual-size"] == 2 << 30, "an overlay is as big as its base"
+    assert "plain.qcow2" in volumes(pool.name)
+
+    # Blocked, it plans nothing: the default takes its disks too.
+    other = DiskRequest("c", str(pool.target / "other-overlay.qcow2"), 1, True)
+    without = Host(disabled=["overlay"])
+    assert plan_disk(without, "c", None, other, ctx) == DiskCreation(other.path, 1, pool=pool.name)
+    # And an embedder can hand it over explicitly, without entry points.
+    bkt_overlay = importlib.import_module("bkt_overlay")
+    explicit = Host(entry_points=False, plugins=[*default_plugins(), ("overlay", bkt_overlay)])
+    creation = plan_disk(explicit, "c", None, other, ctx)
+    assert creation is not None and creation.plugin == "overlay"

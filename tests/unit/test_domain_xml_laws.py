@@ -1,0 +1,193 @@
+"""The laws of the domain XML mapping over generated valid definitions: parse gives back what
+render wrote, patch brings any rendered domain to the manifest, and a manifest value can never
+add markup."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from bkt_core.host import Host
+from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, resolve_context
+from bkt_vm_plugin.model import VmDefinition
+from bkt_vm_plugin.subsystem import VmSubsystem
+from tests.strategies import HOME, ISO_CACHE, definitions, disk_formats, exists, vm_names
+
+VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
+MODEL = VM_SUB.vm_model
+MAPPING: DomainMapping = VM_SUB.mapping
+
+#: Examples per property; the three properties together run in a few seconds.
+EXAMPLES = 150
+LAW = settings(max_examples=EXAMPLES, deadline=None)
+
+
+def resolve(name: str, vm: VmDefinition, disk_format: str) -> DomainContext:
+    """``vm``'s context: every file exists but ``*-x.iso``; autostart as the manifest says
+    (the post-sync action applied it)."""
+    return resolve_context(
+        name,
+        vm,
+        home=HOME,
+        iso_cache=ISO_CACHE,
+        disk_format=disk_format,
+        exists=exists,
+        facts={"autostart": vm.field("autostart"), "active": False},
+    )
+
+
+def normalized(vm: VmDefinition) -> dict[str, Any]:
+    """``vm`` as capture writes it: defaults left out, the CPU model's too (MAN-6)."""
+    out = vm.normalized()
+    default_cpu = "qemu64" if vm.virt_type == "qemu" else "host-passthrough"
+    if out.get("cpu_model") == default_cpu:
+        del out["cpu_model"]
+    return out
+
+
+def plain(vm: VmDefinition) -> dict[str, Any]:
+    """Every field of ``vm`` as JSON-like data."""
+    return {
+        name: [s.model_dump(exclude_none=True) for s in value] if name == "iso_sources" else value
+        for name in type(vm).model_fields
+        if (value := getattr(vm, name)) is not None
+    }
+
+
+def elsewhere(vm: VmDefinition) -> VmDefinition:
+    """``vm`` with every field the domain XML carries set to something else; what capture takes
+    from the definition it starts from (fields not in the XML, the spelling of paths) kept."""
+    data = plain(vm) | {
+        "memory_gb": vm.memory_gb % 7 + 100,
+        "vcpus": vm.vcpus % 7 + 100,
+        "boot": "bios",
+        "secure_boot": False,
+        "tpm": "none",
+        "network": "elsewhere",
+        "graphics": "none",
+        "cpu_model": "elsewhere",
+        "virt_type": "kvm",
+        "autostart": not vm.field("autostart"),
+    }
+    return MODEL.model_validate(data, context={"home": HOME})
+
+
+def merge(base: VmDefinition, values: dict[str, Any]) -> VmDefinition:
+    return MODEL.model_validate(plain(base) | values, context={"home": HOME})
+
+
+def element_names(xml: str) -> list[str]:
+    return [str(e.tag) for e in etree.fromstring(xml.encode()).iter() if isinstance(e.tag, str)]
+
+
+@LAW
+@given(vm_names(), definitions(MODEL), disk_formats())
+def test_parse_gives_back_what_render_wrote(name: str, vm: VmDefinition, disk_format: str) -> None:
+    ctx = resolve(name, vm, disk_format)
+    parsed = MAPPING.parse(MAPPING.render(vm, ctx), ctx)
+    assert parsed.name == name
+    assert parsed.has_marker
+    assert {k: r for k, r in parsed.readings.items() if r.reason is not None} == {}
+    assert MAPPING.diff(parsed, vm, ctx) == []
+    values, kept = MAPPING.capture_values(parsed, elsewhere(vm), ctx)
+    assert kept == {}
+    assert normalized(merge(elsewhere(vm), values)) == normalized(vm)
+
+
+@LAW
+@given(definitions(MODEL), definitions(MODEL), disk_formats(), disk_formats())
+def test_patch_brings_any_rendered_domain_to_the_manifest(
+    old: VmDefinition, new: VmDefinition, old_format: str, new_format: str
+) -> None:
+    xml = MAPPING.render(old, resolve("vm", old, old_format))
+    ctx = resolve("vm", new, new_format)
+    patched = MAPPING.patch(xml, new, ctx)
+    parsed = MAPPING.parse(patched, ctx)
+    assert parsed.problems() == []
+    assert parsed.readings["disk_format"].is_clean
+    assert MAPPING.diff(parsed, new, ctx) == []
+    assert parsed.has_marker
+    assert parsed.name == "vm"
+    # In sync, patch changes nothing.
+    assert MAPPING.patch(patched, new, ctx) == patched
+
+
+@LAW
+@given(definitions(MODEL), disk_formats())
+def test_patching_a_rendered_domain_to_its_own_definition_changes_nothing(
+    vm: VmDefinition, disk_format: str
+) -> None:
+    ctx = resolve("vm", vm, disk_format)
+    xml = MAPPING.render(vm, ctx)
+    assert MAPPING.patch(xml, vm, ctx) == xml
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from(["qcow2", "raw"]))
+def test_render_is_deterministic(disk_format: str) -> None:
+    vm = MODEL.model_validate(
+        {
+            "memory_gb": 2,
+            "vcpus": 2,
+            "disk_path": "/d.qcow2",
+            "disk_size_gb": 1,
+            "boot": "uefi",
+            "network": "default",
+            "graphics": "spice",
+        }
+    )
+    ctx = resolve("vm", vm, disk_format)
+    assert MAPPING.render(vm, ctx) == MAPPING.render(vm, ctx)
+
+
+EVIL = "x'\"<>&</source><evil a='1'/>&amp;]]>"
+
+
+def test_manifest_values_cannot_inject_markup() -> None:
+    base = {
+        "memory_gb": 8,
+        "vcpus": 4,
+        "disk_size_gb": 80,
+        "boot": "uefi",
+        "tpm": "2.0",
+        "graphics": "spice",
+    }
+    plain_vm = MODEL.model_validate(
+        base
+        | {
+            "disk_path": "/disk.qcow2",
+            "network": "default",
+            "cpu_model": "Skylake",
+            "iso_sources": [{"path": "/a.iso"}],
+        }
+    )
+    injected = MODEL.model_validate(
+        base
+        | {
+            "disk_path": f"/{EVIL}.qcow2",
+            "network": EVIL,
+            "cpu_model": EVIL,
+            "iso_sources": [{"path": f"/{EVIL}"}],
+        }
+    )
+    ctx = resolve(EVIL, injected, "qcow2")
+    xml = MAPPING.render(injected, ctx)
+    plain_ctx = resolve("plain", plain_vm, "qcow2")
+    plain_xml = MAPPING.render(plain_vm, plain_ctx)
+    assert element_names(xml) == element_names(plain_xml), xml
+    parsed = MAPPING.parse(xml, ctx)
+    assert parsed.name == EVIL
+    assert parsed.readings["disk_path"].value == f"/{EVIL}.qcow2"
+    assert parsed.readings["network"].value == EVIL
+    assert parsed.readings["cpu_model"].value == EVIL
+    assert parsed.readings["iso_sources"].value == (f"/{EVIL}",)
+    assert MAPPING.diff(parsed, injected, ctx) == []
+
+    # Patching the same values into a plain domain adds no markup either.
+    patched = MAPPING.patch(plain_xml, injected, ctx)
+    assert element_names(patched) == element_names(plain_xml), patched
+    assert MAPPING.diff(MAPPING.parse(patched, ctx), injected, ctx) == []

@@ -1,0 +1,185 @@
+"""The plugin host: registration, blocking, hook calls that name the failing plugin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import Field
+
+from bkt_core import hookimpl
+from bkt_core.errors import ManifestError, PluginError
+from bkt_core.host import Host, disabled_from_env
+from bkt_vm_plugin import default_plugins
+
+
+def vm_host(*extra: object, disabled: tuple[str, ...] = ()) -> Host:
+    return Host(entry_points=False, plugins=[*default_plugins(), *extra], disabled=disabled)
+
+
+class Color:
+    """A plugin object that adds a `color` field."""
+
+    bkt_plugin_name = "color"
+
+    @hookimpl
+    def bkt_manifest_fields(self, subsystem: str) -> dict[str, Any] | None:
+        if subsystem != "vm":
+            return None
+        return {"color": (str, Field(default="blue", description="A colour."))}
+
+
+class OtherColor(Color):
+    bkt_plugin_name = "other-color"
+
+
+class Unknown:
+    bkt_plugin_name = "unknown"
+
+    @hookimpl
+    def bkt_frobnicate(self) -> None:
+        pass
+
+
+class Raises:
+    bkt_plugin_name = "raises"
+
+    @hookimpl
+    def bkt_validate_manifest(self, subsystem: str, document: Any) -> None:
+        raise ZeroDivisionError("boom")
+
+
+def test_the_default_plugins_are_listed_with_their_hooks() -> None:
+    infos = {i.name: i for i in vm_host().plugins()}
+    assert set(infos) == {name for name, _ in default_plugins()}
+    assert "bkt_subsystems" in infos["vm"].hooks
+    assert "bkt_manifest_fields" in infos["cpu_model"].hooks
+    assert all(i.status == "active" for i in infos.values())
+
+
+def test_an_explicit_plugin_adds_a_field_to_the_model_and_schema() -> None:
+    vm = vm_host(Color()).subsystem("vm")
+    assert "color" in vm.vm_model.model_fields  # type: ignore[attr-defined]
+    props = vm.schema()["$defs"]["VmDefinition"]["properties"]
+    assert props["color"] == {"default": "blue", "description": "A colour.", "type": "string"}
+
+
+def test_two_plugins_claiming_one_field_is_an_error_naming_both() -> None:
+    with pytest.raises(PluginError) as caught:
+        _ = vm_host(Color(), OtherColor()).subsystem("vm").vm_model  # type: ignore[attr-defined]
+    message = str(caught.value)
+    assert "color" in message and "other-color" in message
+    assert "--disable-plugin" in (caught.value.hint or "")
+
+
+def test_a_plugin_shadowing_a_builtin_field_is_an_error() -> None:
+    class Shadow:
+        bkt_plugin_name = "shadow"
+
+        @hookimpl
+        def bkt_manifest_fields(self, subsystem: str) -> dict[str, Any]:
+            return {"memory_gb": (int, Field(default=1))}
+
+    with pytest.raises(PluginError, match=r"plugin shadow.*built-in field"):
+        _ = vm_host(Shadow()).subsystem("vm").vm_model  # type: ignore[attr-defined]
+
+
+def test_an_unknown_hook_is_an_error_naming_the_plugin() -> None:
+    with pytest.raises(PluginError, match="plugin unknown: implements bkt_frobnicate"):
+        _ = vm_host(Unknown()).pluginmanager
+
+
+def test_a_lenient_host_unregisters_the_plugin_with_an_unknown_hook() -> None:
+    host = Host(entry_points=False, plugins=[Unknown()], strict=False)
+    assert [e.plugin for e in host.invalid] == []  # nothing is built yet
+    assert [(i.name, i.status) for i in host.plugins()] == [("unknown", "invalid")]
+    assert host.invalid[0].plugin == "unknown"
+
+
+def test_blocked_plugins_are_not_registered() -> None:
+    host = vm_host(Color(), disabled=("color", "cpu_model"))
+    statuses = {i.name: i.status for i in host.plugins()}
+    assert statuses["color"] == "disabled" and statuses["cpu_model"] == "disabled"
+    assert "cpu_model" not in host.subsystem("vm").vm_model.model_fields  # type: ignore[attr-defined]
+
+
+def test_disabled_names_come_from_the_environment() -> None:
+    assert disabled_from_env({"BKT_DISABLE_PLUGINS": " a, b ,,c"}) == ["a", "b", "c"]
+    assert disabled_from_env({}) == []
+
+
+def test_a_plugin_that_raises_in_a_hook_is_named(tmp_path: Any) -> None:
+    (tmp_path / "vms.json").write_text('{"vms": {}}')
+    host = Host(tmp_path, entry_points=False, plugins=[*default_plugins(), Raises()])
+    with pytest.raises(PluginError) as caught:
+        host.validate()
+    assert str(caught.value) == "plugin raises in bkt_validate_manifest: ZeroDivisionError: boom"
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+
+
+def test_call_blames_the_implementation_in_the_traceback() -> None:
+    class Explodes:
+        bkt_plugin_name = "explodes"
+
+        @hookimpl
+        def bkt_post_sync(self, report: Any, context: Any) -> None:
+            raise KeyError("x")
+
+    class Fine:
+        bkt_plugin_name = "fine"
+
+        @hookimpl
+        def bkt_post_sync(self, report: Any, context: Any) -> None:
+            pass
+
+    host = Host(entry_points=False, plugins=[Explodes(), Fine()])
+    with pytest.raises(PluginError) as caught:
+        host.call("bkt_post_sync", report=None, context=None)
+    assert caught.value.plugin == "explodes" and caught.value.hook == "bkt_post_sync"
+
+
+def test_collect_pairs_each_result_with_its_plugin() -> None:
+    found = vm_host(Color()).collect("bkt_manifest_fields", subsystem="vm")
+    assert [name for name, _ in found] == ["color", "autostart", "cpu_model"]
+
+
+def test_validation_problems_of_a_plugin_get_positions(tmp_path: Any) -> None:
+    class NoTodo:
+        bkt_plugin_name = "no-todo"
+
+        @hookimpl
+        def bkt_validate_manifest(self, subsystem: str, document: Any) -> list[Any]:
+            from bkt_core import Problem
+
+            return [Problem(("vms", "a", "network"), "no networks on fridays")]
+
+    manifest = (
+        '{"vms": {"a": {"memory_gb": 1, "vcpus": 1, "disk_path": "/d", "disk_size_gb": 1,\n'
+        '  "boot": "bios", "network": "default", "graphics": "none"}}}\n'
+    )
+    (tmp_path / "vms.json").write_text(manifest)
+    host = Host(tmp_path, entry_points=False, plugins=[*default_plugins(), NoTodo()])
+    with pytest.raises(ManifestError) as caught:
+        host.validate()
+    (diagnostic,) = caught.value.diagnostics
+    assert str(diagnostic).endswith(":2:30: vms.a.network: no networks on fridays")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["vm", "sync", "-C", "d"], ["-C", "d", "vm", "sync"]),
+        (["vm", "-vv", "status", "--all"], ["-vv", "vm", "status", "--all"]),
+        (
+            ["vm", "stop", "x", "--connect=qemu:///system"],
+            ["--connect=qemu:///system", "vm", "stop", "x"],
+        ),
+        (["-Cdir", "vm", "validate", "-q"], ["-Cdir", "-q", "vm", "validate"]),
+        (["vm", "sync", "--", "-C"], ["vm", "sync", "--", "-C"]),
+        (["vm", "sync", "--disable-plugin", "a"], ["--disable-plugin", "a", "vm", "sync"]),
+    ],
+)
+def test_global_flags_are_hoisted(argv: list[str], expected: list[str]) -> None:
+    from bkt_core.cli import hoist_globals
+
+    assert hoist_globals(argv) == expected

@@ -1,0 +1,109 @@
+"""bkt_vm_plugin.iso without a network: the cache, its file names, and what is attached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bkt_core.errors import OperationError
+from bkt_vm_plugin.iso import (
+    FetchFailed,
+    FetchResult,
+    _content_range,
+    cache_dir,
+    cached_path,
+    format_size,
+    part_path,
+    resolve_sources,
+    sha256_of_file,
+    validator_path,
+)
+from bkt_vm_plugin.model import VmDefinition
+
+
+def test_the_cache_is_under_xdg_cache_home_when_absolute_else_home() -> None:
+    assert cache_dir({"XDG_CACHE_HOME": "/c", "HOME": "/h"}) == Path("/c/bkt/isos")
+    assert cache_dir({"XDG_CACHE_HOME": "rel", "HOME": "/h"}) == Path("/h/.cache/bkt/isos")
+    assert cache_dir({"XDG_CACHE_HOME": "", "HOME": "/h"}) == Path("/h/.cache/bkt/isos")
+    with pytest.raises(OperationError, match="neither XDG_CACHE_HOME"):
+        cache_dir({})
+
+
+def test_a_url_maps_to_its_cache_file_and_part_files() -> None:
+    path = cached_path("https://example.org/a/virtio-win.iso?x=1#y", Path("/cache"))
+    assert path == Path("/cache/virtio-win.iso")
+    assert part_path(path) == Path("/cache/.virtio-win.iso.part")
+    assert validator_path(path) == Path("/cache/.virtio-win.iso.part.validator")
+    with pytest.raises(ValueError, match="http"):
+        cached_path("file:///x.iso", Path("/cache"))
+
+
+def test_content_range_sizes_and_digests_read_right(tmp_path: Path) -> None:
+    assert _content_range("bytes 1048576-3145727/3145728") == (1048576, 3145728)
+    assert _content_range("bytes */3145728") == (None, 3145728)
+    assert _content_range("bytes 5-9/*") == (5, None)
+    assert _content_range("items 1-2/3") == (None, None)
+    assert _content_range(None) == (None, None)
+    assert [format_size(n) for n in (5, 1024, 3 * 2**20 + 5, 2**31)] == [
+        "5 bytes",
+        "1.0 KiB",
+        "3.0 MiB",
+        "2.0 GiB",
+    ]
+    (tmp_path / "abc").write_bytes(b"abc")
+    assert sha256_of_file(tmp_path / "abc") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+    with pytest.raises(OperationError, match="cannot read"):
+        sha256_of_file(tmp_path / "none")
+
+
+def vm(*sources: dict[str, str]) -> VmDefinition:
+    return VmDefinition.model_validate(
+        {
+            "memory_gb": 1,
+            "vcpus": 1,
+            "disk_path": "/srv/a.qcow2",
+            "disk_size_gb": 1,
+            "boot": "uefi",
+            "network": "none",
+            "graphics": "none",
+            "iso_sources": list(sources),
+        },
+        context={"home": "/home/u"},
+    )
+
+
+def test_sync_attaches_what_is_there_in_manifest_order_and_warns_about_the_rest(
+    tmp_path: Path,
+) -> None:
+    home, cache = tmp_path / "home", tmp_path / "cache"
+    home.mkdir()
+    cache.mkdir()
+    (home / "a.iso").write_bytes(b"a")
+    (cache / "virtio.iso").write_bytes(b"v")
+    definition = vm(
+        {"path": "~/a.iso"},
+        {"url": "https://example.org/not-yet.iso"},
+        {"path": "/nowhere/gone.iso"},
+        {"url": "https://example.org/d/virtio.iso"},
+    )
+    paths, warnings = resolve_sources(definition, str(home), cache)
+    assert paths == [str(home / "a.iso"), str(cache / "virtio.iso")]
+    assert warnings == [
+        f"ISO https://example.org/not-yet.iso is not in the cache ({cache / 'not-yet.iso'}): "
+        "left out (`bkt vm fetch-iso` downloads it)",
+        "ISO /nowhere/gone.iso does not exist: left out",
+    ]
+
+
+def test_results_describe_themselves() -> None:
+    ok = FetchResult("https://e/x.iso", Path("/c/x.iso"), "fetched", 2**20, resumed=True)
+    failed = FetchResult("https://e/y.iso", Path("/c/y.iso"), "failed", error="HTTP 500")
+    assert ok.describe() == "fetched https://e/x.iso -> /c/x.iso (1.0 MiB, resumed)"
+    assert ok.to_json()["status"] == "fetched" and "error" not in ok.to_json()
+    assert failed.to_json()["error"] == "HTTP 500"
+    error = FetchFailed("w", [ok, failed, failed])
+    assert error.message == "VM w: 2 ISOs not fetched: https://e/y.iso, https://e/y.iso"
+    assert error.exit_code == 1

@@ -1,0 +1,566 @@
+"""Disk planning and provisioning without a daemon: a scripted virsh and qemu-img, and a file
+system that is either described by a map or a real temporary directory."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bkt_core.errors import OperationError
+from bkt_core.hookspecs import hookimpl
+from bkt_core.host import Host
+from bkt_core.process import Completed
+from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.model import VmDefinition
+from bkt_vm_plugin.provision import (
+    DiskCreation,
+    DiskRequest,
+    Entry,
+    ProvisionContext,
+    disk_format,
+    disk_request,
+    is_remote_uri,
+    look,
+    plan_disk,
+    pool_target,
+    provision_all,
+    volume_format_of,
+)
+from bkt_vm_plugin.virsh import Virsh
+
+
+def pool_xml(name: str, target: str, kind: str = "dir") -> str:
+    return (
+        f"<pool type='{kind}'>\n  <name>{name}</name>\n  <target>\n"
+        f"    <path>{target}</path>\n  </target>\n</pool>\n"
+    )
+
+
+@dataclass
+class Libvirt:
+    """Plays ``virsh -q`` (one command or a batch line) and ``qemu-img``, and counts processes.
+
+    ``pools``: name -> (XML, active). ``volumes``: (pool, name) -> format. ``formats``: what
+    ``qemu-img info`` says for a path (a str is stderr of a failure prefixed ``!``).
+    ``create_fails``: stderr of every ``qemu-img create``; else it writes ``QCOW`` to the file.
+    """
+
+    pools: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    volumes: dict[tuple[str, str], str] = field(default_factory=dict)
+    formats: dict[str, str] = field(default_factory=dict)
+    create_fails: str | None = None
+    processes: list[str] = field(default_factory=list)
+    executed: list[list[str]] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Completed:
+        argv = tuple(argv)
+        self.processes.append(argv[0])
+        if argv[0] == "qemu-img":
+            return self._qemu_img(argv)
+        rest = list(argv[2:])
+        if rest[:1] == ["-c"]:
+            rest = rest[2:]
+        commands: list[list[str]] = [[]]
+        for word in shlex.split(rest[0]) if len(rest) == 1 else rest:
+            if word == ";":
+                commands.append([])
+            else:
+                commands[-1].append(word)
+        out = err = ""
+        status = 0
+        for command in (c for c in commands if c):
+            o, e = self._virsh(command)
+            out, err, status = out + o, err + e, 1 if e else 0
+        return Completed(argv, status, out, err)
+
+    def _virsh(self, command: list[str]) -> tuple[str, str]:
+        self.executed.append(command)
+        name, args = command[0], command[1:]
+        if name == "echo":
+            text = " ".join(a for a in args if a not in ("--", "--err"))
+            return ("", f"error: {text}\n") if "--err" in args else (text, "")
+        if command == ["pool-list", "--all", "--name"]:
+            return "".join(f" {p}\n" for p in self.pools), ""
+        if command == ["pool-list", "--name"]:
+            return "".join(f" {p}\n" for p, (_, on) in self.pools.items() if on), ""
+        if name == "pool-dumpxml":
+            return self.pools[args[1]][0], ""
+        if name == "vol-dumpxml":
+            pool, vol = args[1], args[3]
+            if (pool, vol) not in self.volumes:
+                return "", "error: Storage volume not found: no storage vol with matching name\n"
+            fmt = self.volumes[pool, vol]
+            return f"<volume><target><format type='{fmt}'/></target></volume>", ""
+        if name == "vol-create-as":
+            pool, vol = args[1], args[3]
+            if (pool, vol) in self.volumes:
+                return "", f"error: storage volume '{vol}' exists already\n"
+            self.volumes[pool, vol] = args[7]
+            return "", ""
+        raise AssertionError(f"unexpected virsh command {command}")
+
+    def _qemu_img(self, argv: tuple[str, ...]) -> Completed:
+        if argv[1] == "info":
+            said = self.formats.get(argv[-1], f"!qemu-img: Could not open '{argv[-1]}'")
+            if said.startswith("!"):
+                return Completed(argv, 1, "", said[1:] + "\n")
+            return Completed(argv, 0, f'{{"format": "{said}", "virtual-size": 1}}', "")
+        assert argv[1:5] == ("create", "-q", "-f", "qcow2"), argv
+        if self.create_fails is not None:
+            return Completed(argv, 1, "", self.create_fails)
+        Path(argv[-2]).write_bytes(b"QCOW")
+        return Completed(argv, 0, "", "")
+
+
+@dataclass
+class Fs:
+    """A file system described by a map; anything not listed is missing. ``/``, ``/srv``
+    and ``/srv/vm`` are directories."""
+
+    entries: dict[str, Entry] = field(
+        default_factory=lambda: {d: Entry("dir") for d in ("/", "/srv", "/srv/vm")}
+    )
+    writable: set[str] = field(default_factory=set)
+
+    def look(self, path: str) -> Entry:
+        return self.entries.get(path, Entry("missing"))
+
+    def with_(self, path: str, kind: str, detail: str = "") -> Fs:
+        self.entries[path] = Entry(kind, detail)
+        return self
+
+
+def context(
+    libvirt: Libvirt, fs: Fs | None = None, *, remote: bool = False, uri: str | None = None
+) -> ProvisionContext:
+    virsh = Virsh(libvirt, uri)
+    if fs is None:
+        return ProvisionContext(virsh, remote=remote)
+    return ProvisionContext(virsh, look=fs.look, writable=fs.writable.__contains__, remote=remote)
+
+
+def host(*extra: object) -> Host:
+    return Host(entry_points=False, plugins=[*default_plugins(), *extra])
+
+
+def request(path: str = "/srv/vm/a.qcow2", create: bool = True) -> DiskRequest:
+    return DiskRequest("a", path, 20, create)
+
+
+def plan(ctx: ProvisionContext, path: str = "/srv/vm/a.qcow2", create: bool = True) -> Any:
+    return plan_disk(host(), "a", None, request(path, create), ctx)
+
+
+def refusal(ctx: ProvisionContext, path: str = "/srv/vm/a.qcow2", create: bool = True) -> str:
+    with pytest.raises(OperationError) as caught:
+        plan(ctx, path, create)
+    return caught.value.message
+
+
+def test_the_request_and_the_creation_describe_themselves() -> None:
+    vm = VmDefinition.model_validate(
+        {
+            "memory_gb": 1,
+            "vcpus": 1,
+            "disk_path": "~/vm/a.qcow2",
+            "disk_size_gb": 40,
+            "create_if_missing": True,
+            "boot": "bios",
+            "network": "none",
+            "graphics": "none",
+        },
+        context={"home": "/home/u"},
+    )
+    assert disk_request("a", vm, "/home/u") == DiskRequest("a", "/home/u/vm/a.qcow2", 40, True)
+    in_pool = DiskCreation("/srv/vm/a.qcow2", 40, pool="images")
+    assert (
+        in_pool.describe() == "create disk /srv/vm/a.qcow2 (40 GiB, qcow2) in storage pool images"
+    )
+    assert in_pool.to_json() == {
+        "path": "/srv/vm/a.qcow2",
+        "size_gb": 40,
+        "format": "qcow2",
+        "pool": "images",
+    }
+    outside = DiskCreation("/srv/vm/a.qcow2", 40)
+    assert outside.describe() == "create disk /srv/vm/a.qcow2 (40 GiB, qcow2)"
+    assert "pool" not in outside.to_json()
+    assert outside.plugin == "provision"
+
+
+def test_an_existing_image_is_used_with_its_format_and_pools_are_not_read() -> None:
+    libvirt = Libvirt(formats={"/srv/vm/a.qcow2": "raw"})
+    ctx = context(libvirt, Fs().with_("/srv/vm/a.qcow2", "file"))
+    assert plan(ctx) is None
+    assert disk_format("/srv/vm/a.qcow2", ctx) == "raw"
+    assert not ctx.pools_read
+    assert libvirt.processes == ["qemu-img"]
+    libvirt.formats["/srv/vm/a.qcow2"] = "vmdk"
+    with pytest.raises(OperationError) as caught:
+        disk_format("/srv/vm/a.qcow2", ctx)
+    assert caught.value.message == (
+        "disk /srv/vm/a.qcow2 is a vmdk image; bkt manages qcow2 and raw images"
+    )
+
+
+def test_an_unreadable_image_in_a_pool_takes_its_format_from_the_volume() -> None:
+    denied = "!qemu-img: Could not open '/srv/vm/a.qcow2': Permission denied"
+    libvirt = Libvirt(
+        pools={"images": (pool_xml("images", "/srv/vm"), True)},
+        volumes={("images", "a.qcow2"): "qcow2"},
+        formats={"/srv/vm/a.qcow2": denied},
+    )
+    fs = Fs().with_("/srv/vm/a.qcow2", "file")
+    assert disk_format("/srv/vm/a.qcow2", context(libvirt, fs)) == "qcow2"
+    libvirt.volumes.clear()
+    with pytest.raises(OperationError) as caught:
+        disk_format("/srv/vm/a.qcow2", context(libvirt, fs))
+    assert caught.value.message == (
+        "cannot read the image format of /srv/vm/a.qcow2: qemu-img: Could not open "
+        "'/srv/vm/a.qcow2': Permission denied"
+    )
+
+
+def test_an_absent_disk_without_create_if_missing_says_how_to_fix_it() -> None:
+    ctx = context(Libvirt(), Fs())
+    assert refusal(ctx, create=False) == (
+        'disk /srv/vm/a.qcow2 does not exist: set "create_if_missing": true to create it, '
+        "or create it yourself"
+    )
+    assert not ctx.pools_read
+
+
+def test_a_disk_in_an_active_pool_is_a_volume_of_it_and_pools_are_read_in_two_processes() -> None:
+    libvirt = Libvirt(
+        pools={
+            "other": (pool_xml("other", "/elsewhere"), True),
+            "lvm": (pool_xml("lvm", "/srv/vm", kind="logical"), True),
+            "images": (pool_xml("images", "/srv/vm/"), True),
+        }
+    )
+    ctx = context(libvirt, Fs())
+    assert plan(ctx) == DiskCreation("/srv/vm/a.qcow2", 20, pool="images")
+    assert plan(ctx, "/srv/vm/b.qcow2") == DiskCreation("/srv/vm/b.qcow2", 20, pool="images")
+    assert libvirt.processes == ["virsh", "virsh"], "read once, in two processes"
+
+
+def test_a_pool_whose_target_is_a_symbolic_link_to_the_directory_is_that_directory(
+    tmp_path: Path,
+) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    libvirt = Libvirt(pools={"images": (pool_xml("images", str(tmp_path / "link")), True)})
+    ctx = context(libvirt)
+    disk = str(real / "a.qcow2")
+    assert plan(ctx, disk) == DiskCreation(disk, 20, pool="images")
+
+
+def test_outside_any_pool_the_user_must_be_able_to_write_the_directory() -> None:
+    libvirt = Libvirt(pools={"images": (pool_xml("images", "/var/lib/libvirt/images"), True)})
+    fs = Fs()
+    with pytest.raises(OperationError) as caught:
+        plan(context(libvirt, fs))
+    assert caught.value.message == (
+        "cannot create disk /srv/vm/a.qcow2: you cannot write to /srv/vm and no libvirt "
+        "storage pool has it as its target"
+    )
+    assert caught.value.hint == (
+        "define one (`virsh pool-define-as NAME dir --target /srv/vm` then "
+        "`virsh pool-start NAME`), or create the disk yourself"
+    )
+    fs.writable.add("/srv/vm")
+    assert plan(context(libvirt, fs)) == DiskCreation("/srv/vm/a.qcow2", 20)
+    assert plan(context(Libvirt(), fs)) == DiskCreation("/srv/vm/a.qcow2", 20), "no pools"
+
+
+def test_an_inactive_pool_is_refused_and_an_active_one_preferred() -> None:
+    libvirt = Libvirt(pools={"sleepy": (pool_xml("sleepy", "/srv/vm"), False)})
+    fs = Fs(writable={"/srv/vm"})
+    assert refusal(context(libvirt, fs)) == (
+        "cannot create disk /srv/vm/a.qcow2: its directory /srv/vm is the target of storage "
+        "pool sleepy, which is not active (`virsh pool-start sleepy` starts it)"
+    )
+    libvirt.pools["awake"] = (pool_xml("awake", "/srv/vm"), True)
+    assert plan(context(libvirt, fs)) == DiskCreation("/srv/vm/a.qcow2", 20, pool="awake")
+
+
+@pytest.mark.parametrize(
+    ("fs", "disk", "create", "message"),
+    [
+        (
+            Fs(),
+            "/srv/new/deeper/a.qcow2",
+            True,
+            "cannot create disk /srv/new/deeper/a.qcow2: directory /srv/new does not exist "
+            "(bkt creates no directories: make it, or fix disk_path)",
+        ),
+        (
+            Fs().with_("/srv/file", "file"),
+            "/srv/file/a.qcow2",
+            True,
+            "cannot create disk /srv/file/a.qcow2: /srv/file is not a directory",
+        ),
+        (
+            Fs().with_("/srv/vm/a.qcow2", "dangling", "/etc/shadow-new"),
+            "/srv/vm/a.qcow2",
+            True,
+            "cannot create disk /srv/vm/a.qcow2: it is a symbolic link to /etc/shadow-new, "
+            "which does not exist, and bkt does not create disks through symbolic links "
+            "(point disk_path at the real file)",
+        ),
+        (
+            Fs().with_("/srv/vm/a.qcow2", "dangling", "/etc/shadow-new"),
+            "/srv/vm/a.qcow2",
+            False,
+            "disk /srv/vm/a.qcow2 is a symbolic link to /etc/shadow-new, which does not exist",
+        ),
+        (
+            Fs().with_("/srv/gone", "dangling", "/mnt/usb"),
+            "/srv/gone/a.qcow2",
+            True,
+            "cannot create disk /srv/gone/a.qcow2: directory /srv/gone is a symbolic link to "
+            "/mnt/usb, which does not exist",
+        ),
+        (
+            Fs().with_("/srv/locked", "unknown", "Permission denied"),
+            "/srv/locked/a.qcow2",
+            True,
+            "cannot create disk /srv/locked/a.qcow2: cannot look at /srv/locked: "
+            "Permission denied",
+        ),
+        (
+            Fs().with_("/srv/vm/a.qcow2", "dir"),
+            "/srv/vm/a.qcow2",
+            True,
+            "disk /srv/vm/a.qcow2 is a directory, not a disk image",
+        ),
+        (
+            Fs().with_("/srv/vm/a.qcow2", "device"),
+            "/srv/vm/a.qcow2",
+            True,
+            "disk /srv/vm/a.qcow2 is a device; bkt manages disk image files (qcow2 or raw)",
+        ),
+        (
+            Fs().with_("/srv/vm/a.qcow2", "other"),
+            "/srv/vm/a.qcow2",
+            True,
+            "disk /srv/vm/a.qcow2 is not a regular file",
+        ),
+        (
+            Fs().with_("/srv/vm/a.qcow2", "unknown", "Permission denied"),
+            "/srv/vm/a.qcow2",
+            True,
+            "cannot look at disk /srv/vm/a.qcow2: Permission denied",
+        ),
+        (Fs(), "srv/vm/a.qcow2", True, "disk srv/vm/a.qcow2 is not an absolute path"),
+        (Fs(), "/srv/vm/../a.qcow2", True, 'disk /srv/vm/../a.qcow2 must not contain ".."'),
+        (Fs(), "/srv/vm/", True, "disk /srv/vm/ has no file name"),
+    ],
+)
+def test_every_path_rule_names_what_is_wrong(
+    fs: Fs, disk: str, create: bool, message: str
+) -> None:
+    libvirt = Libvirt()
+    fs.writable.update(fs.entries)
+    assert refusal(context(libvirt, fs), disk, create) == message
+    assert libvirt.processes == [], "a refusal by path needs no process"
+
+
+def test_the_real_file_system_is_looked_at_as_the_rules_need(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "to-file").symlink_to(tmp_path / "file")
+    os.mkfifo(tmp_path / "fifo")
+    assert look(str(tmp_path / "file")) == Entry("file")
+    assert look(str(tmp_path / "to-file")) == Entry("file")
+    assert look(str(tmp_path)) == Entry("dir")
+    assert look("/dev/null") == Entry("device")
+    assert look(str(tmp_path / "fifo")) == Entry("other")
+    assert look(str(tmp_path / "dangling")) == Entry("dangling", str(tmp_path / "nowhere"))
+    assert look(str(tmp_path / "none")) == Entry("missing")
+    assert look(str(tmp_path / "file" / "under")) == Entry("missing"), "the ancestors say why"
+
+
+def test_pool_and_volume_xml_are_read_for_file_pools_only() -> None:
+    target = "/var/lib/libvirt/images &amp; more"
+    assert pool_target(pool_xml("images", target)) == "/var/lib/libvirt/images & more"
+    assert pool_target(pool_xml("n", "/mnt/n", kind="netfs")) == "/mnt/n"
+    assert pool_target(pool_xml("vg", "/dev/vg", kind="logical")) is None
+    assert pool_target(pool_xml("rel", "relative")) is None
+    assert pool_target("not xml") is None
+    volume = (
+        "<volume type='file'><name>a.qcow2</name><target><path>/x/a.qcow2</path>"
+        "<format type='qcow2'/></target></volume>"
+    )
+    assert volume_format_of(volume) == "qcow2"
+    assert volume_format_of("<volume/>") is None
+
+
+def test_pools_that_cannot_be_read_fail_planning_with_the_reason() -> None:
+    @dataclass
+    class Down:
+        def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Any:
+            return Completed(tuple(argv), 1, "", "error: failed to connect to the hypervisor\n")
+
+    ctx = ProvisionContext(Virsh(Down()), look=Fs().look, writable=lambda _d: True)
+    with pytest.raises(OperationError) as caught:
+        plan(ctx)
+    assert caught.value.message.startswith("cannot list libvirt's storage pools: ")
+    assert "failed to connect to the hypervisor" in caught.value.message
+
+
+def test_creation_batches_pool_volumes_never_touches_what_appeared_and_cleans_up(
+    tmp_path: Path,
+) -> None:
+    libvirt = Libvirt(create_fails="qemu-img: out of space\n")
+    ctx = context(libvirt)
+    there = tmp_path / "there.qcow2"
+    there.write_bytes(b"precious")
+    link = tmp_path / "link.qcow2"
+    link.symlink_to(tmp_path / "elsewhere")
+    new = tmp_path / "new.qcow2"
+    creations = [
+        DiskCreation(str(there), 1),
+        DiskCreation(str(there), 1, pool="images"),
+        DiskCreation(str(link), 1),
+        DiskCreation(str(new), 1),
+        DiskCreation(str(tmp_path / "v1.qcow2"), 1, pool="images"),
+        DiskCreation(str(tmp_path / "v2.qcow2"), 2, pool="images"),
+        DiskCreation(str(tmp_path / "v2.qcow2"), 2, pool="images"),
+    ]
+    libvirt.volumes["images", "v2.qcow2"] = "raw"  # libvirt refuses this one
+    results = provision_all(host(), creations, ctx)
+    appeared = "disk {} appeared after planning; it is left as it is"
+    assert results == {
+        str(there): appeared.format(there),
+        str(link): appeared.format(link),
+        str(new): f"cannot create disk {new}: qemu-img: out of space",
+        str(tmp_path / "v1.qcow2"): None,
+        str(tmp_path / "v2.qcow2"): f"cannot create disk {tmp_path / 'v2.qcow2'} in storage "
+        "pool images: storage volume 'v2.qcow2' exists already",
+    }
+    assert libvirt.processes == ["qemu-img", "virsh"], "one qemu-img, one virsh for both"
+    assert [c for c in libvirt.executed if c[0] == "vol-create-as"] == [
+        ["vol-create-as", "--pool", "images", "--name", "v1.qcow2", "--capacity", "1GiB",
+         "--format", "qcow2"],
+        ["vol-create-as", "--pool", "images", "--name", "v2.qcow2", "--capacity", "2GiB",
+         "--format", "qcow2"],
+    ]  # fmt: skip
+    assert there.read_bytes() == b"precious"
+    assert not (tmp_path / "elsewhere").exists()
+    assert not new.exists(), "the placeholder was taken away"
+
+
+def test_a_disk_outside_any_pool_is_created_only_for_this_user(tmp_path: Path) -> None:
+    libvirt = Libvirt()
+    disk = tmp_path / "a.qcow2"
+    assert provision_all(host(), [DiskCreation(str(disk), 3)], context(libvirt)) == {
+        str(disk): None
+    }
+    assert disk.read_bytes() == b"QCOW"
+    assert stat.S_IMODE(disk.stat().st_mode) == 0o600
+
+
+def test_a_creation_planned_by_another_plugin_is_left_to_it() -> None:
+    ctx = context(Libvirt(), Fs())
+    results = provision_all(host(), [DiskCreation("/srv/vm/x.qcow2", 1, plugin="gone")], ctx)
+    assert results == {
+        "/srv/vm/x.qcow2": "cannot create disk /srv/vm/x.qcow2: plugin gone, which planned it, "
+        "did not create it (is it disabled?)"
+    }
+
+
+class Thin:
+    """A plugin that plans and creates disks named thin-* itself."""
+
+    bkt_plugin_name = "thin"
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    @hookimpl
+    def bkt_disk_plan(self, disk: DiskRequest) -> DiskCreation | None:
+        if "thin-" not in disk.path:
+            return None
+        return DiskCreation(disk.path, disk.size_gb, plugin="thin")
+
+    @hookimpl
+    def bkt_disk_provision(self, creation: DiskCreation) -> bool | None:
+        if creation.plugin != "thin":
+            return None
+        self.created.append(creation.path)
+        return True
+
+
+def test_a_plugin_takes_over_the_disks_it_wants_and_the_default_keeps_the_rest() -> None:
+    thin = Thin()
+    libvirt = Libvirt(pools={"images": (pool_xml("images", "/srv/vm"), True)})
+    ctx = context(libvirt, Fs())
+    with_thin = host(thin)
+    first = plan_disk(with_thin, "a", None, request("/srv/vm/thin-a.qcow2"), ctx)
+    second = plan_disk(with_thin, "b", None, request("/srv/vm/b.qcow2"), ctx)
+    assert first == DiskCreation("/srv/vm/thin-a.qcow2", 20, plugin="thin")
+    assert second == DiskCreation("/srv/vm/b.qcow2", 20, pool="images")
+    assert first is not None and second is not None
+    assert provision_all(with_thin, [first, second], ctx) == {
+        "/srv/vm/thin-a.qcow2": None,
+        "/srv/vm/b.qcow2": None,
+    }
+    assert thin.created == ["/srv/vm/thin-a.qcow2"]
+    assert ("images", "b.qcow2") in libvirt.volumes
+
+
+def test_without_the_default_plugin_a_missing_disk_is_refused_with_a_hint() -> None:
+    bare = Host(entry_points=False, plugins=[p for p in default_plugins() if p[0] != "provision"])
+    with pytest.raises(OperationError) as caught:
+        plan_disk(bare, "a", None, request(), context(Libvirt(), Fs(writable={"/srv/vm"})))
+    assert caught.value.message == (
+        "cannot create disk /srv/vm/a.qcow2: no plugin plans the creation of disks"
+    )
+    assert caught.value.hint is not None and "provision" in caught.value.hint
+
+
+def test_remote_uris_are_recognised() -> None:
+    assert not is_remote_uri("qemu:///system")
+    assert not is_remote_uri("test:///default")
+    assert not is_remote_uri("qemu+unix:///system")
+    assert is_remote_uri("qemu+ssh://root@example.org/system")
+    assert is_remote_uri(None, {"LIBVIRT_DEFAULT_URI": "qemu+tcp://h/system"})
+    assert not is_remote_uri(None, {})
+
+
+def test_with_a_remote_libvirt_disks_are_known_only_through_its_pools() -> None:
+    uri = "qemu+ssh://far/system"
+    libvirt = Libvirt(
+        pools={"images": (pool_xml("images", "/srv/vm"), True)},
+        volumes={("images", "old.qcow2"): "raw"},
+    )
+
+    def never(_path: str) -> Entry:
+        raise AssertionError("the local file system says nothing about a remote host")
+
+    virsh = Virsh(libvirt, uri)
+    ctx = ProvisionContext(virsh, look=never, writable=lambda _d: True)
+    assert ctx.remote
+    assert plan(ctx, "/srv/vm/old.qcow2") is None
+    assert disk_format("/srv/vm/old.qcow2", ctx) == "raw"
+    assert plan(ctx, "/srv/vm/new.qcow2") == DiskCreation("/srv/vm/new.qcow2", 20, pool="images")
+    assert refusal(ctx, "/srv/vm/new.qcow2", create=False).startswith(
+        "disk /srv/vm/new.qcow2 does not exist"
+    )
+    message = refusal(ctx, "/home/u/a.qcow2")
+    assert message.startswith(
+        f"cannot check disk /home/u/a.qcow2: libvirt at {uri} may be on another host and "
+        "/home/u is not the target of one of its storage pools"
+    )
+    assert "qemu-img" not in libvirt.processes
+    creation = DiskCreation("/srv/vm/new.qcow2", 20, pool="images")
+    assert provision_all(host(), [creation], ctx) == {"/srv/vm/new.qcow2": None}

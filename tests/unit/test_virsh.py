@@ -1,0 +1,587 @@
+"""bkt_vm_plugin.virsh without processes: a scripted runner plays virsh."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bkt_core.errors import CommandError, OperationError
+from bkt_core.process import Completed, FakeRunner
+from bkt_vm_plugin.virsh import (
+    CONNECT_HINT,
+    DEFAULT_TIMEOUT,
+    INSTALL_HINT,
+    MAX_BATCH_BYTES,
+    NOT_RUN,
+    PER_COMMAND_TIMEOUT,
+    TIMEOUT_HINT,
+    DomainState,
+    Reply,
+    Virsh,
+    quote,
+    virsh_message,
+)
+
+URI = "qemu:///system"
+HOSTILE = [
+    "plain",
+    "it's",
+    "''",
+    '"double"',
+    "semi;colon",
+    "; 'destroy' 'vm' ;",
+    "#hash",
+    "back\\slash",
+    "trailing\\",
+    "new\nline",
+    "tab\there",
+    "$HOME",
+    "`id`",
+    "$(id)",
+    "é ünïcødé",
+    " lead and trail ",
+    "--looks-like-an-option",
+    "",
+]
+
+
+def split_virsh_line(line: str) -> list[list[str]]:
+    """Parse a command line the way virsh's command language does (vsh.c): outside quotes,
+    blanks separate arguments, ``;`` and newlines end a command, ``#`` starting an argument
+    comments out the rest of the line, ``\\`` takes the next character literally; inside
+    single quotes everything is literal; inside double quotes ``\\`` escapes."""
+    commands: list[list[str]] = []
+    command: list[str] = []
+    i = 0
+    n = len(line)
+
+    def end_command() -> None:
+        nonlocal command
+        if command:
+            commands.append(command)
+        command = []
+
+    while i < n:
+        ch = line[i]
+        if ch in " \t":
+            i += 1
+            continue
+        if ch in ";\n":
+            end_command()
+            i += 1
+            continue
+        if ch == "#":
+            while i < n and line[i] != "\n":
+                i += 1
+            continue
+        arg: list[str] = []
+        while i < n and line[i] not in " \t;\n":
+            ch = line[i]
+            if ch == "\\":
+                assert i + 1 < n, "dangling backslash"
+                arg.append(line[i + 1])
+                i += 2
+            elif ch == "'":
+                close = line.index("'", i + 1)  # ValueError: unterminated quote
+                arg.append(line[i + 1 : close])
+                i = close + 1
+            elif ch == '"':
+                i += 1
+                while line[i] != '"':
+                    if line[i] == "\\":
+                        i += 1
+                    arg.append(line[i])
+                    i += 1
+                i += 1
+            else:
+                arg.append(ch)
+                i += 1
+        command.append("".join(arg))
+    end_command()
+    return commands
+
+
+@dataclass
+class FakeVirsh:
+    """Plays ``virsh -q``: runs a batch line (or one argv command) the way virsh prints it.
+
+    Known commands: ``echo [--err] [--] TEXT...`` (no trailing newline, ``--err`` prints
+    ``error: TEXT`` and a newline on stderr), ``domstate [--domain] NAME`` (fails for names
+    not in :attr:`domains`), ``die`` (virsh is killed by SIGKILL); anything else prints
+    ``ran ARGS``. The exit status is that of the last command, as virsh's is.
+    """
+
+    domains: dict[str, str] = field(default_factory=lambda: {"a": "running", "b": "shut off"})
+    calls: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    executed: list[list[str]] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Completed:
+        argv = tuple(argv)
+        self.calls.append((argv, timeout))
+        rest = list(argv[1:])
+        assert rest[0] == "-q"
+        rest = rest[1:]
+        if rest[:1] == ["-c"]:
+            rest = rest[2:]
+        commands = split_virsh_line(rest[0]) if len(rest) == 1 else [rest]
+        stdout, stderr, status = "", "", 0
+        for command in commands:
+            self.executed.append(command)
+            if command == ["die"]:
+                return Completed(argv, -9, stdout, stderr)
+            out, err = self._one(command)
+            stdout += out
+            stderr += err
+            status = 1 if err else 0
+        return Completed(argv, status, stdout, stderr)
+
+    def _one(self, command: list[str]) -> tuple[str, str]:
+        name, args = command[0], command[1:]
+        if name == "echo":
+            to_err = args[:1] == ["--err"]
+            if to_err:
+                args = args[1:]
+            if args[:1] == ["--"]:
+                args = args[1:]
+            text = " ".join(args)
+            return ("", f"error: {text}\n") if to_err else (text, "")
+        if name == "domstate":
+            domain = args[-1]
+            if domain in self.domains:
+                return f"{self.domains[domain]}\n", ""
+            return "", f"error: failed to get domain '{domain}'\n"
+        return f"ran {' '.join(command)}\n", ""
+
+    def batch_lines(self) -> list[str]:
+        return [argv[-1] for argv, _ in self.calls]
+
+
+def answer(stdout: str = "", stderr: str = "", returncode: int = 0) -> FakeRunner:
+    return FakeRunner().reply(lambda argv: True, stdout, stderr, returncode)
+
+
+def raising(error: CommandError) -> FakeRunner:
+    return FakeRunner().on(lambda argv: True, error)
+
+
+# Quoting ---------------------------------------------------------------------------------
+
+
+def test_quote_wraps_in_single_quotes_and_escapes_quotes() -> None:
+    assert quote("plain") == "'plain'"
+    assert quote("") == "''"
+    assert quote("it's") == "'it'\\''s'"
+    assert quote("a;b #c\nd") == "'a;b #c\nd'"
+    assert quote("$HOME `id` \\") == "'$HOME `id` \\'"
+
+
+@pytest.mark.parametrize("arg", HOSTILE)
+def test_a_hostile_argument_stays_one_argument(arg: str) -> None:
+    line = f"echo -- x ; 'domstate' {quote(arg)} ; 'list'"
+    assert split_virsh_line(line) == [["echo", "--", "x"], ["domstate", arg], ["list"]]
+
+
+@given(st.text(alphabet=st.characters(exclude_characters="\0")))
+def test_quote_round_trips_any_text(arg: str) -> None:
+    assert split_virsh_line(f"{quote(arg)} ; {quote(arg)}") == [[arg], [arg]]
+
+
+def test_no_argument_becomes_a_second_command() -> None:
+    fake = FakeVirsh()
+    replies = Virsh(fake).batch([["echo", "--", arg] for arg in HOSTILE])
+    assert [r.stdout for r in replies] == HOSTILE
+    assert all(r.ok for r in replies)
+    ran = [c for c in fake.executed if c[:2] != ["echo", "--"] and c[:2] != ["echo", "--err"]]
+    assert ran == []
+
+
+# Command lines ---------------------------------------------------------------------------
+
+
+def test_run_builds_virsh_q_with_and_without_uri() -> None:
+    runner = answer("test\n")
+    assert Virsh(runner, URI).run(["list", "--all", "--name"]) == "test\n"
+    assert Virsh(runner).run(("list",)) == "test\n"
+    assert runner.calls == [
+        ("virsh", "-q", "-c", URI, "list", "--all", "--name"),
+        ("virsh", "-q", "list"),
+    ]
+
+
+def test_batch_puts_all_commands_in_one_argv_element() -> None:
+    fake = FakeVirsh()
+    Virsh(fake, URI).batch([["domstate", "a"], ["list", "--all"]])
+    Virsh(fake).batch([["list"]])
+    (with_uri, _), (without, _) = fake.calls
+    assert with_uri[:4] == ("virsh", "-q", "-c", URI) and len(with_uri) == 5
+    assert without[:2] == ("virsh", "-q") and len(without) == 3
+    parts = split_virsh_line(with_uri[-1])
+    assert [p for p in parts if p[0] != "echo"] == [["domstate", "a"], ["list", "--all"]]
+    marks = [p for p in parts if p[0] == "echo"]
+    assert [m[:2] for m in marks] == [["echo", "--"], ["echo", "--err"]] * 2
+    assert marks[0][-1] == marks[1][-1] != marks[2][-1] == marks[3][-1]
+    assert marks[0][-1].startswith("@@bkt-") and marks[0][-1].endswith("-0@@")
+
+
+def test_each_process_gets_a_fresh_nonce() -> None:
+    fake = FakeVirsh()
+    virsh = Virsh(fake)
+    virsh.batch([["list"]])
+    virsh.batch([["list"]])
+    first, second = (split_virsh_line(line)[0][-1] for line in fake.batch_lines())
+    assert first != second
+
+
+def test_commands_must_be_sequences_of_arguments() -> None:
+    virsh = Virsh(FakeVirsh())
+    with pytest.raises(TypeError):
+        virsh.run("list --all")
+    with pytest.raises(TypeError):
+        virsh.batch(["list"])
+    with pytest.raises(ValueError):
+        virsh.batch([["list"], []])
+    with pytest.raises(ValueError):
+        virsh.run([])
+
+
+# run: errors and hints -------------------------------------------------------------------
+
+
+def test_virsh_message_strips_prefixes_and_joins_lines() -> None:
+    stderr = (
+        "error: failed to connect to the hypervisor\n"
+        "error: Failed to connect socket to '/run/libvirt/libvirt-sock': No such file\n"
+    )
+    assert virsh_message(stderr) == (
+        "failed to connect to the hypervisor: "
+        "Failed to connect socket to '/run/libvirt/libvirt-sock': No such file"
+    )
+    assert virsh_message("  error: error: twice \n\n\n  plain line  \n") == "twice: plain line"
+    assert virsh_message("") == ""
+
+
+def test_a_connection_failure_names_the_command_and_hints() -> None:
+    stderr = (
+        "error: failed to connect to the hypervisor\n"
+        "error: Failed to connect socket to '/var/run/libvirt/libvirt-sock': "
+        "No such file or directory\n"
+    )
+    with pytest.raises(CommandError) as caught:
+        Virsh(answer(stderr=stderr, returncode=1), URI).run(["version"])
+    err = caught.value
+    assert str(err) == (
+        "`virsh -q -c qemu:///system version` failed (exit status 1): "
+        "failed to connect to the hypervisor: Failed to connect socket to "
+        "'/var/run/libvirt/libvirt-sock': No such file or directory"
+    )
+    assert err.hint == CONNECT_HINT
+    assert (err.kind, err.returncode, err.stderr) == ("failed", 1, stderr)
+    assert err.argv == ("virsh", "-q", "-c", URI, "version")
+
+
+def test_other_failures_have_no_hint() -> None:
+    with pytest.raises(CommandError) as caught:
+        Virsh(FakeVirsh(), URI).run(["domstate", "--domain", "gone"])
+    assert str(caught.value) == (
+        "`virsh -q -c qemu:///system domstate --domain gone` failed (exit status 1): "
+        "failed to get domain 'gone'"
+    )
+    assert caught.value.hint is None
+
+
+def test_a_failure_without_a_message_and_a_signal() -> None:
+    with pytest.raises(CommandError, match=r"^`virsh -q list` failed \(exit status 3\)$"):
+        Virsh(answer(returncode=3)).run(["list"])
+    with pytest.raises(CommandError, match=r"failed \(killed by signal 9\): boom$"):
+        Virsh(answer(stderr="boom\n", returncode=-9)).run(["list"])
+
+
+def test_a_timeout_names_the_command_and_hints() -> None:
+    runner = raising(CommandError(["virsh"], "runner's own text", kind="timeout", stderr="x"))
+    with pytest.raises(CommandError) as caught:
+        Virsh(runner, URI, timeout=5).run(["list"])
+    err = caught.value
+    assert (
+        str(err) == "`virsh -q -c qemu:///system list` did not finish within 5 s and was stopped"
+    )
+    assert (err.kind, err.hint, err.stderr) == ("timeout", TIMEOUT_HINT, "x")
+
+
+def test_missing_virsh_hints_to_install_it() -> None:
+    error = CommandError(["virsh"], "cannot run virsh: No such file or directory", kind="spawn")
+    error.__cause__ = FileNotFoundError(2, "No such file or directory")
+    with pytest.raises(CommandError) as caught:
+        Virsh(raising(error)).run(["list"])
+    assert str(caught.value) == "cannot run virsh: No such file or directory"
+    assert (caught.value.kind, caught.value.hint) == ("spawn", INSTALL_HINT)
+
+
+def test_a_spawn_failure_found_through_the_exception_context() -> None:
+    def refuse(argv: tuple[str, ...], _input: str | None) -> Completed:
+        try:
+            raise PermissionError(13, "Permission denied")
+        except OSError:
+            raise CommandError(argv, "cannot run virsh: Permission denied", kind="spawn") from None
+
+    with pytest.raises(CommandError) as caught:
+        Virsh(FakeRunner().on(lambda argv: True, refuse)).run(["list"])
+    assert caught.value.hint is None
+
+    def missing(argv: tuple[str, ...], _input: str | None) -> Completed:
+        try:
+            raise FileNotFoundError(2, "No such file or directory")
+        except OSError:
+            raise CommandError(argv, "cannot run virsh: gone", kind="spawn") from None
+
+    with pytest.raises(CommandError) as caught:
+        Virsh(FakeRunner().on(lambda argv: True, missing)).run(["list"])
+    assert caught.value.hint == INSTALL_HINT
+
+
+# batch: splitting the output -------------------------------------------------------------
+
+
+def test_batch_replies_per_command_even_after_a_failure() -> None:
+    replies = Virsh(FakeVirsh()).batch(
+        [["domstate", "a"], ["domstate", "--domain", "gone"], ["list", "--name"]]
+    )
+    assert replies == [
+        Reply(("domstate", "a"), "running\n", "", True),
+        Reply(("domstate", "--domain", "gone"), "", "error: failed to get domain 'gone'\n", False),
+        Reply(("list", "--name"), "ran list --name\n", "", True),
+    ]
+    assert replies[1].message == "failed to get domain 'gone'"
+    assert replies[0].message == ""
+
+
+def test_the_last_command_failing_is_still_only_its_own_failure() -> None:
+    replies = Virsh(FakeVirsh()).batch([["domstate", "a"], ["domstate", "gone"]])
+    assert [r.ok for r in replies] == [True, False]
+
+
+def test_check_returns_stdout_or_raises_naming_the_vm() -> None:
+    ok, failed = Virsh(FakeVirsh()).batch([["domstate", "a"], ["domstate", "gone"]])
+    assert ok.check("a") == "running\n"
+    with pytest.raises(OperationError) as caught:
+        failed.check("gone")
+    assert str(caught.value) == "VM gone: failed to get domain 'gone'"
+    assert isinstance(caught.value, CommandError)
+    assert caught.value.argv == ("virsh", "domstate", "gone")
+    with pytest.raises(OperationError, match=r"^`virsh domstate gone` failed: failed to get"):
+        failed.check()
+
+
+def test_a_reply_error_with_a_lost_connection_hints() -> None:
+    reply = Reply(("list",), "", "error: Failed to connect socket to '/x'\n", False)
+    assert reply.error("vm1").hint == CONNECT_HINT
+
+
+def test_commands_after_virsh_died_did_not_run() -> None:
+    fake = FakeVirsh()
+    replies = Virsh(fake).batch(
+        [["echo", "--", "one"], ["domstate", "gone"], ["echo", "two"], ["die"], ["echo", "x"]]
+    )
+    assert [(r.stdout, r.ok) for r in replies[:3]] == [("one", True), ("", False), ("two", True)]
+    # virsh was killed while running "die": its stderr piece is empty, the exit status is not.
+    assert (replies[3].ok, replies[3].stderr) == (False, "virsh killed by signal 9")
+    assert (replies[4].ok, replies[4].stderr, replies[4].message) == (False, NOT_RUN, NOT_RUN)
+    assert ["echo", "x"] not in fake.executed
+
+
+def test_a_missing_stderr_marker_fails_only_the_commands_that_did_not_run() -> None:
+    def truncated(argv: tuple[str, ...], _input: str | None) -> Completed:
+        full = FakeVirsh().run(argv, timeout=1)
+        cut = full.stderr.rindex("error: @@bkt-")
+        return Completed(argv, 0, full.stdout, full.stderr[:cut])
+
+    replies = Virsh(FakeRunner().on(lambda argv: True, truncated)).batch(
+        [["echo", "a"], ["echo", "b"], ["echo", "c"]]
+    )
+    assert [(r.stdout, r.ok) for r in replies] == [("a", True), ("b", True), ("c", False)]
+    assert replies[2].stderr == NOT_RUN
+
+
+def test_a_batch_that_never_ran_is_one_error() -> None:
+    runner = answer(stderr="error: failed to connect to the hypervisor\n", returncode=1)
+    with pytest.raises(CommandError) as caught:
+        Virsh(runner, URI).batch([["list"], ["list"]])
+    err = caught.value
+    assert str(err) == (
+        "`virsh -q -c qemu:///system <2 commands>` failed (exit status 1): "
+        "failed to connect to the hypervisor"
+    )
+    assert err.hint == CONNECT_HINT
+    assert err.argv == ("virsh", "-q", "-c", URI, "<2 commands>")
+    with pytest.raises(CommandError, match=r"^`virsh -q <1 command>` failed \(exit status 1\): "):
+        Virsh(answer(stderr="error: unknown command: 'bogus'\n", returncode=1)).batch([["bogus"]])
+
+
+def test_an_empty_batch_runs_no_process() -> None:
+    runner = FakeRunner()
+    assert Virsh(runner, URI).batch([]) == []
+    assert runner.calls == []
+
+
+# batch: size limit and timeouts ----------------------------------------------------------
+
+
+def test_a_long_batch_is_split_into_as_few_processes_as_fit() -> None:
+    fake = FakeVirsh()
+    # 2-byte characters: the limit counts bytes, not characters.
+    args = [f"{i:04d}" + "é" * 1000 for i in range(250)]
+    replies = Virsh(fake).batch([["echo", "--", arg] for arg in args])
+    assert [r.stdout for r in replies] == args
+    assert all(r.ok for r in replies)
+    lines = fake.batch_lines()
+    sizes = [len(line.encode()) for line in lines]
+    assert len(sizes) > 1
+    assert all(size <= MAX_BATCH_BYTES for size in sizes)
+    # As few as possible: no process had room for the next command (parts differ by a few
+    # bytes of index digits only).
+    counts = [len(split_virsh_line(line)) // 3 for line in lines]
+    assert sum(counts) == 250
+    assert all(
+        size + size / n - 8 > MAX_BATCH_BYTES
+        for size, n in zip(sizes[:-1], counts[:-1], strict=True)
+    )
+
+
+def test_a_command_longer_than_the_limit_gets_a_process_of_its_own() -> None:
+    fake = FakeVirsh()
+    big = "x" * (MAX_BATCH_BYTES + 1)
+    replies = Virsh(fake).batch([["echo", "small"], ["echo", big], ["echo", "small"]])
+    assert [r.stdout for r in replies] == ["small", big, "small"]
+    assert len(fake.calls) == 3
+
+
+def test_a_failure_in_a_later_process_is_the_batch_error() -> None:
+    calls = 0
+
+    def second_fails(argv: tuple[str, ...], _input: str | None) -> Completed:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            return Completed(argv, 1, "", "error: failed to connect to the hypervisor\n")
+        return FakeVirsh().run(argv, timeout=1)
+
+    commands = [["echo", "y" * 1000] for _ in range(150)]
+    with pytest.raises(CommandError, match=r"<\d+ commands>` failed \(exit status 1\)"):
+        Virsh(FakeRunner().on(lambda argv: True, second_fails)).batch(commands)
+    assert calls == 2
+
+
+def test_timeouts_scale_with_the_commands_of_each_process() -> None:
+    fake = FakeVirsh()
+    virsh = Virsh(fake, timeout=10)
+    virsh.run(["list"])
+    virsh.batch([["list"]] * 3)
+    virsh.batch([["echo", "z" * 1000]] * 150)
+    timeouts = [timeout for _, timeout in fake.calls]
+    sizes = [len(split_virsh_line(argv[-1])) // 3 for argv, _ in fake.calls[1:]]
+    assert timeouts[0] == 10
+    assert timeouts[1] == pytest.approx(10 + 3 * PER_COMMAND_TIMEOUT)
+    assert sizes[1:] and sum(sizes[1:]) == 150
+    assert timeouts[2:] == [pytest.approx(10 + n * PER_COMMAND_TIMEOUT) for n in sizes[1:]]
+    assert Virsh(fake).batch_timeout(600) == pytest.approx(DEFAULT_TIMEOUT + 60)
+
+
+def test_a_batch_timeout_names_the_batch_and_its_time() -> None:
+    runner = raising(CommandError(["virsh"], "runner's own text", kind="timeout"))
+    with pytest.raises(CommandError) as caught:
+        Virsh(runner, URI, timeout=2).batch([["list"]] * 5)
+    assert str(caught.value) == (
+        "`virsh -q -c qemu:///system <5 commands>` did not finish within 2.5 s and was stopped"
+    )
+    assert caught.value.hint == TIMEOUT_HINT
+    assert caught.value.argv == ("virsh", "-q", "-c", URI, "<5 commands>")
+
+
+# Trace -----------------------------------------------------------------------------------
+
+
+def traced() -> tuple[list[str], Callable[[str], None]]:
+    lines: list[str] = []
+    return lines, lines.append
+
+
+def test_trace_shows_each_process_before_it_runs() -> None:
+    lines, trace = traced()
+    fake = FakeVirsh()
+    virsh = Virsh(fake, URI, trace=trace)
+    virsh.run(["list", "--all", "--name"])
+    virsh.batch([["domstate", "--domain", "a b"], ["dumpxml", "it's"]])
+    virsh.batch([["list"]])
+    assert lines == [
+        "virsh -q -c qemu:///system list --all --name",
+        "virsh -q -c qemu:///system <2 commands>",
+        "  domstate --domain a b",
+        "  dumpxml it's",
+        "virsh -q -c qemu:///system <1 command>",
+        "  list",
+    ]
+
+
+def test_trace_runs_before_the_process() -> None:
+    events: list[str] = []
+
+    def spawn(argv: tuple[str, ...], _input: str | None) -> Completed:
+        events.append("spawn")
+        return Completed(argv, 0, "", "")
+
+    Virsh(FakeRunner().on(lambda argv: True, spawn), trace=events.append).run(["version"])
+    assert events == ["virsh -q version", "spawn"]
+
+
+def test_a_split_batch_traces_each_process() -> None:
+    lines, trace = traced()
+    Virsh(FakeVirsh(), trace=trace).batch([["echo", "w" * 1000]] * 150)
+    headers = [line for line in lines if not line.startswith("  ")]
+    assert len(headers) == 2
+    assert all(h.startswith("virsh -q <") and h.endswith(" commands>") for h in headers)
+    assert len(lines) == 152
+
+
+# Domain state ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "state", "active"),
+    [
+        ("no state\n", DomainState.NO_STATE, False),
+        ("running\n", DomainState.RUNNING, True),
+        ("idle\n", DomainState.BLOCKED, True),
+        ("blocked", DomainState.BLOCKED, True),
+        ("paused\n\n", DomainState.PAUSED, True),
+        ("in shutdown\n", DomainState.SHUTTING_DOWN, True),
+        (" shut off \n", DomainState.SHUT_OFF, False),
+        ("crashed\n", DomainState.CRASHED, False),
+        ("pmsuspended\n", DomainState.SUSPENDED, True),
+    ],
+)
+def test_domain_states(text: str, state: DomainState, active: bool) -> None:
+    assert DomainState.parse(text) is state
+    assert state.is_active is active
+
+
+def test_unknown_domain_states() -> None:
+    assert DomainState.parse("exploded") is None
+    assert DomainState.parse("") is None
+    assert str(DomainState.SHUT_OFF) == "shut off"
+
+
+def test_domain_state_and_names_each_run_one_process() -> None:
+    fake = FakeVirsh()
+    virsh = Virsh(fake, URI)
+    assert virsh.domain_state("b") is DomainState.SHUT_OFF
+    assert fake.calls[-1][0] == ("virsh", "-q", "-c", URI, "domstate", "--domain", "b")
+    names = Virsh(answer("a\nb c\n\n")).domain_names()
+    assert names == ["a", "b c"]
+    with pytest.raises(OperationError) as caught:
+        Virsh(answer("exploded\n")).domain_state("a")
+    assert str(caught.value) == (
+        '`virsh domstate --domain a` printed "exploded", which bkt cannot read'
+    )
