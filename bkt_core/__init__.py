@@ -13,10 +13,13 @@ Names are imported on first use, so ``import bkt_core`` costs almost nothing.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+__version__ = "0.2.0"
 
+# Not `typing.TYPE_CHECKING`: importing typing (and re) would slow `bkt --version` down.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from bkt_core.errors import (
         BktError,
         CommandError,
@@ -75,6 +78,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "__version__",
     "BktError",
     "CaptureEntry",
     "CaptureReport",
@@ -109,6 +113,8 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'bkt_core' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(f"bkt_core.{module}"), name)
     globals()[name] = value
     return value

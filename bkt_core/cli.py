@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
 
+# Not `typing.TYPE_CHECKING`: `bkt --version` must not pay for importing typing (and re).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeVar
+
     import click
 
     from bkt_core.host import Host
@@ -28,13 +30,11 @@ _FLAG_OPTIONS = {"-v", "--verbose", "-q", "--quiet"}
 
 
 def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    # The package's own attribute, which pyproject.toml takes the distribution's version
+    # from: reading the installed metadata would cost more than the rest of `--version`.
+    from bkt_core import __version__
 
-    try:
-        return dist_version("bkt")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
+    return __version__
 
 
 def hoist_globals(argv: Sequence[str]) -> list[str]:
@@ -70,17 +70,19 @@ def _disabled_in(argv: Sequence[str]) -> list[str]:
     return names
 
 
-@dataclass
 class Cli:
-    """What every command gets: the host and the printer."""
+    """What every command gets: the host and the printer. (A plain class: ``dataclasses``
+    would cost ``bkt --version`` several milliseconds.)"""
 
-    host: Host
-    printer: Printer
-    json_errors: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("host", "printer")
+
+    def __init__(self, host: Host, printer: Printer) -> None:
+        self.host = host
+        self.printer = printer
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    F = TypeVar("F", bound=Callable[..., Any])
 
 
 def pass_cli(f: F) -> F:

@@ -1,0 +1,66 @@
+"""The embedding API: sync, status and capture through :class:`bkt_core.Host`, without the
+CLI, and the JSON form of their results is exactly what ``--json`` prints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bkt_core import Host, ManifestError, SyncReport
+from tests.conftest import RunBkt
+from tests.livelib import domains, unique_name, uri, vm, write_vms
+
+pytestmark = pytest.mark.libvirtd
+
+
+@pytest.fixture
+def disks() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="bkt-test-disks-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sync_and_status_through_the_host(tmp_path: Path, disks: Path, run_bkt: RunBkt) -> None:
+    a, b = sorted([unique_name("api"), unique_name("api")])
+    manifests = tmp_path / "manifests"
+    with domains(a, b):
+        write_vms(manifests, {a: vm(disks, a), b: vm(disks, b, autostart=True)})
+        host = Host(manifests, uri=uri())
+        assert host.validate() == 2
+
+        plan = host.plan()
+        assert [(e.name, e.action) for e in plan.entries] == [(a, "create"), (b, "create")]
+        dry = host.sync(dry_run=True)
+        assert dry.results is None and dry.to_json()["plan"] == plan.to_json()
+
+        report = host.sync(names=[a])
+        assert isinstance(report, SyncReport)
+        assert [(r.name, r.result) for r in report.results or ()] == [(a, "created")]
+        assert report.failed == []
+
+        status = host.status()
+        rows = {r.name: (r.state, r.in_sync) for r in status.rows}
+        assert rows == {a: ("stopped", True), b: ("missing", None)}
+
+        # The JSON form of the results is the CLI's --json output.
+        cli = run_bkt("-c", uri(), "-C", str(manifests), "vm", "status", "--json")
+        assert json.loads(cli.stdout) == status.to_json()
+        cli_sync = run_bkt("-c", uri(), "-C", str(manifests), "vm", "sync", "--dry-run", "--json")
+        assert json.loads(cli_sync.stdout) == host.sync(dry_run=True).to_json()
+
+
+def test_the_host_raises_instead_of_printing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "vms.json").write_text('{"vms": {"a": {"memory_gb": 0}}}')
+    host = Host(tmp_path, uri=uri())
+    with pytest.raises(ManifestError) as caught:
+        host.plan()
+    assert caught.value.diagnostics
+    assert capsys.readouterr() == ("", "")
