@@ -78,7 +78,6 @@ _WHERE = {
 }
 
 __all__ = [
-    "__version__",
     "BktError",
     "CaptureEntry",
     "CaptureReport",
@@ -104,6 +103,7 @@ __all__ = [
     "SyncPlan",
     "SyncReport",
     "UsageError",
+    "__version__",
     "hookimpl",
     "hookspec",
 ]
