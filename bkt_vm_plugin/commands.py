@@ -7,7 +7,6 @@ failures; only ``bkt_core.cli.main`` decides exit codes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import rich_click as click
@@ -137,29 +136,55 @@ def fetch_iso(app: Cli, name: str) -> None:
             f"VM {name} is not in {sub.manifest_path}", hint="`bkt vm status` lists the VMs"
         )
     printer = app.printer
-    with _progress_bar(printer) as progress:
+    vm = manifest.vms[name]
+    if not list(iso.url_sources(vm)):
+        printer.note(f"VM {name} has no URL ISO sources: nothing to fetch")
+        return
+    cache = iso.cache_dir()
+    with _progress_bar(printer) as bar:
+
+        def heard(result: iso.FetchResult) -> None:
+            bar.finish()
+            if result.ok:
+                printer.success(result.describe())
+            else:
+                # Why it failed, at once; FetchFailed names every failed URL at the end.
+                printer.error(f"VM {name}: {result.error}")
+
         iso.fetch_iso(
             name,
-            manifest.vms[name],
-            iso.cache_dir(),
-            progress,
-            on_result=lambda r: printer.success(r.describe()) if r.ok else None,
-            note=printer.note,
+            vm,
+            cache,
+            bar.update if bar.enabled else None,
+            on_result=heard,
+            note=bar.note,
         )
 
 
 class _progress_bar:
-    """A rich progress bar on stderr while downloads run, only when stderr is a terminal
-    (and not with ``-q``); otherwise no progress at all."""
+    """A rich progress bar on stderr while a download runs, only when stderr is a terminal
+    (and not with ``-q``); otherwise no progress at all. Each download has a bar of its own,
+    erased (:meth:`finish`) before its result line is printed; notes (retries) are printed
+    above the bar, never through it."""
 
     def __init__(self, printer: Any) -> None:
         self.printer = printer
+        self.enabled = False
         self.bar: Any = None
-        self.tasks: dict[str, Any] = {}
+        self.url: str | None = None
+        self.task: Any = None
 
-    def __enter__(self) -> Callable[[str, int, int | None], None] | None:
-        if self.printer.verbosity < 0 or not self.printer.err.isatty():
-            return None
+    def __enter__(self) -> _progress_bar:
+        self.enabled = self.printer.verbosity >= 0 and self.printer.err.isatty()
+        return self
+
+    def update(self, url: str, done: int, total: int | None) -> None:
+        if self.bar is None or url != self.url:
+            self.finish()
+            self._start(url, total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def _start(self, url: str, total: int | None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -169,25 +194,37 @@ class _progress_bar:
             TransferSpeedColumn,
         )
 
+        colour = self.printer.paint("", "0", stream="err") != ""
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
+            # MiB and GiB, as the result lines count.
+            DownloadColumn(binary_units=True),
             TransferSpeedColumn(),
-            console=Console(file=self.printer.err),
+            console=Console(file=self.printer.err, no_color=not colour),
             transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
+        self.url = url
+        self.task = self.bar.add_task(url.rsplit("/", 1)[-1], total=total)
         self.bar.start()
-        return self.update
 
-    def update(self, url: str, done: int, total: int | None) -> None:
-        if url not in self.tasks:
-            self.tasks[url] = self.bar.add_task(url.rsplit("/", 1)[-1], total=total)
-        self.bar.update(self.tasks[url], completed=done, total=total)
+    def note(self, text: str) -> None:
+        if self.bar is None:
+            self.printer.note(text)
+        else:
+            self.bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
-    def __exit__(self, *exc: object) -> None:
+    def finish(self) -> None:
+        """Erase the bar, if one is shown."""
         if self.bar is not None:
             self.bar.stop()
+            self.bar = None
+            self.url = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
 
 
 @vm_group.command(help="Write what libvirt has back into vms.json, losslessly.")

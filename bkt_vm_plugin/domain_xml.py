@@ -487,14 +487,18 @@ def resolve_context(
     disk_format: str = "qcow2",
     exists: Callable[[str], bool],
     facts: Mapping[str, Any] | None = None,
+    present: Iterable[str] = (),
 ) -> DomainContext:
     """The :class:`DomainContext` of VM ``name``: ``~`` expands with ``home``; a URL source's
     file is ``iso_cache/<file name>``. This is the one place that decides which CD-ROMs a
-    domain should have: a local ISO whose file exists, a URL source whose file is cached."""
+    domain should have: a local ISO whose file exists, a URL source whose file is cached, and
+    a local ISO whose file is missing but whose CD-ROM the domain already has (``present``:
+    the files of the domain's CD-ROMs, :meth:`Parsed.cdroms`), which is kept."""
     import posixpath
 
     from bkt_vm_plugin.model import IsoUrl, expand_home, iso_url_file_name
 
+    kept = set(present)
     attached: list[AttachedIso] = []
     missing: list[AttachedIso] = []
     left_out: list[str] = []
@@ -518,6 +522,14 @@ def resolve_context(
             path = expand_home(source.path, home)
             if exists(path):
                 attached.append(AttachedIso(source, path))
+            elif path in kept:
+                # The domain already has this CD-ROM: keep it rather than remove a drive
+                # because its file is gone for now, so that capture then sync stays a no-op.
+                attached.append(AttachedIso(source, path))
+                warnings.append(
+                    f"ISO {path} does not exist; the domain keeps its CD-ROM, but the VM "
+                    "cannot start until the file is back"
+                )
             else:
                 missing.append(AttachedIso(source, path))
                 warnings.append(f"ISO {path} does not exist; its CD-ROM is left out until it does")
@@ -619,6 +631,13 @@ class Parsed:
     has_marker: bool
     readings: Mapping[str, Reading]
     manifest_fields: tuple[str, ...] = ()
+
+    def cdroms(self) -> tuple[str, ...]:
+        """The files of the domain's own CD-ROMs, as ``iso_sources`` read them."""
+        reading = self.readings.get("iso_sources")
+        if reading is None or not reading.has_value or not reading.value:
+            return ()
+        return tuple(str(path) for path in reading.value)
 
     def problems(self) -> list[tuple[str, str]]:
         """Every manifest field that cannot be captured cleanly, with the reason."""

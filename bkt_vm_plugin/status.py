@@ -61,17 +61,18 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
                 facts=observation.facts(name),
             )
             parsed = mapping.parse(reply.stdout, ctx)
+            # The disk format comes from the domain itself, and a CD-ROM it has stays.
             fmt = parsed.readings.get("disk_format")
-            if fmt is not None and fmt.is_clean:
-                ctx = resolve_context(
-                    name,
-                    vm,
-                    home=home,
-                    iso_cache=iso_cache,
-                    disk_format=str(fmt.value),
-                    exists=os.path.exists,
-                    facts=observation.facts(name),
-                )
+            ctx = resolve_context(
+                name,
+                vm,
+                home=home,
+                iso_cache=iso_cache,
+                disk_format=str(fmt.value) if fmt is not None and fmt.is_clean else "qcow2",
+                exists=os.path.exists,
+                facts=observation.facts(name),
+                present=parsed.cdroms(),
+            )
             drift = [
                 f for f in changed_fields(mapping.diff(parsed, vm, ctx)) if f != "disk_format"
             ]

@@ -110,7 +110,9 @@ class Planner:
     def mapping(self) -> DomainMapping:
         return self.sub.mapping
 
-    def context(self, name: str, vm: VmDefinition, disk_format: str) -> DomainContext:
+    def context(
+        self, name: str, vm: VmDefinition, disk_format: str, present: Sequence[str] = ()
+    ) -> DomainContext:
         from bkt_vm_plugin.domain_xml import resolve_context
 
         return resolve_context(
@@ -121,6 +123,7 @@ class Planner:
             disk_format=disk_format,
             exists=os.path.exists,
             facts=self.observation.facts(name),
+            present=present,
         )
 
     def entry(self, name: str, vm: VmDefinition) -> PlanEntry:
@@ -183,7 +186,7 @@ class Planner:
             disk_format = str(fmt.value)
         else:
             disk_format, creation = self.disk(name, vm)
-        ctx = self.context(name, vm, disk_format)
+        ctx = self.context(name, vm, disk_format, parsed.cdroms())
         changes = self.mapping.diff(parsed, vm, ctx)
         if not changes:
             return PlanEntry(name, "unchanged", warnings=ctx.warnings)

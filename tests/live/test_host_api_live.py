@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bkt_core import Host, ManifestError, SyncReport
+from bkt_core import EntryResult, Host, ManifestError, PlanEntry, SyncReport, hookimpl
 from tests.conftest import RunBkt
 from tests.livelib import domains, unique_name, uri, vm, write_vms
 
@@ -64,3 +64,53 @@ def test_the_host_raises_instead_of_printing(
         host.plan()
     assert caught.value.diagnostics
     assert capsys.readouterr() == ("", "")
+
+
+class Recorder:
+    """A post-sync plugin that records what it is given."""
+
+    bkt_plugin_name = "recorder"
+
+    def __init__(self) -> None:
+        self.per_vm: list[tuple[str, str, str | None]] = []
+        self.reports: list[SyncReport] = []
+
+    @hookimpl
+    def bkt_post_sync_vm(self, name: str, entry: PlanEntry, result: EntryResult | None) -> None:
+        self.per_vm.append((name, entry.action, result.result if result else None))
+
+    @hookimpl
+    def bkt_post_sync(self, report: SyncReport) -> None:
+        self.reports.append(report)
+
+
+def test_post_sync_hooks_see_every_result(tmp_path: Path, disks: Path) -> None:
+    good, broken, same = sorted(unique_name(t) for t in ("ps-good", "ps-broken", "ps-same"))
+    manifests = tmp_path / "manifests"
+    with domains(good, broken, same):
+        write_vms(manifests, {same: vm(disks, same)})
+        assert Host(manifests, uri=uri()).sync().failed == []
+        write_vms(
+            manifests,
+            {
+                good: vm(disks, good),
+                broken: vm(disks, broken, create_if_missing=False),
+                same: vm(disks, same),
+            },
+        )
+        recorder = Recorder()
+        host = Host(manifests, uri=uri(), plugins=[recorder])
+        report = host.sync()
+        assert sorted(recorder.per_vm) == sorted(
+            [
+                (good, "create", "created"),
+                (broken, "error", "failed"),
+                (same, "unchanged", "unchanged"),
+            ]
+        )
+        (seen,) = recorder.reports
+        assert seen.results == report.results
+        assert report.failed == [broken]
+        # A dry run runs no post-sync action.
+        Host(manifests, uri=uri(), plugins=[recorder]).sync(dry_run=True)
+        assert len(recorder.reports) == 1
