@@ -12,7 +12,7 @@ import functools
 import os
 import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,8 @@ class Host:
         self._disabled = frozenset(disabled)
         self._pm: pluggy.PluginManager | None = None
         self._infos: dict[str, PluginInfo] = {}
+        #: The distribution of each entry-point plugin, until _info() reads its metadata.
+        self._dists: dict[str, Any] = {}
         self._subsystems: dict[str, Subsystem] | None = None
         self._strict = strict
         #: Plugins that failed to import: reported, not fatal (they are simply not there).
@@ -135,13 +137,14 @@ class Host:
         import importlib_metadata
 
         for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = ep.dist
-            dist_name = dist.name if dist is not None else None
-            version = dist.version if dist is not None else None
+            # The distribution's name and version are read from its METADATA (an email
+            # parser) only when `bkt plugins` lists them: see _info().
+            dist_name = version = None
             if pm.is_blocked(ep.name) or ep.name in self._disabled:
                 self._infos[ep.name] = PluginInfo(
                     ep.name, dist_name, version, (), status="disabled"
                 )
+                self._dists[ep.name] = ep.dist
                 continue
             if pm.has_plugin(ep.name):
                 continue
@@ -159,8 +162,10 @@ class Host:
                 self._infos[ep.name] = PluginInfo(
                     ep.name, dist_name, version, (), status="failed", error=str(exc)
                 )
+                self._dists[ep.name] = ep.dist
                 continue
             self._register(pm, plugin, ep.name, dist_name, version)
+            self._dists[ep.name] = ep.dist
 
     def _register(
         self,
@@ -198,7 +203,7 @@ class Host:
                     raise error
                 self.invalid.append(error)
                 pm.unregister(name=impl.plugin_name)
-                info = self._infos[impl.plugin_name]
+                info = self._info(impl.plugin_name)
                 self._infos[impl.plugin_name] = PluginInfo(
                     info.name,
                     info.distribution,
@@ -211,7 +216,18 @@ class Host:
     def plugins(self) -> list[PluginInfo]:
         """Every plugin: registered ones, then blocked and failed ones, by name."""
         self.pluginmanager  # noqa: B018  (building the manager fills the listing)
-        return sorted(self._infos.values(), key=lambda i: (i.status != "active", i.name))
+        infos = [self._info(name) for name in list(self._infos)]
+        return sorted(infos, key=lambda i: (i.status != "active", i.name))
+
+    def _info(self, name: str) -> PluginInfo:
+        """The listing of plugin ``name``, with the name and version of the distribution
+        its entry point came from (read on first use)."""
+        info = self._infos[name]
+        dist = self._dists.pop(name, None)
+        if dist is not None:
+            info = replace(info, distribution=dist.name, version=dist.version)
+            self._infos[name] = info
+        return info
 
     def plugin_name(self, plugin: object) -> str:
         return self.pluginmanager.get_name(plugin) or _default_name(plugin)

@@ -186,7 +186,10 @@ Count = Annotated[int, Field(ge=1, le=U32_MAX)]
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # defer_build: a model's validator is built when first used, not when its class is
+    # defined; a host with plugin fields validates with a subclass (VmSubsystem.vm_model),
+    # so the built-in VmDefinition's own validator is never built at all.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class IsoPath(_Closed):
@@ -316,7 +319,7 @@ class VmManifest(BaseModel):
     """The vms.json manifest."""
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, populate_by_name=True, title="VmManifest"
+        extra="forbid", strict=True, populate_by_name=True, title="VmManifest", defer_build=True
     )
 
     schema_: str | None = Field(default=None, alias="$schema")

@@ -10,15 +10,13 @@ import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, create_model
-
 from bkt_core.errors import PluginError
-from bkt_vm_plugin.model import VmDefinition, VmManifest, home_dir
 
 if TYPE_CHECKING:
     from bkt_core.host import Host
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
     from bkt_vm_plugin.domain_xml import DomainMapping
+    from bkt_vm_plugin.model import VmDefinition, VmManifest
     from bkt_vm_plugin.virsh import Virsh
 
 __all__ = ["MANIFEST_FILE", "SCHEMA_FILE", "VmSubsystem"]
@@ -46,6 +44,8 @@ class VmSubsystem:
 
     @functools.cached_property
     def _plugin_fields(self) -> tuple[dict[str, Any], dict[str, str]]:
+        from bkt_vm_plugin.model import VmDefinition
+
         fields: dict[str, Any] = {}
         owners: dict[str, str] = {}
         builtin = set(VmDefinition.model_fields)
@@ -74,6 +74,10 @@ class VmSubsystem:
     @functools.cached_property
     def vm_model(self) -> type[VmDefinition]:
         """The VM model of this host: built-in fields, then the plugins' fields."""
+        from pydantic import create_model
+
+        from bkt_vm_plugin.model import VmDefinition
+
         fields = self._plugin_fields[0]
         if not fields:
             return VmDefinition
@@ -84,6 +88,10 @@ class VmSubsystem:
 
     @functools.cached_property
     def manifest_model(self) -> type[VmManifest]:
+        from pydantic import Field, create_model
+
+        from bkt_vm_plugin.model import VmDefinition, VmManifest
+
         if self.vm_model is VmDefinition:
             return VmManifest
         model: type[VmManifest] = create_model(
@@ -144,6 +152,7 @@ class VmSubsystem:
     def load(self) -> VmManifest:
         """Read and validate ``vms.json`` whole. Raises ManifestError listing every problem."""
         from bkt_core.manifest import load_manifest
+        from bkt_vm_plugin.model import home_dir
 
         home = home_dir()
         return load_manifest(  # type: ignore[return-value]
