@@ -40,10 +40,17 @@ def print_plan(printer: Printer, plan: SyncPlan) -> None:
             printer.data(f"{printer.paint('!', RED)} error {entry.name}: {entry.message}")
             continue
         if disk:
-            where = f" in storage pool {disk['pool']}" if disk.get("pool") else ""
-            printer.data(
-                f"    create disk {disk['path']} ({disk['size_gb']} GiB, {disk['format']}){where}"
-            )
+            # The plugin that planned the disk says what it will do (DiskCreation.describe:
+            # a qcow2 overlay on a base image, an LVM volume, ...); the JSON form is the same.
+            creation = getattr(entry.payload, "creation", None)
+            if creation is not None and callable(getattr(creation, "describe", None)):
+                printer.data(f"    {creation.describe()}")
+            else:
+                where = f" in storage pool {disk['pool']}" if disk.get("pool") else ""
+                printer.data(
+                    f"    create disk {disk['path']} ({disk['size_gb']} GiB, {disk['format']})"
+                    f"{where}"
+                )
         for change in entry.changes:
             printer.data(f"    {change}")
         if entry.pending_reboot:
