@@ -4,9 +4,13 @@ A plugin is any object or module with functions named like these hooks and marke
 :data:`bkt_core.hookimpl`. It is found through the entry-point group ``bkt`` (see the README's
 plugin guide) or passed to :class:`bkt_core.Host` by an embedder. Hooks are called with
 keyword arguments; an implementation may accept any subset of them, so new arguments can be
-added without breaking plugins. pluggy calls implementations last-registered first, ``tryfirst``
-ones before and ``trylast`` ones after the others; the defaults that ship with bkt are
-``trylast`` wherever a first result wins, so a third-party answer takes precedence.
+added without breaking plugins. Wrappers (``wrapper=True``) may wrap ``bkt_cli_commands``,
+``bkt_disk_plan`` and ``bkt_disk_provision``; the other hooks are called implementation by
+implementation (:data:`CALLED_ONE_BY_ONE`), and a wrapper on them is a start-up error.
+
+pluggy calls implementations last-registered first, ``tryfirst`` ones before and ``trylast``
+ones after the others; the defaults that ship with bkt are ``trylast`` wherever a first
+result wins, so a third-party answer takes precedence.
 
 The types named in the annotations of the VM hooks (``VmDefinition``, ``DomainField``,
 ``DiskRequest``, ...) live in :mod:`bkt_vm_plugin`; they are written as strings here because the
@@ -32,7 +36,20 @@ PROJECT = "bkt"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["PROJECT", "hookimpl", "hookspec"]
+__all__ = ["CALLED_ONE_BY_ONE", "PROJECT", "hookimpl", "hookspec"]
+
+#: The hooks bkt calls implementation by implementation, so that every result and every
+#: failure is tied to its plugin; wrappers on them are refused at start-up.
+CALLED_ONE_BY_ONE = frozenset(
+    {
+        "bkt_subsystems",
+        "bkt_manifest_fields",
+        "bkt_validate_manifest",
+        "bkt_domain_fields",
+        "bkt_post_sync_vm",
+        "bkt_post_sync",
+    }
+)
 
 
 # -- subsystems and commands -------------------------------------------------------------

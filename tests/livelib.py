@@ -1,5 +1,6 @@
-"""Helpers for tests that drive the real libvirt daemon: the test URI, unique domain names,
-cleanup that runs even when a test fails, and small manifests of software-emulated VMs."""
+"""Helpers for tests that drive the real libvirt daemon: the test URI, virsh, unique domain
+names, cleanup that runs even when a test fails, and small manifests of software-emulated
+VMs. The fixtures built on them are in ``tests/live/conftest.py``."""
 
 from __future__ import annotations
 
@@ -9,41 +10,108 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-UNREACHABLE = "qemu+unix:///system?socket=/nonexistent/sock"
+URI = os.environ.get("BKT_TEST_URI", "qemu:///system")
+UNDEFINE_FLAGS = (
+    "--nvram",
+    "--tpm",
+    "--managed-save",
+    "--snapshots-metadata",
+    "--checkpoints-metadata",
+)
 
 
-def uri() -> str:
-    """qemu:///system unless ``$BKT_TEST_URI`` says otherwise."""
-    return os.environ.get("BKT_TEST_URI", "qemu:///system")
+class VirshFailed(AssertionError):
+    pass
 
 
-def virsh(*args: str, check: bool = True) -> str:
-    proc = subprocess.run(
-        ["virsh", "-q", "-c", uri(), *args],
+def virsh(*args: str, check: bool = True, uri: str = URI) -> str:
+    """``virsh -q -c URI ARGS...``'s stdout; raises :class:`VirshFailed` when it fails."""
+    proc = run_virsh(*args, uri=uri)
+    if check and proc.returncode != 0:
+        raise VirshFailed(f"virsh {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def run_virsh(*args: str, uri: str = URI) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["virsh", "-q", "-c", uri, *args],
         capture_output=True,
         text=True,
         env={**os.environ, "LC_ALL": "C"},
         timeout=120,
         check=False,
     )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"virsh {' '.join(args)}: {proc.stderr}")
-    return proc.stdout
+
+
+def domains_with_prefix(prefix: str, uri: str = URI) -> list[str]:
+    proc = run_virsh("list", "--all", "--name", uri=uri)
+    return [n for n in proc.stdout.split() if n.startswith(prefix)]
+
+
+def remove_domain(name: str, uri: str = URI) -> None:
+    """Destroys and undefines ``name`` with everything libvirt keeps for it; quiet when it
+    is already gone. Falls back to fewer flags for a libvirt that refuses some of them."""
+    run_virsh("destroy", "--domain", name, uri=uri)
+    for flags in (UNDEFINE_FLAGS, ("--nvram", "--managed-save"), ("--nvram",), ()):
+        proc = run_virsh("undefine", *flags, "--domain", name, uri=uri)
+        if proc.returncode == 0 or "failed to get domain" in proc.stderr:
+            return
+
+
+def sweep(prefix: str, uri: str = URI) -> None:
+    for name in domains_with_prefix(prefix, uri):
+        remove_domain(name, uri)
+
+
+@dataclass
+class Lab:
+    """The domains of one test, all named ``prefix + suffix``."""
+
+    prefix: str
+    directory: Path
+    uri: str = URI
+    defined: list[str] = field(default_factory=list)
+
+    def name(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    def define(self, xml: str) -> str:
+        """Defines a domain from ``xml`` (whose ``<name>`` must carry the prefix)."""
+        from lxml import etree
+
+        name = str(etree.fromstring(xml.encode()).findtext("name"))
+        assert name.startswith(self.prefix), f"domain {name} lacks the test prefix"
+        path = self.directory / f"{name}.xml"
+        path.write_text(xml)
+        self.defined.append(name)
+        virsh("define", "--file", str(path), uri=self.uri)
+        return name
+
+    def dumpxml(self, name: str) -> str:
+        return virsh("dumpxml", "--inactive", "--security-info", "--domain", name, uri=self.uri)
+
+    def names(self) -> list[str]:
+        return domains_with_prefix(self.prefix, self.uri)
+
+    def cleanup(self) -> None:
+        sweep(self.prefix, self.uri)
+
+
+def uri() -> str:
+    """qemu:///system unless ``$BKT_TEST_URI`` says otherwise."""
+    return URI
+
+
+UNREACHABLE = "qemu+unix:///system?socket=/nonexistent/sock"
 
 
 def unique_name(tag: str) -> str:
     """A domain name no other test or test run uses."""
     return f"bkt-test-{uuid.uuid4().hex[:8]}-{tag}"
-
-
-def remove_domain(name: str) -> None:
-    virsh("destroy", name, check=False)
-    virsh("undefine", "--nvram", "--tpm", "--managed-save", name, check=False)
-    # Without --tpm support (older libvirt) the plain form still removes the domain.
-    virsh("undefine", "--nvram", name, check=False)
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import pytest
 from bkt_core.host import Host
 from bkt_core.plan import CaptureReport
 from tests.conftest import BKT, RunBkt
-from tests.live.conftest import URI, Lab
+from tests.livelib import URI, Lab
 
 pytestmark = pytest.mark.libvirtd
 
@@ -148,7 +148,7 @@ def test_changes_are_captured_field_by_field_and_kept_fields_warn(
     xml = xml.replace("<vcpu placement='static'>2</vcpu>", "<vcpu placement='static'>4</vcpu>")
     xml = xml.replace(">2097152<", ">1572864<")
     lab.define(xml.replace("type='vnc'", "type='spice'"))
-    from tests.live.conftest import virsh
+    from tests.livelib import virsh
 
     virsh("autostart", "--domain", name)
     report = capture(directory, name)

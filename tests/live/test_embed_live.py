@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +18,6 @@ from tests.livelib import domain_names, domains, unique_name, uri, vm, write_vms
 pytestmark = pytest.mark.libvirtd
 
 SCRIPT = ROOT / "examples" / "embed" / "sync_one.py"
-
-
-@pytest.fixture
-def disks() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="bkt-test-disks-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

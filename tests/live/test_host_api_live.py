@@ -4,9 +4,6 @@ CLI, and the JSON form of their results is exactly what ``--json`` prints."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +13,6 @@ from tests.conftest import RunBkt
 from tests.livelib import domains, unique_name, uri, vm, write_vms
 
 pytestmark = pytest.mark.libvirtd
-
-
-@pytest.fixture
-def disks() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="bkt-test-disks-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_sync_and_status_through_the_host(tmp_path: Path, disks: Path, run_bkt: RunBkt) -> None:

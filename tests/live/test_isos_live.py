@@ -49,15 +49,6 @@ def reachable_dir(prefix: str) -> Path:
 
 
 @pytest.fixture
-def disks() -> Iterator[Path]:
-    """Disks and local ISOs, where QEMU can reach them (pytest's own temporary directories
-    are private to their owner)."""
-    path = reachable_dir("bkt-test-disks-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def cache_home() -> Iterator[Path]:
     """``XDG_CACHE_HOME`` for every bkt the test runs: the ISO cache is ``bkt/isos`` in it."""
     path = reachable_dir("bkt-test-cache-")

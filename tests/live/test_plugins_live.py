@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +42,6 @@ ENLIGHTENMENTS = (
     "<frequencies state='on'/>",
 )
 TIMER = "<timer name='hypervclock' present='yes'/>"
-
-
-@pytest.fixture
-def disks() -> Iterator[Path]:
-    """A directory for disks that QEMU (the libvirt-qemu user) can reach."""
-    path = Path(tempfile.mkdtemp(prefix="bkt-test-disks-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

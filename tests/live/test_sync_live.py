@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,16 +29,6 @@ from tests.livelib import (
 )
 
 pytestmark = pytest.mark.libvirtd
-
-
-@pytest.fixture
-def disks() -> Iterator[Path]:
-    """A directory for disks that QEMU (the libvirt-qemu user) can reach: pytest's own
-    temporary directories are private to their owner."""
-    path = Path(tempfile.mkdtemp(prefix="bkt-test-disks-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

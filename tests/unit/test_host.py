@@ -183,3 +183,41 @@ def test_global_flags_are_hoisted(argv: list[str], expected: list[str]) -> None:
     from bkt_core.cli import hoist_globals
 
     assert hoist_globals(argv) == expected
+
+
+def test_a_wrapper_on_a_hook_called_one_by_one_is_refused() -> None:
+    class Wraps:
+        bkt_plugin_name = "wraps"
+
+        @hookimpl(wrapper=True)
+        def bkt_validate_manifest(self) -> Any:
+            return (yield)
+
+    with pytest.raises(PluginError, match="plugin wraps: wraps bkt_validate_manifest"):
+        _ = vm_host(Wraps()).pluginmanager
+    lenient = Host(entry_points=False, plugins=[Wraps()], strict=False)
+    assert [(i.name, i.status) for i in lenient.plugins()] == [("wraps", "invalid")]
+
+
+def test_a_wrapper_on_a_firstresult_hook_wraps_the_default() -> None:
+    seen: list[Any] = []
+
+    class Wraps:
+        bkt_plugin_name = "wraps"
+
+        @hookimpl(wrapper=True)
+        def bkt_disk_provision(self, creation: Any) -> Any:
+            result = yield
+            seen.append((creation, result))
+            return result
+
+    class Provides:
+        bkt_plugin_name = "provides"
+
+        @hookimpl
+        def bkt_disk_provision(self, creation: Any) -> bool:
+            return True
+
+    host = Host(entry_points=False, plugins=[Provides(), Wraps()])
+    assert host.call("bkt_disk_provision", creation="c", context=None) is True
+    assert seen == [("c", True)]
