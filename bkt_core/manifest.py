@@ -45,6 +45,7 @@ __all__ = [
     "load_manifest",
     "locked",
     "parse_json",
+    "read_manifest",
     "suggest",
     "unknown_field_message",
     "validate_text",
@@ -1030,6 +1031,23 @@ def validate_text(
     return result
 
 
+def read_manifest(path: Path) -> str | None:
+    """The text of the manifest at ``path``, or None when there is no such file. A file that
+    cannot be read, or is not UTF-8, is an :class:`OperationError`."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OperationError(f"cannot read {path}: {_reason(exc)}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OperationError(
+            f"cannot read {path}: it is not UTF-8 text (invalid byte at offset {exc.start})"
+        ) from None
+
+
 def load_manifest(
     path: Path,
     model: type[BaseModel],
@@ -1045,22 +1063,13 @@ def load_manifest(
     :class:`ManifestError`, in the order of the text. A missing file is a ManifestError too;
     a file that cannot be read, or is not UTF-8, an :class:`OperationError`.
     """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
+    text = read_manifest(path)
+    if text is None:
         raise ManifestError(
             f"no manifest at {path}",
             hint="pass --manifest-dir DIR or set BKT_MANIFEST_DIR to the directory that holds "
             "vms.json",
-        ) from None
-    except OSError as exc:
-        raise OperationError(f"cannot read {path}: {_reason(exc)}") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise OperationError(
-            f"cannot read {path}: it is not UTF-8 text (invalid byte at offset {exc.start})"
-        ) from None
+        )
     return validate_text(text, str(path), model, validators, context)
 
 

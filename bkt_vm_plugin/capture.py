@@ -454,7 +454,7 @@ def _validate(sub: VmSubsystem, text: str, home: str | None) -> Any:
         text,
         str(sub.manifest_path),
         sub.manifest_model,
-        validators=[functools.partial(sub._validate_document, home=home)],
+        validators=[functools.partial(sub.validate_document, home=home)],
         context={"home": home},
     )
 
@@ -516,21 +516,11 @@ def capture(
 
 
 def _read_existing(sub: VmSubsystem, home: str | None) -> _Existing | None:
-    from bkt_core.manifest import parse_json
+    from bkt_core.manifest import parse_json, read_manifest
 
-    path = Path(sub.manifest_path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    text = read_manifest(Path(sub.manifest_path))
+    if text is None:
         return None
-    except OSError as exc:
-        raise OperationError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise OperationError(
-            f"cannot read {path}: it is not UTF-8 text (invalid byte at offset {exc.start})"
-        ) from None
     manifest = _validate(sub, text, home)
     document, _index = parse_json(text)
     return _Existing(manifest.vms, document)

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from bkt_core.manifest import char_repr
+from bkt_core.manifest import char_repr, json_type_name
 
 __all__ = [
     "CONTROL_MESSAGE",
@@ -43,6 +43,7 @@ __all__ = [
     "expand_home",
     "home_dir",
     "iso_url_file_name",
+    "json_type_name",
     "local_path_problem",
     "network_kind",
 ]
@@ -124,21 +125,6 @@ def network_kind(network: str) -> tuple[Literal["network", "bridge", "none"], st
     if network.startswith(BRIDGE_PREFIX):
         return "bridge", network[len(BRIDGE_PREFIX) :]
     return "network", network
-
-
-def json_type_name(value: Any) -> str:
-    """How a message names the JSON type of ``value``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def _rule(message: str) -> PydanticCustomError:

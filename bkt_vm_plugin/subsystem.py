@@ -14,6 +14,7 @@ from bkt_core.errors import PluginError
 
 if TYPE_CHECKING:
     from bkt_core.host import Host
+    from bkt_core.manifest import Problem
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
     from bkt_vm_plugin.domain_xml import DomainMapping
     from bkt_vm_plugin.model import VmDefinition, VmManifest
@@ -158,12 +159,14 @@ class VmSubsystem:
         return load_manifest(  # type: ignore[return-value]
             self.manifest_path,
             self.manifest_model,
-            validators=[functools.partial(self._validate_document, home=home)],
+            validators=[functools.partial(self.validate_document, home=home)],
             context={"home": home},
         )
 
-    def _validate_document(self, document: Any, *, home: str | None) -> list[Any]:
-        problems: list[Any] = []
+    def validate_document(self, document: Any, *, home: str | None) -> list[Problem]:
+        """Every plugin's :func:`~bkt_core.hookspecs.bkt_validate_manifest` problems with the
+        raw ``document``."""
+        problems: list[Problem] = []
         for _plugin, found in self.host.collect(
             "bkt_validate_manifest", subsystem=self.name, document=document, home=home
         ):
