@@ -92,10 +92,13 @@ def test_update_keeps_what_the_manifest_does_not_own(
 ) -> None:
     name = unique_name("update")
     with domains(name):
-        write_vms(tmp_path / "manifests", {name: vm(disks, name, graphics="vnc")})
+        # The network is defined on every libvirt; it need not run, since nothing starts.
+        write_vms(
+            tmp_path / "manifests", {name: vm(disks, name, graphics="vnc", network="default")}
+        )
         assert bkt("vm", "sync").returncode == 0
-        # A person edits the domain by hand, as with `virsh edit`: a virtio RNG, a NIC on a
-        # bridge the manifest does not describe, and a VNC password.
+        # A person edits the domain by hand, as with `virsh edit`: a virtio RNG and a VNC
+        # password.
         xml = inactive_xml(name)
         edited = xml.replace(
             "</devices>",
@@ -108,12 +111,20 @@ def test_update_keeps_what_the_manifest_does_not_own(
         (tmp_path / "edited.xml").write_text(edited)
         virsh("define", str(tmp_path / "edited.xml"))
         uuid = element(xml, r"<uuid>[^<]+</uuid>")
+        mac = element(xml, r"<mac address='[^']+'/>")
 
         write_vms(
             tmp_path / "manifests",
             {
                 name: vm(
-                    disks, name, memory_gb=2, vcpus=2, graphics="spice", tpm="2.0", boot="uefi"
+                    disks,
+                    name,
+                    memory_gb=2,
+                    vcpus=2,
+                    graphics="spice",
+                    tpm="2.0",
+                    boot="uefi",
+                    network="bridge:bkt-test-br0",
                 )
             },
         )
@@ -125,6 +136,7 @@ def test_update_keeps_what_the_manifest_does_not_own(
             "    vcpus: 1 -> 2\n",
             "    boot: bios -> uefi\n",
             "    tpm: none -> 2.0\n",
+            "    network: default -> bridge:bkt-test-br0\n",
             "    graphics: vnc -> spice\n",
         ]:
             assert line in result.stdout, result.stdout
@@ -132,6 +144,8 @@ def test_update_keeps_what_the_manifest_does_not_own(
 
         after = inactive_xml(name)
         assert element(after, r"<uuid>[^<]+</uuid>") == uuid
+        assert element(after, r"<mac address='[^']+'/>") == mac, "the NIC keeps its MAC"
+        assert "<source bridge='bkt-test-br0'/>" in after
         assert "<rng model='virtio'>" in after, "the hand-added device is kept"
         assert "passwd='s3cret'" in after, "the graphics password is kept"
         assert "<memory unit='KiB'>2097152</memory>" in after
