@@ -233,7 +233,10 @@ def _add_every_subsystem(cli: click.Group, verb: str, doc: str) -> None:
     import rich_click as click
 
     def run(app: Cli, dry_run: bool = False, check: bool = False) -> None:
-        from bkt_core.errors import BktError
+        """Every subsystem in turn, all of them even after a failure; the first failure
+        decides the exit status and the later ones are printed as they happen. A subsystem
+        whose command group has no ``every_subsystem`` handler prints its report as JSON."""
+        from bkt_core.errors import BktError, OperationError
 
         first: BktError | None = None
         for name, subsystem in app.host.subsystems().items():
@@ -241,9 +244,17 @@ def _add_every_subsystem(cli: click.Group, verb: str, doc: str) -> None:
             handler = getattr(command, "every_subsystem", None) if command else None
             try:
                 if handler is not None:
+                    # The subsystem's own command group says how to print its results.
                     handler(app, verb, dry_run=dry_run, check=check)
                 else:
-                    getattr(subsystem, verb)()
+                    options = {"dry_run": dry_run or check} if verb != "status" else {}
+                    report = getattr(subsystem, verb)(**options)
+                    app.printer.json(report.to_json())
+                    if check and report.plan.changes_anything:
+                        raise OperationError(
+                            f"{name} does not match its manifest",
+                            hint="`bkt sync` makes these changes",
+                        )
             except BktError as exc:
                 if first is None:
                     first = exc

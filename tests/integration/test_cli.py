@@ -222,3 +222,23 @@ def test_a_plugin_that_raises_is_named_without_a_traceback(
     )
     verbose = run_bkt("-v", "vm", "validate", pythonpath=[site])
     assert "Traceback" in verbose.stderr and "the rule exploded" in verbose.stderr
+
+
+def test_a_plugin_adds_a_subsystem_and_a_command(
+    run_bkt: RunBkt, plugin_site: PluginSite, tmp_path: Path
+) -> None:
+    site = plugin_site("tests/plugins/bkt-toy")
+    write_manifest(tmp_path / "manifests", '{"vms": {}}')
+    hello = run_bkt("toy", "hello", pythonpath=[site])
+    assert (hello.returncode, hello.stdout) == (0, "hello from toys.json\n"), hello.stderr
+    assert "toy" in run_bkt("--help", pythonpath=[site]).stdout
+    # The top-level commands run every subsystem: the VM one (an empty manifest needs no
+    # libvirt to plan) and the toy one, which prints its report as JSON.
+    synced = run_bkt("sync", "--dry-run", pythonpath=[site])
+    assert synced.returncode == 0, synced.stderr
+    lines = synced.stdout.splitlines()
+    assert lines[0] == "nothing to do: no VMs to sync"
+    assert json.loads(lines[1])["plan"] == {"vms": [{"name": "teddy", "action": "unchanged"}]}
+    listed = json.loads(run_bkt("plugins", "--json", pythonpath=[site]).stdout)
+    toy = next(p for p in listed["plugins"] if p["name"] == "toy")
+    assert toy["hooks"] == ["bkt_cli_commands", "bkt_subsystems"]
