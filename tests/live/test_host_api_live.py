@@ -4,11 +4,13 @@ CLI, and the JSON form of their results is exactly what ``--json`` prints."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from bkt_core import EntryResult, Host, ManifestError, PlanEntry, SyncReport, hookimpl
+from bkt_core.process import Completed, SubprocessRunner
 from tests.conftest import RunBkt
 from tests.livelib import domains, unique_name, uri, vm, write_vms
 
@@ -103,3 +105,36 @@ def test_post_sync_hooks_see_every_result(tmp_path: Path, disks: Path) -> None:
         # A dry run runs no post-sync action.
         Host(manifests, uri=uri(), plugins=[recorder]).sync(dry_run=True)
         assert len(recorder.reports) == 1
+
+
+class CountingRunner(SubprocessRunner):
+    """The real runner, counting the processes it starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[tuple[str, ...]] = []
+
+    def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Completed:
+        self.started.append(tuple(argv))
+        return super().run(argv, timeout=timeout, input=input)
+
+
+def test_a_second_sync_is_one_virsh_process_whatever_the_number_of_vms(
+    tmp_path: Path, disks: Path
+) -> None:
+    names = sorted(unique_name("count") for _ in range(5))
+    manifests = tmp_path / "manifests"
+    with domains(*names):
+        write_vms(manifests, {n: vm(disks, n) for n in names})
+        first = CountingRunner()
+        assert Host(manifests, uri=uri(), runner=first).sync().failed == []
+        programs = [argv[0] for argv in first.started]
+        # observe, pool reads (the disks are created), one vol-create-as or qemu-img each
+        # outside a pool, one define batch, one read-back: not one virsh process per VM.
+        assert programs.count("virsh") <= 5, first.started
+
+        again = CountingRunner()
+        report = Host(manifests, uri=uri(), runner=again).sync()
+        assert [r.result for r in report.results or ()] == ["unchanged"] * 5
+        assert len(again.started) == 1, again.started
+        assert again.started[0][0] == "virsh"
