@@ -95,10 +95,7 @@ def pass_cli(f: F) -> F:
 def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> click.Group:
     """The root command group, with bkt's own commands and every plugin's. ``on_ready`` gets
     the :class:`Cli` once the global options are parsed."""
-    import rich_click as click
-
-    click.rich_click.USE_MARKDOWN = False
-    click.rich_click.SHOW_ARGUMENTS = True
+    import click
 
     @click.group(
         name="bkt",
@@ -171,7 +168,7 @@ def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> clic
 
 
 def _add_core_commands(cli: click.Group) -> None:
-    import rich_click as click
+    import click
 
     @cli.command(help="Print the JSON Schema of a manifest (with the installed plugins' fields).")
     @click.argument("subsystem", type=click.Choice(["vms"]), metavar="vms")
@@ -230,7 +227,7 @@ def _add_core_commands(cli: click.Group) -> None:
 
 
 def _add_every_subsystem(cli: click.Group, verb: str, doc: str) -> None:
-    import rich_click as click
+    import click
 
     def run(app: Cli, dry_run: bool = False, check: bool = False) -> None:
         """Every subsystem in turn, all of them even after a failure; the first failure
@@ -321,6 +318,35 @@ def _exit(code: int, argv: Sequence[str] | None) -> int:
     return code
 
 
+def wants_help(args: Sequence[str]) -> bool:
+    """Whether ``args`` (global options hoisted) ask for help: ``-h``/``--help``, ``bkt`` or
+    ``bkt vm`` alone. Only then is rich-click loaded to draw it (about 17 ms that the other
+    commands do not pay); parsing and running commands need plain click only."""
+    positional: list[str] = []
+    tokens = iter(args)
+    for arg in tokens:
+        if arg == "--":
+            break
+        if arg in ("-h", "--help"):
+            return True
+        if arg in _VALUE_OPTIONS:
+            next(tokens, None)
+        elif not arg.startswith("-"):
+            positional.append(arg)
+    return positional in ([], ["vm"])
+
+
+def _use_rich_click() -> None:
+    """Make every click command draw its help with rich-click (its documented ``patch``),
+    before the commands are defined."""
+    import rich_click
+    from rich_click.patch import patch
+
+    rich_click.rich_click.USE_MARKDOWN = False
+    rich_click.rich_click.SHOW_ARGUMENTS = True
+    patch()
+
+
 def _run(args: list[str]) -> int:
     import click
 
@@ -329,6 +355,8 @@ def _run(args: list[str]) -> int:
     from bkt_core.output import Printer
 
     args = hoist_globals(args)
+    if wants_help(args):
+        _use_rich_click()
     verbosity = sum(a.count("v") for a in args if a.startswith("-v") or a == "--verbose")
     fallback = Printer(verbosity if "-q" not in args else -1, _color_in(args))
     host = Host(disabled=[*disabled_from_env(), *_disabled_in(args)], strict=False)

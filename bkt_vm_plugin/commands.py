@@ -1,4 +1,5 @@
-"""The ``bkt vm`` command group: rich-click glue over the VM subsystem.
+"""The ``bkt vm`` command group: click glue over the VM subsystem (drawn by rich-click when
+help is asked for: :func:`bkt_core.cli.wants_help`).
 
 Commands turn options into calls of :class:`~bkt_vm_plugin.subsystem.VmSubsystem`, hand the
 results to :mod:`bkt_vm_plugin.report` to print, and raise :class:`~bkt_core.BktError` for
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import rich_click as click
+import click
 
 from bkt_core.cli import Cli, pass_cli
 from bkt_core.errors import OperationError

@@ -37,6 +37,17 @@ def test_version_answers_without_importing_any_plugin() -> None:
     assert proc.stdout.startswith("bkt ")
 
 
+def test_commands_other_than_help_do_not_load_rich_click(tmp_path: Path) -> None:
+    write_manifest(tmp_path / "m", GOOD)
+    code = (
+        "import sys; from bkt_core.cli import main;"
+        f"code = main(['-C', {str(tmp_path / 'm')!r}, 'vm', 'validate']);"
+        "assert code == 0, code; assert 'rich_click' not in sys.modules"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_validate_says_ok(run_bkt: RunBkt, tmp_path: Path) -> None:
     write_manifest(tmp_path / "m", GOOD)
     result = run_bkt("vm", "validate", "-C", str(tmp_path / "m"))

@@ -221,3 +221,22 @@ def test_a_wrapper_on_a_firstresult_hook_wraps_the_default() -> None:
     host = Host(entry_points=False, plugins=[Provides(), Wraps()])
     assert host.call("bkt_disk_provision", creation="c", context=None) is True
     assert seen == [("c", True)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], True),
+        (["vm"], True),
+        (["-C", "vm", "vm"], True),
+        (["vm", "sync", "--help"], True),
+        (["-h"], True),
+        (["vm", "status"], False),
+        (["-C", "dir", "plugins"], False),
+        (["vm", "sync", "--", "--help"], False),
+    ],
+)
+def test_rich_click_is_loaded_only_for_help(argv: list[str], expected: bool) -> None:
+    from bkt_core.cli import wants_help
+
+    assert wants_help(argv) is expected
