@@ -23,6 +23,20 @@ BIN = Path(sys.executable).parent
 BKT = str(BIN / "bkt")
 
 
+# For tests with an HTTP server on this machine: no proxy from the environment may stand
+# between bkt and it.
+NO_PROXY = {
+    "http_proxy": "",
+    "HTTP_PROXY": "",
+    "https_proxy": "",
+    "HTTPS_PROXY": "",
+    "all_proxy": "",
+    "ALL_PROXY": "",
+    "no_proxy": "*",
+    "NO_PROXY": "*",
+}
+
+
 @dataclass(frozen=True)
 class Run:
     returncode: int

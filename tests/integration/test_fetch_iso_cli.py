@@ -15,21 +15,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import BKT, Run, RunBkt
+from tests.conftest import BKT, NO_PROXY, Run, RunBkt
 from tests.integration.test_fetch_iso import ETAG, MIB, Serve, body_of, digest, files
 from tests.integration.test_fetch_iso import serve as serve  # the fixture
-
-# The server is on this machine: no proxy from the environment may stand between.
-NO_PROXY = {
-    "http_proxy": "",
-    "HTTP_PROXY": "",
-    "https_proxy": "",
-    "HTTPS_PROXY": "",
-    "all_proxy": "",
-    "ALL_PROXY": "",
-    "no_proxy": "*",
-    "NO_PROXY": "*",
-}
 
 
 class Setup:

@@ -20,24 +20,13 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from tests.conftest import Run, RunBkt
+from tests.conftest import NO_PROXY, Run, RunBkt
 from tests.integration.test_fetch_iso import ETAG, MIB, Serve, body_of, digest
 from tests.integration.test_fetch_iso import serve as serve  # the fixture
 from tests.livelib import domains, inactive_xml, unique_name, uri, vm, write_vms
 
 pytestmark = pytest.mark.libvirtd
 
-# The HTTP server is on this machine: no proxy from the environment may stand between.
-NO_PROXY = {
-    "http_proxy": "",
-    "HTTP_PROXY": "",
-    "https_proxy": "",
-    "HTTPS_PROXY": "",
-    "all_proxy": "",
-    "ALL_PROXY": "",
-    "no_proxy": "*",
-    "NO_PROXY": "*",
-}
 
 Bkt = Callable[..., Run]
 

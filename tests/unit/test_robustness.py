@@ -23,6 +23,7 @@ from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Element, Readin
 from bkt_vm_plugin.provision import DiskCreation, DiskRequest
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.virsh import Reply, Virsh
+from tests.livelib import vm
 
 # -- the public surface ---------------------------------------------------------------------
 
@@ -111,21 +112,6 @@ def disks(tmp_path: Path) -> Path:
     path = tmp_path / "disks"
     path.mkdir()
     return path
-
-
-def vm(disks: Path, name: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "memory_gb": 1,
-        "vcpus": 1,
-        "disk_path": str(disks / f"{name}.qcow2"),
-        "disk_size_gb": 1,
-        "create_if_missing": True,
-        "boot": "bios",
-        "network": "none",
-        "graphics": "none",
-        "virt_type": "qemu",
-        **fields,
-    }
 
 
 class World:
