@@ -391,10 +391,15 @@ def _results(the_plan: SyncPlan, failed: dict[str, str]) -> tuple[EntryResult, .
 
 def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -> None:
     """Every post-sync implementation runs, even after another raised: a per-VM hook that
-    raises fails that VM, a whole-run hook that raises fails every VM it could have touched."""
-    from bkt_core.errors import PluginError
-
+    raises fails that VM, a whole-run hook that raises fails every VM the run changed. A
+    :class:`BktError` is a refusal with its own message; anything else names the plugin."""
     host = sub.host
+
+    def failure(plugin: str, hook: str, exc: Exception) -> str:
+        return (
+            exc.message if isinstance(exc, BktError) else host.failure(plugin, hook, exc).message
+        )
+
     results = {r.name: r for r in report.results or ()}
     for entry in report.plan.entries:
         for plugin, call in host.each(
@@ -406,18 +411,13 @@ def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -
         ):
             try:
                 call()
-            except BktError as exc:
-                context.fail(entry.name, exc.message)
             except Exception as exc:
-                context.fail(entry.name, host.failure(plugin, "bkt_post_sync_vm", exc).message)
+                context.fail(entry.name, failure(plugin, "bkt_post_sync_vm", exc))
     for plugin, call in host.each("bkt_post_sync", report=report, context=context):
         try:
             call()
         except Exception as exc:
-            error = exc if isinstance(exc, PluginError | BktError) else None
-            message = (
-                error.message if error else host.failure(plugin, "bkt_post_sync", exc).message
-            )
+            message = failure(plugin, "bkt_post_sync", exc)
             for entry in report.plan.entries:
                 if entry.changes_anything:
                     context.fail(entry.name, message)
