@@ -20,7 +20,7 @@ import pytest
 from bkt_core.host import Host
 from bkt_core.plan import CaptureReport
 from tests.conftest import BKT, RunBkt
-from tests.livelib import URI, Lab
+from tests.livelib import URI, Lab, virsh
 
 pytestmark = pytest.mark.libvirtd
 
@@ -148,7 +148,6 @@ def test_changes_are_captured_field_by_field_and_kept_fields_warn(
     xml = xml.replace("<vcpu placement='static'>2</vcpu>", "<vcpu placement='static'>4</vcpu>")
     xml = xml.replace(">2097152<", ">1572864<")
     lab.define(xml.replace("type='vnc'", "type='spice'"))
-    from tests.livelib import virsh
 
     virsh("autostart", "--domain", name)
     report = capture(directory, name)
@@ -245,6 +244,9 @@ def test_a_domain_whose_cdrom_file_is_missing_captures_and_syncs_as_it_is(
 def virt_install(name: str, disk_path: str, *options: str, directory: Path) -> str:
     if shutil.which("virt-install") is None:
         pytest.fail("virt-install is missing: scripts/setup installs the Debian package virtinst")
+    # virt-install defines (and starts) a storage pool for the disk's directory, even with
+    # --print-xml; the pools it adds are removed again below.
+    pools_before = set(virsh("pool-list", "--all", "--name").split())
     proc = subprocess.run(
         [
             "virt-install",
@@ -276,6 +278,9 @@ def virt_install(name: str, disk_path: str, *options: str, directory: Path) -> s
         check=False,
         env={**os.environ, "HOME": str(directory)},
     )
+    for pool in set(virsh("pool-list", "--all", "--name").split()) - pools_before:
+        virsh("pool-destroy", pool, check=False)
+        virsh("pool-undefine", pool, check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
