@@ -8,7 +8,7 @@ a :class:`StatusReport`, a :class:`CaptureReport`) are frozen dataclasses. Their
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
@@ -67,10 +67,6 @@ class PlanEntry:
     @property
     def changes_anything(self) -> bool:
         return self.action in ("create", "update")
-
-    def failed(self, message: str) -> PlanEntry:
-        """This entry turned into an error."""
-        return replace(self, action="error", message=message, payload=None)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "action": self.action}

@@ -175,11 +175,6 @@ CHILD_ORDER: dict[str, tuple[str, ...]] = {
 INDENT = "  "
 
 
-def is_element(node: Any) -> bool:
-    """Whether ``node`` is an element (not a comment, processing instruction or entity)."""
-    return isinstance(node, etree._Element) and isinstance(node.tag, str)
-
-
 def elements(parent: Element) -> list[Element]:
     """The child elements of ``parent``, in document order."""
     return [c for c in parent if isinstance(c.tag, str)]

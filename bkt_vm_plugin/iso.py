@@ -1,10 +1,10 @@
 """The ISO cache, and ``bkt vm fetch-iso``: the one place that downloads.
 
 Sync never downloads: it attaches a URL source only when its file is already in the cache
-(:func:`resolve_sources`). :func:`fetch` downloads one URL with :mod:`urllib` (http and https
-only) into ``.<file>.part`` beside its final name and renames it into place only when it is
-complete and, when the manifest gives a ``sha256``, verified: sync never sees half a file or
-a wrong one.
+(:func:`bkt_vm_plugin.domain_xml.resolve_context` decides). :func:`fetch` downloads one URL
+with :mod:`urllib` (http and https only) into ``.<file>.part`` beside its final name and
+renames it into place only when it is complete and, when the manifest gives a ``sha256``,
+verified: sync never sees half a file or a wrong one.
 
 Resuming. An interrupted transfer continues where it stopped with ``Range: bytes=N-``, within
 the run (a bounded number of attempts with a growing pause) and in the next run (the part
@@ -50,7 +50,6 @@ __all__ = [
     "fetch_iso",
     "format_size",
     "part_path",
-    "resolve_sources",
     "sha256_of_file",
     "validator_path",
 ]
@@ -103,34 +102,6 @@ def part_path(path: Path) -> Path:
 def validator_path(path: Path) -> Path:
     """``.<name>.part.validator``: which response the part file's bytes came from."""
     return path.with_name(f".{path.name}.part.validator")
-
-
-def resolve_sources(
-    vm: VmDefinition, home: str | None, cache: Path
-) -> tuple[list[str], list[str]]:
-    """The ISO files sync attaches for ``vm``, in manifest order, and a warning for each
-    source it leaves out (a local file that is missing, a URL not in the cache yet)."""
-    from bkt_vm_plugin.model import IsoUrl, expand_home
-
-    paths: list[str] = []
-    warnings: list[str] = []
-    for source in vm.iso_sources:
-        if isinstance(source, IsoUrl):
-            there = cached_path(source.url, cache)
-            if there.is_file():
-                paths.append(str(there))
-            else:
-                warnings.append(
-                    f"ISO {source.url} is not in the cache ({there}): left out "
-                    "(`bkt vm fetch-iso` downloads it)"
-                )
-        else:
-            path = expand_home(source.path, home)
-            if os.path.isfile(path):
-                paths.append(path)
-            else:
-                warnings.append(f"ISO {path} does not exist: left out")
-    return paths, warnings
 
 
 # -- results -------------------------------------------------------------------------------

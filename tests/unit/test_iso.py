@@ -15,7 +15,6 @@ from bkt_vm_plugin.iso import (
     cached_path,
     format_size,
     part_path,
-    resolve_sources,
     sha256_of_file,
     validator_path,
 )
@@ -73,29 +72,6 @@ def vm(*sources: dict[str, str]) -> VmDefinition:
         },
         context={"home": "/home/u"},
     )
-
-
-def test_sync_attaches_what_is_there_in_manifest_order_and_warns_about_the_rest(
-    tmp_path: Path,
-) -> None:
-    home, cache = tmp_path / "home", tmp_path / "cache"
-    home.mkdir()
-    cache.mkdir()
-    (home / "a.iso").write_bytes(b"a")
-    (cache / "virtio.iso").write_bytes(b"v")
-    definition = vm(
-        {"path": "~/a.iso"},
-        {"url": "https://example.org/not-yet.iso"},
-        {"path": "/nowhere/gone.iso"},
-        {"url": "https://example.org/d/virtio.iso"},
-    )
-    paths, warnings = resolve_sources(definition, str(home), cache)
-    assert paths == [str(home / "a.iso"), str(cache / "virtio.iso")]
-    assert warnings == [
-        f"ISO https://example.org/not-yet.iso is not in the cache ({cache / 'not-yet.iso'}): "
-        "left out (`bkt vm fetch-iso` downloads it)",
-        "ISO /nowhere/gone.iso does not exist: left out",
-    ]
 
 
 def test_results_describe_themselves() -> None:
