@@ -1,5 +1,5 @@
-"""parse and patch over the real libvirt domain XMLs in ../shared/fixtures/libvirt-domains
-(libvirt 9.9.0's own test data; see the README there)."""
+"""parse and patch over the real libvirt domain XMLs in tests/fixtures/libvirt-domains
+(libvirt 9.9.0's own test data, under its own licence; see the README there)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ from bkt_vm_plugin.domain_xml import (
 from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "libvirt-domains"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "libvirt-domains"
 RNG = Path("/usr/share/libvirt/schemas/domain.rng")
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
@@ -45,6 +44,18 @@ def fixtures() -> list[tuple[str, str]]:
     files = sorted(FIXTURES.glob("*.xml"))
     assert len(files) == 400, f"expected the 400 fixtures in {FIXTURES}"
     return [(p.name, p.read_text()) for p in files]
+
+
+def test_every_fixture_comes_with_its_source_and_licence() -> None:
+    # The corpus is LGPL-2.1-or-later: it may be redistributed (in this repository and the
+    # sdist) only together with the licence text and where each file came from.
+    assert (FIXTURES / "COPYING.LESSER").read_text().startswith("                  GNU LESSER")
+    assert "LGPL-2.1-or-later" in (FIXTURES / "README.md").read_text()
+    rows = (FIXTURES / "SOURCES.tsv").read_text().splitlines()
+    assert rows[0].split("\t")[:2] == ["fixture", "source_path_in_libvirt-9.9.0"]
+    sources = {row.split("\t")[0]: row.split("\t")[1] for row in rows[1:]}
+    assert sorted(sources) == [name for name, _ in fixtures()]
+    assert all(path.startswith("tests/") for path in sources.values())
 
 
 def resolve(vm: VmDefinition, disk_format: str) -> DomainContext:
