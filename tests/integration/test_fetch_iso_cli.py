@@ -265,3 +265,24 @@ def test_a_terminal_gets_a_progress_bar_on_stderr(
     assert text.endswith("\x1b[2K"), repr(text)
     assert text.rindex("\x1b[2K") > text.rindex("2.0/2.0 MiB"), repr(text)
     assert "fetched" not in text, "result lines stay on stdout"
+
+
+def test_a_malformed_or_credentialed_url_is_refused_at_its_place_in_the_file(
+    run_bkt: RunBkt, tmp_path: Path
+) -> None:
+    setup = Setup(
+        run_bkt,
+        tmp_path,
+        [{"url": "http://[::1/x.iso"}, {"url": "https://user:secret@127.0.0.1:9/x.iso"}],
+    )
+    manifest = setup.manifests / "vms.json"
+    result = setup.fetch()
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"{manifest}:16:18: vms.win.iso_sources[1].url: URL has an [IPv6] address without "
+        "its closing ]\n"
+        f"{manifest}:19:18: vms.win.iso_sources[2].url: must not contain a user name or "
+        "password (user:password@)\n"
+        f"error: {manifest} is not valid (2 errors); nothing was changed\n"
+    )
+    assert not setup.cache_home.exists(), "no part file, no cache directory"
