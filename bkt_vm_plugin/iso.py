@@ -287,7 +287,7 @@ def fetch(
         )
         try:
             download.run(attempts, max_attempts, backoff, sleep)
-        except OperationError:
+        except BaseException:
             # Bytes already here are kept for the next run; an empty file helps no one.
             if _size(handle) == 0:
                 _remove(part, validator_path(final))
@@ -528,7 +528,9 @@ class _Download:
         self.file.seek(0, os.SEEK_END)
         while True:
             try:
-                chunk = response.read(CHUNK)
+                # read1: what has arrived, at most CHUNK. read(CHUNK) waits for all of it, and a
+                # stall in the middle would lose the bytes it had read so far.
+                chunk = response.read1(CHUNK)
             except (OSError, http.client.HTTPException) as exc:
                 self.file.flush()
                 raise _Interrupted(

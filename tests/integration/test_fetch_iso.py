@@ -2,8 +2,8 @@
 
 The server serves one generated body at every path ending in its file name, honours
 ``Range`` and ``If-Range`` (with an ETag), records every request, and misbehaves on demand:
-it drops the connection midway, ignores ranges, sends no validator, or answers a range
-request at the wrong offset.
+it drops the connection midway, stalls midway, ignores ranges, sends no validator, or
+answers a range request at the wrong offset.
 """
 
 from __future__ import annotations
@@ -52,10 +52,14 @@ class Server:
     ranges: bool = True
     #: Answers (0-based) that announce the whole rest, send this many bytes, and hang up.
     drop: dict[int, int] = field(default_factory=dict)
+    #: Answers (0-based) that announce the whole rest, send this many bytes, and then send
+    #: nothing more until the test ends.
+    stall: dict[int, int] = field(default_factory=dict)
     #: Answer every range request with 206 from this byte instead.
     wrong_start: int | None = None
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
+    released: threading.Event = field(default_factory=threading.Event)
 
     def url(self, name: str | None = None) -> str:
         return f"http://127.0.0.1:{self.port}/isos/{name or self.file}"
@@ -106,6 +110,12 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            if index in server.stall:
+                self.wfile.write(rest[: server.stall[index]])
+                self.wfile.flush()
+                server.released.wait()
+                self.close_connection = True
+                return
             self.wfile.write(rest)
 
     return Handler
@@ -117,7 +127,7 @@ Serve = Callable[..., Server]
 @pytest.fixture
 def serve() -> Iterator[Serve]:
     """``serve(file, body, **fields)`` starts a :class:`Server`; all stop after the test."""
-    running: list[http.server.ThreadingHTTPServer] = []
+    running: list[tuple[Server, http.server.ThreadingHTTPServer]] = []
 
     def start(file: str, body: bytes, **fields: Any) -> Server:
         server = Server(file, body, **fields)
@@ -125,11 +135,12 @@ def serve() -> Iterator[Serve]:
         httpd.daemon_threads = True
         server.port = httpd.server_address[1]
         threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
-        running.append(httpd)
+        running.append((server, httpd))
         return server
 
     yield start
-    for httpd in running:
+    for server, httpd in running:
+        server.released.set()
         httpd.shutdown()
         httpd.server_close()
 
@@ -389,3 +400,32 @@ def test_fetch_iso_fetches_every_url_source_and_reports_the_failures(
     # Now everything is there: nothing fails, nothing is downloaded.
     vm_ok = vm.model_copy(update={"iso_sources": vm.iso_sources[2:]})
     assert [r.status for r in fetch_iso("win11", vm_ok, tmp_path)] == ["cached"]
+
+
+def test_a_stalled_transfer_keeps_its_bytes_and_resumes_from_them(
+    serve: Serve, tmp_path: Path
+) -> None:
+    # Less than one read's worth arrives, then nothing: the read times out mid-body.
+    body = body_of(MIB)
+    server = serve("stall.iso", body, stall={0: 100_000})
+    notes: list[str] = []
+    result = fetch(
+        server.url(), digest(body), tmp_path, note=notes.append, timeout=2, sleep=no_sleep
+    )
+    assert (result.status, result.resumed, result.verified) == ("fetched", True, True)
+    assert cached_path(server.url(), tmp_path).read_bytes() == body
+    assert (server.seen[1].range, server.seen[1].if_range) == ("bytes=100000-", ETAG)
+    assert notes[0].endswith("; continuing from byte 100000 in 250 ms"), notes
+
+
+def test_an_interruption_before_the_first_byte_leaves_no_part_file(
+    serve: Serve, tmp_path: Path
+) -> None:
+    server = serve("x.iso", body_of(MIB))
+
+    def interrupt(done: int, total: int | None) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fetch(server.url(), None, tmp_path, interrupt)
+    assert files(tmp_path) == []
