@@ -2,9 +2,14 @@
 
 Sync never downloads: it attaches a URL source only when its file is already in the cache
 (:func:`bkt_vm_plugin.domain_xml.resolve_context` decides). :func:`fetch` downloads one URL
-with :mod:`urllib` (http and https only) into ``.<file>.part`` beside its final name and
-renames it into place only when it is complete and, when the manifest gives a ``sha256``,
-verified: sync never sees half a file or a wrong one.
+with :mod:`urllib` into ``.<file>.part`` beside its final name and renames it into place only
+when it is complete and, when the manifest gives a ``sha256``, verified: sync never sees half a
+file or a wrong one.
+
+The cache. A URL's file is ``<digest>-<name>``: the first 16 hex digits of the SHA-256 of the
+URL as the manifest writes it, and the last segment of its path (:func:`cache_name`, the one
+rule that both fetch-iso and sync's lookup use). Two URLs that end in the same file name
+(``.../a/install.iso``, ``.../b/install.iso``) so never share a file.
 
 Resuming. An interrupted transfer continues where it stopped with ``Range: bytes=N-``, within
 the run (a bounded number of attempts with a growing pause) and in the next run (the part
@@ -45,6 +50,7 @@ __all__ = [
     "FetchResult",
     "Progress",
     "cache_dir",
+    "cache_name",
     "cached_path",
     "fetch",
     "fetch_iso",
@@ -86,12 +92,20 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(home) / ".cache" / "bkt" / "isos"
 
 
-def cached_path(url: str, cache: Path | None = None) -> Path:
-    """Where the cache keeps ``url``'s file (the last segment of its path). Raises
-    ``ValueError`` for a URL that cannot be an ISO source."""
+def cache_name(url: str) -> str:
+    """The name of ``url``'s file in the cache: ``<16 hex digits>-<file name>``, the digits
+    from the SHA-256 of the whole URL, so that two URLs never share a file and a listing still
+    says what each file is. Raises ``ValueError`` for a URL that cannot be an ISO source."""
     from bkt_vm_plugin.model import iso_url_file_name
 
-    return (cache_dir() if cache is None else cache) / iso_url_file_name(url)
+    name = iso_url_file_name(url)
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+
+
+def cached_path(url: str, cache: Path | None = None) -> Path:
+    """Where the cache keeps ``url``'s file (:func:`cache_name`). Raises ``ValueError`` for a
+    URL that cannot be an ISO source."""
+    return (cache_dir() if cache is None else cache) / cache_name(url)
 
 
 def part_path(path: Path) -> Path:
@@ -246,14 +260,11 @@ def fetch(
 ) -> FetchResult:
     """Fetch ``url`` into ``dest_dir`` (made if missing: the cache is bkt's own directory)
     unless a good copy is already there. Raises :class:`OperationError` when it cannot."""
-    from bkt_vm_plugin.model import iso_url_file_name
-
     try:
-        name = iso_url_file_name(url)
+        final = cached_path(url, dest_dir)
     except ValueError as exc:
         raise OperationError(f"cannot fetch {url}: {exc}") from None
     expected = sha256.lower() if sha256 else None
-    final = dest_dir / name
     say = note or (lambda _text: None)
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)

@@ -166,8 +166,8 @@ def parse_url(url: str) -> SplitResult:
 
 
 def iso_url_file_name(url: str) -> str:
-    """The file name ``url`` ends in (the last segment of its path): the name under which
-    the ISO cache keeps its download.
+    """The file name ``url`` ends in (the last segment of its path). The ISO cache keeps the
+    download under a name made from it (:func:`bkt_vm_plugin.iso.cache_name`).
 
     Raises ``ValueError`` with the user-facing reason when ``url`` cannot be an ISO source.
     """

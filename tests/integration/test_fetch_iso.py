@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from bkt_core.errors import OperationError
 from bkt_vm_plugin.iso import (
     FetchFailed,
     FetchResult,
+    cache_name,
     cached_path,
     fetch,
     fetch_iso,
@@ -172,11 +174,12 @@ def test_a_complete_download_is_verified_and_a_cached_file_is_not_fetched_again(
 
     result = fetch(server.url(), digest(body).upper(), cache, lambda d, t: seen.append((d, t)))
 
-    final = cache / "virtio-win.iso"
+    final = cached_path(server.url(), cache)
     assert result == FetchResult(server.url(), final, "fetched", len(body), verified=True)
     assert result.describe() == f"fetched {server.url()} -> {final} (3.0 MiB, sha256 verified)"
     assert final.read_bytes() == body
-    assert files(cache) == ["virtio-win.iso"], "no part or validator file is left"
+    assert final.name.endswith("-virtio-win.iso")
+    assert files(cache) == [final.name], "no part or validator file is left"
     assert seen[0] == (0, len(body)) and seen[-1] == (len(body), len(body))
     assert [s.range for s in server.seen] == [None]
 
@@ -206,13 +209,14 @@ def test_a_cached_file_that_does_not_match_is_downloaded_again(
 ) -> None:
     body = body_of(MIB)
     server = serve("x.iso", body)
-    (tmp_path / "x.iso").write_bytes(b"stale")
+    final = cached_path(server.url(), tmp_path)
+    final.write_bytes(b"stale")
     notes: list[str] = []
     result = fetch(server.url(), digest(body), tmp_path, note=notes.append)
     assert (result.status, result.verified) == ("fetched", True)
-    assert (tmp_path / "x.iso").read_bytes() == body
+    assert final.read_bytes() == body
     assert notes == [
-        f"{tmp_path / 'x.iso'} is in the cache but its sha256 is {digest(b'stale')}, "
+        f"{final} is in the cache but its sha256 is {digest(b'stale')}, "
         f"not {digest(body)}; downloading it again"
     ]
 
@@ -224,7 +228,7 @@ def test_an_interrupted_transfer_resumes_within_the_run(serve: Serve, tmp_path: 
     result = fetch(server.url(), digest(body), tmp_path, note=notes.append, sleep=no_sleep)
     assert (result.status, result.resumed, result.verified) == ("fetched", True, True)
     assert result.describe().endswith("(4.0 MiB, resumed, sha256 verified)")
-    assert (tmp_path / "big.iso").read_bytes() == body
+    assert cached_path(server.url(), tmp_path).read_bytes() == body
     assert [(s.range, s.if_range) for s in server.seen] == [
         (None, None),
         (f"bytes={MIB + 7}-", ETAG),
@@ -233,7 +237,7 @@ def test_an_interrupted_transfer_resumes_within_the_run(serve: Serve, tmp_path: 
         f"{server.url()}: the connection closed after {MIB + 7} of {4 * MIB} bytes; "
         f"continuing from byte {MIB + 7} in 250 ms"
     ]
-    assert files(tmp_path) == ["big.iso"]
+    assert files(tmp_path) == [cache_name(server.url())]
 
 
 def test_an_interrupted_transfer_is_resumed_by_the_next_run(serve: Serve, tmp_path: Path) -> None:
@@ -246,7 +250,7 @@ def test_an_interrupted_transfer_is_resumed_by_the_next_run(serve: Serve, tmp_pa
         f"(1 attempt in a row made no progress, 1 in all; run fetch-iso again to continue from "
         f"{MIB} bytes)"
     )
-    final = tmp_path / "half.iso"
+    final = cached_path(server.url(), tmp_path)
     assert part_path(final).stat().st_size == MIB
     assert json.loads(validator_path(final).read_text()) == {
         "url": server.url(),
@@ -258,7 +262,7 @@ def test_an_interrupted_transfer_is_resumed_by_the_next_run(serve: Serve, tmp_pa
     assert final.read_bytes() == body
     assert server.seen[-1].range == f"bytes={MIB}-"
     assert server.seen[-1].if_range == ETAG
-    assert files(tmp_path) == ["half.iso"]
+    assert files(tmp_path) == [final.name]
 
 
 def test_a_part_of_a_file_that_changed_on_the_server_is_not_spliced(
@@ -272,14 +276,14 @@ def test_a_part_of_a_file_that_changed_on_the_server_is_not_spliced(
 
     result = fetch(server.url(), None, tmp_path)
     assert (result.status, result.resumed) == ("fetched", False)
-    assert (tmp_path / "moving.iso").read_bytes() == new
+    assert cached_path(server.url(), tmp_path).read_bytes() == new
     assert (server.seen[-1].range, server.seen[-1].if_range) == (f"bytes={MIB}-", ETAG)
 
 
 def test_a_part_without_a_recorded_validator_is_started_over(serve: Serve, tmp_path: Path) -> None:
     body = body_of(2 * MIB)
     server = serve("old.iso", body)
-    part_path(tmp_path / "old.iso").write_bytes(b"x" * MIB)  # e.g. left by the prototype
+    part_path(cached_path(server.url(), tmp_path)).write_bytes(b"x" * MIB)  # a crashed bkt
     notes: list[str] = []
     result = fetch(server.url(), digest(body), tmp_path, note=notes.append)
     assert (result.status, result.resumed, result.verified) == ("fetched", False, True)
@@ -289,13 +293,14 @@ def test_a_part_without_a_recorded_validator_is_started_over(serve: Serve, tmp_p
     # A server that gives no validator at all: resumed within the run, restarted next run.
     server.etag = None
     server.drop = {len(server.seen): MIB}
+    again = cached_path(server.url("old.iso?again"), tmp_path / "b")
     with pytest.raises(OperationError, match="connection closed"):
         fetch(server.url("old.iso?again"), None, tmp_path / "b", attempts=1, sleep=no_sleep)
-    assert part_path(tmp_path / "b" / "old.iso").stat().st_size == MIB
-    assert not validator_path(tmp_path / "b" / "old.iso").exists()
+    assert part_path(again).stat().st_size == MIB
+    assert not validator_path(again).exists()
     fetch(server.url("old.iso?again"), None, tmp_path / "b")
     assert server.seen[-1].range is None
-    assert (tmp_path / "b" / "old.iso").read_bytes() == body
+    assert again.read_bytes() == body
 
 
 def test_a_server_without_range_support_sends_the_whole_file_again(
@@ -306,7 +311,7 @@ def test_a_server_without_range_support_sends_the_whole_file_again(
     result = fetch(server.url(), digest(body), tmp_path, sleep=no_sleep)
     assert (result.status, result.resumed, result.verified) == ("fetched", False, True)
     assert result.describe().endswith("(2.0 MiB, sha256 verified)")
-    assert (tmp_path / "whole.iso").read_bytes() == body
+    assert cached_path(server.url(), tmp_path).read_bytes() == body
     assert [s.range for s in server.seen] == [None, f"bytes={MIB // 2}-"]
 
 
@@ -321,19 +326,20 @@ def test_a_range_answered_at_the_wrong_offset_is_an_error_not_a_loop(
         f"{server.url()} answered 206 from byte 7, not from byte {MIB} as asked"
     )
     assert len(server.seen) == 2
-    assert part_path(tmp_path / "odd.iso").stat().st_size == MIB, "kept for a later run"
+    kept = part_path(cached_path(server.url(), tmp_path))
+    assert kept.stat().st_size == MIB, "kept for a later run"
 
 
 def test_a_part_that_is_already_complete_is_accepted_on_416(serve: Serve, tmp_path: Path) -> None:
     body = body_of(MIB)
     server = serve("done.iso", body)
-    final = tmp_path / "done.iso"
+    final = cached_path(server.url(), tmp_path)
     part_path(final).write_bytes(body)
     validator_path(final).write_text(json.dumps({"url": server.url(), "validator": ETAG}))
     result = fetch(server.url(), digest(body), tmp_path)
     assert (result.status, result.verified) == ("fetched", True)
     assert server.seen[0].range == f"bytes={MIB}-"
-    assert files(tmp_path) == ["done.iso"]
+    assert files(tmp_path) == [final.name]
 
 
 def test_failures_are_bounded_and_reported(serve: Serve, tmp_path: Path) -> None:
@@ -416,6 +422,40 @@ def test_a_stalled_transfer_keeps_its_bytes_and_resumes_from_them(
     assert cached_path(server.url(), tmp_path).read_bytes() == body
     assert (server.seen[1].range, server.seen[1].if_range) == ("bytes=100000-", ETAG)
     assert notes[0].endswith("; continuing from byte 100000 in 250 ms"), notes
+
+
+def test_urls_with_the_same_file_name_get_their_own_files(serve: Serve, tmp_path: Path) -> None:
+    from bkt_vm_plugin.domain_xml import resolve_context
+
+    body_a, body_b = body_of(MIB, seed=1), body_of(MIB, seed=2)
+    a, b = serve("install.iso", body_a), serve("install.iso", body_b)
+    url_a, url_b = a.url("a/install.iso"), b.url("b/install.iso")
+
+    def installer(url: str) -> VmDefinition:
+        return VmDefinition.model_validate(
+            {
+                "memory_gb": 1,
+                "vcpus": 1,
+                "disk_path": "/srv/a.qcow2",
+                "disk_size_gb": 1,
+                "boot": "uefi",
+                "network": "none",
+                "graphics": "none",
+                "iso_sources": [{"url": url}],
+            }
+        )
+
+    (first,) = fetch_iso("a", installer(url_a), tmp_path)
+    (second,) = fetch_iso("b", installer(url_b), tmp_path)
+    assert (first.status, second.status) == ("fetched", "fetched")
+    assert first.path != second.path
+    assert (first.path.read_bytes(), second.path.read_bytes()) == (body_a, body_b)
+    # sync's lookup finds the same file fetch-iso wrote: VM b gets installer b.
+    for name, url, path in (("a", url_a, first.path), ("b", url_b, second.path)):
+        ctx = resolve_context(
+            name, installer(url), home=None, iso_cache=str(tmp_path), exists=os.path.exists
+        )
+        assert ctx.isos == (str(path),)
 
 
 def test_an_interruption_before_the_first_byte_leaves_no_part_file(
