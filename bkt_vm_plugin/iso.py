@@ -11,6 +11,8 @@ URL as the manifest writes it, and the last segment of its path (:func:`cache_na
 rule that both fetch-iso and sync's lookup use). Two URLs that end in the same file name
 (``.../a/install.iso``, ``.../b/install.iso``) so never share a file.
 
+No message shows a URL's ``user:password@`` (:func:`redact`).
+
 Resuming. An interrupted transfer continues where it stopped with ``Range: bytes=N-``, within
 the run (a bounded number of attempts with a growing pause) and in the next run (the part
 file is kept). ``If-Range`` carries the validator of the response whose bytes the part holds
@@ -56,6 +58,7 @@ __all__ = [
     "fetch_iso",
     "format_size",
     "part_path",
+    "redact",
     "sha256_of_file",
     "validator_path",
 ]
@@ -108,6 +111,17 @@ def cached_path(url: str, cache: Path | None = None) -> Path:
     return (cache_dir() if cache is None else cache) / cache_name(url)
 
 
+def redact(url: str) -> str:
+    """``url`` with its user information (``user:password@``) replaced by ``***@``: how
+    messages show a URL, even one that does not parse."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    return url if at < 0 else f"{scheme}://***{rest[at:]}"
+
+
 def part_path(path: Path) -> Path:
     """``.<name>.part`` beside ``path``: hidden, and never what sync looks for."""
     return path.with_name(f".{path.name}.part")
@@ -149,18 +163,17 @@ class FetchResult:
     def describe(self) -> str:
         """The line the CLI prints for it."""
         checked = ", sha256 verified" if self.verified else ""
+        url = redact(self.url)
         if self.status == "cached":
-            return f"cached {self.url} -> {self.path} (already there{checked})"
+            return f"cached {url} -> {self.path} (already there{checked})"
         if self.status == "fetched":
             resumed = ", resumed" if self.resumed else ""
-            return (
-                f"fetched {self.url} -> {self.path} ({format_size(self.size)}{resumed}{checked})"
-            )
-        return f"{self.url}: {self.error}"
+            return f"fetched {url} -> {self.path} ({format_size(self.size)}{resumed}{checked})"
+        return f"{url}: {self.error}"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "url": self.url,
+            "url": redact(self.url),
             "path": str(self.path),
             "status": self.status,
             "size": self.size,
@@ -176,7 +189,7 @@ class FetchFailed(OperationError):
     """Some URL sources of a VM were not fetched; :attr:`results` has every source's result."""
 
     def __init__(self, name: str, results: list[FetchResult]) -> None:
-        failed = [r.url for r in results if not r.ok]
+        failed = [redact(r.url) for r in results if not r.ok]
         noun = "ISO" if len(failed) == 1 else "ISOs"
         super().__init__(
             f"VM {name}: {len(failed)} {noun} not fetched: {', '.join(failed)}",
@@ -263,7 +276,7 @@ def fetch(
     try:
         final = cached_path(url, dest_dir)
     except ValueError as exc:
-        raise OperationError(f"cannot fetch {url}: {exc}") from None
+        raise OperationError(f"cannot fetch {redact(url)}: {exc}") from None
     expected = sha256.lower() if sha256 else None
     say = note or (lambda _text: None)
     try:
@@ -310,8 +323,8 @@ def fetch(
             if actual != expected:
                 _remove(part, validator_path(final))
                 raise OperationError(
-                    f"the download of {url} has sha256 {actual}, not {expected} as the "
-                    "manifest says; it was deleted"
+                    f"the download of {download.shown} has sha256 {actual}, not {expected} as "
+                    "the manifest says; it was deleted"
                 )
             verified = True
         try:
@@ -331,7 +344,9 @@ def _lock(handle: IO[bytes], url: str, part: Path) -> None:
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        raise OperationError(f"another bkt is downloading {url} ({part} is locked)") from None
+        raise OperationError(
+            f"another bkt is downloading {redact(url)} ({part} is locked)"
+        ) from None
 
 
 def _size(handle: IO[bytes]) -> int:
@@ -407,6 +422,11 @@ class _Download:
     _restarted_416: bool = field(default=False)
 
     @property
+    def shown(self) -> str:
+        """The URL as messages show it."""
+        return redact(self.url)
+
+    @property
     def _validator_file(self) -> Path:
         return self.part.with_name(self.part.name + ".validator")
 
@@ -464,11 +484,11 @@ class _Download:
                 pause = backoff
             if failures >= attempts or attempt == max_attempts:
                 raise OperationError(
-                    f"cannot download {self.url}: {why} ({failures} attempt"
+                    f"cannot download {self.shown}: {why} ({failures} attempt"
                     f"{'' if failures == 1 else 's'} in a row made no progress, {attempt} in "
                     f"all; run fetch-iso again to continue from {now} bytes)"
                 )
-            self.note(f"{self.url}: {why}; continuing from byte {now} in {pause * 1000:.0f} ms")
+            self.note(f"{self.shown}: {why}; continuing from byte {now} in {pause * 1000:.0f} ms")
             sleep(pause)
             pause *= 2
         raise AssertionError("unreachable")  # pragma: no cover
@@ -500,7 +520,7 @@ class _Download:
                 if first != have:
                     shown = "an unreadable range" if first is None else f"byte {first}"
                     raise OperationError(
-                        f"{self.url} answered 206 from {shown}, not from byte {have} as asked"
+                        f"{self.shown} answered 206 from {shown}, not from byte {have} as asked"
                     )
                 start = have
                 self.resumed = self.resumed or have > 0
@@ -510,7 +530,7 @@ class _Download:
                 self._truncate()
                 start, length = 0, None
             else:
-                raise OperationError(f"{self.url} answered HTTP {status}")
+                raise OperationError(f"{self.shown} answered HTTP {status}")
             self._store_validator(_validator_of(response.headers))
             declared = response.headers.get("Content-Length")
             total = length
@@ -528,7 +548,7 @@ class _Download:
                 self._truncate()
                 self._store_validator(None)
                 raise _Interrupted("the server cannot continue the partial file; starting over")
-        raise OperationError(f"{self.url} answered HTTP {status}")
+        raise OperationError(f"{self.shown} answered HTTP {status}")
 
     def _copy(self, response: http.client.HTTPResponse, start: int, total: int | None) -> None:
         import http.client

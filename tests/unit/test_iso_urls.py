@@ -1,15 +1,18 @@
 """ISO URLs without a network: what validation accepts is exactly what the downloader can
-parse (one function, :func:`bkt_vm_plugin.model.parse_url`, decides both)."""
+parse (one function, :func:`bkt_vm_plugin.model.parse_url`, decides both), and no message
+shows a password."""
 
 from __future__ import annotations
 
 import http.client
 import urllib.request
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from bkt_vm_plugin.iso import FetchFailed, FetchResult, redact
 from bkt_vm_plugin.model import iso_url_file_name, parse_url
 
 
@@ -107,3 +110,18 @@ def test_accepted_forms() -> None:
     assert parse_url("HTTPS://Example.ORG:/a/x.iso").hostname == "example.org"
     assert parse_url("http://[::1]:8080/x.iso").port == 8080
     assert parse_url("http://127.0.0.1/x.iso?t=1#f").path == "/x.iso"
+
+
+def test_messages_never_show_credentials() -> None:
+    assert redact("https://user:secret@example.org:8/a@b/x.iso") == (
+        "https://***@example.org:8/a@b/x.iso"
+    )
+    assert redact("http://token@[::1/x.iso") == "http://***@[::1/x.iso"
+    assert redact("http://a:b@c@host?q=@#@") == "http://***@host?q=@#@"
+    assert redact("https://example.org/a@b.iso") == "https://example.org/a@b.iso"
+    assert redact("not a url") == "not a url"
+
+    url = "https://user:secret@example.org/x.iso"
+    failed = FetchResult(url, Path("/c/x.iso"), "failed", error="e")
+    for shown in (failed.describe(), str(failed.to_json()), FetchFailed("w", [failed]).message):
+        assert "secret" not in shown and "***@example.org" in shown, shown
