@@ -11,7 +11,10 @@ URL as the manifest writes it, and the last segment of its path (:func:`cache_na
 rule that both fetch-iso and sync's lookup use). Two URLs that end in the same file name
 (``.../a/install.iso``, ``.../b/install.iso``) so never share a file.
 
-No message shows a URL's ``user:password@`` (:func:`redact`).
+Redirects are followed here, not by urllib (whose handler would follow one to ``ftp://``): at
+most :data:`MAX_REDIRECTS`, each target checked by :func:`bkt_vm_plugin.model.parse_url` (so
+http and https only, and no credentials), with a note when the host changes. No message shows
+a URL's ``user:password@`` (:func:`redact`).
 
 Resuming. An interrupted transfer continues where it stopped with ``Range: bytes=N-``, within
 the run (a bounded number of attempts with a growing pause) and in the next run (the part
@@ -75,6 +78,9 @@ FIRST_BACKOFF = 0.25
 #: Seconds connecting, and then each read, may take before the attempt counts as interrupted.
 TIMEOUT = 60.0
 CHUNK = 256 * 1024
+#: Redirects one request may follow.
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 # -- the cache -----------------------------------------------------------------------------
@@ -381,6 +387,18 @@ def _user_agent() -> str:
         return "bkt"
 
 
+def _opener() -> Any:
+    """urllib's opener (proxies from the environment, https), except that it follows no
+    redirect: :meth:`_Download._attempt` does, after checking where it leads."""
+    import urllib.request
+
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(NoRedirects)
+
+
 class _Interrupted(Exception):
     """An attempt ended early (the connection dropped, a read timed out): worth retrying."""
 
@@ -420,6 +438,8 @@ class _Download:
     #: The validator of the response the part's bytes came from (None: unknown).
     validator: str | None = None
     _restarted_416: bool = field(default=False)
+    #: Host changes already noted: a retry that is redirected the same way says nothing new.
+    _moves: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def shown(self) -> str:
@@ -503,16 +523,28 @@ class _Download:
             headers["Range"] = f"bytes={have}-"
             if self.validator is not None:
                 headers["If-Range"] = self.validator
-        request = urllib.request.Request(self.url, headers=headers)
-        try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                self._refused(exc.code, exc.headers, have)
-            return
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise _Interrupted(f"cannot connect: {reason}") from None
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            request = urllib.request.Request(url, headers=headers)
+            try:
+                response = _opener().open(request, timeout=self.timeout)
+            except urllib.error.HTTPError as exc:
+                with exc:
+                    if exc.code in _REDIRECTS:
+                        url = self._redirect(url, exc.code, exc.headers.get("Location"))
+                        continue
+                    self._refused(exc.code, exc.headers, have)
+                return
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                raise _Interrupted(f"cannot connect: {reason}") from None
+            except ValueError as exc:
+                # Nothing parse_url accepts should get here, but a hand-edited validator file
+                # (an invalid header) could: a message, never a traceback.
+                raise OperationError(f"cannot fetch {redact(url)}: {exc}") from None
+            break
+        else:
+            raise OperationError(f"{self.shown} was redirected more than {MAX_REDIRECTS} times")
         with response:
             status = response.status
             if status == 206:
@@ -537,6 +569,28 @@ class _Download:
             if total is None and declared is not None and declared.strip().isdigit():
                 total = start + int(declared)
             self._copy(response, start, total)
+
+    def _redirect(self, url: str, status: int, location: str | None) -> str:
+        """Where a redirect from ``url`` leads, when bkt follows it there."""
+        from urllib.parse import urljoin, urlsplit
+
+        from bkt_vm_plugin.model import parse_url
+
+        if not location:
+            raise OperationError(f"{redact(url)} answered HTTP {status} without a Location")
+        target = urljoin(url, location.strip())
+        try:
+            new = parse_url(target).hostname or ""
+        except ValueError as exc:
+            raise OperationError(
+                f"{self.shown} was redirected to {redact(target)}, which bkt does not follow "
+                f"({exc})"
+            ) from None
+        old = urlsplit(url).hostname or ""
+        if new != old and (old, new) not in self._moves:
+            self._moves.add((old, new))
+            self.note(f"{self.shown}: redirected from host {old} to host {new}")
+        return target
 
     def _refused(self, status: int, headers: Message[str, str], have: int) -> None:
         if status == 416 and have > 0:

@@ -2,8 +2,8 @@
 
 The server serves one generated body at every path ending in its file name, honours
 ``Range`` and ``If-Range`` (with an ETag), records every request, and misbehaves on demand:
-it drops the connection midway, stalls midway, ignores ranges, sends no validator, or
-answers a range request at the wrong offset.
+it drops the connection midway, stalls midway, ignores ranges, sends no validator, answers a
+range request at the wrong offset, or redirects.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import hashlib
 import http.server
 import json
 import os
+import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,12 +61,15 @@ class Server:
     stall: dict[int, int] = field(default_factory=dict)
     #: Answer every range request with 206 from this byte instead.
     wrong_start: int | None = None
+    #: Paths answered with a redirect: (status, Location).
+    redirects: dict[str, tuple[int, str]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
+    host: str = "127.0.0.1"
     released: threading.Event = field(default_factory=threading.Event)
 
     def url(self, name: str | None = None) -> str:
-        return f"http://127.0.0.1:{self.port}/isos/{name or self.file}"
+        return f"http://{self.host}:{self.port}/isos/{name or self.file}"
 
 
 def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
@@ -78,6 +83,13 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
             index = len(server.seen)
             rng, if_range = self.headers.get("Range"), self.headers.get("If-Range")
             server.seen.append(Seen(self.path, rng, if_range))
+            if self.path in server.redirects:
+                status, location = server.redirects[self.path]
+                self.send_response(status)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if not self.path.split("?")[0].endswith("/" + server.file):
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
@@ -128,13 +140,24 @@ Serve = Callable[..., Server]
 
 @pytest.fixture
 def serve() -> Iterator[Serve]:
-    """``serve(file, body, **fields)`` starts a :class:`Server`; all stop after the test."""
+    """``serve(file, body, **fields)`` starts a :class:`Server` (on ``[::1]`` when ``host`` is
+    ``"[::1]"``); all stop after the test."""
     running: list[tuple[Server, http.server.ThreadingHTTPServer]] = []
 
     def start(file: str, body: bytes, **fields: Any) -> Server:
         server = Server(file, body, **fields)
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
-        httpd.daemon_threads = True
+        ipv6 = server.host == "[::1]"
+
+        class Httpd(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that hangs up mid-answer, as some tests make it, is no error here.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        httpd = Httpd(("::1" if ipv6 else server.host, 0), _handler(server))
         server.port = httpd.server_address[1]
         threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
         running.append((server, httpd))
@@ -456,6 +479,65 @@ def test_urls_with_the_same_file_name_get_their_own_files(serve: Serve, tmp_path
             name, installer(url), home=None, iso_cache=str(tmp_path), exists=os.path.exists
         )
         assert ctx.isos == (str(path),)
+
+
+def test_redirects_stay_on_http_and_a_new_host_is_noted(serve: Serve, tmp_path: Path) -> None:
+    body = body_of(MIB)
+    there = serve("moved.iso", body, host="[::1]")
+    here = serve("start.iso", b"")
+    here.redirects = {
+        "/isos/start.iso": (301, "/isos/step.iso"),  # relative: same host
+        "/isos/step.iso": (307, there.url()),
+    }
+    notes: list[str] = []
+    result = fetch(here.url(), digest(body), tmp_path, note=notes.append)
+    assert (result.status, result.verified, result.path) == (
+        "fetched",
+        True,
+        cached_path(here.url(), tmp_path),
+    )
+    assert result.path.read_bytes() == body
+    assert [s.path for s in here.seen] == ["/isos/start.iso", "/isos/step.iso"]
+    assert notes == [f"{here.url()}: redirected from host 127.0.0.1 to host ::1"]
+
+    # A loop ends after a bounded number of redirects.
+    here.redirects = {"/isos/start.iso": (302, here.url())}
+    with pytest.raises(OperationError) as caught:
+        fetch(here.url(), None, tmp_path / "loop")
+    assert caught.value.message == f"{here.url()} was redirected more than 10 times"
+    assert files(tmp_path / "loop") == []
+
+
+def test_a_redirect_off_http_is_refused_before_anything_connects(
+    serve: Serve, tmp_path: Path
+) -> None:
+    server = serve("x.iso", b"")
+    with socket.socket() as ftp:
+        ftp.bind(("127.0.0.1", 0))
+        ftp.listen()
+        target = f"ftp://127.0.0.1:{ftp.getsockname()[1]}/x.iso"
+        server.redirects = {"/isos/x.iso": (302, target)}
+        with pytest.raises(OperationError) as caught:
+            fetch(server.url(), None, tmp_path, timeout=5, sleep=no_sleep)
+        assert caught.value.message == (
+            f"{server.url()} was redirected to {target}, which bkt does not follow (must be "
+            "an http:// or https:// URL)"
+        )
+        ftp.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            ftp.accept()  # nothing connected to the ftp server
+    assert files(tmp_path) == [], "no empty part file is left"
+
+    # A redirect that carries credentials is refused, and they are not shown.
+    secret = f"http://user:secret@127.0.0.1:{server.port}/isos/y.iso"
+    server.redirects = {"/isos/x.iso": (302, secret)}
+    with pytest.raises(OperationError) as caught:
+        fetch(server.url(), None, tmp_path, sleep=no_sleep)
+    assert caught.value.message == (
+        f"{server.url()} was redirected to http://***@127.0.0.1:{server.port}/isos/y.iso, "
+        "which bkt does not follow (must not contain a user name or password "
+        "(user:password@))"
+    )
 
 
 def test_an_interruption_before_the_first_byte_leaves_no_part_file(

@@ -288,3 +288,21 @@ def test_a_malformed_or_credentialed_url_is_refused_at_its_place_in_the_file(
         f"error: {manifest} is not valid (2 errors); nothing was changed\n"
     )
     assert not setup.cache_home.exists(), "no part file, no cache directory"
+
+
+def test_a_redirect_to_another_host_is_noted_on_stderr(
+    serve: Serve, run_bkt: RunBkt, tmp_path: Path
+) -> None:
+    body = body_of(MIB)
+    there = serve("r.iso", body, host="[::1]")
+    here = serve("r.iso", b"", redirects={"/isos/r.iso": (302, there.url())})
+    url = here.url()
+    setup = Setup(run_bkt, tmp_path, [{"url": url, "sha256": digest(body)}])
+    result = setup.fetch()
+    file = cached_path(url, setup.cache)
+    assert (result.returncode, result.stderr) == (
+        0,
+        f"{url}: redirected from host 127.0.0.1 to host ::1\n",
+    )
+    assert result.stdout == f"fetched {url} -> {file} (1.0 MiB, sha256 verified)\n"
+    assert file.read_bytes() == body
