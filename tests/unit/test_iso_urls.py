@@ -29,7 +29,7 @@ def urls() -> st.SearchStrategy[str]:
     query = st.one_of(st.just(""), st.from_regex(r"\?[a-z0-9=&]{0,8}", fullmatch=True))
     return st.builds(
         lambda scheme, h, p, parts, q: f"{scheme}://{h}{p}/{'/'.join(parts)}{q}",
-        st.sampled_from(["http", "https"]),
+        st.sampled_from(["http", "https", "HTTP", "Https"]),
         host,
         port,
         st.lists(segment, min_size=1, max_size=3),
@@ -73,6 +73,7 @@ def test_validation_accepts_exactly_what_the_downloader_can_parse(url: str) -> N
 
 @given(urls())
 def test_valid_urls_are_accepted(url: str) -> None:
+    # Strict, but not stricter than the downloader: every URL it fetches is accepted.
     assert iso_url_file_name(url) == url.split("?")[0].rsplit("/", 1)[-1]
 
 
@@ -107,6 +108,8 @@ def test_malformed_urls_are_refused_with_a_reason_that_never_quotes_them(
 
 
 def test_accepted_forms() -> None:
+    # urllib reads a scheme in any case and an empty port as the default one.
+    assert iso_url_file_name("HTTPS://Example.ORG:/a/x.iso") == "x.iso"
     assert parse_url("HTTPS://Example.ORG:/a/x.iso").hostname == "example.org"
     assert parse_url("http://[::1]:8080/x.iso").port == 8080
     assert parse_url("http://127.0.0.1/x.iso?t=1#f").path == "/x.iso"
