@@ -23,6 +23,7 @@ from bkt_vm_plugin.domain_xml import (
     resolve_context,
     serialize,
 )
+from bkt_vm_plugin.iso import cache_name
 from bkt_vm_plugin.mapping import target_index, target_name
 from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
@@ -357,11 +358,12 @@ def test_an_iso_left_out_for_a_missing_file_is_not_drift_and_is_warned_about() -
         ]
     )
     ctx = ctx_of(definition)
-    assert ctx.isos == ("/cache/cached.iso",)
+    later = cache_name("https://example.org/later.iso")
+    assert ctx.isos == (f"/cache/{cache_name('https://example.org/cached.iso')}",)
     assert ctx.left_out == ("https://example.org/later.iso",)
     assert [iso.path for iso in ctx.missing] == ["/home/user/gone.iso"]
     assert ctx.warnings == (
-        "ISO https://example.org/later.iso is not in the ISO cache (/cache/later.iso); its "
+        f"ISO https://example.org/later.iso is not in the ISO cache (/cache/{later}); its "
         "CD-ROM is left out until it is: `bkt vm fetch-iso vm` downloads it",
         "ISO /home/user/gone.iso does not exist; its CD-ROM is left out until it does",
     )
