@@ -26,11 +26,12 @@ from bkt_vm_plugin.domain_xml import (
 from bkt_vm_plugin.mapping import target_index, target_name
 from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
+from tests.firmware import DEBIAN12
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
 MODEL = VM_SUB.vm_model
 MAPPING: DomainMapping = VM_SUB.mapping
-CTX = DomainContext(name="vm", disk_path="/vm.qcow2")
+CTX = DomainContext(name="vm", disk_path="/vm.qcow2", facts={"firmware": DEBIAN12})
 
 BASE: dict[str, Any] = {
     "memory_gb": 2,
@@ -191,8 +192,38 @@ def features(secure: str, keys: str) -> str:
         ("<os><type>hvm</type></os>", "bios", False),
         ("<os firmware='bios'/>", "bios", False),
         ("<os><loader type='rom'>/usr/share/seabios/bios.bin</loader></os>", "bios", False),
-        # Fix (a) of issue 10: what virt-install and virt-manager write for a UEFI guest.
-        (f"{EFI}<type>hvm</type><boot dev='hd'/></os>", "uefi", False),
+        # What virt-install and virt-manager write for a UEFI guest: libvirt chooses the
+        # firmware, here (Debian's descriptors) Secure Boot with keys for q35, plain for pc.
+        (f"{EFI}<type machine='pc-q35-7.2'>hvm</type><boot dev='hd'/></os>", "uefi", True),
+        (f"{EFI}<type machine='pc-i440fx-7.2'>hvm</type></os>", "uefi", False),
+        (
+            f"{EFI}<type machine='virt'>hvm</type></os>",
+            "uefi",
+            "its UEFI firmware is chosen by libvirt: no UEFI firmware descriptor matches "
+            "machine virt",
+        ),
+        (
+            f"{EFI}<type machine='pc-q35-7.2'>hvm</type></os><pm><suspend-to-disk "
+            "enabled='yes'/></pm>",
+            "uefi",
+            "its UEFI firmware is chosen by libvirt: no UEFI firmware descriptor matches "
+            "machine pc-q35-7.2",
+        ),
+        (
+            f"{EFI}<type machine='pc-q35-7.2'>hvm</type></os><features><smm state='off'/>"
+            "</features>",
+            "uefi",
+            "its UEFI firmware is chosen by libvirt: libvirt would boot it with "
+            "/usr/share/OVMF/OVMF_CODE_4M.ms.fd, which needs SMM, and the domain turns SMM "
+            "off: it cannot start",
+        ),
+        (f"{EFI}<type machine='pc-q35-7.2'>hvm</type><loader secure='yes'/></os>", "uefi", True),
+        (
+            f"{EFI}<type machine='pc-q35-7.2'>hvm</type><firmware><feature enabled='no' "
+            "name='enrolled-keys'/></firmware></os>",
+            "uefi",
+            False,
+        ),
         (f"{EFI}{features('no', 'no')}</os>", "uefi", False),
         (f"{EFI}{features('yes', 'yes')}</os>", "uefi", True),
         (

@@ -28,6 +28,7 @@ from bkt_vm_plugin.domain_xml import (
 )
 from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
+from tests.firmware import DEBIAN12
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "libvirt-domains"
@@ -55,7 +56,7 @@ def resolve(vm: VmDefinition, disk_format: str) -> DomainContext:
         iso_cache="/cache",
         disk_format=disk_format,
         exists=lambda _: True,
-        facts={"autostart": vm.field("autostart")},
+        facts={"autostart": vm.field("autostart"), "firmware": DEBIAN12},
     )
 
 
