@@ -616,23 +616,28 @@ class TpmField(DomainField):
 # -- network ---------------------------------------------------------------------------------
 
 
-def _attachment(network: str) -> tuple[str, str, str] | None:
-    """(interface type, source attribute, name) of a manifest ``network``; None for none."""
+USER_NETWORK = "user"
+# The interface types a manifest's network names; any other is rebuilt on a change.
+_ATTACHMENTS = ("network", "bridge", "user")
+
+
+def _attachment(network: str) -> tuple[str, Element | None] | None:
+    """(interface type, its ``<source>``) of a manifest ``network``; None for none. User-mode
+    networking (QEMU's own NAT, no libvirt network or bridge: what an unprivileged
+    ``qemu:///session`` VM can have) has no source."""
     if network == "none":
         return None
+    if network == USER_NETWORK:
+        return ("user", None)
     if network.startswith(BRIDGE_PREFIX):
-        return ("bridge", "bridge", network[len(BRIDGE_PREFIX) :])
-    return ("network", "network", network)
+        return ("bridge", make("source", [("bridge", network[len(BRIDGE_PREFIX) :])]))
+    return ("network", make("source", [("network", network)]))
 
 
-def _interface(attachment: tuple[str, str, str]) -> Element:
-    kind, attr, name = attachment
-    return make(
-        "interface",
-        [("type", kind)],
-        make("source", [(attr, name)]),
-        make("model", [("type", "virtio")]),
-    )
+def _interface(attachment: tuple[str, Element | None]) -> Element:
+    kind, source = attachment
+    parts = [source] if source is not None else []
+    return make("interface", [("type", kind)], *parts, make("model", [("type", "virtio")]))
 
 
 # The <interface> children that do not depend on how the interface attaches.
@@ -652,7 +657,7 @@ def _interface_network(interface: Element) -> tuple[str | None, str | None]:
         name = named("network")
         if name is None:
             return None, "an interface type='network' without a source network"
-        if name == "none" or name.startswith(BRIDGE_PREFIX):
+        if name in ("none", USER_NETWORK) or name.startswith(BRIDGE_PREFIX):
             return None, f"a libvirt network named '{name}', which the manifest cannot name"
         return name, None
     if kind == "bridge":
@@ -660,7 +665,12 @@ def _interface_network(interface: Element) -> tuple[str | None, str | None]:
         if name is None:
             return None, "an interface type='bridge' without a source bridge"
         return BRIDGE_PREFIX + name, None
-    return None, f"an interface type='{kind}', neither on a libvirt network nor on a bridge"
+    if kind == "user":
+        if child(interface, "backend") is not None:
+            # passt instead of QEMU's own user networking: another program, other options.
+            return None, "an interface type='user' with a backend"
+        return USER_NETWORK, None
+    return None, f"an interface type='{kind}' (bkt knows network, bridge and user)"
 
 
 def _replace_keeping(old: Element, new: Element, keep: tuple[str, ...]) -> Element:
@@ -674,7 +684,8 @@ def _replace_keeping(old: Element, new: Element, keep: tuple[str, ...]) -> Eleme
 
 
 class NetworkField(DomainField):
-    """``network`` -> the first ``<interface>``: on a libvirt network, on a bridge, or none."""
+    """``network`` -> the first ``<interface>``: on a libvirt network, on a bridge, user-mode,
+    or none."""
 
     fields = ("network",)
 
@@ -709,18 +720,19 @@ class NetworkField(DomainField):
             _add_device(domain, _interface(attachment))
             return
         first = interfaces[0]
-        kind, attr, name = attachment
-        if first.get("type") in ("network", "bridge"):
+        kind, new = attachment
+        if first.get("type") in _ATTACHMENTS and child(first, "backend") is None:
             first.set("type", kind)
-            new = make("source", [(attr, name)])
             old = child(first, "source")
-            if old is not None:
+            if old is not None and new is not None:
                 replace(old, new)
-            else:
+            elif old is not None:
+                remove(old)
+            elif new is not None:
                 insert_child(first, new)
         else:
-            # Another kind (user, direct, ...): rebuilt as render's interface, keeping the MAC,
-            # the PCI address and the other settings that do not depend on the kind.
+            # Another kind (direct, ethernet, passt, ...): rebuilt as render's interface,
+            # keeping the MAC, the PCI address and the settings that do not depend on the kind.
             _replace_keeping(first, _interface(attachment), _INTERFACE_KEEP)
 
 

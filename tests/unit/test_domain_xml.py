@@ -285,11 +285,17 @@ def test_network_is_the_first_interface_in_manifest_spelling() -> None:
     assert devices(on("default"), "network") == Reading.clean("default")
     bridge = "<interface type='bridge'><source bridge='br0'/></interface>"
     assert devices(bridge, "network") == Reading.clean("bridge:br0")
+    assert devices("<interface type='user'/>", "network") == Reading.clean("user")
     assert devices(on("default") + on("other"), "network") == Reading.lossy_(
         "default", "2 interfaces; the manifest describes only the first"
     )
     for odd, reason in [
-        ("<interface type='user'/>", "an interface type='user', neither on a libvirt network"),
+        ("<interface type='direct'/>", "an interface type='direct' (bkt knows network,"),
+        (
+            "<interface type='user'><backend type='passt'/></interface>",
+            "an interface type='user' with a backend",
+        ),
+        (on("user"), "a libvirt network named 'user', which the manifest cannot name"),
         ("<interface type='network'/>", "an interface type='network' without a source network"),
         ("<interface type='bridge'/>", "an interface type='bridge' without a source bridge"),
         (on("none"), "a libvirt network named 'none', which the manifest cannot name"),
@@ -532,7 +538,7 @@ LIBVIRT_SPICE = """<domain type='qemu'>
       <source file='/vm.qcow2'/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <interface type='user'>
+    <interface type='ethernet'>
       <mac address='52:54:00:12:34:56'/>
       <model type='e1000e'/>
       <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
@@ -565,6 +571,34 @@ def test_an_interface_of_another_kind_is_rebuilt_keeping_its_mac_and_address() -
     assert [c.tag for c in interface] == ["source", "model", "mac", "address"]
     assert interface.find("model").get("type") == "virtio"  # type: ignore[union-attr]
     assert interface.find("mac").get("address") == "52:54:00:12:34:56"  # type: ignore[union-attr]
+
+
+def test_user_mode_networking_is_rendered_parsed_and_switched_in_place() -> None:
+    def interface(xml: str) -> Any:
+        found = parse_xml(xml).find("devices/interface")
+        assert found is not None
+        return found
+
+    user, default = vm(graphics="spice", network="user"), spice()
+    # From another kind (ethernet): rebuilt as render's interface, MAC and address kept.
+    as_user = MAPPING.patch(LIBVIRT_SPICE, user, ctx_of(user))
+    node = interface(as_user)
+    assert node.get("type") == "user" and [c.tag for c in node] == ["model", "mac", "address"]
+    assert MAPPING.parse(as_user, ctx_of(user)).readings["network"] == Reading.clean("user")
+    # Between the kinds bkt names: only the type and the source change.
+    on_default = MAPPING.patch(as_user, default, ctx_of(default))
+    node = interface(on_default)
+    assert node.get("type") == "network" and sorted(c.tag for c in node) == [
+        "address",
+        "mac",
+        "model",
+        "source",
+    ]
+    back = interface(MAPPING.patch(on_default, user, ctx_of(user)))
+    assert back.get("type") == "user" and back.find("source") is None
+    assert back.find("mac").get("address") == "52:54:00:12:34:56"
+    rendered = interface(MAPPING.render(user, ctx_of(user)))
+    assert rendered.get("type") == "user" and [c.tag for c in rendered] == ["model"]
 
 
 def test_turning_on_secure_boot_keeps_the_nvram_file_and_bios_drops_it() -> None:
