@@ -159,6 +159,12 @@ CHILD_ORDER: dict[str, tuple[str, ...]] = {
         "async-teardown", "ras",
     ),
     "cpu": ("model", "vendor", "topology", "cache", "maxphysaddr", "feature", "numa"),
+    "interface": (
+        "mac", "source", "virtualport", "ip", "route", "script", "downscript",
+        "backenddomain", "target", "guest", "model", "driver", "backend", "filterref", "tune",
+        "teaming", "link", "mtu", "bandwidth", "vlan", "port", "coalesce", "rom", "boot",
+        "acpi", "alias", "address",
+    ),
     "disk": (
         "driver", "auth", "source", "backingStore", "backenddomain", "geometry", "blockio",
         "target", "iotune", "boot", "readonly", "shareable", "transient", "serial", "wwn",

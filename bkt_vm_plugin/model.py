@@ -179,10 +179,13 @@ def iso_url_file_name(url: str) -> str:
     return name
 
 
-def network_kind(network: str) -> tuple[Literal["network", "bridge", "none"], str]:
-    """What a ``network`` value means: a libvirt network, a host bridge, or no interface."""
+def network_kind(network: str) -> tuple[Literal["network", "bridge", "user", "none"], str]:
+    """What a ``network`` value means: a libvirt network, a host bridge, user-mode networking,
+    or no interface."""
     if network == "none":
         return "none", ""
+    if network == "user":
+        return "user", ""
     if network.startswith(BRIDGE_PREFIX):
         return "bridge", network[len(BRIDGE_PREFIX) :]
     return "network", network
@@ -220,7 +223,7 @@ def _check_sha256(value: str) -> str:
 
 def _check_network(value: str) -> str:
     if value == "":
-        raise _rule('must name a libvirt network, "bridge:NAME" or "none"')
+        raise _rule('must name a libvirt network, "bridge:NAME", "user" or "none"')
     if value == BRIDGE_PREFIX:
         raise _rule('"bridge:" needs a bridge name')
     if has_control(value):
@@ -312,7 +315,8 @@ class VmDefinition(_Closed):
     boot: Boot = Field(description="Firmware.")
     tpm: Tpm = Field(default="none", description="Emulated TPM.")
     network: Annotated[str, AfterValidator(_check_network)] = Field(
-        description="A libvirt network name, `bridge:NAME` for a host bridge, or `none`."
+        description="A libvirt network name, `bridge:NAME` for a host bridge, `user` for "
+        "user-mode networking (QEMU's own NAT, for unprivileged VMs), or `none`."
     )
     graphics: Graphics = Field(description="Graphical console.")
     iso_sources: list[IsoSource] = Field(

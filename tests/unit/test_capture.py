@@ -41,6 +41,7 @@ class FakeVirsh:
     sizes: dict[str, int | str] = field(default_factory=dict)
     delay: float = 0.0
     processes: list[list[tuple[str, ...]]] = field(default_factory=list)
+    uri: str | None = None
 
     def batch(self, commands: Sequence[Sequence[str]]) -> list[Reply]:
         self.processes.append([tuple(c) for c in commands])
