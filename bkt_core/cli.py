@@ -118,7 +118,11 @@ def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> clic
         "-v",
         "--verbose",
         count=True,
-        help="Say more: -v lists unchanged VMs too, -vv also traces every virsh process.",
+        # A counter takes no value: without an empty metavar the help would show its type
+        # (INTEGER RANGE), as if `-v 2` were the way to write it.
+        metavar="",
+        help="Say more; repeat for more: -v lists unchanged VMs too, -vv also traces every "
+        "virsh process.",
     )
     @click.option("-q", "--quiet", is_flag=True, help="Say less: only data and errors.")
     @click.option(
