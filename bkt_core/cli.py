@@ -265,12 +265,10 @@ def _add_core_commands(cli: click.Group) -> None:
     @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
     @click.pass_context
     def completions(ctx: click.Context, shell: str) -> None:
-        from click.shell_completion import get_completion_class
-
-        completion = get_completion_class(shell)
+        completion = completion_class(shell)
         assert completion is not None  # click ships all three
         root = ctx.find_root().command
-        script = completion(root, {}, "bkt", "_BKT_COMPLETE").source()
+        script = completion(root, {}, "bkt", COMPLETE_VAR).source()
         ctx.obj.printer.data(script)
 
     for verb, doc in (
@@ -384,16 +382,14 @@ def _complete(instruction: str) -> int:
     warning or a traceback would land in the user's command line, so any failure (a broken
     plugin, a missing variable) is exit status 1 and no candidates."""
     try:
-        from click.shell_completion import get_completion_class
-
         from bkt_core.host import Host, disabled_from_env
 
         shell, _, request = instruction.partition("_")
-        base = get_completion_class(shell)
-        if base is None or request not in ("complete", "source"):
+        completion_type = completion_class(shell)
+        if completion_type is None or request not in ("complete", "source"):
             return 1
         host = Host(disabled=disabled_from_env(), strict=False)
-        completion = _with_globals(base)(build_cli(host), {}, "bkt", COMPLETE_VAR)
+        completion = completion_type(build_cli(host), {}, "bkt", COMPLETE_VAR)
         answer = completion.complete() if request == "complete" else completion.source()
     except Exception:  # see the docstring
         return 1
@@ -401,11 +397,49 @@ def _complete(instruction: str) -> int:
     return 0
 
 
-def _with_globals(base: type[ShellComplete]) -> type[ShellComplete]:
-    """``base`` (click's completion for one shell) taught that global options may stand
-    anywhere, as :func:`hoist_globals` lets them when a command runs."""
+#: What click's bash script passes, and what bkt's passes besides: the line up to the cursor.
+_BASH_WORDS = 'COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD=$COMP_CWORD'
+_BASH_LINE = 'COMP_LINE="${COMP_LINE:0:COMP_POINT}"'
+
+
+def completion_class(shell: str) -> type[ShellComplete] | None:
+    """Click's completion for ``shell``, taught that global options may stand anywhere (as
+    :func:`hoist_globals` lets them when a command runs) and, for bash, that a word may
+    hold a ``:`` (``-c qemu:///system``)."""
+    from click.shell_completion import get_completion_class, split_arg_string
+
+    base = get_completion_class(shell)
+    if base is None:
+        return None
 
     class Completion(base):  # type: ignore[misc,valid-type]
+        def source(self) -> str:
+            script: str = super().source()
+            if self.name == "bash":
+                script = script.replace(_BASH_WORDS, f"{_BASH_WORDS} {_BASH_LINE}")
+            return script
+
+        def get_completion_args(self) -> tuple[list[str], str]:
+            # bash splits words at `:` as well as at blanks (COMP_WORDBREAKS), so its
+            # COMP_WORDS has `qemu : ///system` for one URI; the line itself does not.
+            line = os.environ.get("COMP_LINE") if self.name == "bash" else None
+            if line is None:
+                return super().get_completion_args()  # type: ignore[no-any-return]
+            args = split_arg_string(line)[1:]
+            incomplete = args.pop() if args and not line[-1:].isspace() else ""
+            return args, incomplete
+
+        def complete(self) -> str:
+            args, incomplete = self.get_completion_args()
+            items = self.get_completions(args, incomplete)
+            if self.name == "bash" and ":" in incomplete:
+                # bash replaces only what follows the word's last `:`.
+                cut = incomplete.rindex(":") + 1
+                for item in items:
+                    if item.value.startswith(incomplete[:cut]):
+                        item.value = item.value[cut:]
+            return "\n".join(self.format_completion(item) for item in items)
+
         def get_completions(self, args: list[str], incomplete: str) -> list[CompletionItem]:
             complete = super().get_completions
             hoisted, rest = split_globals(args)

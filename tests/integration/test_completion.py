@@ -5,6 +5,7 @@ script itself, sourced in a real bash."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -259,13 +260,17 @@ def test_completion_never_loads_the_help_renderer(
 
 def bash_complete(line: str, cwd: Path) -> list[str]:
     """COMPREPLY after the bash script of ``bkt completions bash`` completes ``line`` (the
-    cursor at its end), run by a real bash."""
+    cursor at its end), run by a real bash with the variables bash's own completion sets:
+    COMP_LINE, COMP_POINT, and COMP_WORDS split at blanks and at bash's word breaks (``:``,
+    ``=``)."""
     script = subprocess.run(
         [BKT, "completions", "bash"], capture_output=True, text=True, check=True
     ).stdout
-    words = shlex.split(line) + ([""] if line.endswith(" ") else [])
+    words = re.findall(r"[:=]|[^\s:=]+", line) + ([""] if line.endswith(" ") else [])
     driver = (
         f"{script}\n"
+        f"COMP_LINE={shlex.quote(line)}\n"
+        f"COMP_POINT={len(line)}\n"
         f"COMP_WORDS=({' '.join(shlex.quote(w) for w in words)})\n"
         f"COMP_CWORD={len(words) - 1}\n"
         "_bkt_completion bkt 2>/dev/null\n"
@@ -293,6 +298,12 @@ def bash_complete(line: str, cwd: Path) -> list[str]:
         ("bkt completions ", ["bash", "zsh", "fish"]),
         ("bkt vm status ", ["alpha", "beta", "gamma"]),
         ("bkt vm fetch-iso ", ["alpha"]),
+        # bash splits `qemu:///system` into three words and replaces only what follows the
+        # last `:`.
+        ("bkt -c qemu:///system vm status ", ["alpha", "beta", "gamma"]),
+        ("bkt vm status --connect=qemu:///system b", ["beta"]),
+        ("bkt -c qemu:///s", ["///system", "///session"]),
+        ("bkt --color=n", ["never"]),
     ],
 )
 def test_the_bash_script_completes_options_values_and_names(
