@@ -3,7 +3,8 @@
 Only :func:`main` exits, and it alone maps errors to exit codes (:mod:`bkt_core.errors`).
 ``bkt --version`` is answered before anything else is imported, and no plugin is imported
 for it. Global flags may stand before or after the subcommand: :func:`hoist_globals` moves
-them to the front before click parses.
+them to the front before click parses. A shell's completion request (``$_BKT_COMPLETE``) is
+answered by plain click (:func:`completion_class`), never by the help renderer.
 """
 
 from __future__ import annotations
