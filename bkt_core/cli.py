@@ -392,9 +392,10 @@ def _complete(instruction: str) -> int:
         host = Host(disabled=disabled_from_env(), strict=False)
         completion = completion_type(build_cli(host), {}, "bkt", COMPLETE_VAR)
         answer = completion.complete() if request == "complete" else completion.source()
-    except Exception:  # see the docstring
+        sys.stdout.write(answer + "\n" if request == "complete" else answer)
+        sys.stdout.flush()
+    except (Exception, KeyboardInterrupt):  # see the docstring; ^C while the shell waits
         return 1
-    sys.stdout.write(answer + "\n" if request == "complete" else answer)
     return 0
 
 
