@@ -402,12 +402,16 @@ def _complete(instruction: str) -> int:
 #: What click's bash script passes, and what bkt's passes besides: the line up to the cursor.
 _BASH_WORDS = 'COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD=$COMP_CWORD'
 _BASH_LINE = 'COMP_LINE="${COMP_LINE:0:COMP_POINT}"'
+#: How click's fish script splits `type,value<TAB>help`, and how bkt's does: at the first
+#: comma only, so that a help text with a comma is not cut short.
+_FISH_SPLIT = 'string split "," $completion'
+_FISH_SPLIT_ONCE = 'string split --max 1 "," $completion'
 
 
 def completion_class(shell: str) -> type[ShellComplete] | None:
     """Click's completion for ``shell``, taught that global options may stand anywhere (as
-    :func:`hoist_globals` lets them when a command runs) and, for bash, that a word may
-    hold a ``:`` (``-c qemu:///system``)."""
+    :func:`hoist_globals` lets them when a command runs), for bash that a word may hold a
+    ``:`` (``-c qemu:///system``), and for fish that a help text may hold a comma."""
     from click.shell_completion import get_completion_class, split_arg_string
 
     base = get_completion_class(shell)
@@ -419,6 +423,8 @@ def completion_class(shell: str) -> type[ShellComplete] | None:
             script: str = super().source()
             if self.name == "bash":
                 script = script.replace(_BASH_WORDS, f"{_BASH_WORDS} {_BASH_LINE}")
+            elif self.name == "fish":
+                script = script.replace(_FISH_SPLIT, _FISH_SPLIT_ONCE)
             return script
 
         def get_completion_args(self) -> tuple[list[str], str]:

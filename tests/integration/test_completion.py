@@ -310,3 +310,41 @@ def test_the_bash_script_completes_options_values_and_names(
     project: Path, line: str, expected: list[str]
 ) -> None:
     assert bash_complete(line, project) == expected
+
+
+def fish_complete(line: str, cwd: Path) -> list[str]:
+    """What a real fish offers for ``line`` (the cursor at its end) with the script of
+    ``bkt completions fish``: each candidate, and its help after a tab."""
+    driver = f"source (bkt completions fish | psub); complete --do-complete {shlex.quote(line)}"
+    proc = subprocess.run(
+        ["fish", "--no-config", "-c", driver],
+        env=environ(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    return proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # The whole help, though it holds a comma.
+        ("bkt vm sync --ch", ["--check\tLike --dry-run, and exit 1 if anything would change."]),
+        ("bkt --color ", ["always", "auto", "never"]),
+        ("bkt -c qemu:///system vm status ", ["alpha", "beta", "gamma"]),
+        ("bkt vm fetch-iso ", ["alpha"]),
+        # fish's own directory completion (its help text is fish's).
+        ("bkt -C manif", ["manifests/"]),
+    ],
+)
+def test_the_fish_script_completes_options_values_and_names(
+    project: Path, line: str, expected: list[str]
+) -> None:
+    found = fish_complete(line, project)
+    if line.endswith("manif"):
+        found = [candidate.split("\t")[0] for candidate in found]
+    assert found == expected
