@@ -389,8 +389,12 @@ def _complete(instruction: str) -> int:
         completion_type = completion_class(shell)
         if completion_type is None or request not in ("complete", "source"):
             return 1
-        host = Host(disabled=disabled_from_env(), strict=False)
-        completion = completion_type(build_cli(host), {}, "bkt", COMPLETE_VAR)
+        completion = completion_type(None, {}, "bkt", COMPLETE_VAR)  # type: ignore[arg-type]
+        # `--disable-plugin NAME` earlier on the line keeps NAME's commands out, as it would
+        # when the command runs.
+        line = completion.get_completion_args()[0] if request == "complete" else []
+        host = Host(disabled=[*disabled_from_env(), *_disabled_in(line)], strict=False)
+        completion.cli = build_cli(host)
         answer = completion.complete() if request == "complete" else completion.source()
         sys.stdout.write(answer + "\n" if request == "complete" else answer)
         sys.stdout.flush()

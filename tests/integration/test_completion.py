@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -348,3 +349,13 @@ def test_the_fish_script_completes_options_values_and_names(
     if line.endswith("manif"):
         found = [candidate.split("\t")[0] for candidate in found]
     assert found == expected
+
+
+def test_a_plugin_command_completes_unless_the_plugin_is_disabled_on_the_line(
+    project: Path, plugin_site: Callable[[str], Path]
+) -> None:
+    env = {"PYTHONPATH": str(plugin_site("tests/plugins/bkt-toy"))}
+    assert "toy" in values("bash", [""], project, env)
+    assert values("bash", ["toy", ""], project, env) == ["hello"]
+    assert "toy" not in values("bash", ["--disable-plugin", "toy", ""], project, env)
+    assert "toy" not in values("bash", [""], project, {**env, "BKT_DISABLE_PLUGINS": "toy"})
