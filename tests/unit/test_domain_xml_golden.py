@@ -3,8 +3,10 @@
 ``tests/golden/render/<case>.json`` (a VM definition as ``vms.json`` holds it; the case is
 the VM's name) renders exactly ``<case>.xml``. ``tests/golden/patch/<case>.json`` patched
 into ``<case>-in.xml`` (``virsh dumpxml --inactive --security-info`` output of libvirt 9.0, or
-of libvirt 11.3 for the ``libvirt11-`` cases; UUIDs redacted) gives exactly ``<case>-out.xml``. ``BKT_REGENERATE_GOLDEN=1`` rewrites the
-outputs; review the diff. Every golden XML passes ``virt-xml-validate FILE domain``.
+of libvirt 11.3 for the ``libvirt11-`` cases; UUIDs redacted) gives exactly
+``<case>-out.xml``. ``BKT_REGENERATE_GOLDEN=1`` rewrites the outputs; review the diff. Every
+golden XML passes ``virt-xml-validate FILE domain`` (of libvirt 11 for the ``libvirt11-``
+cases).
 """
 
 from __future__ import annotations
