@@ -115,7 +115,7 @@ class Planner:
     ) -> DomainContext:
         from bkt_vm_plugin.domain_xml import resolve_context
 
-        return resolve_context(
+        ctx = resolve_context(
             name,
             vm,
             home=self.home,
@@ -125,6 +125,14 @@ class Planner:
             facts=self.observation.facts(name),
             present=present,
         )
+        if not vm.allow_system_paths:
+            from bkt_vm_plugin.provision import system_path_problem
+
+            for iso in ctx.attached:
+                problem = system_path_problem(iso.path, "ISO", resolve=not self.provision.remote)
+                if problem is not None:
+                    raise OperationError(problem)
+        return ctx
 
     def entry(self, name: str, vm: VmDefinition) -> PlanEntry:
         reply = self.observation.definitions.get(name)

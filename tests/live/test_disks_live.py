@@ -165,7 +165,7 @@ def test_outside_any_pool_the_disk_is_made_with_qemu_img(
     creations = [planned(ctx, disk, 3) for disk in disks]
     assert creations == [DiskCreation(str(d), 3) for d in disks]
     assert provision_all(default_host(), creations, ctx) == {str(d): None for d in disks}
-    assert runner.count("qemu-img") == 3
+    assert runner.count("qemu-img") == 6, "for each disk: create, and info to check it"
     for disk in disks:
         info = qemu_img_info(disk)
         assert (info["format"], info["virtual-size"]) == ("qcow2", 3 << 30)
@@ -288,7 +288,7 @@ def test_a_plugin_installed_with_pip_takes_over_the_disks_it_wants(
     assert provision_all(host, [first, second], ctx) == {str(overlay): None, str(plain): None}
     info = qemu_img_info(overlay)
     assert (info["format"], info["backing-filename"]) == ("qcow2", str(base))
-    assert info["virtual-size"] == 2 << 30, "an overlay is as big as its base"
+    assert info["virtual-size"] == 9 << 30, "the overlay has the size planned, not its base's"
     assert "plain.qcow2" in volumes(pool.name)
 
     # Blocked, it plans nothing: the default takes its disks too.
