@@ -126,10 +126,13 @@ class Planner:
             present=present,
         )
         if not vm.allow_system_paths:
+            # Also for a domain that already has this disk (plan_disk checked a new one
+            # before anything read it): sync does not keep a VM on /etc/passwd either.
             from bkt_vm_plugin.provision import system_path_problem
 
-            for iso in ctx.attached:
-                problem = system_path_problem(iso.path, "ISO", resolve=not self.provision.remote)
+            files = [("disk", ctx.disk_path)] + [("ISO", iso.path) for iso in ctx.attached]
+            for what, path in files:
+                problem = system_path_problem(path, what, resolve=not self.provision.remote)
                 if problem is not None:
                     raise OperationError(problem)
         return ctx

@@ -511,6 +511,27 @@ def test_system_files_are_refused_as_disks_and_isos(tmp_path: Path, disks: Path)
         assert dry.returncode == 0 and f"+ create {names[2]}" in dry.stdout, dry.stdout
 
 
+def test_a_domain_already_on_a_system_file_is_not_kept_there(tmp_path: Path, disks: Path) -> None:
+    """A domain defined on a system file (as main did for /etc/passwd) was then `unchanged`
+    at every sync; without the explicit opt-in it is now an error of that VM."""
+    from tests.livelib import domains, unique_name, vm
+
+    name = unique_name("keptsys")
+    link = disks / "hostname.img"
+    link.symlink_to("/etc/hostname")
+    entry = vm(disks, name, disk_path=str(link), create_if_missing=False)
+    with domains(name):
+        first = sync_cli(tmp_path, {name: {**entry, "allow_system_paths": True}})
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert name in virsh("list", "--all", "--name").stdout.split()
+        again = sync_cli(tmp_path, {name: entry})
+        assert again.returncode == 1
+        assert (
+            f"! error {name}: disk {link} leads to /etc/hostname, which is in /etc, a system "
+            "directory"
+        ) in again.stdout, again.stdout
+
+
 @pytest.fixture
 def liar_site(plugin_site: Callable[[str], Path]) -> Path:
     return plugin_site("tests/plugins/bkt-liar")
