@@ -127,10 +127,14 @@ class Planner:
         )
         if not vm.allow_system_paths:
             # Also for a domain that already has this disk (plan_disk checked a new one
-            # before anything read it): sync does not keep a VM on /etc/passwd either.
+            # before anything read it): sync does not keep a VM on /etc/passwd either. URL
+            # sources are files of bkt's own ISO cache.
+            from bkt_vm_plugin.model import IsoPath
             from bkt_vm_plugin.provision import system_path_problem
 
-            files = [("disk", ctx.disk_path)] + [("ISO", iso.path) for iso in ctx.attached]
+            files = [("disk", ctx.disk_path)] + [
+                ("ISO", iso.path) for iso in ctx.attached if isinstance(iso.source, IsoPath)
+            ]
             for what, path in files:
                 problem = system_path_problem(path, what, resolve=not self.provision.remote)
                 if problem is not None:
