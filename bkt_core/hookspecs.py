@@ -151,8 +151,10 @@ def bkt_disk_provision(creation: Any, context: Any) -> bool | None:
     is the :class:`~bkt_vm_plugin.provision.DiskCreation` a plugin returned, ``context`` as in
     ``bkt_disk_plan``. Return True when this plugin created it (None to leave it to another
     plugin, typically when ``creation.plugin`` is not yours), or raise
-    :class:`~bkt_core.OperationError`; the VM then fails and the others go on. First result
-    wins; the default is ``trylast``. Never overwrite an existing file.
+    :class:`~bkt_core.OperationError`; the VM then fails and the others go on. Any other
+    value fails the VM too, and so does a disk that is not then a regular file of the planned
+    format and size. First result wins; the default is ``trylast``. Never overwrite an
+    existing file: ``context.create_image`` creates one as the default does.
     """
 
 

@@ -312,6 +312,13 @@ class VmDefinition(_Closed):
         description="Size in GiB used when the disk is provisioned; never used to resize."
     )
     create_if_missing: bool = Field(default=False, description="Provision disk_path if missing.")
+    allow_system_paths: bool = Field(
+        default=False,
+        description=(
+            "Allow disk_path and ISO paths in the host's system directories (/etc, /usr, "
+            "/boot, /proc, /sys, /dev, /run, ...), refused otherwise."
+        ),
+    )
     boot: Boot = Field(description="Firmware.")
     tpm: Tpm = Field(default="none", description="Emulated TPM.")
     network: Annotated[str, AfterValidator(_check_network)] = Field(

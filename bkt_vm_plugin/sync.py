@@ -156,7 +156,7 @@ class Planner:
     ) -> DomainContext:
         from bkt_vm_plugin.domain_xml import resolve_context
 
-        return resolve_context(
+        ctx = resolve_context(
             name,
             vm,
             home=self.home,
@@ -166,6 +166,21 @@ class Planner:
             facts=self.observation.facts(name),
             present=present,
         )
+        if not vm.allow_system_paths:
+            # Also for a domain that already has this disk (plan_disk checked a new one
+            # before anything read it): sync does not keep a VM on /etc/passwd either. URL
+            # sources are files of bkt's own ISO cache.
+            from bkt_vm_plugin.model import IsoPath
+            from bkt_vm_plugin.provision import system_path_problem
+
+            files = [("disk", ctx.disk_path)] + [
+                ("ISO", iso.path) for iso in ctx.attached if isinstance(iso.source, IsoPath)
+            ]
+            for what, path in files:
+                problem = system_path_problem(path, what, resolve=not self.provision.remote)
+                if problem is not None:
+                    raise OperationError(problem)
+        return ctx
 
     def entry(self, name: str, vm: VmDefinition) -> PlanEntry:
         reply = self.observation.definitions.get(name)

@@ -17,7 +17,7 @@ import pytest
 from pydantic import Field
 
 import bkt_core
-from bkt_core import FakeRunner, Host, PluginError, SyncReport, hookimpl
+from bkt_core import Completed, FakeRunner, Host, PluginError, SyncReport, hookimpl
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Element, Reading
 from bkt_vm_plugin.provision import DiskCreation, DiskRequest
@@ -58,17 +58,22 @@ def test_exported_members() -> None:
 
 class MemoryLibvirt(Virsh):
     """Answers the virsh batches bkt sends from a dict of domain XML. Every batch is recorded
-    in :attr:`processes`; ``qemu-img`` goes to a :class:`FakeRunner` that records it and
-    writes nothing."""
+    in :attr:`processes`; ``qemu-img`` goes to a :class:`FakeRunner` that records it, and
+    whose ``create`` writes a few bytes (every disk is 1 GiB, as ``info`` says)."""
 
     def __init__(self) -> None:
-        info = json.dumps({"format": "qcow2"})
+        info = json.dumps({"format": "qcow2", "virtual-size": 1 << 30})
         self.qemu = FakeRunner().reply(lambda argv: argv[:2] == ("qemu-img", "info"), info)
-        self.qemu.reply(lambda argv: argv[:2] == ("qemu-img", "create"))
+        self.qemu.on(lambda argv: argv[:2] == ("qemu-img", "create"), self._create)
         super().__init__(self.qemu)
         self.xml: dict[str, str] = {}
         self.autostart: set[str] = set()
         self.processes: list[list[tuple[str, ...]]] = []
+
+    @staticmethod
+    def _create(argv: tuple[str, ...], _input: str | None) -> Completed:
+        Path(argv[-2]).write_bytes(b"QFI\xfb")
+        return Completed(argv, 0, "", "")
 
     def batch(self, commands: Sequence[Sequence[str]]) -> list[Reply]:
         if commands:
