@@ -113,11 +113,25 @@ Validator = Callable[[Any], Iterable[Problem]]
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_-]*")
 
 
+#: How much of a key a message shows: a path is repeated in every problem under it, so a
+#: key of megabytes would be printed as often.
+_SHOWN_KEY_LENGTH = 80
+
+
+def _shown(key: str) -> str:
+    """``key``, or its start and ``…`` when it is longer than a message should show."""
+    if len(key) <= _SHOWN_KEY_LENGTH:
+        return key
+    return key[: _SHOWN_KEY_LENGTH - 1] + "\u2026"
+
+
 def format_path(path: JsonPath) -> str:
     """``vms.win11.iso_sources[0].url``; other keys JSON-quoted (``vms["my vm"]``); the root
-    is the empty string."""
+    is the empty string. A very long key is cut short (``vms["aaa…"]``)."""
     parts: list[str] = []
     for segment in path:
+        if isinstance(segment, str):
+            segment = _shown(segment)
         if isinstance(segment, int):
             parts.append(f"[{segment}]")
         elif _IDENTIFIER.fullmatch(segment):
@@ -199,6 +213,7 @@ def suggest(word: str, candidates: Iterable[str]) -> str | None:
 def unknown_field_message(key: str, candidates: Sequence[str]) -> str:
     """``unknown field "k"``, with the likely meant field or the list of known ones."""
     close = suggest(key, candidates)
+    key = _shown(key)
     if close is not None:
         return f'unknown field "{key}" (did you mean "{close}"?)'
     if candidates:
@@ -362,7 +377,7 @@ class _Reader:
             key_at = i
             key, i = self.string(i)
             if key in members:
-                raise _Stop(key_at, f'duplicate field "{key}"')
+                raise _Stop(key_at, f'duplicate field "{_shown(key)}"')
             i = self.skip(i)
             if i >= self.end or text[i] != ":":
                 raise _Stop(i, f"expected `:` after the field name, found {self.found(i)}")

@@ -79,6 +79,15 @@ def test_number_literals_are_at_most_100_characters() -> None:
     )
 
 
+def test_a_long_duplicate_key_is_cut_short() -> None:
+    key = "k" * 1_000_000
+    assert error_of(f'{{"{key}": 1, "{key}": 2}}') == (
+        1,
+        1_000_009,
+        f'duplicate field "{"k" * 79}\u2026"',
+    )
+
+
 def test_a_document_holds_at_most_max_values_values() -> None:
     # The root array and its items; keys are not values.
     most = "[" + "0," * (MAX_VALUES - 2) + "0]"
