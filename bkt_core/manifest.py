@@ -65,10 +65,11 @@ JsonPath = tuple[str | int, ...]
 #: Deeper nesting than any manifest needs; keeps a hostile file from exhausting the stack.
 MAX_DEPTH = 128
 
-#: The most values (of any type, keys not counted) in a document. A manifest of a thousand
-#: VMs has a few tens of thousands; every value costs the model's validation time and memory,
-#: and more so when it is wrong.
-MAX_VALUES = 100_000
+#: The most values (of any type, keys not counted) in a document: room for two thousand VMs
+#: with every field. Each value costs validation time and memory, and a wrong one more: an
+#: empty VM object is as many errors as there are required fields (about 400 bytes each in
+#: pydantic, as much again as Python dicts), so this bounds memory to a few hundred MB.
+MAX_VALUES = 50_000
 
 #: The longest number literal read, in characters. Far more than a float's 17 significant
 #: digits, and short enough that converting it costs nothing (Python's ``int()`` of a digit
