@@ -103,9 +103,14 @@ def xml_problem(text: str) -> str | None:
 
 def _xml_problem_in(value: Any) -> str | None:
     """The first :func:`xml_problem` of a field's value: a string, or the strings (keys
-    included) of a list or dict a plugin declared. Nested manifest models check themselves."""
+    included) of a list, dict or model a plugin declared. The manifest's own nested models
+    check themselves."""
     if isinstance(value, str):
         return xml_problem(value)
+    if isinstance(value, _Closed):
+        return None
+    if isinstance(value, BaseModel):
+        value = [getattr(value, name) for name in type(value).model_fields]
     if isinstance(value, dict):
         value = [*value.keys(), *value.values()]
     if isinstance(value, list | tuple | set | frozenset):

@@ -531,6 +531,11 @@ def test_strings_hold_only_what_xml_can_carry() -> None:
     assert check(manifest(a=vm(network="n\ufdd0\U0001f600\U0010fffd")))
 
 
+class Owner(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+
+
 class TagsPlugin:
     bkt_plugin_name = "tags"
 
@@ -540,6 +545,7 @@ class TagsPlugin:
             "label": (str, Field(default="")),
             "tags": (list[str], Field(default_factory=list)),
             "notes": (dict[str, str], Field(default_factory=dict)),
+            "owner": (Owner | None, Field(default=None)),
         }
 
 
@@ -549,6 +555,7 @@ def test_plugin_fields_hold_only_what_xml_can_carry() -> None:
     text = manifest(
         a=vm(label="x\ufffe", tags=["ok", "\uffff"], notes={"k\ufffe": "v"}),
         b=vm(disk_path="/b", label="fine", tags=["ok"], notes={"k": "v\x02"}),
+        c=vm(disk_path="/c", owner={"name": "\ufffe"}),
     )
     with pytest.raises(ManifestError) as caught:
         validate_text(text, "vms.json", sub.manifest_model, context={"home": HOME})
@@ -558,6 +565,7 @@ def test_plugin_fields_hold_only_what_xml_can_carry() -> None:
         f"vms.json:12:15: vms.a.tags: must not contain '\\u{{ffff}}', {cannot}",
         f"vms.json:16:16: vms.a.notes: must not contain '\\u{{fffe}}', {cannot}",
         "vms.json:32:16: vms.b.notes: must not contain control characters",
+        f"vms.json:44:16: vms.c.owner: must not contain '\\u{{fffe}}', {cannot}",
     ]
 
 
