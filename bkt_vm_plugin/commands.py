@@ -16,7 +16,17 @@ from bkt_core.cli import Cli, pass_cli
 from bkt_core.errors import OperationError
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
     from bkt_vm_plugin.subsystem import VmSubsystem
+
+
+def _complete_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    from bkt_vm_plugin.completion import vm_names
+
+    return vm_names(ctx, param, incomplete)
 
 
 def _vm(app: Cli) -> VmSubsystem:
@@ -37,7 +47,7 @@ def validate(app: Cli) -> None:
 
 
 @vm_group.command(help="Make libvirt match vms.json: plan, define, read back, post-sync.")
-@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.argument("names", nargs=-1, metavar="[NAME...]", shell_complete=_complete_names)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--check", is_flag=True, help="Like --dry-run, and exit 1 if anything would change.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -104,7 +114,7 @@ def run_sync(
 
 
 @vm_group.command(help="Show each VM: running, stopped or missing, and in sync or drift.")
-@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.argument("names", nargs=-1, metavar="[NAME...]", shell_complete=_complete_names)
 @click.option("--all", "all_", is_flag=True, help="Also list libvirt domains not in vms.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_cli
@@ -123,7 +133,7 @@ def run_status(app: Cli, names: tuple[str, ...] = (), *, all_: bool, as_json: bo
 
 
 @vm_group.command(help="Start a VM (one that already runs is success).")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_names)
 @click.option("--unmanaged", is_flag=True, help="Act on a libvirt domain not in vms.json.")
 @pass_cli
 def start(app: Cli, name: str, unmanaged: bool) -> None:
@@ -133,7 +143,7 @@ def start(app: Cli, name: str, unmanaged: bool) -> None:
 
 
 @vm_group.command(help="Shut a VM down (ACPI), or power it off at once with --force.")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_names)
 @click.option("--force", is_flag=True, help="Power off at once (virsh destroy).")
 @click.option(
     "--timeout",
@@ -153,7 +163,7 @@ def stop(app: Cli, name: str, force: bool, timeout: float, unmanaged: bool) -> N
 
 
 @vm_group.command(name="fetch-iso", help="Download a VM's URL ISO sources into the ISO cache.")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_names)
 @pass_cli
 def fetch_iso(app: Cli, name: str) -> None:
     from bkt_vm_plugin import iso
@@ -257,7 +267,7 @@ class _progress_bar:
 
 
 @vm_group.command(help="Write what libvirt has back into vms.json, losslessly.")
-@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.argument("names", nargs=-1, metavar="[NAME...]", shell_complete=_complete_names)
 @click.option("--all", "all_", is_flag=True, help="Also add every libvirt domain not in vms.json.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
 @pass_cli

@@ -301,9 +301,14 @@ class VcpusField(DomainField):
         # and it no longer adds up to the count (libvirt refuses that); none is added.
         topology = at(domain, "cpu", "topology")
         if topology is not None and _topology_count(topology) != vm.vcpus:
+            # libvirt 10 and later write clusters='1' into every topology; it stays, so that
+            # the definition changes only in its count.
+            clusters = topology.get("clusters")
             retain_attrs(topology, ())
             for name, value in _topology(vm.vcpus).attrib.items():
                 topology.set(name, value)
+                if name == "dies" and clusters is not None:
+                    topology.set("clusters", "1")
 
 
 # -- disk_path (and the image format) --------------------------------------------------------
@@ -519,8 +524,11 @@ class BootField(DomainField):
             return
         os.set("firmware", "efi")
         if nvram is not None:
-            # Keep the NVRAM file (boot entries), not the template of another firmware.
+            # Keep the NVRAM file (boot entries), not the template of another firmware, nor
+            # the template's format (libvirt 10 and later write templateFormat, which their
+            # schema allows only with a template).
             nvram.attrib.pop("template", None)
+            nvram.attrib.pop("templateFormat", None)
         insert_child(os, _firmware_features(secure))
         if secure:
             smm = ensure_child(ensure_child(domain, "features"), "smm")

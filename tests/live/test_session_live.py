@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def test_a_session_vm_lives_in_the_users_home_and_runs_as_the_user(
         assert f"<source file='{disk}'/>" in inactive_xml(name)
         assert bkt(run_bkt, directory, home, "vm", "start", name)[0] == 0
         code, out, _ = bkt(run_bkt, directory, home, "vm", "status")
-        assert code == 0 and f"{name}  running  in sync" in " ".join(out.split("  ")), out
+        assert code == 0 and re.search(rf"^{name} +running +in sync$", out, re.M), out
         # QEMU runs as the user, not as libvirt-qemu.
         assert qemu_owner(name) == os.geteuid()
         code, out, err = bkt(run_bkt, directory, home, "vm", "capture", name, "--dry-run")

@@ -2,9 +2,11 @@
 
 ``tests/golden/render/<case>.json`` (a VM definition as ``vms.json`` holds it; the case is
 the VM's name) renders exactly ``<case>.xml``. ``tests/golden/patch/<case>.json`` patched
-into ``<case>-in.xml`` (``virsh dumpxml --inactive --security-info`` output of libvirt 9.0,
-UUIDs redacted) gives exactly ``<case>-out.xml``. ``BKT_REGENERATE_GOLDEN=1`` rewrites the
-outputs; review the diff. Every golden XML passes ``virt-xml-validate FILE domain``.
+into ``<case>-in.xml`` (``virsh dumpxml --inactive --security-info`` output of libvirt 9.0, or
+of libvirt 11.3 for the ``libvirt11-`` cases; UUIDs redacted) gives exactly
+``<case>-out.xml``. ``BKT_REGENERATE_GOLDEN=1`` rewrites the outputs; review the diff. Every
+golden XML passes ``virt-xml-validate FILE domain`` (of libvirt 11 for the ``libvirt11-``
+cases).
 """
 
 from __future__ import annotations
@@ -114,11 +116,21 @@ def golden_xml_files() -> list[Path]:
     return sorted(RENDER.glob("*.xml")) + sorted(PATCH.glob("*.xml"))
 
 
+def libvirt_major() -> int:
+    """The major version of the installed libvirt (its client, whose schemas validate)."""
+    proc = subprocess.run(["virsh", "--version"], capture_output=True, text=True, check=True)
+    return int(proc.stdout.split(".")[0])
+
+
 def test_golden_files_pass_libvirts_schema() -> None:
     validate = shutil.which("virt-xml-validate")
     assert validate, "virt-xml-validate is missing: install libvirt-clients (scripts/setup does)"
     files = golden_xml_files()
     assert len(files) >= len(RENDER_CASES) + 2 * len(PATCH_CASES)
+    if libvirt_major() < 11:
+        # libvirt 11's own output (clusters= in <topology>, format= on <loader>) is not valid
+        # for older schemas; scripts/test-libvirt11 checks those files against libvirt 11.
+        files = [path for path in files if not path.name.startswith("libvirt11-")]
     for path in files:
         proc = subprocess.run(
             [validate, str(path), "domain"], capture_output=True, text=True, check=False
