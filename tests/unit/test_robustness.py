@@ -274,7 +274,8 @@ def test_a_render_that_raises_fails_that_vm_only(world: World) -> None:
     assert results(report) == {
         "bad": (
             "failed",
-            "plugin boom in bkt_domain_fields: render failed: ValueError: cannot paint this one",
+            "plugin boom in bkt_domain_fields: render failed for VM bad (field color): "
+            "ValueError: cannot paint this one",
         ),
         "good": ("created", None),
     }
