@@ -273,11 +273,24 @@ class PostSyncContext:
 
 
 def sync(sub: VmSubsystem, names: Sequence[str] = (), *, dry_run: bool = False) -> SyncReport:
-    """Plan, then unless ``dry_run`` execute the plan and run the post-sync hooks."""
-    planner, the_plan, manifest = _plan(sub, names)
+    """Plan, then unless ``dry_run`` execute the plan and run the post-sync hooks.
+
+    A sync that changes libvirt holds the manifest directory's lock, the one capture holds,
+    from reading the manifest to the last post-sync hook: a capture running meanwhile would
+    otherwise read a domain before the sync changes it and write the old value back, and two
+    syncs would both try to create the same disks. A dry run only reads, and does not wait."""
     if dry_run:
-        return SyncReport(the_plan, dry_run=True)
-    return execute(planner, the_plan, manifest)
+        return SyncReport(_plan(sub, names)[1], dry_run=True)
+    from pathlib import Path
+
+    from bkt_core.manifest import locked
+
+    directory = Path(sub.host.manifest_dir)
+    if not directory.is_dir():
+        sub.load()  # raises the ManifestError that says there is no manifest
+    with locked(directory):
+        planner, the_plan, manifest = _plan(sub, names)
+        return execute(planner, the_plan, manifest)
 
 
 def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncReport:

@@ -532,6 +532,42 @@ def test_every_hook_declares_the_type_its_results_are_checked_against() -> None:
         assert annotation == "None" if shape == "none" else annotation.endswith(" | None"), name
 
 
+def test_sync_holds_the_manifest_lock_that_capture_takes(world: World) -> None:
+    """From reading the manifest to the last post-sync hook, another lock of the manifest
+    directory (capture's) has to wait."""
+    import fcntl
+    import os
+
+    seen: list[str] = []
+
+    class Probe:
+        bkt_plugin_name = "probe"
+
+        @hookimpl
+        def bkt_validate_manifest(self) -> None:
+            seen.append(probe())
+
+        @hookimpl
+        def bkt_post_sync(self) -> None:
+            seen.append(probe())
+
+    def probe() -> str:
+        fd = os.open(world.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "locked"
+        finally:
+            os.close(fd)
+        return "free"
+
+    world.sync(Probe())
+    assert seen == ["locked", "locked"]
+    seen.clear()
+    world.sub(Probe()).sync(dry_run=True)
+    assert seen == ["free"], "a dry run only reads: it does not wait for a capture"
+
+
 # -- conflicts are start-up errors ---------------------------------------------------------------
 
 
