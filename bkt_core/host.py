@@ -417,7 +417,8 @@ class Host:
 
     @staticmethod
     def failure(plugin: str, hook_name: str, exc: BaseException) -> PluginError:
-        error = PluginError(plugin, hook_name, f"{type(exc).__name__}: {exc}")
+        said = str(exc)
+        error = PluginError(plugin, hook_name, type(exc).__name__ + (f": {said}" if said else ""))
         error.__cause__ = exc
         return error
 

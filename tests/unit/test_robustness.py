@@ -455,7 +455,7 @@ class Exits:
     ("exc", "detail"),
     [
         (SystemExit(7), "SystemExit: 7"),
-        (KeyboardInterrupt(), "KeyboardInterrupt: "),
+        (KeyboardInterrupt(), "KeyboardInterrupt"),
         (GeneratorExit("odd"), "GeneratorExit: odd"),
     ],
 )
