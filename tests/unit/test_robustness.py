@@ -568,6 +568,31 @@ def test_sync_holds_the_manifest_lock_that_capture_takes(world: World) -> None:
     assert seen == ["free"], "a dry run only reads: it does not wait for a capture"
 
 
+def test_the_define_batch_writes_no_file(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The XML to define reaches virsh through an in-memory file: nothing in the temporary
+    directory even while virsh runs (a signal or a crash can leave nothing behind)."""
+    import tempfile
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    seen: list[list[Path]] = []
+    define = world.libvirt._one
+
+    def one(c: tuple[str, ...]) -> Reply:
+        if c[0] == "define":
+            seen.append(list(private.iterdir()))
+            assert c[c.index("--file") + 1].startswith("/proc/")
+        return define(c)
+
+    world.libvirt._one = one  # type: ignore[method-assign]
+    report = world.sync()
+    assert results(report) == {"bad": ("created", None), "good": ("created", None)}
+    assert seen == [[], []]
+
+
 # -- conflicts are start-up errors ---------------------------------------------------------------
 
 
