@@ -8,6 +8,10 @@ added without breaking plugins. Wrappers (``wrapper=True``) may wrap ``bkt_cli_c
 ``bkt_disk_plan`` and ``bkt_disk_provision``; the other hooks are called implementation by
 implementation (:data:`CALLED_ONE_BY_ONE`), and a wrapper on them is a start-up error.
 
+Every result is checked against the type its hook declares (:data:`RESULTS`), and a plugin
+that returns something else, exits, raises (any ``BaseException``) or runs past the per-hook
+time limit is an error naming the plugin and the hook (:class:`bkt_core.host.Host`).
+
 pluggy calls implementations last-registered first, ``tryfirst`` ones before and ``trylast``
 ones after the others; the defaults that ship with bkt are ``trylast`` wherever a first
 result wins, so a third-party answer takes precedence.
