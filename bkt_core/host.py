@@ -200,7 +200,8 @@ class Host:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # any import failure of a third-party module
+            # Any import failure of a third-party module, sys.exit() at import included.
+            except (Exception, SystemExit) as exc:
                 error = PluginError(
                     ep.name,
                     "",

@@ -689,7 +689,7 @@ class DomainMapping:
             return call(*args)
         except BktError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a plugin is its failure too
             error = PluginError(
                 mapping_field.plugin, HOOK, f"{method} failed: {type(exc).__name__}: {exc}"
             )

@@ -43,6 +43,17 @@ def test_a_plugin_that_breaks_the_contract_is_an_error_naming_it(
     assert (fine.returncode, fine.stdout, fine.stderr) == (0, "ok: 0 VMs\n", "")
 
 
+def test_a_plugin_that_exits_while_imported_is_a_warning_naming_it(
+    run_bkt: RunBkt, site: Path
+) -> None:
+    result = run_bkt("vm", "validate", pythonpath=[site], env={"MISBEHAVE": "import-exit"})
+    assert (result.returncode, result.stdout) == (0, "ok: 0 VMs\n")
+    assert result.stderr == (
+        "warning: plugin misbehaves: cannot be loaded: SystemExit: 5\n"
+        "hint: pass --disable-plugin misbehaves to run without it\n"
+    )
+
+
 def test_a_hook_past_the_time_limit_is_an_error_naming_it(run_bkt: RunBkt, site: Path) -> None:
     result = run_bkt(
         "vm",

@@ -474,6 +474,25 @@ def test_a_plugin_that_exits_or_interrupts_is_an_error_naming_plugin_and_hook(
     assert caught.value.__cause__ is exc
 
 
+class ExitingField(ColorField):
+    def render(self, domain: Element, vm: Any, ctx: DomainContext) -> None:
+        if ctx.name == "bad":
+            raise SystemExit(3)
+
+
+def test_a_field_method_that_exits_fails_that_vm_only(world: World) -> None:
+    class ExitingRender(RaisingRender):
+        @hookimpl
+        def bkt_domain_fields(self) -> Iterable[DomainField]:
+            return [ExitingField()]
+
+    report = world.sync(ExitingRender())
+    assert results(report) == {
+        "bad": ("failed", "plugin boom in bkt_domain_fields: render failed: SystemExit: 3"),
+        "good": ("created", None),
+    }
+
+
 class Sleeps:
     """A manifest rule that takes a minute and swallows every ``Exception`` meanwhile."""
 

@@ -1,7 +1,8 @@
 """A plugin that breaks the plugin contract in the way ``$MISBEHAVE`` names, and otherwise
 behaves: ``exit`` and ``interrupt`` (the manifest rule calls ``sys.exit(7)`` or raises
 ``KeyboardInterrupt``), ``sleep`` (the rule takes a minute), ``wrong-type`` (the field hook
-returns a list), ``cli-raise`` and ``cli-exit`` (the command hook raises or exits)."""
+returns a list), ``cli-raise`` and ``cli-exit`` (the command hook raises or exits),
+``import-exit`` (importing the module calls ``sys.exit(5)``)."""
 
 import os
 import sys
@@ -13,6 +14,10 @@ from bkt_core import hookimpl
 
 def _asked(what: str) -> bool:
     return os.environ.get("MISBEHAVE") == what
+
+
+if _asked("import-exit"):
+    sys.exit(5)
 
 
 @hookimpl
