@@ -41,20 +41,48 @@ def validate(app: Cli) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--check", is_flag=True, help="Like --dry-run, and exit 1 if anything would change.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--allow-firmware-change",
+    is_flag=True,
+    help="Let sync turn Secure Boot off, or give an existing VM another kind of UEFI "
+    "firmware while it keeps its NVRAM.",
+)
 @pass_cli
-def sync(app: Cli, names: tuple[str, ...], dry_run: bool, check: bool, as_json: bool) -> None:
-    run_sync(app, names, dry_run=dry_run, check=check, as_json=as_json)
+def sync(
+    app: Cli,
+    names: tuple[str, ...],
+    dry_run: bool,
+    check: bool,
+    as_json: bool,
+    allow_firmware_change: bool,
+) -> None:
+    run_sync(
+        app,
+        names,
+        dry_run=dry_run,
+        check=check,
+        as_json=as_json,
+        allow_firmware_change=allow_firmware_change,
+    )
 
 
 def run_sync(
-    app: Cli, names: tuple[str, ...] = (), *, dry_run: bool, check: bool, as_json: bool
+    app: Cli,
+    names: tuple[str, ...] = (),
+    *,
+    dry_run: bool,
+    check: bool,
+    as_json: bool,
+    allow_firmware_change: bool = False,
 ) -> None:
     from bkt_core.errors import UsageError
     from bkt_vm_plugin.report import print_dry_run, print_plan, print_results
 
     if dry_run and check:
         raise UsageError("--dry-run and --check cannot be used together")
-    report = _vm(app).sync(names, dry_run=dry_run or check)
+    report = _vm(app).sync(
+        names, dry_run=dry_run or check, allow_firmware_change=allow_firmware_change
+    )
     if as_json:
         app.printer.json(report.to_json())
     else:

@@ -29,6 +29,7 @@ from bkt_vm_plugin.domain_xml import (
 )
 from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
+from tests.firmware import DEBIAN12
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 RENDER = GOLDEN / "render"
@@ -58,7 +59,7 @@ def resolve(name: str, vm: VmDefinition) -> DomainContext:
         iso_cache=ISO_CACHE,
         disk_format="raw" if vm.disk_path.endswith(".img") else "qcow2",
         exists=lambda _: True,
-        facts={"autostart": vm.field("autostart")},
+        facts={"autostart": vm.field("autostart"), "firmware": DEBIAN12},
     )
 
 
@@ -137,15 +138,16 @@ def _os_of(xml: str) -> bytes:
 
 
 def test_a_virt_install_uefi_domain_is_captured_and_patched_for_memory_only() -> None:
-    # Fix (a) of issue 10: <os firmware='efi'> without firmware features is boot "uefi" with
-    # Secure Boot not pinned, in sync with secure_boot false; patching memory leaves <os>.
+    # <os firmware='efi'> without firmware features leaves the firmware to libvirt, which on
+    # this (Debian-like) host boots a q35 machine with Secure Boot and enrolled keys: it reads
+    # as secure_boot true, and patching memory leaves <os> as it is.
     before = (PATCH / "virt-install-uefi-memory-in.xml").read_text()
     skeleton = load(PATCH / "virt-install-uefi-memory.json")
     ctx = resolve("win11", skeleton)
     parsed = MAPPING.parse(before, ctx)
     assert parsed.problems() == []
     assert parsed.readings["boot"].value == "uefi"
-    assert parsed.readings["secure_boot"].value is False
+    assert parsed.readings["secure_boot"].value is True
     values, kept = MAPPING.capture_values(parsed, skeleton, ctx)
     assert kept == {}
     captured = MODEL.model_validate(skeleton.model_dump() | values, context={"home": HOME})
