@@ -697,7 +697,7 @@ class DomainMapping:
             return call(*args)
         except BktError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a plugin is its failure too
             # Which VM and which of its fields: what the user can look at in the manifest.
             vm = next((f" for VM {a.name}" for a in args if isinstance(a, DomainContext)), "")
             names = mapping_field.fields
