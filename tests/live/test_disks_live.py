@@ -540,8 +540,7 @@ def liar_site(plugin_site: Callable[[str], Path]) -> Path:
 @pytest.mark.parametrize(
     ("does", "why"),
     [
-        ("yes", "plugin liar's bkt_disk_provision returned 'yes', not True (created) or None "
-         "(not its disk)"),
+        ("yes", "plugin liar in bkt_disk_provision: returned a str, expected bool or None"),
         ("nothing", "(plugin liar said its bkt_disk_provision created it): it does not exist"),
         ("empty", "(plugin liar said its bkt_disk_provision created it): it is empty (0 bytes)"),
         ("small", "(plugin liar said its bkt_disk_provision created it): its virtual size is "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -749,7 +750,7 @@ def test_ctrl_c_during_qemu_img_leaves_nothing_behind(tmp_path: Path) -> None:
 
     def interrupt(argv: tuple[str, ...]) -> None:
         Path(argv[-2]).write_bytes(b"QFI")
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, during the hook
 
     disk = tmp_path / "a.qcow2"
     with pytest.raises(KeyboardInterrupt):
@@ -782,11 +783,15 @@ class Liar:
         (
             "yes",
             None,
-            "plugin liar's bkt_disk_provision returned 'yes', not True (created) or None (not "
+            "plugin liar in bkt_disk_provision: returned a str, expected bool or None",
+        ),
+        (1, None, "plugin liar in bkt_disk_provision: returned an int, expected bool or None"),
+        (
+            False,
+            None,
+            "plugin liar's bkt_disk_provision returned False, not True (created) or None (not "
             "its disk)",
         ),
-        (1, None, "plugin liar's bkt_disk_provision returned 1, not True (created) or None "
-         "(not its disk)"),
         (True, None, "(plugin liar said its bkt_disk_provision created it): it does not exist"),
         (True, b"", "(plugin liar said its bkt_disk_provision created it): it is empty (0 bytes)"),
         (
