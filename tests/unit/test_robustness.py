@@ -494,7 +494,11 @@ def test_a_field_method_that_exits_fails_that_vm_only(world: World) -> None:
 
     report = world.sync(ExitingRender())
     assert results(report) == {
-        "bad": ("failed", "plugin boom in bkt_domain_fields: render failed: SystemExit: 3"),
+        "bad": (
+            "failed",
+            "plugin boom in bkt_domain_fields: render failed for VM bad (field color): "
+            "SystemExit: 3",
+        ),
         "good": ("created", None),
     }
 
