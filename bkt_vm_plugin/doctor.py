@@ -124,7 +124,7 @@ class Problem:
 class HostFacts:
     """What one :func:`gather` read. A :class:`Reply` per command (None: not asked)."""
 
-    uri: Reply
+    uri: Reply | None = None
     version: Reply | None = None
     domcaps: Mapping[str, Reply] = field(default_factory=dict)
     probes: Mapping[str, Reply] = field(default_factory=dict)
@@ -134,7 +134,7 @@ class HostFacts:
 
     @property
     def uri_text(self) -> str:
-        return self.uri.stdout.strip() if self.uri.ok else ""
+        return self.uri.stdout.strip() if self.uri is not None and self.uri.ok else ""
 
     def domcaps_tree(self, virt_type: str) -> Element | None:
         reply = self.domcaps.get(virt_type)
@@ -168,16 +168,17 @@ def _probe_xml(name: str, smm: bool) -> str:
 def gather(
     virsh: Virsh,
     *,
+    uri: bool = True,
     version: bool = False,
     virt_types: Iterable[str] = (),
     probes: Iterable[Literal["kvm", "smm"]] = (),
     networks: bool = False,
 ) -> HostFacts:
-    """Read what the checks need in one virsh process. Raises
+    """Read what the checks need in one virsh process (none when nothing is asked). Raises
     :class:`~bkt_core.errors.CommandError` when virsh could not run it at all."""
     types = sorted(set(virt_types))
     wanted = list(dict.fromkeys(probes))
-    commands: list[list[str]] = [["uri"]]
+    commands: list[list[str]] = [["uri"]] if uri else []
     if version:
         commands.append(["version"])
     commands += [["domcapabilities", "--virttype", t, "--machine", "q35"] for t in types]
@@ -198,7 +199,7 @@ def gather(
                 ["destroy", "--domain", names[probe]],
             ]
         replies = iter(virsh.batch(commands))
-    uri = next(replies)
+    said_uri = next(replies) if uri else None
     ver = next(replies) if version else None
     domcaps = {t: next(replies) for t in types}
     nets = (next(replies), next(replies), next(replies)) if networks else None
@@ -209,7 +210,7 @@ def gather(
         results[probe] = created
         if created.ok and not destroyed.ok:
             leftovers.append(names[probe])
-    return HostFacts(uri, ver, domcaps, results, nets, tuple(leftovers))
+    return HostFacts(said_uri, ver, domcaps, results, nets, tuple(leftovers))
 
 
 # -- the checks' knowledge ---------------------------------------------------------------------
@@ -424,7 +425,9 @@ def allowed(
     QEMU's capabilities, so a root QEMU goes by these bits too."""
     mode, owner, group = (st.st_mode, st.st_uid, st.st_gid) if hasattr(st, "st_mode") else st  # type: ignore[union-attr]
     groups = set(gids)
-    if not acl:
+    # Like the kernel, which consults an ACL only when the mode's group bits (its mask)
+    # are not all clear: with a zero mask, a matching group entry cannot deny either.
+    if not acl or not mode & 0o070:
         if uid == owner:
             bits = mode >> 6
         elif group in groups:
@@ -646,11 +649,12 @@ def plan_warnings(
     vms = {e.name: manifest.vms[e.name] for e in todo}
     extra: dict[str, list[str]] = {}
     try:
-        facts = gather(sub.virsh, **needs(vms.values()))
+        # `virsh uri` only when the host has none: it says whether QEMU runs as another user.
+        facts = gather(sub.virsh, uri=sub.host.uri is None, **needs(vms.values()))
     except BktError as exc:
         extra = {name: [f"cannot check the host: {exc.message}"] for name in vms}
     else:
-        place = Place.of(facts.uri_text or sub.host.uri or "")
+        place = Place.of(sub.host.uri or facts.uri_text)
         qemu = qemu_user() if place.local and place.system else None
         for entry in todo:
             extra[entry.name] = [
