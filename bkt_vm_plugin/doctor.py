@@ -684,22 +684,22 @@ def doctor(sub: VmSubsystem) -> DoctorReport:
     checks.append(Check("virsh", "ok", found))
 
     manifest: VmManifest | None = None
-    try:
-        manifest = sub.load()
-    except ManifestError as exc:
+    if not sub.manifest_path.exists():
         checks.append(
-            Check("manifest", "fail", exc.message, "`bkt vm validate` lists every problem")
+            Check("manifest", "skip", f"no {sub.manifest_path}: only the host is checked")
         )
-    except BktError as exc:
-        if sub.manifest_path.exists():
+    else:
+        try:
+            manifest = sub.load()
+        except ManifestError as exc:
+            checks.append(
+                Check("manifest", "fail", exc.message, "`bkt vm validate` lists every problem")
+            )
+        except BktError as exc:
             checks.append(Check("manifest", "fail", exc.message, exc.hint))
         else:
-            checks.append(
-                Check("manifest", "skip", f"no {sub.manifest_path}: only the host is checked")
-            )
-    else:
-        n = len(manifest.vms)
-        checks.append(Check("manifest", "ok", f"{sub.manifest_path}: {n} VM{'s' * (n != 1)}"))
+            n = len(manifest.vms)
+            checks.append(Check("manifest", "ok", f"{sub.manifest_path}: {n} VM{'s' * (n != 1)}"))
     vms = dict(manifest.vms) if manifest is not None else {}
 
     try:
