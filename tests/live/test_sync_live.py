@@ -444,3 +444,5 @@ def test_a_running_host_model_vm_has_no_restart_pending(
         assert "host-model" not in virsh("dumpxml", name)
         status = bkt("vm", "status", name)
         assert status.stdout.splitlines()[1].endswith("running  in sync"), status.stdout
+        (row,) = json.loads(bkt("vm", "status", "--json", name).stdout)["vms"]
+        assert row["pending_restart"] == []
