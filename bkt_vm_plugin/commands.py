@@ -251,8 +251,10 @@ def doctor(app: Cli, as_json: bool) -> None:
     if as_json:
         app.printer.json(report.to_json())
     else:
+        from bkt_core.output import DIM, GREEN, RED, YELLOW
+
         width = max(len(c.check) for c in report.checks)
-        colours = {"ok": "32", "warn": "1;33", "fail": "1;31", "skip": "2"}
+        colours = {"ok": GREEN, "warn": YELLOW, "fail": RED, "skip": DIM}
         for c in report.checks:
             status = app.printer.paint(c.status.ljust(4), colours[c.status])
             hint = f" (fix: {c.hint})" if c.hint and c.status in ("warn", "fail") else ""

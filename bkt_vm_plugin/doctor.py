@@ -413,17 +413,17 @@ def parse_acl(data: bytes) -> list[tuple[int, int, int]] | None:
 
 
 def allowed(
-    st: os.stat_result | tuple[int, int, int],
+    owner_bits: tuple[int, int, int],
     acl: Sequence[tuple[int, int, int]] | None,
     uid: int,
     gids: Iterable[int],
     want: int,
 ) -> bool:
     """Whether user ``uid`` with groups ``gids`` has permission bits ``want`` (4 read,
-    2 write, 1 search/execute) on a file of (mode, owner, group) ``st``: the kernel's rule,
-    with the POSIX ACL ``acl`` when there is one. Root is not special here: libvirt drops
-    QEMU's capabilities, so a root QEMU goes by these bits too."""
-    mode, owner, group = (st.st_mode, st.st_uid, st.st_gid) if hasattr(st, "st_mode") else st  # type: ignore[union-attr]
+    2 write, 1 search/execute) on a file whose (mode, owner, group) is ``owner_bits``: the
+    kernel's rule, with the POSIX ACL ``acl`` when there is one. Root is not special here:
+    libvirt drops QEMU's capabilities, so a root QEMU goes by these bits too."""
+    mode, owner, group = owner_bits
     groups = set(gids)
     # Like the kernel, which consults an ACL only when the mode's group bits (its mask)
     # are not all clear: with a zero mask, a matching group entry cannot deny either.
@@ -451,6 +451,10 @@ def allowed(
     return any(perm & want == want for tag, perm, _ in acl if tag == _ACL_OTHER)
 
 
+def _bits(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_mode, st.st_uid, st.st_gid
+
+
 def _acl_of(path: str) -> list[tuple[int, int, int]] | None:
     try:
         return parse_acl(os.getxattr(path, "system.posix_acl_access"))
@@ -469,11 +473,12 @@ def _describe(path: str, st: os.stat_result) -> str:
     return f"{path} ({stat.filemode(st.st_mode)} {owner}:{group})"
 
 
-def path_problem(path: str, qemu: QemuUser, *, write: bool) -> str | None:
-    """Why ``qemu`` cannot open ``path``: a directory on the way it may not search (the
-    classic: an ISO under /root or a 0700 home), or the file itself when libvirt does not
-    hand files to QEMU. Directories are checked along ``path`` as written and along its
-    resolved form; a part that does not exist ends the walk (sync reports missing files)."""
+def path_problem(path: str, qemu: QemuUser, *, write: bool) -> tuple[str, str] | None:
+    """Why ``qemu`` cannot open ``path``, and the file or directory in its way: a directory
+    on the way it may not search (the classic: an ISO under /root or a 0700 home), or the
+    file itself when libvirt does not hand files to QEMU. Directories are checked along
+    ``path`` as written and along its resolved form; a part that does not exist ends the
+    walk (sync reports missing files)."""
     seen: set[tuple[int, int]] = set()
     for spelled in dict.fromkeys([path, os.path.realpath(path)]):
         parts = spelled.split("/")[1:-1]
@@ -486,21 +491,21 @@ def path_problem(path: str, qemu: QemuUser, *, write: bool) -> str | None:
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-            if not allowed(st, _acl_of(directory), qemu.uid, qemu.gids, 1):
-                return f"{qemu.name} cannot search {_describe(directory, st)}"
+            if not allowed(_bits(st), _acl_of(directory), qemu.uid, qemu.gids, 1):
+                return f"{qemu.name} cannot search {_describe(directory, st)}", directory
     if not qemu.dynamic_ownership:
         try:
             st = os.stat(path)
         except OSError:
             return None
-        if not allowed(st, _acl_of(path), qemu.uid, qemu.gids, 6 if write else 4):
-            return f"{qemu.name} cannot {'write' if write else 'read'} {_describe(path, st)}"
+        if not allowed(_bits(st), _acl_of(path), qemu.uid, qemu.gids, 6 if write else 4):
+            verb = "write" if write else "read"
+            return f"{qemu.name} cannot {verb} {_describe(path, st)}", path
     return None
 
 
-def _path_hint(qemu: QemuUser, problem: str) -> str:
-    blocked = problem.split(" (", 1)[0].rsplit(" ", 1)[1]
-    if " search " in problem:
+def _path_hint(qemu: QemuUser, blocked: str, search: bool) -> str:
+    if search:
         return (
             f"`setfacl -m u:{qemu.name}:x {blocked}`, or move the file where QEMU can reach "
             "it (/var/lib/libvirt/images)"
@@ -623,9 +628,11 @@ def vm_problems(
             )
     if place.local and place.system and qemu is not None:
         for path, write in [(ctx.disk_path, True), *((iso, False) for iso in ctx.isos)]:
-            why = path_problem(path, qemu, write=write)
-            if why is not None:
-                found.append(Problem(f"path {path}", why, _path_hint(qemu, why)))
+            trouble = path_problem(path, qemu, write=write)
+            if trouble is not None:
+                message, blocked = trouble
+                hint = _path_hint(qemu, blocked, search=" search " in message)
+                found.append(Problem(f"path {path}", message, hint))
     return found
 
 
@@ -723,7 +730,7 @@ def doctor(sub: VmSubsystem) -> DoctorReport:
     for name in facts.leftovers:
         checks.append(
             Check(
-                "kvm",
+                "kvm-probe",
                 "warn",
                 f"the probe domain {name} could not be destroyed",
                 f"`virsh destroy {name}`",

@@ -19,7 +19,7 @@ from bkt_core.errors import BktError, OperationError
 from bkt_core.plan import StatusReport, StatusRow
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping
+    from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
     from bkt_vm_plugin.subsystem import VmSubsystem
     from bkt_vm_plugin.virsh import Reply
 
@@ -86,29 +86,28 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
             drift = [
                 f for f in changed_fields(mapping.diff(parsed, vm, ctx)) if f != "disk_format"
             ]
+            pending = _pending(mapping, observation.live.get(name), parsed, ctx)
         except BktError:
-            drift = [UNREADABLE]
-        pending = _pending(mapping, observation.live.get(name), reply, ctx)
+            drift, pending = [UNREADABLE], ()
         rows.append(StatusRow(name, state, True, not drift, tuple(drift), pending))
     rows += [StatusRow(name, observation.state(name), False, None) for name in others]
     return StatusReport(tuple(rows))
 
 
 def _pending(
-    mapping: DomainMapping, live: Reply | None, persistent: Reply, ctx: DomainContext
+    mapping: DomainMapping, live: Reply | None, persistent: Parsed, ctx: DomainContext
 ) -> tuple[str, ...]:
     """The fields whose persistent reading differs from the running one: what the next boot
-    changes. Nothing when the VM does not run or either definition cannot be read."""
-    if live is None or not live.ok or not persistent.ok:
+    changes. Nothing when the VM does not run or its running definition cannot be read."""
+    if live is None or not live.ok:
         return ()
     try:
         running = mapping.parse(live.stdout, ctx).readings
-        defined = mapping.parse(persistent.stdout, ctx).readings
     except BktError:
         return ()
     return tuple(
         name
-        for name, reading in defined.items()
+        for name, reading in persistent.readings.items()
         if name != "disk_format"
         and running.get(name) != reading
         and (name, reading.value) not in _EXPANDED_AT_START

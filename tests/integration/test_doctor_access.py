@@ -91,7 +91,7 @@ def test_the_rule_agrees_with_the_kernel(
     except OSError:
         acl = None
     for want, flag in ((1, "-x"), (4, "-r"), (2, "-w")):
-        ours = allowed(stat, acl, QEMU.uid, QEMU.gids, want)
+        ours = allowed((stat.st_mode, stat.st_uid, stat.st_gid), acl, QEMU.uid, QEMU.gids, want)
         assert ours is kernel_says(QEMU.name, flag, directory), (oct(stat.st_mode), acl, flag)
 
 
@@ -102,7 +102,7 @@ def test_an_iso_under_a_private_directory_is_reported_with_the_directory(place: 
     iso = private / "installer.iso"
     iso.write_bytes(b"")
     problem = path_problem(str(iso), QEMU, write=False)
-    assert problem == f"{QEMU.name} cannot search {private} (drwx------ root:root)"
+    assert problem == (f"{QEMU.name} cannot search {private} (drwx------ root:root)", str(private))
     assert not kernel_says(QEMU.name, "-r", iso)
     private.chmod(0o711)
     assert path_problem(str(iso), QEMU, write=False) is None
@@ -110,6 +110,7 @@ def test_an_iso_under_a_private_directory_is_reported_with_the_directory(place: 
     iso.chmod(0o600)
     strict = QemuUser(QEMU.name, QEMU.uid, QEMU.gids, dynamic_ownership=False)
     assert path_problem(str(iso), strict, write=False) == (
-        f"{QEMU.name} cannot read {iso} (-rw------- root:root)"
+        f"{QEMU.name} cannot read {iso} (-rw------- root:root)",
+        str(iso),
     )
     assert path_problem(str(iso), QEMU, write=False) is None

@@ -261,15 +261,16 @@ def test_acl_entries_round_trip_and_junk_is_no_acl() -> None:
         (0o701, None, 64055, {108}, 1, False),  # the group class matches and denies
         (0o750, None, 64055, {108}, 1, True),  # group kvm may search
         (0o075, None, 0, {108}, 1, False),  # the owner's own bits decide, not other's
-        # A named user entry grants search, unless the mask takes it away.
-        (0o700, [(1, 7, ANY), (2, 1, 64055), (4, 0, ANY), (0x10, 1, ANY), (0x20, 0, ANY)],
+        # A named user entry grants search, unless the mask (the mode's group bits) takes
+        # it away.
+        (0o710, [(1, 7, ANY), (2, 1, 64055), (4, 0, ANY), (0x10, 1, ANY), (0x20, 0, ANY)],
          64055, {108}, 1, True),
         (0o700, [(1, 7, ANY), (2, 1, 64055), (4, 0, ANY), (0x10, 0, ANY), (0x20, 0, ANY)],
          64055, {108}, 1, False),
         # A matching group entry that denies shadows other's grant.
-        (0o701, [(1, 7, ANY), (4, 0, ANY), (8, 0, 108), (0x10, 7, ANY), (0x20, 1, ANY)],
+        (0o771, [(1, 7, ANY), (4, 0, ANY), (8, 0, 108), (0x10, 7, ANY), (0x20, 1, ANY)],
          64055, {108}, 1, False),
-        (0o700, [(1, 7, ANY), (4, 0, ANY), (8, 5, 108), (0x10, 7, ANY), (0x20, 0, ANY)],
+        (0o770, [(1, 7, ANY), (4, 0, ANY), (8, 5, 108), (0x10, 7, ANY), (0x20, 0, ANY)],
          64055, {108}, 5, True),
     ],
 )  # fmt: skip
