@@ -815,13 +815,7 @@ def _kvm_check(
         return Check("kvm", "ok", "KVM is usable by QEMU (a paused kvm guest started)")
     names, _ = _hit(per_vm, "kvm")
     if names:
-        return Check(
-            "kvm",
-            "fail",
-            f"KVM is not usable: {why}; asked for by{_vms_text(names)}",
-            KVM_HINT,
-            names,
-        )
+        return Check("kvm", "fail", f"KVM is not usable: {why}{_vms_text(names)}", KVM_HINT, names)
     return Check("kvm", "warn", f"KVM is not usable: {why}; no VM asks for it", KVM_HINT)
 
 
