@@ -3,7 +3,8 @@
 Only :func:`main` exits, and it alone maps errors to exit codes (:mod:`bkt_core.errors`).
 ``bkt --version`` is answered before anything else is imported, and no plugin is imported
 for it. Global flags may stand before or after the subcommand: :func:`hoist_globals` moves
-them to the front before click parses.
+them to the front before click parses. A shell's completion request (``$_BKT_COMPLETE``) is
+answered by plain click (:func:`completion_class`), never by the help renderer.
 """
 
 from __future__ import annotations
@@ -15,18 +16,33 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from pathlib import Path
     from typing import Any, TypeVar
 
     import click
+    from click.shell_completion import CompletionItem, ShellComplete
 
     from bkt_core.host import Host
     from bkt_core.output import Color, Printer
 
-__all__ = ["Cli", "build_cli", "hoist_globals", "main", "pass_cli"]
+__all__ = [
+    "COMPLETE_VAR",
+    "Cli",
+    "build_cli",
+    "hoist_globals",
+    "main",
+    "pass_cli",
+    "resolve_manifest_dir",
+]
+
+#: The environment variable through which a shell asks for completions (click's protocol:
+#: ``bash_complete``, ``zsh_complete``, ``fish_complete``, or ``SHELL_source`` for the script).
+COMPLETE_VAR = "_BKT_COMPLETE"
 
 #: Global options that take a value, and those that do not.
 _VALUE_OPTIONS = {"-C", "--manifest-dir", "-c", "--connect", "--color", "--disable-plugin"}
 _FLAG_OPTIONS = {"-v", "--verbose", "-q", "--quiet"}
+_GLOBAL_OPTIONS = _VALUE_OPTIONS | _FLAG_OPTIONS
 
 
 def version() -> str:
@@ -40,6 +56,12 @@ def version() -> str:
 def hoist_globals(argv: Sequence[str]) -> list[str]:
     """``argv`` with every global option (and its value) moved before the first command, so
     that ``bkt vm sync -C dir`` means ``bkt -C dir vm sync``. Stops at ``--``."""
+    hoisted, rest = split_globals(argv)
+    return hoisted + rest
+
+
+def split_globals(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The global options of ``argv`` (with their values), and the rest, each in order."""
     hoisted: list[str] = []
     rest: list[str] = []
     args = iter(argv)
@@ -55,7 +77,14 @@ def hoist_globals(argv: Sequence[str]) -> list[str]:
             hoisted.append(arg)
         else:
             rest.append(arg)
-    return hoisted + rest
+    return hoisted, rest
+
+
+def resolve_manifest_dir(option: str | None) -> Path:
+    """Where ``vms.json`` lives: ``-C DIR``, else ``$BKT_MANIFEST_DIR``, else ``./manifests``."""
+    from pathlib import Path
+
+    return Path(option or os.environ.get("BKT_MANIFEST_DIR") or "manifests")
 
 
 def _disabled_in(argv: Sequence[str]) -> list[str]:
@@ -109,16 +138,25 @@ def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> clic
         "-C",
         "--manifest-dir",
         metavar="DIR",
+        shell_complete=_complete_directory,
         help="Where vms.json lives. [default: $BKT_MANIFEST_DIR, else ./manifests]",
     )
     @click.option(
-        "-c", "--connect", metavar="URI", help="libvirt URI for virsh. [default: virsh's own]"
+        "-c",
+        "--connect",
+        metavar="URI",
+        shell_complete=_complete_uri,
+        help="libvirt URI for virsh. [default: virsh's own]",
     )
     @click.option(
         "-v",
         "--verbose",
         count=True,
-        help="Say more: -v lists unchanged VMs too, -vv also traces every virsh process.",
+        # A counter takes no value: without an empty metavar the help would show its type
+        # (INTEGER RANGE), as if `-v 2` were the way to write it.
+        metavar="",
+        help="Say more; repeat for more: -v lists unchanged VMs too, -vv also traces every "
+        "virsh process.",
     )
     @click.option("-q", "--quiet", is_flag=True, help="Say less: only data and errors.")
     @click.option(
@@ -133,6 +171,9 @@ def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> clic
         "disabled",
         metavar="NAME",
         multiple=True,
+        shell_complete=lambda _ctx, _param, incomplete: [
+            info.name for info in host.plugins() if info.name.startswith(incomplete)
+        ],
         help="Do not load this plugin (repeatable; also $BKT_DISABLE_PLUGINS=a,b).",
     )
     @click.pass_context
@@ -145,8 +186,6 @@ def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> clic
         color: Color,
         disabled: tuple[str, ...],
     ) -> None:
-        from pathlib import Path
-
         from bkt_core.errors import UsageError
         from bkt_core.output import Printer
 
@@ -155,7 +194,7 @@ def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> clic
         if host.invalid and ctx.invoked_subcommand != "plugins":
             raise host.invalid[0]
         printer = Printer(-1 if quiet else min(verbose, 3), color)
-        host.manifest_dir = Path(manifest_dir or os.environ.get("BKT_MANIFEST_DIR") or "manifests")
+        host.manifest_dir = resolve_manifest_dir(manifest_dir)
         host.uri = connect
         host.trace = printer.trace
         ctx.obj = Cli(host, printer)
@@ -165,6 +204,23 @@ def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> clic
     _add_core_commands(cli)
     host.call("bkt_cli_commands", cli=cli)
     return cli
+
+
+def _complete_directory(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    from click.shell_completion import CompletionItem
+
+    # Type "dir": the shell completes directory names itself.
+    return [CompletionItem(incomplete, type="dir")]
+
+
+#: The libvirt URIs offered for ``--connect``: the local QEMU daemon's two.
+_LOCAL_URIS = ("qemu:///system", "qemu:///session")
+
+
+def _complete_uri(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    return [uri for uri in _LOCAL_URIS if uri.startswith(incomplete)]
 
 
 def _add_core_commands(cli: click.Group) -> None:
@@ -210,12 +266,10 @@ def _add_core_commands(cli: click.Group) -> None:
     @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
     @click.pass_context
     def completions(ctx: click.Context, shell: str) -> None:
-        from click.shell_completion import get_completion_class
-
-        completion = get_completion_class(shell)
+        completion = completion_class(shell)
         assert completion is not None  # click ships all three
         root = ctx.find_root().command
-        script = completion(root, {}, "bkt", "_BKT_COMPLETE").source()
+        script = completion(root, {}, "bkt", COMPLETE_VAR).source()
         ctx.obj.printer.data(script)
 
     for verb, doc in (
@@ -309,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args in (["--version"], ["-V"]):
         sys.stdout.write(f"bkt {version()}\n")
         return _exit(0, argv)
+    instruction = os.environ.get(COMPLETE_VAR)
+    if instruction:
+        return _exit(_complete(instruction), argv)
     return _exit(_run(args), argv)
 
 
@@ -316,6 +373,106 @@ def _exit(code: int, argv: Sequence[str] | None) -> int:
     if argv is None:
         sys.exit(code)
     return code
+
+
+def _complete(instruction: str) -> int:
+    """Answer a shell's completion request (``SHELL_complete``: the candidates for the word
+    under the cursor, from ``COMP_WORDS``/``COMP_CWORD``; ``SHELL_source``: the script).
+
+    Plain click answers it, never the help renderer. Nothing but the answer is printed: a
+    warning or a traceback would land in the user's command line, so any failure (a broken
+    plugin, a missing variable) is exit status 1 and no candidates."""
+    try:
+        from bkt_core.host import Host, disabled_from_env
+
+        shell, _, request = instruction.partition("_")
+        completion_type = completion_class(shell)
+        if completion_type is None or request not in ("complete", "source"):
+            return 1
+        completion = completion_type(None, {}, "bkt", COMPLETE_VAR)  # type: ignore[arg-type]
+        # `--disable-plugin NAME` earlier on the line keeps NAME's commands out, as it would
+        # when the command runs.
+        line = completion.get_completion_args()[0] if request == "complete" else []
+        host = Host(disabled=[*disabled_from_env(), *_disabled_in(line)], strict=False)
+        completion.cli = build_cli(host)
+        answer = completion.complete() if request == "complete" else completion.source()
+        sys.stdout.write(answer + "\n" if request == "complete" else answer)
+        sys.stdout.flush()
+    except (Exception, KeyboardInterrupt):  # see the docstring; ^C while the shell waits
+        return 1
+    return 0
+
+
+#: What click's bash script passes, and what bkt's passes besides: the line up to the cursor.
+_BASH_WORDS = 'COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD=$COMP_CWORD'
+_BASH_LINE = 'COMP_LINE="${COMP_LINE:0:COMP_POINT}"'
+#: How click's fish script splits `type,value<TAB>help`, and how bkt's does: at the first
+#: comma only, so that a help text with a comma is not cut short.
+_FISH_SPLIT = 'string split "," $completion'
+_FISH_SPLIT_ONCE = 'string split --max 1 "," $completion'
+
+
+def completion_class(shell: str) -> type[ShellComplete] | None:
+    """Click's completion for ``shell``, taught that global options may stand anywhere (as
+    :func:`hoist_globals` lets them when a command runs), for bash that a word may hold a
+    ``:`` (``-c qemu:///system``), and for fish that a help text may hold a comma."""
+    from click.shell_completion import get_completion_class, split_arg_string
+
+    base = get_completion_class(shell)
+    if base is None:
+        return None
+
+    class Completion(base):  # type: ignore[misc,valid-type]
+        def source(self) -> str:
+            script: str = super().source()
+            if self.name == "bash":
+                script = script.replace(_BASH_WORDS, f"{_BASH_WORDS} {_BASH_LINE}")
+            elif self.name == "fish":
+                script = script.replace(_FISH_SPLIT, _FISH_SPLIT_ONCE)
+            return script
+
+        def get_completion_args(self) -> tuple[list[str], str]:
+            # bash splits words at `:` as well as at blanks (COMP_WORDBREAKS), so its
+            # COMP_WORDS has `qemu : ///system` for one URI; the line itself does not.
+            line = os.environ.get("COMP_LINE") if self.name == "bash" else None
+            if line is None:
+                return super().get_completion_args()  # type: ignore[no-any-return]
+            args = split_arg_string(line)[1:]
+            incomplete = args.pop() if args and not line[-1:].isspace() else ""
+            return args, incomplete
+
+        def complete(self) -> str:
+            args, incomplete = self.get_completion_args()
+            items = self.get_completions(args, incomplete)
+            if self.name == "bash" and ":" in incomplete:
+                # bash replaces only what follows the word's last `:`.
+                cut = incomplete.rindex(":") + 1
+                for item in items:
+                    if item.value.startswith(incomplete[:cut]):
+                        item.value = item.value[cut:]
+            return "\n".join(self.format_completion(item) for item in items)
+
+        def get_completions(self, args: list[str], incomplete: str) -> list[CompletionItem]:
+            complete = super().get_completions
+            hoisted, rest = split_globals(args)
+            if "--" not in args:
+                # The value of a global option, wherever it stands: the root completes it.
+                if args and args[-1] in _VALUE_OPTIONS:
+                    return complete(split_globals(args[:-1])[0] + args[-1:], incomplete)  # type: ignore[no-any-return]
+                if "=" in incomplete and incomplete.split("=", 1)[0] in _VALUE_OPTIONS:
+                    return complete(hoisted, incomplete)  # type: ignore[no-any-return]
+            items: list[CompletionItem] = complete(hoisted + rest, incomplete)
+            if incomplete.startswith("-") and "--" not in args and rest:
+                # After a command: its own options first, then the global ones.
+                seen = {item.value for item in items}
+                items += [
+                    item
+                    for item in complete(hoisted, incomplete)
+                    if item.value not in seen and item.value in _GLOBAL_OPTIONS
+                ]
+            return items
+
+    return Completion
 
 
 def wants_help(args: Sequence[str]) -> bool:

@@ -809,9 +809,11 @@ def _one_of(site: _Site) -> str:
     value = site.place.value
     if not allowed:
         return "is not one of the allowed values"
-    if all(isinstance(v, str) for v in allowed) and not isinstance(value, str):
-        return f"expected a string, found {json_type_name(value)}"
     message = "must be one of " + ", ".join(json.dumps(v, ensure_ascii=False) for v in allowed)
+    if all(isinstance(v, str) for v in allowed) and not isinstance(value, str):
+        # The allowed values answer "what should it be" for a wrong type as well: `"tpm": 2.0`
+        # is best fixed by reading `"2.0"` in the list.
+        return f"{message} (found {json_type_name(value)})"
     if isinstance(value, str):
         close = suggest(value, [v for v in allowed if isinstance(v, str)])
         if close is not None:

@@ -1,8 +1,9 @@
 """The only module that writes to the terminal.
 
-stdout carries data (plans, tables, JSON, schemas); warnings, notes, hints, errors and the
-``-vv`` trace go to stderr. Colour is decided per stream: ``always``, ``never``, or ``auto``
-(a terminal, and ``NO_COLOR`` unset or empty). Output reads the same without colour.
+stdout carries data (plans, tables, JSON, schemas, summary and result lines) in every mode;
+warnings, notes, hints, errors, progress and the ``-vv`` trace go to stderr. Colour is
+decided per stream: ``always``, ``never``, or ``auto`` (a terminal, and ``NO_COLOR`` unset or
+empty). Output reads the same without colour.
 """
 
 from __future__ import annotations

@@ -541,6 +541,7 @@ def _observe(virsh: Virsh, known: Sequence[str], all: bool) -> Observation:
         active=more.active,
         autostart=more.autostart,
         definitions={**seen.definitions, **more.definitions},
+        firmware=seen.firmware,
     )
 
 

@@ -16,7 +16,17 @@ from bkt_core.cli import Cli, pass_cli
 from bkt_core.errors import OperationError
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
     from bkt_vm_plugin.subsystem import VmSubsystem
+
+
+def _complete_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    from bkt_vm_plugin.completion import vm_names
+
+    return vm_names(ctx, param, incomplete)
 
 
 def _vm(app: Cli) -> VmSubsystem:
@@ -37,24 +47,52 @@ def validate(app: Cli) -> None:
 
 
 @vm_group.command(help="Make libvirt match vms.json: plan, define, read back, post-sync.")
-@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.argument("names", nargs=-1, metavar="[NAME...]", shell_complete=_complete_names)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--check", is_flag=True, help="Like --dry-run, and exit 1 if anything would change.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--allow-firmware-change",
+    is_flag=True,
+    help="Let sync turn Secure Boot off, or give an existing VM another kind of UEFI "
+    "firmware while it keeps its NVRAM.",
+)
 @pass_cli
-def sync(app: Cli, names: tuple[str, ...], dry_run: bool, check: bool, as_json: bool) -> None:
-    run_sync(app, names, dry_run=dry_run, check=check, as_json=as_json)
+def sync(
+    app: Cli,
+    names: tuple[str, ...],
+    dry_run: bool,
+    check: bool,
+    as_json: bool,
+    allow_firmware_change: bool,
+) -> None:
+    run_sync(
+        app,
+        names,
+        dry_run=dry_run,
+        check=check,
+        as_json=as_json,
+        allow_firmware_change=allow_firmware_change,
+    )
 
 
 def run_sync(
-    app: Cli, names: tuple[str, ...] = (), *, dry_run: bool, check: bool, as_json: bool
+    app: Cli,
+    names: tuple[str, ...] = (),
+    *,
+    dry_run: bool,
+    check: bool,
+    as_json: bool,
+    allow_firmware_change: bool = False,
 ) -> None:
     from bkt_core.errors import UsageError
     from bkt_vm_plugin.report import print_dry_run, print_plan, print_results
 
     if dry_run and check:
         raise UsageError("--dry-run and --check cannot be used together")
-    report = _vm(app).sync(names, dry_run=dry_run or check)
+    report = _vm(app).sync(
+        names, dry_run=dry_run or check, allow_firmware_change=allow_firmware_change
+    )
     if as_json:
         app.printer.json(report.to_json())
     else:
@@ -76,7 +114,7 @@ def run_sync(
 
 
 @vm_group.command(help="Show each VM: running, stopped or missing, and in sync or drift.")
-@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.argument("names", nargs=-1, metavar="[NAME...]", shell_complete=_complete_names)
 @click.option("--all", "all_", is_flag=True, help="Also list libvirt domains not in vms.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_cli
@@ -95,7 +133,7 @@ def run_status(app: Cli, names: tuple[str, ...] = (), *, all_: bool, as_json: bo
 
 
 @vm_group.command(help="Start a VM (one that already runs is success).")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_names)
 @click.option("--unmanaged", is_flag=True, help="Act on a libvirt domain not in vms.json.")
 @pass_cli
 def start(app: Cli, name: str, unmanaged: bool) -> None:
@@ -105,7 +143,7 @@ def start(app: Cli, name: str, unmanaged: bool) -> None:
 
 
 @vm_group.command(help="Shut a VM down (ACPI), or power it off at once with --force.")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_names)
 @click.option("--force", is_flag=True, help="Power off at once (virsh destroy).")
 @click.option(
     "--timeout",
@@ -125,7 +163,7 @@ def stop(app: Cli, name: str, force: bool, timeout: float, unmanaged: bool) -> N
 
 
 @vm_group.command(name="fetch-iso", help="Download a VM's URL ISO sources into the ISO cache.")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_names)
 @pass_cli
 def fetch_iso(app: Cli, name: str) -> None:
     from bkt_vm_plugin import iso
@@ -229,7 +267,7 @@ class _progress_bar:
 
 
 @vm_group.command(help="Write what libvirt has back into vms.json, losslessly.")
-@click.argument("names", nargs=-1, metavar="[NAME...]")
+@click.argument("names", nargs=-1, metavar="[NAME...]", shell_complete=_complete_names)
 @click.option("--all", "all_", is_flag=True, help="Also add every libvirt domain not in vms.json.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
 @pass_cli

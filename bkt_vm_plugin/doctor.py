@@ -562,6 +562,8 @@ def _has_user(uid: int) -> bool:
 
 def needs(vms: Iterable[VmDefinition]) -> dict[str, Any]:
     """The :func:`gather` arguments that the checks of ``vms`` need."""
+    from bkt_vm_plugin.model import network_kind
+
     vms = list(vms)
     types = {vm.virt_type for vm in vms if vm.boot == "uefi" or vm.tpm == "2.0"}
     kvm = [vm for vm in vms if vm.virt_type == "kvm"]
@@ -571,9 +573,7 @@ def needs(vms: Iterable[VmDefinition]) -> dict[str, Any]:
     return {
         "virt_types": types | ({"kvm"} if kvm else set()),
         "probes": probes,
-        "networks": any(
-            not vm.network.startswith("bridge:") and vm.network != "none" for vm in vms
-        ),
+        "networks": any(network_kind(vm.network)[0] == "network" for vm in vms),
     }
 
 
@@ -862,7 +862,7 @@ def _network_checks(
     users: dict[tuple[str, str], list[str]] = {}
     for name, vm in sorted(vms.items()):
         kind, net = network_kind(vm.network)
-        if kind != "none":
+        if kind in ("network", "bridge"):
             users.setdefault((kind, net), []).append(name)
     out: list[Check] = []
     for (what, net), names in sorted(users.items()):

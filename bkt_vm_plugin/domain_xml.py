@@ -159,6 +159,12 @@ CHILD_ORDER: dict[str, tuple[str, ...]] = {
         "async-teardown", "ras",
     ),
     "cpu": ("model", "vendor", "topology", "cache", "maxphysaddr", "feature", "numa"),
+    "interface": (
+        "mac", "source", "virtualport", "ip", "route", "script", "downscript",
+        "backenddomain", "target", "guest", "model", "driver", "backend", "filterref", "tune",
+        "teaming", "link", "mtu", "bandwidth", "vlan", "port", "coalesce", "rom", "boot",
+        "acpi", "alias", "address",
+    ),
     "disk": (
         "driver", "auth", "source", "backingStore", "backenddomain", "geometry", "blockio",
         "target", "iotune", "boot", "readonly", "shareable", "transient", "serial", "wwn",
@@ -485,13 +491,15 @@ def resolve_context(
     present: Iterable[str] = (),
 ) -> DomainContext:
     """The :class:`DomainContext` of VM ``name``: ``~`` expands with ``home``; a URL source's
-    file is ``iso_cache/<file name>``. This is the one place that decides which CD-ROMs a
-    domain should have: a local ISO whose file exists, a URL source whose file is cached, and
-    a local ISO whose file is missing but whose CD-ROM the domain already has (``present``:
-    the files of the domain's CD-ROMs, :meth:`Parsed.cdroms`), which is kept."""
+    file is the one fetch-iso writes, ``iso_cache/`` and :func:`bkt_vm_plugin.iso.cache_name`.
+    This is the one place that decides which CD-ROMs a domain should have: a local ISO whose
+    file exists, a URL source whose file is cached, and a local ISO whose file is missing but
+    whose CD-ROM the domain already has (``present``: the files of the domain's CD-ROMs,
+    :meth:`Parsed.cdroms`), which is kept."""
     import posixpath
 
-    from bkt_vm_plugin.model import IsoUrl, expand_home, iso_url_file_name
+    from bkt_vm_plugin.iso import cache_name
+    from bkt_vm_plugin.model import IsoUrl, expand_home
 
     kept = set(present)
     attached: list[AttachedIso] = []
@@ -501,7 +509,7 @@ def resolve_context(
     for source in vm.iso_sources:
         if isinstance(source, IsoUrl):
             try:
-                path: str | None = posixpath.join(iso_cache, iso_url_file_name(source.url))
+                path: str | None = posixpath.join(iso_cache, cache_name(source.url))
             except ValueError:
                 path = None
             if path is not None and exists(path):

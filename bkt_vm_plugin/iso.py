@@ -2,9 +2,19 @@
 
 Sync never downloads: it attaches a URL source only when its file is already in the cache
 (:func:`bkt_vm_plugin.domain_xml.resolve_context` decides). :func:`fetch` downloads one URL
-with :mod:`urllib` (http and https only) into ``.<file>.part`` beside its final name and
-renames it into place only when it is complete and, when the manifest gives a ``sha256``,
-verified: sync never sees half a file or a wrong one.
+with :mod:`urllib` into ``.<file>.part`` beside its final name and renames it into place only
+when it is complete and, when the manifest gives a ``sha256``, verified: sync never sees half a
+file or a wrong one.
+
+The cache. A URL's file is ``<digest>-<name>``: the first 16 hex digits of the SHA-256 of the
+URL as the manifest writes it, and the last segment of its path (:func:`cache_name`, the one
+rule that both fetch-iso and sync's lookup use). Two URLs that end in the same file name
+(``.../a/install.iso``, ``.../b/install.iso``) so never share a file.
+
+Redirects are followed here, not by urllib (whose handler would follow one to ``ftp://``): at
+most :data:`MAX_REDIRECTS`, each target checked by :func:`bkt_vm_plugin.model.parse_url` (so
+http and https only, and no credentials), with a note when the host changes. No message shows
+a URL's ``user:password@`` (:func:`redact`).
 
 Resuming. An interrupted transfer continues where it stopped with ``Range: bytes=N-``, within
 the run (a bounded number of attempts with a growing pause) and in the next run (the part
@@ -45,11 +55,13 @@ __all__ = [
     "FetchResult",
     "Progress",
     "cache_dir",
+    "cache_name",
     "cached_path",
     "fetch",
     "fetch_iso",
     "format_size",
     "part_path",
+    "redact",
     "sha256_of_file",
     "validator_path",
 ]
@@ -66,6 +78,9 @@ FIRST_BACKOFF = 0.25
 #: Seconds connecting, and then each read, may take before the attempt counts as interrupted.
 TIMEOUT = 60.0
 CHUNK = 256 * 1024
+#: Redirects one request may follow.
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 # -- the cache -----------------------------------------------------------------------------
@@ -86,12 +101,31 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(home) / ".cache" / "bkt" / "isos"
 
 
-def cached_path(url: str, cache: Path | None = None) -> Path:
-    """Where the cache keeps ``url``'s file (the last segment of its path). Raises
-    ``ValueError`` for a URL that cannot be an ISO source."""
+def cache_name(url: str) -> str:
+    """The name of ``url``'s file in the cache: ``<16 hex digits>-<file name>``, the digits
+    from the SHA-256 of the whole URL, so that two URLs never share a file and a listing still
+    says what each file is. Raises ``ValueError`` for a URL that cannot be an ISO source."""
     from bkt_vm_plugin.model import iso_url_file_name
 
-    return (cache_dir() if cache is None else cache) / iso_url_file_name(url)
+    name = iso_url_file_name(url)
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+
+
+def cached_path(url: str, cache: Path | None = None) -> Path:
+    """Where the cache keeps ``url``'s file (:func:`cache_name`). Raises ``ValueError`` for a
+    URL that cannot be an ISO source."""
+    return (cache_dir() if cache is None else cache) / cache_name(url)
+
+
+def redact(url: str) -> str:
+    """``url`` with its user information (``user:password@``) replaced by ``***@``: how
+    messages show a URL, even one that does not parse."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    return url if at < 0 else f"{scheme}://***{rest[at:]}"
 
 
 def part_path(path: Path) -> Path:
@@ -135,18 +169,17 @@ class FetchResult:
     def describe(self) -> str:
         """The line the CLI prints for it."""
         checked = ", sha256 verified" if self.verified else ""
+        url = redact(self.url)
         if self.status == "cached":
-            return f"cached {self.url} -> {self.path} (already there{checked})"
+            return f"cached {url} -> {self.path} (already there{checked})"
         if self.status == "fetched":
             resumed = ", resumed" if self.resumed else ""
-            return (
-                f"fetched {self.url} -> {self.path} ({format_size(self.size)}{resumed}{checked})"
-            )
-        return f"{self.url}: {self.error}"
+            return f"fetched {url} -> {self.path} ({format_size(self.size)}{resumed}{checked})"
+        return f"{url}: {self.error}"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "url": self.url,
+            "url": redact(self.url),
             "path": str(self.path),
             "status": self.status,
             "size": self.size,
@@ -162,7 +195,7 @@ class FetchFailed(OperationError):
     """Some URL sources of a VM were not fetched; :attr:`results` has every source's result."""
 
     def __init__(self, name: str, results: list[FetchResult]) -> None:
-        failed = [r.url for r in results if not r.ok]
+        failed = [redact(r.url) for r in results if not r.ok]
         noun = "ISO" if len(failed) == 1 else "ISOs"
         super().__init__(
             f"VM {name}: {len(failed)} {noun} not fetched: {', '.join(failed)}",
@@ -246,14 +279,11 @@ def fetch(
 ) -> FetchResult:
     """Fetch ``url`` into ``dest_dir`` (made if missing: the cache is bkt's own directory)
     unless a good copy is already there. Raises :class:`OperationError` when it cannot."""
-    from bkt_vm_plugin.model import iso_url_file_name
-
     try:
-        name = iso_url_file_name(url)
+        final = cached_path(url, dest_dir)
     except ValueError as exc:
-        raise OperationError(f"cannot fetch {url}: {exc}") from None
+        raise OperationError(f"cannot fetch {redact(url)}: {exc}") from None
     expected = sha256.lower() if sha256 else None
-    final = dest_dir / name
     say = note or (lambda _text: None)
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +317,7 @@ def fetch(
         )
         try:
             download.run(attempts, max_attempts, backoff, sleep)
-        except OperationError:
+        except BaseException:
             # Bytes already here are kept for the next run; an empty file helps no one.
             if _size(handle) == 0:
                 _remove(part, validator_path(final))
@@ -299,8 +329,8 @@ def fetch(
             if actual != expected:
                 _remove(part, validator_path(final))
                 raise OperationError(
-                    f"the download of {url} has sha256 {actual}, not {expected} as the "
-                    "manifest says; it was deleted"
+                    f"the download of {download.shown} has sha256 {actual}, not {expected} as "
+                    "the manifest says; it was deleted"
                 )
             verified = True
         try:
@@ -320,7 +350,9 @@ def _lock(handle: IO[bytes], url: str, part: Path) -> None:
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        raise OperationError(f"another bkt is downloading {url} ({part} is locked)") from None
+        raise OperationError(
+            f"another bkt is downloading {redact(url)} ({part} is locked)"
+        ) from None
 
 
 def _size(handle: IO[bytes]) -> int:
@@ -353,6 +385,18 @@ def _user_agent() -> str:
         return f"bkt/{version('bkt')}"
     except PackageNotFoundError:
         return "bkt"
+
+
+def _opener() -> Any:
+    """urllib's opener (proxies from the environment, https), except that it follows no
+    redirect: :meth:`_Download._attempt` does, after checking where it leads."""
+    import urllib.request
+
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(NoRedirects)
 
 
 class _Interrupted(Exception):
@@ -394,6 +438,13 @@ class _Download:
     #: The validator of the response the part's bytes came from (None: unknown).
     validator: str | None = None
     _restarted_416: bool = field(default=False)
+    #: Host changes already noted: a retry that is redirected the same way says nothing new.
+    _moves: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def shown(self) -> str:
+        """The URL as messages show it."""
+        return redact(self.url)
 
     @property
     def _validator_file(self) -> Path:
@@ -453,11 +504,11 @@ class _Download:
                 pause = backoff
             if failures >= attempts or attempt == max_attempts:
                 raise OperationError(
-                    f"cannot download {self.url}: {why} ({failures} attempt"
+                    f"cannot download {self.shown}: {why} ({failures} attempt"
                     f"{'' if failures == 1 else 's'} in a row made no progress, {attempt} in "
                     f"all; run fetch-iso again to continue from {now} bytes)"
                 )
-            self.note(f"{self.url}: {why}; continuing from byte {now} in {pause * 1000:.0f} ms")
+            self.note(f"{self.shown}: {why}; continuing from byte {now} in {pause * 1000:.0f} ms")
             sleep(pause)
             pause *= 2
         raise AssertionError("unreachable")  # pragma: no cover
@@ -472,16 +523,28 @@ class _Download:
             headers["Range"] = f"bytes={have}-"
             if self.validator is not None:
                 headers["If-Range"] = self.validator
-        request = urllib.request.Request(self.url, headers=headers)
-        try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                self._refused(exc.code, exc.headers, have)
-            return
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise _Interrupted(f"cannot connect: {reason}") from None
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            request = urllib.request.Request(url, headers=headers)
+            try:
+                response = _opener().open(request, timeout=self.timeout)
+            except urllib.error.HTTPError as exc:
+                with exc:
+                    if exc.code in _REDIRECTS:
+                        url = self._redirect(url, exc.code, exc.headers.get("Location"))
+                        continue
+                    self._refused(exc.code, exc.headers, have)
+                return
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                raise _Interrupted(f"cannot connect: {reason}") from None
+            except ValueError as exc:
+                # Nothing parse_url accepts should get here, but a hand-edited validator file
+                # (an invalid header) could: a message, never a traceback.
+                raise OperationError(f"cannot fetch {redact(url)}: {exc}") from None
+            break
+        else:
+            raise OperationError(f"{self.shown} was redirected more than {MAX_REDIRECTS} times")
         with response:
             status = response.status
             if status == 206:
@@ -489,7 +552,7 @@ class _Download:
                 if first != have:
                     shown = "an unreadable range" if first is None else f"byte {first}"
                     raise OperationError(
-                        f"{self.url} answered 206 from {shown}, not from byte {have} as asked"
+                        f"{self.shown} answered 206 from {shown}, not from byte {have} as asked"
                     )
                 start = have
                 self.resumed = self.resumed or have > 0
@@ -499,13 +562,35 @@ class _Download:
                 self._truncate()
                 start, length = 0, None
             else:
-                raise OperationError(f"{self.url} answered HTTP {status}")
+                raise OperationError(f"{self.shown} answered HTTP {status}")
             self._store_validator(_validator_of(response.headers))
             declared = response.headers.get("Content-Length")
             total = length
             if total is None and declared is not None and declared.strip().isdigit():
                 total = start + int(declared)
             self._copy(response, start, total)
+
+    def _redirect(self, url: str, status: int, location: str | None) -> str:
+        """Where a redirect from ``url`` leads, when bkt follows it there."""
+        from urllib.parse import urljoin, urlsplit
+
+        from bkt_vm_plugin.model import parse_url
+
+        if not location:
+            raise OperationError(f"{redact(url)} answered HTTP {status} without a Location")
+        target = urljoin(url, location.strip())
+        try:
+            new = parse_url(target).hostname or ""
+        except ValueError as exc:
+            raise OperationError(
+                f"{self.shown} was redirected to {redact(target)}, which bkt does not follow "
+                f"({exc})"
+            ) from None
+        old = urlsplit(url).hostname or ""
+        if new != old and (old, new) not in self._moves:
+            self._moves.add((old, new))
+            self.note(f"{self.shown}: redirected from host {old} to host {new}")
+        return target
 
     def _refused(self, status: int, headers: Message[str, str], have: int) -> None:
         if status == 416 and have > 0:
@@ -517,7 +602,7 @@ class _Download:
                 self._truncate()
                 self._store_validator(None)
                 raise _Interrupted("the server cannot continue the partial file; starting over")
-        raise OperationError(f"{self.url} answered HTTP {status}")
+        raise OperationError(f"{self.shown} answered HTTP {status}")
 
     def _copy(self, response: http.client.HTTPResponse, start: int, total: int | None) -> None:
         import http.client
@@ -528,7 +613,9 @@ class _Download:
         self.file.seek(0, os.SEEK_END)
         while True:
             try:
-                chunk = response.read(CHUNK)
+                # read1: what has arrived, at most CHUNK. read(CHUNK) waits for all of it, and a
+                # stall in the middle would lose the bytes it had read so far.
+                chunk = response.read1(CHUNK)
             except (OSError, http.client.HTTPException) as exc:
                 self.file.flush()
                 raise _Interrupted(

@@ -301,9 +301,14 @@ class VcpusField(DomainField):
         # and it no longer adds up to the count (libvirt refuses that); none is added.
         topology = at(domain, "cpu", "topology")
         if topology is not None and _topology_count(topology) != vm.vcpus:
+            # libvirt 10 and later write clusters='1' into every topology; it stays, so that
+            # the definition changes only in its count.
+            clusters = topology.get("clusters")
             retain_attrs(topology, ())
             for name, value in _topology(vm.vcpus).attrib.items():
                 topology.set(name, value)
+                if name == "dies" and clusters is not None:
+                    topology.set("clusters", "1")
 
 
 # -- disk_path (and the image format) --------------------------------------------------------
@@ -467,10 +472,15 @@ class BootField(DomainField):
         pflash = loader is not None and loader.get("type") == "pflash"
         if (os is None or os.get("firmware") != "efi") and not pflash:
             return {"boot": Reading.clean("bios"), "secure_boot": Reading.clean(False)}
-        return {"boot": Reading.clean("uefi"), "secure_boot": self._secure(domain, os, loader)}
+        return {
+            "boot": Reading.clean("uefi"),
+            "secure_boot": self._secure(domain, os, loader, ctx),
+        }
 
     @staticmethod
-    def _secure(domain: Element, os: Element | None, loader: Element | None) -> Reading:
+    def _secure(
+        domain: Element, os: Element | None, loader: Element | None, ctx: DomainContext
+    ) -> Reading:
         secure, keys = _feature(os, "secure-boot"), _feature(os, "enrolled-keys")
         smm = at(domain, "features", "smm")
         smm_off = smm is not None and smm.get("state") == "off"
@@ -491,14 +501,11 @@ class BootField(DomainField):
             return Reading.unsupported("firmware feature enrolled-keys without secure-boot")
         if secure is False:
             return Reading.clean(False)
-        if loader is not None:
-            return Reading.clean(loader.get("secure") == "yes")
-        # Fix over the prototype (issue 10, 2a): firmware='efi' without firmware features or
-        # a loader is what virt-install and virt-manager write for every UEFI guest. Secure
-        # Boot is then not pinned by the domain; bkt reads it as off, so that such a domain
-        # captures as boot "uefi" and is in sync with secure_boot false (and patch leaves its
-        # <os> alone). Asking for secure_boot true pins it with the feature list.
-        return Reading.clean(False)
+        if keys is False or (loader is not None and (loader.text or "").strip()):
+            # enrolled-keys off is libvirt's own way to say "no Secure Boot"; a loader path
+            # is the firmware itself.
+            return Reading.clean(loader is not None and loader.get("secure") == "yes")
+        return _autoselected(domain, loader, ctx)
 
     def patch(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
         wanted = self.desired(vm, ctx)
@@ -517,13 +524,57 @@ class BootField(DomainField):
             return
         os.set("firmware", "efi")
         if nvram is not None:
-            # Keep the NVRAM file (boot entries), not the template of another firmware.
+            # Keep the NVRAM file (boot entries), not the template of another firmware, nor
+            # the template's format (libvirt 10 and later write templateFormat, which their
+            # schema allows only with a template).
             nvram.attrib.pop("template", None)
+            nvram.attrib.pop("templateFormat", None)
         insert_child(os, _firmware_features(secure))
         if secure:
             smm = ensure_child(ensure_child(domain, "features"), "smm")
             smm.set("state", "on")
         # Turning Secure Boot off leaves SMM on: it does no harm, and other things need it.
+
+
+def _autoselected(domain: Element, loader: Element | None, ctx: DomainContext) -> Reading:
+    """Secure Boot of a UEFI domain that leaves its firmware to libvirt (what virt-install
+    and virt-manager write for every UEFI guest): the firmware libvirt will boot it with,
+    which on a q35 machine is usually OVMF with Secure Boot and enrolled keys."""
+    from bkt_vm_plugin.firmware import Needs
+
+    host = ctx.facts.get("firmware")
+    if host is None:
+        return Reading.unsupported(UNPINNED + "; the host's firmware was not looked up")
+    kind = at(domain, "os", "type")
+    pm = child(domain, "pm")
+    smm = at(domain, "features", "smm")
+    needs = Needs(
+        arch=(kind.get("arch") if kind is not None else None) or "x86_64",
+        machine=(kind.get("machine") if kind is not None else None) or "",
+        s3=_enabled(child(pm, "suspend-to-mem")),
+        s4=_enabled(child(pm, "suspend-to-disk")),
+        secure_loader=loader is not None and loader.get("secure") == "yes",
+        smm_off=smm is not None and smm.get("state") == "off",
+    )
+    if child(domain, "launchSecurity") is not None:
+        return Reading.unsupported(UNPINNED + " with launch security, which bkt does not model")
+    choice = host.choose(needs)
+    fw = choice.descriptor
+    if choice.problem is not None or fw is None:
+        return Reading.unsupported(f"{UNPINNED}: {choice.problem}")
+    if fw.secure_boot and not fw.enrolled_keys:
+        return Reading.unsupported(
+            f"libvirt boots it with {fw.executable}: Secure Boot firmware without enrolled keys "
+            "(Secure Boot is not enforced)"
+        )
+    return Reading.clean(fw.secure_boot)
+
+
+UNPINNED = "its UEFI firmware is chosen by libvirt"
+
+
+def _enabled(element: Element | None) -> bool:
+    return element is not None and element.get("enabled") == "yes"
 
 
 # -- tpm -------------------------------------------------------------------------------------
@@ -573,23 +624,28 @@ class TpmField(DomainField):
 # -- network ---------------------------------------------------------------------------------
 
 
-def _attachment(network: str) -> tuple[str, str, str] | None:
-    """(interface type, source attribute, name) of a manifest ``network``; None for none."""
+USER_NETWORK = "user"
+# The interface types a manifest's network names; any other is rebuilt on a change.
+_ATTACHMENTS = ("network", "bridge", "user")
+
+
+def _attachment(network: str) -> tuple[str, Element | None] | None:
+    """(interface type, its ``<source>``) of a manifest ``network``; None for none. User-mode
+    networking (QEMU's own NAT, no libvirt network or bridge: what an unprivileged
+    ``qemu:///session`` VM can have) has no source."""
     if network == "none":
         return None
+    if network == USER_NETWORK:
+        return ("user", None)
     if network.startswith(BRIDGE_PREFIX):
-        return ("bridge", "bridge", network[len(BRIDGE_PREFIX) :])
-    return ("network", "network", network)
+        return ("bridge", make("source", [("bridge", network[len(BRIDGE_PREFIX) :])]))
+    return ("network", make("source", [("network", network)]))
 
 
-def _interface(attachment: tuple[str, str, str]) -> Element:
-    kind, attr, name = attachment
-    return make(
-        "interface",
-        [("type", kind)],
-        make("source", [(attr, name)]),
-        make("model", [("type", "virtio")]),
-    )
+def _interface(attachment: tuple[str, Element | None]) -> Element:
+    kind, source = attachment
+    parts = [source] if source is not None else []
+    return make("interface", [("type", kind)], *parts, make("model", [("type", "virtio")]))
 
 
 # The <interface> children that do not depend on how the interface attaches.
@@ -609,7 +665,7 @@ def _interface_network(interface: Element) -> tuple[str | None, str | None]:
         name = named("network")
         if name is None:
             return None, "an interface type='network' without a source network"
-        if name == "none" or name.startswith(BRIDGE_PREFIX):
+        if name in ("none", USER_NETWORK) or name.startswith(BRIDGE_PREFIX):
             return None, f"a libvirt network named '{name}', which the manifest cannot name"
         return name, None
     if kind == "bridge":
@@ -617,7 +673,12 @@ def _interface_network(interface: Element) -> tuple[str | None, str | None]:
         if name is None:
             return None, "an interface type='bridge' without a source bridge"
         return BRIDGE_PREFIX + name, None
-    return None, f"an interface type='{kind}', neither on a libvirt network nor on a bridge"
+    if kind == "user":
+        if child(interface, "backend") is not None:
+            # passt instead of QEMU's own user networking: another program, other options.
+            return None, "an interface type='user' with a backend"
+        return USER_NETWORK, None
+    return None, f"an interface type='{kind}' (bkt knows network, bridge and user)"
 
 
 def _replace_keeping(old: Element, new: Element, keep: tuple[str, ...]) -> Element:
@@ -631,7 +692,8 @@ def _replace_keeping(old: Element, new: Element, keep: tuple[str, ...]) -> Eleme
 
 
 class NetworkField(DomainField):
-    """``network`` -> the first ``<interface>``: on a libvirt network, on a bridge, or none."""
+    """``network`` -> the first ``<interface>``: on a libvirt network, on a bridge, user-mode,
+    or none."""
 
     fields = ("network",)
 
@@ -666,18 +728,19 @@ class NetworkField(DomainField):
             _add_device(domain, _interface(attachment))
             return
         first = interfaces[0]
-        kind, attr, name = attachment
-        if first.get("type") in ("network", "bridge"):
+        kind, new = attachment
+        if first.get("type") in _ATTACHMENTS and child(first, "backend") is None:
             first.set("type", kind)
-            new = make("source", [(attr, name)])
             old = child(first, "source")
-            if old is not None:
+            if old is not None and new is not None:
                 replace(old, new)
-            else:
+            elif old is not None:
+                remove(old)
+            elif new is not None:
                 insert_child(first, new)
         else:
-            # Another kind (user, direct, ...): rebuilt as render's interface, keeping the MAC,
-            # the PCI address and the other settings that do not depend on the kind.
+            # Another kind (direct, ethernet, passt, ...): rebuilt as render's interface,
+            # keeping the MAC, the PCI address and the settings that do not depend on the kind.
             _replace_keeping(first, _interface(attachment), _INTERFACE_KEEP)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -28,6 +28,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from bkt_core.manifest import char_repr, json_type_name
+
+if TYPE_CHECKING:
+    from urllib.parse import SplitResult
 
 __all__ = [
     "CONTROL_MESSAGE",
@@ -46,6 +49,7 @@ __all__ = [
     "json_type_name",
     "local_path_problem",
     "network_kind",
+    "parse_url",
 ]
 
 Boot = Literal["uefi", "bios"]
@@ -94,34 +98,94 @@ def local_path_problem(path: str, home: str | None) -> str | None:
     return None
 
 
+#: A host name or IPv4 address: what a URL's host may be outside brackets. Labels of 1 to 63
+#: characters, as the resolver takes them.
+_HOST_NAME = re.compile(r"(?:[A-Za-z0-9_~-]{1,63}\.)*[A-Za-z0-9_~-]{1,63}\.?")
+#: Longest file name an ISO URL may end in: the cache adds a digest and suffixes to it and
+#: a file system allows 255 bytes.
+MAX_FILE_NAME = 200
+
+
+def parse_url(url: str) -> SplitResult:
+    """``url`` split, when it is an http or https URL that ``bkt vm fetch-iso`` can fetch.
+
+    Manifest validation and the downloader (for the manifest's URL and for every redirect)
+    both call this, so that validation accepts exactly what the downloader can fetch and a
+    malformed URL is reported at its place in the file, never by the HTTP library. Raises
+    ``ValueError`` with the user-facing reason; the reason never quotes the URL, which could
+    hold a password.
+    """
+    from urllib.parse import urlsplit
+
+    if _SPACE_OR_CONTROL.search(url):
+        raise ValueError("must be a URL without spaces or control characters")
+    if not url.isascii():
+        raise ValueError(
+            "must be a URL of ASCII characters (percent-encode others, and write a host name "
+            "in its xn-- form)"
+        )
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    authority = re.split("[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        # The manifest is kept in git, and the downloader would not send them anyway.
+        raise ValueError("must not contain a user name or password (user:password@)")
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end < 0:
+            raise ValueError("URL has an [IPv6] address without its closing ]")
+        host, after = authority[1:end], authority[end + 1 :]
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError("URL has an invalid IPv6 address in brackets") from None
+        if "%" in host:
+            raise ValueError("URL must not have a zone in its IPv6 address")
+    else:
+        host = authority.split(":", 1)[0]
+        after = authority[len(host) :]
+        if not host:
+            raise ValueError("URL has no host")
+        if not _HOST_NAME.fullmatch(host):
+            raise ValueError(
+                "URL host must be a host name (labels of 1 to 63 letters, digits, '-', '_' "
+                "or '~', between dots), an IPv4 address or an [IPv6] address"
+            )
+    if after and not after.startswith(":"):
+        raise ValueError("URL must have nothing but :port after its [IPv6] address")
+    port = after[1:]
+    if port and not (len(port) <= 5 and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError("URL port must be a number from 1 to 65535")
+    try:
+        return urlsplit(url)
+    except ValueError:  # pragma: no cover - the checks above leave nothing it refuses
+        raise ValueError("is not a valid URL") from None
+
+
 def iso_url_file_name(url: str) -> str:
-    """The file name under which the ISO cache keeps ``url``'s download.
+    """The file name ``url`` ends in (the last segment of its path). The ISO cache keeps the
+    download under a name made from it (:func:`bkt_vm_plugin.iso.cache_name`).
 
     Raises ``ValueError`` with the user-facing reason when ``url`` cannot be an ISO source.
     """
-    if _SPACE_OR_CONTROL.search(url):
-        raise ValueError("must be a URL without spaces or control characters")
-    for scheme in ("https://", "http://"):
-        if url.startswith(scheme):
-            rest = url[len(scheme) :]
-            break
-    else:
-        raise ValueError("must be an http:// or https:// URL")
-    for cut in "?#":
-        rest = rest.split(cut, 1)[0]
-    host, _, path = rest.partition("/")
-    if not host:
-        raise ValueError("URL has no host")
-    name = path.rsplit("/", 1)[-1]
+    name = parse_url(url).path.rsplit("/", 1)[-1]
     if name in ("", ".", ".."):
         raise ValueError("URL must end in a file name (the ISO cache stores it under that name)")
+    if len(name) > MAX_FILE_NAME:
+        raise ValueError(f"URL's file name must be at most {MAX_FILE_NAME} characters")
     return name
 
 
-def network_kind(network: str) -> tuple[Literal["network", "bridge", "none"], str]:
-    """What a ``network`` value means: a libvirt network, a host bridge, or no interface."""
+def network_kind(network: str) -> tuple[Literal["network", "bridge", "user", "none"], str]:
+    """What a ``network`` value means: a libvirt network, a host bridge, user-mode networking,
+    or no interface."""
     if network == "none":
         return "none", ""
+    if network == "user":
+        return "user", ""
     if network.startswith(BRIDGE_PREFIX):
         return "bridge", network[len(BRIDGE_PREFIX) :]
     return "network", network
@@ -159,7 +223,7 @@ def _check_sha256(value: str) -> str:
 
 def _check_network(value: str) -> str:
     if value == "":
-        raise _rule('must name a libvirt network, "bridge:NAME" or "none"')
+        raise _rule('must name a libvirt network, "bridge:NAME", "user" or "none"')
     if value == BRIDGE_PREFIX:
         raise _rule('"bridge:" needs a bridge name')
     if has_control(value):
@@ -251,7 +315,8 @@ class VmDefinition(_Closed):
     boot: Boot = Field(description="Firmware.")
     tpm: Tpm = Field(default="none", description="Emulated TPM.")
     network: Annotated[str, AfterValidator(_check_network)] = Field(
-        description="A libvirt network name, `bridge:NAME` for a host bridge, or `none`."
+        description="A libvirt network name, `bridge:NAME` for a host bridge, `user` for "
+        "user-mode networking (QEMU's own NAT, for unprivileged VMs), or `none`."
     )
     graphics: Graphics = Field(description="Graphical console.")
     iso_sources: list[IsoSource] = Field(

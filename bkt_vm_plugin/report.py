@@ -78,9 +78,10 @@ def print_results(printer: Printer, report: SyncReport) -> None:
 
 
 def print_dry_run(printer: Printer, report: SyncReport) -> None:
+    """The summary of a dry run: data, on stdout like the summary of a real sync."""
     if report.plan.changes_anything or report.plan.has_errors:
         s = report.summary()
-        printer.note(
+        printer.data(
             f"dry run: {s.created} to create, {s.updated} to update, {s.unchanged} unchanged, "
             f"{s.failed} failed; nothing was changed"
         )

@@ -178,15 +178,24 @@ class VmSubsystem:
 
     # -- operations (bkt_vm_plugin.sync, .status, .capture) --------------------------------------
 
-    def plan(self, names: Sequence[str] = ()) -> SyncPlan:
+    def plan(self, names: Sequence[str] = (), *, allow_firmware_change: bool = False) -> SyncPlan:
         from bkt_vm_plugin import sync
 
-        return sync.plan(self, names)
+        return sync.plan(self, names, allow_firmware_change=allow_firmware_change)
 
-    def sync(self, names: Sequence[str] = (), *, dry_run: bool = False) -> SyncReport:
+    def sync(
+        self,
+        names: Sequence[str] = (),
+        *,
+        dry_run: bool = False,
+        allow_firmware_change: bool = False,
+    ) -> SyncReport:
+        """``allow_firmware_change``: let sync turn Secure Boot off, or switch an existing
+        domain to another kind of UEFI firmware while it keeps its NVRAM; without it such a
+        VM fails, and nothing of it is changed."""
         from bkt_vm_plugin import sync
 
-        return sync.sync(self, names, dry_run=dry_run)
+        return sync.sync(self, names, dry_run=dry_run, allow_firmware_change=allow_firmware_change)
 
     def status(self, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
         from bkt_vm_plugin import status

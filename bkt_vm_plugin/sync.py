@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from bkt_core.errors import BktError, OperationError, UsageError
 from bkt_core.plan import EntryResult, FieldChange, PlanEntry, SyncPlan, SyncReport
+from bkt_vm_plugin.firmware import HostFirmware
 from bkt_vm_plugin.virsh import Reply, Virsh
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping
+    from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
     from bkt_vm_plugin.model import VmDefinition, VmManifest
     from bkt_vm_plugin.provision import DiskCreation, ProvisionContext
     from bkt_vm_plugin.subsystem import VmSubsystem
@@ -35,6 +36,39 @@ SECURE_BOOT_NOTE = (
     "Secure Boot keys are enrolled only into a fresh NVRAM: start it once with "
     "`virsh start --reset-nvram NAME` (this resets its UEFI variables)"
 )
+FIRMWARE_FLAG = "--allow-firmware-change"
+
+
+def firmware_change(parsed: Parsed, vm: VmDefinition) -> str | None:
+    """What a sync to ``vm`` would do to the firmware an existing UEFI domain boots with,
+    when it needs the user's confirmation: turning Secure Boot off, or switching to a
+    firmware of another kind while the domain keeps its NVRAM (UEFI variables made for the
+    old one: keys enrolled for Secure Boot, or none where Secure Boot now expects them).
+    None when nothing of the kind changes."""
+    boot, secure = parsed.readings.get("boot"), parsed.readings.get("secure_boot")
+    if boot is None or secure is None or boot.value != "uefi":
+        return None
+    wanted = vm.boot == "uefi" and vm.secure_boot
+    if secure.is_clean and secure.value == wanted:
+        return None
+    if secure.is_clean and secure.value is True:
+        becomes = "BIOS" if vm.boot == "bios" else "UEFI firmware without Secure Boot"
+        return (
+            f"SECURE BOOT WOULD BE TURNED OFF: the domain boots with Secure Boot today and "
+            f"would boot {becomes}"
+            + ("" if vm.boot == "bios" else ", keeping its NVRAM with the enrolled keys")
+        )
+    if secure.is_clean:
+        if vm.boot == "bios":
+            return None
+        return (
+            "THE FIRMWARE WOULD CHANGE to Secure Boot firmware, and the domain keeps its NVRAM, "
+            "which has no Secure Boot keys enrolled"
+        )
+    return (
+        f"THE FIRMWARE WOULD CHANGE, and bkt cannot tell what it boots with today "
+        f"({secure.reason})"
+    )
 
 
 @dataclass(frozen=True)
@@ -48,6 +82,7 @@ class Observation:
     active: frozenset[str]
     autostart: frozenset[str]
     definitions: dict[str, Reply] = field(default_factory=dict)
+    firmware: HostFirmware | None = None
     live: dict[str, Reply] = field(default_factory=dict)
 
     def state(self, name: str) -> str:
@@ -56,8 +91,13 @@ class Observation:
         return "stopped" if name in self.domains else "missing"
 
     def facts(self, name: str) -> dict[str, Any]:
-        """The facts about domain ``name`` that its XML does not hold."""
-        return {"autostart": name in self.autostart, "active": name in self.active}
+        """The facts about domain ``name`` that its XML does not hold, among them the host's
+        firmware, which decides what a UEFI domain without firmware features boots with."""
+        return {
+            "autostart": name in self.autostart,
+            "active": name in self.active,
+            "firmware": self.firmware,
+        }
 
 
 def _names(reply: Reply) -> frozenset[str]:
@@ -88,6 +128,7 @@ def observe(virsh: Virsh, names: Iterable[str], *, live: bool = False) -> Observ
         active,
         autostart,
         {name: r for name, r in definitions.items() if name in domains},
+        HostFirmware(virsh.uri),
         {name: r for name, r in running.items() if name in active},
     )
 
@@ -120,6 +161,7 @@ class Planner:
     home: str | None
     iso_cache: str
     provision: ProvisionContext
+    allow_firmware_change: bool = False
 
     @property
     def mapping(self) -> DomainMapping:
@@ -205,6 +247,16 @@ class Planner:
         changes = self.mapping.diff(parsed, vm, ctx)
         if not changes:
             return PlanEntry(name, "unchanged", warnings=ctx.warnings)
+        firmware = firmware_change(parsed, vm)
+        warnings = ctx.warnings
+        if firmware is not None:
+            if not self.allow_firmware_change:
+                raise OperationError(
+                    f"{firmware}. Nothing was changed for {name}: to make this change, run "
+                    f"`bkt vm sync {name} {FIRMWARE_FLAG}`; to keep the firmware, write what "
+                    f"it boots with into the manifest (`bkt vm capture {name}`)"
+                )
+            warnings = (*warnings, f"{firmware} ({FIRMWARE_FLAG})")
         patched = self.mapping.patch(xml, vm, ctx) if self.mapping.needs_define(changes) else None
         notes = []
         by_field = {c.field: c for c in changes}
@@ -217,7 +269,7 @@ class Planner:
             name,
             "update",
             changes=tuple(changes),
-            warnings=ctx.warnings,
+            warnings=warnings,
             notes=tuple(notes),
             pending_reboot=patched is not None and name in self.observation.active,
             details=details,
@@ -235,7 +287,9 @@ class Payload:
     context: DomainContext
 
 
-def make_planner(sub: VmSubsystem, names: Sequence[str]) -> Planner:
+def make_planner(
+    sub: VmSubsystem, names: Sequence[str], *, allow_firmware_change: bool = False
+) -> Planner:
     from bkt_vm_plugin.iso import cache_dir
     from bkt_vm_plugin.model import home_dir
     from bkt_vm_plugin.provision import ProvisionContext
@@ -248,21 +302,26 @@ def make_planner(sub: VmSubsystem, names: Sequence[str]) -> Planner:
         home=home_dir(),
         iso_cache=str(cache_dir()),
         provision=ProvisionContext(virsh),
+        allow_firmware_change=allow_firmware_change,
     )
 
 
-def plan(sub: VmSubsystem, names: Sequence[str] = ()) -> SyncPlan:
+def plan(
+    sub: VmSubsystem, names: Sequence[str] = (), *, allow_firmware_change: bool = False
+) -> SyncPlan:
     """What sync would do for ``names`` (every manifest VM when empty). Changes nothing."""
-    return _plan(sub, names)[1]
+    return _plan(sub, names, allow_firmware_change)[1]
 
 
-def _plan(sub: VmSubsystem, names: Sequence[str]) -> tuple[Planner, SyncPlan, VmManifest]:
+def _plan(
+    sub: VmSubsystem, names: Sequence[str], allow_firmware_change: bool
+) -> tuple[Planner, SyncPlan, VmManifest]:
     manifest = sub.load()
     # Built before any VM is planned: two plugins mapping one field is an error of the
     # command (naming both), not a failure of every VM.
     sub.mapping  # noqa: B018
     selected = select(manifest, names, sub)
-    planner = make_planner(sub, selected)
+    planner = make_planner(sub, selected, allow_firmware_change=allow_firmware_change)
     entries = tuple(planner.entry(name, manifest.vms[name]) for name in selected)
     if any(e.action in ("create", "update") and e.payload.xml is not None for e in entries):
         # Warn, before anything is defined, about what would stop these VMs on this host
@@ -293,9 +352,17 @@ class PostSyncContext:
         self.failures.setdefault(name, message)
 
 
-def sync(sub: VmSubsystem, names: Sequence[str] = (), *, dry_run: bool = False) -> SyncReport:
-    """Plan, then unless ``dry_run`` execute the plan and run the post-sync hooks."""
-    planner, the_plan, manifest = _plan(sub, names)
+def sync(
+    sub: VmSubsystem,
+    names: Sequence[str] = (),
+    *,
+    dry_run: bool = False,
+    allow_firmware_change: bool = False,
+) -> SyncReport:
+    """Plan, then unless ``dry_run`` execute the plan and run the post-sync hooks. A change
+    of the firmware an existing domain boots with (:func:`firmware_change`) fails that VM
+    unless ``allow_firmware_change``."""
+    planner, the_plan, manifest = _plan(sub, names, allow_firmware_change)
     if dry_run:
         return SyncReport(the_plan, dry_run=True)
     return execute(planner, the_plan, manifest)

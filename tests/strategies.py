@@ -85,9 +85,10 @@ def iso_sources() -> st.SearchStrategy[dict[str, Any]]:
 def networks() -> st.SearchStrategy[str]:
     return st.one_of(
         st.just("none"),
+        st.just("user"),
         st.just("default"),
         texts().map(lambda n: f"bridge:{n}"),
-        texts().filter(lambda n: n != "none" and not n.startswith("bridge:")),
+        texts().filter(lambda n: n not in ("none", "user") and not n.startswith("bridge:")),
     )
 
 

@@ -137,6 +137,14 @@ def test_completions(run_bkt: RunBkt, shell: str, marker: str) -> None:
     assert marker in result.stdout and "_BKT_COMPLETE" in result.stdout
 
 
+def test_help_shows_the_verbose_counter_as_a_flag(run_bkt: RunBkt) -> None:
+    result = run_bkt("--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    line = next(line for line in result.stdout.splitlines() if "--verbose" in line)
+    assert "-v " in line and "repeat for more" in line
+    assert "INTEGER" not in result.stdout and "RANGE" not in result.stdout
+
+
 def test_plugins_json_lists_the_defaults(run_bkt: RunBkt) -> None:
     result = run_bkt("plugins", "--json")
     assert result.returncode == 0

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from bkt_vm_plugin.iso import cached_path
 from tests.conftest import BKT, NO_PROXY, Run, RunBkt
 from tests.integration.test_fetch_iso import ETAG, MIB, Serve, body_of, digest, files
 from tests.integration.test_fetch_iso import serve as serve  # the fixture
@@ -67,13 +68,13 @@ def test_result_lines_on_stdout_and_nothing_on_stderr_off_a_terminal(
     server = serve("virtio-win.iso", body)
     url = server.url()
     setup = Setup(run_bkt, tmp_path, [{"url": url, "sha256": digest(body).upper()}])
-    file = setup.cache / "virtio-win.iso"
+    file = cached_path(url, setup.cache)
 
     first = setup.fetch()
     assert (first.returncode, first.stderr) == (0, ""), "no progress bar off a terminal"
     assert first.stdout == f"fetched {url} -> {file} (3.0 MiB, sha256 verified)\n"
     assert file.read_bytes() == body
-    assert files(setup.cache) == ["virtio-win.iso"]
+    assert files(setup.cache) == [file.name]
 
     again = setup.fetch()
     assert (again.returncode, again.stderr) == (0, "")
@@ -97,7 +98,7 @@ def test_quiet_silences_the_result_lines(serve: Serve, run_bkt: RunBkt, tmp_path
     for _ in range(2):  # fetched, then cached
         quiet = setup.fetch("-q")
         assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
-    assert (setup.cache / "q.iso").read_bytes() == body
+    assert cached_path(server.url(), setup.cache).read_bytes() == body
     assert len(server.seen) == 1
 
 
@@ -163,16 +164,16 @@ def test_an_interrupted_transfer_is_resumed_by_the_next_run(
         f"error: VM win: 1 ISO not fetched: {url}",
         "hint: run `bkt vm fetch-iso` again to continue interrupted downloads",
     ]
-    assert files(setup.cache) == [".half.iso.part", ".half.iso.part.validator"]
-    assert (setup.cache / ".half.iso.part").stat().st_size == MIB
+    file = cached_path(url, setup.cache)
+    assert files(setup.cache) == [f".{file.name}.part", f".{file.name}.part.validator"]
+    assert (setup.cache / f".{file.name}.part").stat().st_size == MIB
 
     resumed = setup.fetch()
-    file = setup.cache / "half.iso"
     assert (resumed.returncode, resumed.stderr) == (0, "")
     assert resumed.stdout == f"fetched {url} -> {file} (2.0 MiB, resumed, sha256 verified)\n"
     assert file.read_bytes() == body
     assert (server.seen[-1].range, server.seen[-1].if_range) == (f"bytes={MIB}-", ETAG)
-    assert files(setup.cache) == ["half.iso"]
+    assert files(setup.cache) == [file.name]
 
 
 def test_a_bad_checksum_is_refused_and_the_download_deleted(
@@ -203,12 +204,12 @@ def test_one_failure_does_not_stop_the_other_sources(
 
     result = setup.fetch()
     assert result.returncode == 1
-    assert result.stdout == f"fetched {there} -> {setup.cache / 'there.iso'} (1.0 MiB)\n"
+    assert result.stdout == f"fetched {there} -> {cached_path(there, setup.cache)} (1.0 MiB)\n"
     assert result.stderr.splitlines()[:2] == [
         f"error: VM win: {missing} answered HTTP 404",
         f"error: VM win: 1 ISO not fetched: {missing}",
     ]
-    assert files(setup.cache) == ["there.iso"]
+    assert files(setup.cache) == [cached_path(there, setup.cache).name]
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -257,7 +258,8 @@ def test_a_terminal_gets_a_progress_bar_on_stderr(
 
     text = screen.decode(errors="replace")
     assert proc.returncode == 0, text
-    assert stdout.decode() == f"fetched {server.url()} -> {setup.cache / 'tty.iso'} (2.0 MiB)\n"
+    file = cached_path(server.url(), setup.cache)
+    assert stdout.decode() == f"fetched {server.url()} -> {file} (2.0 MiB)\n"
     plain = ANSI.sub("", text)
     assert "tty.iso" in plain and "2.0/2.0 MiB" in plain, repr(text)
     # The bar is erased when the download is done: what the terminal gets last is the erase
@@ -265,3 +267,42 @@ def test_a_terminal_gets_a_progress_bar_on_stderr(
     assert text.endswith("\x1b[2K"), repr(text)
     assert text.rindex("\x1b[2K") > text.rindex("2.0/2.0 MiB"), repr(text)
     assert "fetched" not in text, "result lines stay on stdout"
+
+
+def test_a_malformed_or_credentialed_url_is_refused_at_its_place_in_the_file(
+    run_bkt: RunBkt, tmp_path: Path
+) -> None:
+    setup = Setup(
+        run_bkt,
+        tmp_path,
+        [{"url": "http://[::1/x.iso"}, {"url": "https://user:secret@127.0.0.1:9/x.iso"}],
+    )
+    manifest = setup.manifests / "vms.json"
+    result = setup.fetch()
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"{manifest}:16:18: vms.win.iso_sources[1].url: URL has an [IPv6] address without "
+        "its closing ]\n"
+        f"{manifest}:19:18: vms.win.iso_sources[2].url: must not contain a user name or "
+        "password (user:password@)\n"
+        f"error: {manifest} is not valid (2 errors); nothing was changed\n"
+    )
+    assert not setup.cache_home.exists(), "no part file, no cache directory"
+
+
+def test_a_redirect_to_another_host_is_noted_on_stderr(
+    serve: Serve, run_bkt: RunBkt, tmp_path: Path
+) -> None:
+    body = body_of(MIB)
+    there = serve("r.iso", body, host="[::1]")
+    here = serve("r.iso", b"", redirects={"/isos/r.iso": (302, there.url())})
+    url = here.url()
+    setup = Setup(run_bkt, tmp_path, [{"url": url, "sha256": digest(body)}])
+    result = setup.fetch()
+    file = cached_path(url, setup.cache)
+    assert (result.returncode, result.stderr) == (
+        0,
+        f"{url}: redirected from host 127.0.0.1 to host ::1\n",
+    )
+    assert result.stdout == f"fetched {url} -> {file} (1.0 MiB, sha256 verified)\n"
+    assert file.read_bytes() == body

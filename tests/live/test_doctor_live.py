@@ -13,9 +13,25 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunBkt
-from tests.livelib import domains, run_virsh, traced, unique_name, uri, virsh, vm, write_vms
+from tests.livelib import (
+    URI,
+    domains,
+    run_virsh,
+    traced,
+    unique_name,
+    uri,
+    virsh,
+    vm,
+    write_vms,
+)
 
 pytestmark = pytest.mark.libvirtd
+
+#: Networks, bridges and the QEMU user's reach are a system daemon's, checked as root.
+system_root = pytest.mark.skipif(
+    not URI.rstrip("/").endswith("/system") or os.geteuid() != 0,
+    reason="needs root and a qemu:///system URI",
+)
 
 
 @pytest.fixture
@@ -65,6 +81,7 @@ def lines(stdout: str) -> dict[str, str]:
     return out
 
 
+@system_root
 def test_doctor_checks_networks_bridges_paths_and_kvm(
     bkt: RunBkt, tmp_path: Path, disks: Path, network: str
 ) -> None:
@@ -138,6 +155,7 @@ def test_doctor_checks_networks_bridges_paths_and_kvm(
     assert seen[f"network {network}"].startswith("ok  ")
 
 
+@system_root
 def test_sync_warns_before_defining_and_pays_only_when_it_defines(
     bkt: RunBkt, tmp_path: Path, disks: Path, network: str
 ) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from bkt_vm_plugin.iso import cached_path
 from tests.conftest import NO_PROXY, Run, RunBkt
 from tests.integration.test_fetch_iso import ETAG, MIB, Serve, body_of, digest
 from tests.integration.test_fetch_iso import serve as serve  # the fixture
@@ -163,8 +164,8 @@ def test_a_url_iso_is_attached_once_fetch_iso_has_cached_it(
     body = body_of(3 * MIB, seed=7)
     server = serve("virtio-win.iso", body)
     local = iso_image(disks / "installer.iso")
-    cached = cache_home / "bkt" / "isos" / "virtio-win.iso"
     url = server.url("stable/virtio-win.iso")
+    cached = cached_path(url, cache_home / "bkt" / "isos")
     with domains(name):
         manifest(tmp_path, name, disks, [{"path": str(local)}, {"url": url, "sha256": "0" * 64}])
 
@@ -219,6 +220,32 @@ def test_a_url_iso_is_attached_once_fetch_iso_has_cached_it(
         assert len(server.seen) == asked
 
 
+def test_two_vms_whose_installers_share_a_file_name_each_get_their_own(
+    bkt: Bkt, serve: Serve, tmp_path: Path, disks: Path, cache_home: Path
+) -> None:
+    a, b = unique_name("iso-a"), unique_name("iso-b")
+    body_a, body_b = body_of(64 * 1024, seed=1), body_of(64 * 1024, seed=2)
+    server_a, server_b = serve("install.iso", body_a), serve("install.iso", body_b)
+    url_a, url_b = server_a.url("a/install.iso"), server_b.url("b/install.iso")
+    cache = cache_home / "bkt" / "isos"
+    with domains(a, b):
+        write_vms(
+            tmp_path / "manifests",
+            {
+                a: vm(disks, a, iso_sources=[{"url": url_a}]),
+                b: vm(disks, b, iso_sources=[{"url": url_b}]),
+            },
+        )
+        for name, url in ((a, url_a), (b, url_b)):
+            fetched = bkt("vm", "fetch-iso", name)
+            assert fetched.stdout.startswith(f"fetched {url} -> "), fetched.stdout
+        result = bkt("vm", "sync")
+        assert (result.returncode, result.stderr) == (0, ""), result.stdout + result.stderr
+        assert cdrom_files(a) == [str(cached_path(url_a, cache))]
+        assert cdrom_files(b) == [str(cached_path(url_b, cache))]
+        assert Path(cdrom_files(b)[0]).read_bytes() == body_b, "VM b gets installer b"
+
+
 def test_capture_then_sync_is_a_no_op_for_a_vm_with_a_missing_iso(
     bkt: Bkt, tmp_path: Path, disks: Path, cache_home: Path
 ) -> None:
@@ -243,6 +270,6 @@ def test_capture_then_sync_is_a_no_op_for_a_vm_with_a_missing_iso(
             after.stdout + after.stderr
         )
         assert after.stderr == missing_warning(name, gone) + uncached_warning(
-            name, url, cache_home / "bkt" / "isos" / "never-fetched.iso"
+            name, url, cached_path(url, cache_home / "bkt" / "isos")
         )
         assert inactive_xml(name) == before

@@ -323,7 +323,11 @@ def test_turning_secure_boot_on_says_how_to_enrol_the_keys(
         write_vms(tmp_path / "manifests", {name: vm(disks, name, boot="uefi")})
         assert bkt("vm", "sync").returncode == 0
         write_vms(tmp_path / "manifests", {name: vm(disks, name, boot="uefi", secure_boot=True)})
-        result = bkt("vm", "sync")
+        # Its NVRAM stays, without keys: a change of firmware that sync makes only when asked.
+        refused = bkt("vm", "sync")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "THE FIRMWARE WOULD CHANGE" in refused.stdout
+        result = bkt("vm", "sync", "--allow-firmware-change")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "    secure_boot: false -> true\n" in result.stdout
         assert f"`virsh start --reset-nvram {name}`" in result.stdout

@@ -23,6 +23,7 @@ from bkt_core.plan import CaptureReport
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.capture import format_capture, print_capture
 from bkt_vm_plugin.domain_xml import resolve_context
+from bkt_vm_plugin.iso import cached_path
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.virsh import Reply
 from tests.unit.domain_xml_hyperv import HypervPlugin
@@ -40,6 +41,7 @@ class FakeVirsh:
     sizes: dict[str, int | str] = field(default_factory=dict)
     delay: float = 0.0
     processes: list[list[tuple[str, ...]]] = field(default_factory=list)
+    uri: str | None = None
 
     def batch(self, commands: Sequence[Sequence[str]]) -> list[Reply]:
         self.processes.append([tuple(c) for c in commands])
@@ -371,10 +373,10 @@ ABSENT = "(absent)"
 def test_iso_sources_map_back_to_their_manifest_sources(world: World) -> None:
     cache = world.tmp / "cache" / "bkt" / "isos"
     cache.mkdir(parents=True)
-    (cache / "os.iso").write_text("iso")
+    url = {"url": "https://example.org/os.iso"}
+    cached_path(url["url"], cache).write_text("iso")
     extra = world.tmp / "drivers.iso"
     extra.write_text("iso")
-    url = {"url": "https://example.org/os.iso"}
     uncached = {"url": "https://example.org/other.iso"}
     world.write({"i": world.vm("i", iso_sources=[url, uncached])})
     world.define("i", world.vm("i", iso_sources=[url, {"path": str(extra)}]))

@@ -23,14 +23,16 @@ from bkt_vm_plugin.domain_xml import (
     resolve_context,
     serialize,
 )
+from bkt_vm_plugin.iso import cache_name
 from bkt_vm_plugin.mapping import target_index, target_name
 from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
+from tests.firmware import DEBIAN12
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
 MODEL = VM_SUB.vm_model
 MAPPING: DomainMapping = VM_SUB.mapping
-CTX = DomainContext(name="vm", disk_path="/vm.qcow2")
+CTX = DomainContext(name="vm", disk_path="/vm.qcow2", facts={"firmware": DEBIAN12})
 
 BASE: dict[str, Any] = {
     "memory_gb": 2,
@@ -191,8 +193,38 @@ def features(secure: str, keys: str) -> str:
         ("<os><type>hvm</type></os>", "bios", False),
         ("<os firmware='bios'/>", "bios", False),
         ("<os><loader type='rom'>/usr/share/seabios/bios.bin</loader></os>", "bios", False),
-        # Fix (a) of issue 10: what virt-install and virt-manager write for a UEFI guest.
-        (f"{EFI}<type>hvm</type><boot dev='hd'/></os>", "uefi", False),
+        # What virt-install and virt-manager write for a UEFI guest: libvirt chooses the
+        # firmware, here (Debian's descriptors) Secure Boot with keys for q35, plain for pc.
+        (f"{EFI}<type machine='pc-q35-7.2'>hvm</type><boot dev='hd'/></os>", "uefi", True),
+        (f"{EFI}<type machine='pc-i440fx-7.2'>hvm</type></os>", "uefi", False),
+        (
+            f"{EFI}<type machine='virt'>hvm</type></os>",
+            "uefi",
+            "its UEFI firmware is chosen by libvirt: no UEFI firmware descriptor matches "
+            "machine virt",
+        ),
+        (
+            f"{EFI}<type machine='pc-q35-7.2'>hvm</type></os><pm><suspend-to-disk "
+            "enabled='yes'/></pm>",
+            "uefi",
+            "its UEFI firmware is chosen by libvirt: no UEFI firmware descriptor matches "
+            "machine pc-q35-7.2",
+        ),
+        (
+            f"{EFI}<type machine='pc-q35-7.2'>hvm</type></os><features><smm state='off'/>"
+            "</features>",
+            "uefi",
+            "its UEFI firmware is chosen by libvirt: libvirt would boot it with "
+            "/usr/share/OVMF/OVMF_CODE_4M.ms.fd, which needs SMM, and the domain turns SMM "
+            "off: it cannot start",
+        ),
+        (f"{EFI}<type machine='pc-q35-7.2'>hvm</type><loader secure='yes'/></os>", "uefi", True),
+        (
+            f"{EFI}<type machine='pc-q35-7.2'>hvm</type><firmware><feature enabled='no' "
+            "name='enrolled-keys'/></firmware></os>",
+            "uefi",
+            False,
+        ),
         (f"{EFI}{features('no', 'no')}</os>", "uefi", False),
         (f"{EFI}{features('yes', 'yes')}</os>", "uefi", True),
         (
@@ -254,11 +286,17 @@ def test_network_is_the_first_interface_in_manifest_spelling() -> None:
     assert devices(on("default"), "network") == Reading.clean("default")
     bridge = "<interface type='bridge'><source bridge='br0'/></interface>"
     assert devices(bridge, "network") == Reading.clean("bridge:br0")
+    assert devices("<interface type='user'/>", "network") == Reading.clean("user")
     assert devices(on("default") + on("other"), "network") == Reading.lossy_(
         "default", "2 interfaces; the manifest describes only the first"
     )
     for odd, reason in [
-        ("<interface type='user'/>", "an interface type='user', neither on a libvirt network"),
+        ("<interface type='direct'/>", "an interface type='direct' (bkt knows network,"),
+        (
+            "<interface type='user'><backend type='passt'/></interface>",
+            "an interface type='user' with a backend",
+        ),
+        (on("user"), "a libvirt network named 'user', which the manifest cannot name"),
         ("<interface type='network'/>", "an interface type='network' without a source network"),
         ("<interface type='bridge'/>", "an interface type='bridge' without a source bridge"),
         (on("none"), "a libvirt network named 'none', which the manifest cannot name"),
@@ -357,11 +395,12 @@ def test_an_iso_left_out_for_a_missing_file_is_not_drift_and_is_warned_about() -
         ]
     )
     ctx = ctx_of(definition)
-    assert ctx.isos == ("/cache/cached.iso",)
+    later = cache_name("https://example.org/later.iso")
+    assert ctx.isos == (f"/cache/{cache_name('https://example.org/cached.iso')}",)
     assert ctx.left_out == ("https://example.org/later.iso",)
     assert [iso.path for iso in ctx.missing] == ["/home/user/gone.iso"]
     assert ctx.warnings == (
-        "ISO https://example.org/later.iso is not in the ISO cache (/cache/later.iso); its "
+        f"ISO https://example.org/later.iso is not in the ISO cache (/cache/{later}); its "
         "CD-ROM is left out until it is: `bkt vm fetch-iso vm` downloads it",
         "ISO /home/user/gone.iso does not exist; its CD-ROM is left out until it does",
     )
@@ -501,7 +540,7 @@ LIBVIRT_SPICE = """<domain type='qemu'>
       <source file='/vm.qcow2'/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <interface type='user'>
+    <interface type='ethernet'>
       <mac address='52:54:00:12:34:56'/>
       <model type='e1000e'/>
       <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
@@ -534,6 +573,34 @@ def test_an_interface_of_another_kind_is_rebuilt_keeping_its_mac_and_address() -
     assert [c.tag for c in interface] == ["source", "model", "mac", "address"]
     assert interface.find("model").get("type") == "virtio"  # type: ignore[union-attr]
     assert interface.find("mac").get("address") == "52:54:00:12:34:56"  # type: ignore[union-attr]
+
+
+def test_user_mode_networking_is_rendered_parsed_and_switched_in_place() -> None:
+    def interface(xml: str) -> Any:
+        found = parse_xml(xml).find("devices/interface")
+        assert found is not None
+        return found
+
+    user, default = vm(graphics="spice", network="user"), spice()
+    # From another kind (ethernet): rebuilt as render's interface, MAC and address kept.
+    as_user = MAPPING.patch(LIBVIRT_SPICE, user, ctx_of(user))
+    node = interface(as_user)
+    assert node.get("type") == "user" and [c.tag for c in node] == ["model", "mac", "address"]
+    assert MAPPING.parse(as_user, ctx_of(user)).readings["network"] == Reading.clean("user")
+    # Between the kinds bkt names: only the type and the source change.
+    on_default = MAPPING.patch(as_user, default, ctx_of(default))
+    node = interface(on_default)
+    assert node.get("type") == "network" and sorted(c.tag for c in node) == [
+        "address",
+        "mac",
+        "model",
+        "source",
+    ]
+    back = interface(MAPPING.patch(on_default, user, ctx_of(user)))
+    assert back.get("type") == "user" and back.find("source") is None
+    assert back.find("mac").get("address") == "52:54:00:12:34:56"
+    rendered = interface(MAPPING.render(user, ctx_of(user)))
+    assert rendered.get("type") == "user" and [c.tag for c in rendered] == ["model"]
 
 
 def test_turning_on_secure_boot_keeps_the_nvram_file_and_bios_drops_it() -> None:

@@ -15,6 +15,7 @@ from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, resolve_context
 from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
+from tests.firmware import DEBIAN12
 from tests.strategies import HOME, ISO_CACHE, definitions, disk_formats, exists, vm_names
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
@@ -36,7 +37,7 @@ def resolve(name: str, vm: VmDefinition, disk_format: str) -> DomainContext:
         iso_cache=ISO_CACHE,
         disk_format=disk_format,
         exists=exists,
-        facts={"autostart": vm.field("autostart"), "active": False},
+        facts={"autostart": vm.field("autostart"), "active": False, "firmware": DEBIAN12},
     )
 
 

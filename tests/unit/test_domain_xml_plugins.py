@@ -18,6 +18,7 @@ from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, parse_xml, resolve_context
 from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
+from tests.firmware import DEBIAN12
 from tests.strategies import HOME, ISO_CACHE, definitions, exists
 from tests.unit.domain_xml_hyperv import BrokenPlugin, ClashingPlugin, HypervPlugin
 
@@ -44,7 +45,7 @@ def resolve(vm: VmDefinition) -> DomainContext:
         home=HOME,
         iso_cache=ISO_CACHE,
         exists=exists,
-        facts={"autostart": vm.field("autostart")},
+        facts={"autostart": vm.field("autostart"), "firmware": DEBIAN12},
     )
 
 

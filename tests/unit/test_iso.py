@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bkt_core.errors import OperationError
 from bkt_vm_plugin.iso import (
@@ -12,6 +15,7 @@ from bkt_vm_plugin.iso import (
     FetchResult,
     _content_range,
     cache_dir,
+    cache_name,
     cached_path,
     format_size,
     part_path,
@@ -19,6 +23,7 @@ from bkt_vm_plugin.iso import (
     validator_path,
 )
 from bkt_vm_plugin.model import VmDefinition
+from tests.unit.test_iso_urls import urls
 
 
 def test_the_cache_is_under_xdg_cache_home_when_absolute_else_home() -> None:
@@ -30,12 +35,27 @@ def test_the_cache_is_under_xdg_cache_home_when_absolute_else_home() -> None:
 
 
 def test_a_url_maps_to_its_cache_file_and_part_files() -> None:
-    path = cached_path("https://example.org/a/virtio-win.iso?x=1#y", Path("/cache"))
-    assert path == Path("/cache/virtio-win.iso")
-    assert part_path(path) == Path("/cache/.virtio-win.iso.part")
-    assert validator_path(path) == Path("/cache/.virtio-win.iso.part.validator")
+    url = "https://example.org/a/virtio-win.iso?x=1#y"
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    path = cached_path(url, Path("/cache"))
+    assert path == Path(f"/cache/{key}-virtio-win.iso")
+    assert part_path(path) == Path(f"/cache/.{key}-virtio-win.iso.part")
+    assert validator_path(path) == Path(f"/cache/.{key}-virtio-win.iso.part.validator")
     with pytest.raises(ValueError, match="http"):
         cached_path("file:///x.iso", Path("/cache"))
+
+
+def test_urls_that_end_in_the_same_file_name_never_share_a_cache_file() -> None:
+    a, b = "https://example.org/a/install.iso", "https://example.org/b/install.iso"
+    assert cached_path(a, Path("/c")) != cached_path(b, Path("/c"))
+    assert cache_name(a).endswith("-install.iso") and cache_name(b).endswith("-install.iso")
+    # The digest covers the whole URL: query and scheme too.
+    assert len({cache_name(u) for u in (a, a + "?v=2", a.replace("https", "http"))}) == 3
+
+
+@given(st.lists(urls(), min_size=2, max_size=6, unique=True))
+def test_different_urls_get_different_cache_files(found: list[str]) -> None:
+    assert len({cache_name(u) for u in found}) == len(found)
 
 
 def test_content_range_sizes_and_digests_read_right(tmp_path: Path) -> None:

@@ -238,8 +238,8 @@ def test_types_say_what_was_expected_and_found() -> None:
         "vms.a.iso_sources: expected an array, found an object",
         "vms.a.autostart: expected a boolean (true or false), found a string",
         "vms.a.cpu_model: expected a string, found a number",
-        "vms.a.virt_type: expected a string, found null",
-        "vms.a.tpm: expected a string, found a number",
+        'vms.a.virt_type: must be one of "kvm", "qemu" (found null)',
+        'vms.a.tpm: must be one of "2.0", "none" (found a number)',
     ]
 
 
@@ -263,6 +263,33 @@ def test_enums_suggest_the_value_meant() -> None:
         'vms.a.boot: must be one of "uefi", "bios" (did you mean "uefi"?)',
         'vms.a.graphics: must be one of "spice", "vnc", "none" (did you mean "vnc"?)',
         'vms.a.tpm: must be one of "2.0", "none"',
+    ]
+
+
+# Every VM field whose schema is a list of allowed values, found in the schema itself so that
+# a new enum field is covered without touching this test.
+ENUM_FIELDS = {
+    name: spec["enum"]
+    for name, spec in _VM.schema()["$defs"]["VmDefinition"]["properties"].items()
+    if "enum" in spec
+}
+
+
+def test_the_enum_fields_are_found() -> None:
+    assert {"boot", "tpm", "graphics", "virt_type"} <= set(ENUM_FIELDS)
+
+
+@pytest.mark.parametrize("field", sorted(ENUM_FIELDS))
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [(2.0, "a number"), (1, "a number"), (True, "a boolean"), (None, "null"), ([], "an array")],
+)
+def test_a_wrong_type_on_an_enum_field_lists_the_allowed_values(
+    field: str, value: object, found: str
+) -> None:
+    allowed = ", ".join(json.dumps(v) for v in ENUM_FIELDS[field])
+    assert messages(manifest(a=vm(**{field: value}))) == [
+        f"vms.a.{field}: must be one of {allowed} (found {found})"
     ]
 
 
