@@ -636,23 +636,12 @@ def vm_problems(
     return found
 
 
-def to_define(entries: Iterable[PlanEntry]) -> list[PlanEntry]:
-    """The entries of a plan whose domain is to be defined (created or changed)."""
-    return [
-        e
-        for e in entries
-        if e.action in ("create", "update") and getattr(e.payload, "xml", None) is not None
-    ]
-
-
 def plan_warnings(
-    sub: VmSubsystem, entries: Sequence[PlanEntry], manifest: VmManifest
+    sub: VmSubsystem, entries: Sequence[PlanEntry], defined: Sequence[str], manifest: VmManifest
 ) -> tuple[PlanEntry, ...]:
-    """``entries`` with a warning for each host problem of a VM that is to be defined (one
-    virsh process for all of them; none when no VM is)."""
-    todo = to_define(entries)
-    if not todo:
-        return tuple(entries)
+    """``entries`` with a warning for each host problem of the VMs ``defined`` (those the plan
+    creates or changes), read in one virsh process."""
+    todo = [e for e in entries if e.name in defined]
     vms = {e.name: manifest.vms[e.name] for e in todo}
     extra: dict[str, list[str]] = {}
     try:

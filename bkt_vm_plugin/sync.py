@@ -323,12 +323,15 @@ def _plan(
     selected = select(manifest, names, sub)
     planner = make_planner(sub, selected, allow_firmware_change=allow_firmware_change)
     entries = tuple(planner.entry(name, manifest.vms[name]) for name in selected)
-    if any(e.action in ("create", "update") and e.payload.xml is not None for e in entries):
+    defined = [
+        e.name for e in entries if e.action in ("create", "update") and e.payload.xml is not None
+    ]
+    if defined:
         # Warn, before anything is defined, about what would stop these VMs on this host
         # (the checks of `bkt doctor`); a sync that defines nothing pays nothing for it.
         from bkt_vm_plugin.doctor import plan_warnings
 
-        entries = plan_warnings(sub, entries, manifest)
+        entries = plan_warnings(sub, entries, defined, manifest)
     return planner, SyncPlan("vm", entries), manifest
 
 
