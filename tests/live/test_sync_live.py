@@ -69,10 +69,13 @@ def test_create_then_a_second_sync_defines_nothing(
         assert result.stdout.endswith("2 created, 0 updated, 0 unchanged, 0 failed\n")
         processes = traced(result.stderr)
         # observe, the storage pools (read because disks are created: one or two processes),
-        # define, read back, autostart: the same virsh processes for any number of VMs.
+        # the host checks (because VMs are defined), define, read back, autostart: the same
+        # virsh processes for any number of VMs.
         others = [p for p in processes if not p[0].startswith("pool-")]
-        assert [p[0].split()[0] for p in others] == ["list", "define", "list", "autostart"]
-        assert [c.split()[0] for c in others[1]] == ["define", "define"]
+        assert [p[0].split()[0] for p in others] == [
+            "list", "domcapabilities", "define", "list", "autostart"
+        ]  # fmt: skip
+        assert [c.split()[0] for c in others[2]] == ["define", "define"]
         assert (disks / f"{a}.qcow2").exists()
         assert virsh("list", "--all", "--name", "--autostart").split() == [b]
 
