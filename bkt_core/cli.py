@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import click
     from click.shell_completion import CompletionItem, ShellComplete
 
+    from bkt_core.errors import BktError
     from bkt_core.host import Host
     from bkt_core.output import Color, Printer
 
@@ -121,9 +122,15 @@ def pass_cli(f: F) -> F:
     return click.pass_obj(f)  # type: ignore[return-value]
 
 
-def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> click.Group:
+def build_cli(
+    host: Host,
+    on_ready: Callable[[Cli], None] | None = None,
+    warn: Callable[[BktError], None] | None = None,
+) -> click.Group:
     """The root command group, with bkt's own commands and every plugin's. ``on_ready`` gets
-    the :class:`Cli` once the global options are parsed."""
+    the :class:`Cli` once the global options are parsed. A plugin whose ``bkt_cli_commands``
+    fails is passed to ``warn`` (default: raised) and the other commands are still there, so
+    that ``bkt plugins`` and ``--disable-plugin`` work whatever a plugin does."""
     import click
 
     @click.group(
@@ -202,7 +209,13 @@ def build_cli(host: Host, on_ready: Callable[[Cli], None] | None = None) -> clic
             on_ready(ctx.obj)
 
     _add_core_commands(cli)
-    host.call("bkt_cli_commands", cli=cli)
+    for failure in host.call_tolerant("bkt_cli_commands", cli=cli):
+        plugin = getattr(failure, "plugin", None)
+        if plugin and not failure.hint:
+            failure.hint = f"pass --disable-plugin {plugin} to run without it"
+        if warn is None:
+            raise failure
+        warn(failure)
     return cli
 
 
@@ -360,13 +373,27 @@ def report_error(printer: Printer, exc: BaseException) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``bkt`` with ``argv`` (default: ``sys.argv[1:]``) and exit with its code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args in (["--version"], ["-V"]):
+    if args in (["--version"], ["-V"]) or wants_version(hoist_globals(args)):
         sys.stdout.write(f"bkt {version()}\n")
         return _exit(0, argv)
     instruction = os.environ.get(COMPLETE_VAR)
     if instruction:
         return _exit(_complete(instruction), argv)
     return _exit(_run(args), argv)
+
+
+def wants_version(args: Sequence[str]) -> bool:
+    """Whether ``args`` (global options hoisted) ask for the version before any command, as
+    in ``bkt -C DIR --version``: answered without building the CLI, so that no plugin runs."""
+    tokens = iter(args)
+    for arg in tokens:
+        if arg in ("-V", "--version"):
+            return True
+        if arg in _VALUE_OPTIONS:
+            next(tokens, None)
+        elif arg == "--" or not arg.startswith("-"):
+            return False
+    return False
 
 
 def _exit(code: int, argv: Sequence[str] | None) -> int:
@@ -504,11 +531,35 @@ def _use_rich_click() -> None:
     patch()
 
 
+def _on_signal(signum: int, frame: object) -> None:
+    from bkt_core.errors import Signalled
+
+    raise Signalled(signum)
+
+
 def _run(args: list[str]) -> int:
+    import signal
+
+    # SIGINT and SIGTERM raise Signalled, so that on the way out every `finally` runs: child
+    # processes are killed and temporary files removed, and the exit status says which.
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _on_signal)
+    except ValueError:  # not the main thread (main() called by an embedder): leave them
+        pass
+    try:
+        return _run_cli(args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_cli(args: list[str]) -> int:
     import click
 
-    from bkt_core.errors import EXIT_FAILURE, EXIT_USAGE, BktError
-    from bkt_core.host import Host, disabled_from_env
+    from bkt_core.errors import EXIT_FAILURE, EXIT_USAGE, BktError, Signalled
+    from bkt_core.host import Host, disabled_from_env, hook_timeout_from_env
     from bkt_core.output import Printer
 
     args = hoist_globals(args)
@@ -516,14 +567,26 @@ def _run(args: list[str]) -> int:
         _use_rich_click()
     verbosity = sum(a.count("v") for a in args if a.startswith("-v") or a == "--verbose")
     fallback = Printer(verbosity if "-q" not in args else -1, _color_in(args))
-    host = Host(disabled=[*disabled_from_env(), *_disabled_in(args)], strict=False)
     printers = [fallback]
+
+    def warn(failure: BktError) -> None:
+        fallback.warning(str(failure))
+        if failure.hint:
+            fallback.hint(failure.hint)
+        if fallback.verbosity >= 1 and failure.__cause__ is not None:
+            import traceback
+
+            fallback.err.write("".join(traceback.format_exception(failure.__cause__)))
+
     try:
+        host = Host(
+            disabled=[*disabled_from_env(), *_disabled_in(args)],
+            strict=False,
+            hook_timeout=hook_timeout_from_env(),
+        )
         for failure in host.load_failures if host.pluginmanager else ():
-            fallback.warning(str(failure))
-            if failure.hint:
-                fallback.hint(failure.hint)
-        cli = build_cli(host, lambda app: printers.append(app.printer))
+            warn(failure)
+        cli = build_cli(host, lambda app: printers.append(app.printer), warn)
         cli.main(args, prog_name="bkt", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
@@ -535,6 +598,9 @@ def _run(args: list[str]) -> int:
         return EXIT_USAGE
     except BktError as exc:
         report_error(printers[-1], exc)
+        return exc.exit_code
+    except Signalled as exc:
+        fallback.error("interrupted" if exc.exit_code == 130 else "terminated")
         return exc.exit_code
     except KeyboardInterrupt:
         fallback.error("interrupted")

@@ -24,6 +24,7 @@ __all__ = [
     "ManifestError",
     "OperationError",
     "PluginError",
+    "Signalled",
     "UsageError",
 ]
 
@@ -129,3 +130,20 @@ class CommandError(OperationError):
         self.kind = kind
         self.returncode = returncode
         self.stderr = stderr
+
+
+class Signalled(BaseException):
+    """SIGINT or SIGTERM asked bkt to stop: raised by the CLI's signal handlers, so that
+    every ``finally`` runs (temporary files go, child processes are killed) on the way out.
+
+    A :class:`BaseException`, like :class:`KeyboardInterrupt`, so that ``except Exception``
+    does not swallow it. The exit status is 128 + the signal's number (130, 143).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -8,6 +8,10 @@ added without breaking plugins. Wrappers (``wrapper=True``) may wrap ``bkt_cli_c
 ``bkt_disk_plan`` and ``bkt_disk_provision``; the other hooks are called implementation by
 implementation (:data:`CALLED_ONE_BY_ONE`), and a wrapper on them is a start-up error.
 
+Every result is checked against the type its hook declares (:data:`RESULTS`), and a plugin
+that returns something else, exits, raises (any ``BaseException``) or runs past the per-hook
+time limit is an error naming the plugin and the hook (:class:`bkt_core.host.Host`).
+
 pluggy calls implementations last-registered first, ``tryfirst`` ones before and ``trylast``
 ones after the others; the defaults that ship with bkt are ``trylast`` wherever a first
 result wins, so a third-party answer takes precedence.
@@ -36,7 +40,7 @@ PROJECT = "bkt"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["CALLED_ONE_BY_ONE", "PROJECT", "hookimpl", "hookspec"]
+__all__ = ["CALLED_ONE_BY_ONE", "PROJECT", "RESULTS", "hookimpl", "hookspec"]
 
 #: The hooks bkt calls implementation by implementation, so that every result and every
 #: failure is tied to its plugin; wrappers on them are refused at start-up.
@@ -50,6 +54,24 @@ CALLED_ONE_BY_ONE = frozenset(
         "bkt_post_sync",
     }
 )
+
+#: What each hook's implementations may return, checked on every result (the annotations
+#: below are strings, and evaluating them at run time would cost start-up): ``(shape, type)``
+#: where the shape is ``"none"`` (only None), ``"value"`` (None or one ``type``),
+#: ``"iterable"`` (None or an iterable of ``type``s) or ``"fields"`` (None or a mapping of
+#: field names to ``(annotation, type)`` pairs), and the type is ``"module:name"``, imported
+#: only when a result is checked.
+RESULTS: dict[str, tuple[str, str]] = {
+    "bkt_subsystems": ("iterable", "bkt_core.subsystem:Subsystem"),
+    "bkt_cli_commands": ("none", ""),
+    "bkt_manifest_fields": ("fields", "pydantic.fields:FieldInfo"),
+    "bkt_validate_manifest": ("iterable", "bkt_core.manifest:Problem"),
+    "bkt_domain_fields": ("iterable", "bkt_vm_plugin.domain_xml:DomainField"),
+    "bkt_disk_plan": ("value", "bkt_vm_plugin.provision:DiskCreation"),
+    "bkt_disk_provision": ("value", "builtins:bool"),
+    "bkt_post_sync": ("none", ""),
+    "bkt_post_sync_vm": ("none", ""),
+}
 
 
 # -- subsystems and commands -------------------------------------------------------------
@@ -151,8 +173,10 @@ def bkt_disk_provision(creation: Any, context: Any) -> bool | None:
     is the :class:`~bkt_vm_plugin.provision.DiskCreation` a plugin returned, ``context`` as in
     ``bkt_disk_plan``. Return True when this plugin created it (None to leave it to another
     plugin, typically when ``creation.plugin`` is not yours), or raise
-    :class:`~bkt_core.OperationError`; the VM then fails and the others go on. First result
-    wins; the default is ``trylast``. Never overwrite an existing file.
+    :class:`~bkt_core.OperationError`; the VM then fails and the others go on. Any other
+    value fails the VM too, and so does a disk that is not then a regular file of the planned
+    format and size. First result wins; the default is ``trylast``. Never overwrite an
+    existing file: ``context.create_image`` creates one as the default does.
     """
 
 

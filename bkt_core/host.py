@@ -4,14 +4,23 @@ Plugins come from the entry-point group ``bkt`` (blocked names are skipped befor
 imported, and one that fails to import is recorded and reported, not fatal) and from the
 ``plugins`` an embedder passes, registered after them. Then every hook implementation is
 checked against :mod:`bkt_core.hookspecs`, and an unknown hook is an error naming its plugin.
+
+Every hook implementation is called through a guard (:meth:`Host._guard`) that keeps the plugin
+contract: its result is checked against the hook's declared type
+(:data:`bkt_core.hookspecs.RESULTS`), and whatever it raises (``SystemExit`` and
+``KeyboardInterrupt`` too) or a run past the per-hook time limit becomes a
+:class:`~bkt_core.errors.PluginError` naming the plugin and the hook.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import itertools
+import math
 import os
 import types
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,23 +28,55 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from bkt_core import hookspecs
-from bkt_core.errors import BktError, PluginError, UsageError
+from bkt_core.errors import BktError, PluginError, Signalled, UsageError
 
 if TYPE_CHECKING:
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
     from bkt_core.process import CommandRunner
     from bkt_core.subsystem import Subsystem
 
-__all__ = ["Host", "PluginInfo", "disabled_from_env"]
+__all__ = [
+    "DEFAULT_HOOK_TIMEOUT",
+    "HOOK_TIMEOUT_ENV",
+    "Host",
+    "PluginInfo",
+    "disabled_from_env",
+    "hook_timeout_from_env",
+]
 
 ENTRY_POINT_GROUP = "bkt"
 DISABLE_ENV = "BKT_DISABLE_PLUGINS"
+HOOK_TIMEOUT_ENV = "BKT_HOOK_TIMEOUT"
+
+#: Seconds one call of one hook implementation may take. Generous: a post-sync hook may run
+#: virsh, whose own processes time out after a minute; the limit is for a hook that hangs.
+DEFAULT_HOOK_TIMEOUT = 300.0
+
+#: Most items one hook call may return: an endless generator is a failure, not a hang.
+MAX_RESULT_ITEMS = 100_000
 
 
 def disabled_from_env(environ: dict[str, str] | None = None) -> list[str]:
     """The plugin names listed in ``$BKT_DISABLE_PLUGINS`` (comma-separated)."""
     value = (os.environ if environ is None else environ).get(DISABLE_ENV, "")
     return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def hook_timeout_from_env(environ: Mapping[str, str] | None = None) -> float | None:
+    """The per-hook time limit ``$BKT_HOOK_TIMEOUT`` asks for, in seconds (``0``: none);
+    :data:`DEFAULT_HOOK_TIMEOUT` when it is unset or empty. Raises :class:`UsageError`."""
+    value = (os.environ if environ is None else environ).get(HOOK_TIMEOUT_ENV, "").strip()
+    if not value:
+        return DEFAULT_HOOK_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise UsageError(
+            f"{HOOK_TIMEOUT_ENV} must be a number of seconds (0: no limit), not {value!r}"
+        )
+    return seconds or None
 
 
 @dataclass(frozen=True)
@@ -70,7 +111,9 @@ class Host:
     ``disabled`` names plugins to block. ``runner`` replaces the process runner (tests),
     ``trace`` receives a line for every process started (``-vv``). With ``strict=False``
     a plugin that implements an unknown hook is unregistered and recorded in :attr:`invalid`
-    instead of raising. Nothing here prints.
+    instead of raising. ``hook_timeout`` is the seconds one call of a hook implementation
+    may take (None: no limit); it is enforced with ``SIGALRM`` in the main thread only.
+    Nothing here prints.
     """
 
     def __init__(
@@ -84,6 +127,7 @@ class Host:
         runner: CommandRunner | None = None,
         trace: Callable[[str], None] | None = None,
         strict: bool = True,
+        hook_timeout: float | None = DEFAULT_HOOK_TIMEOUT,
     ) -> None:
         self.manifest_dir = Path(manifest_dir)
         self.uri = uri
@@ -98,6 +142,9 @@ class Host:
         self._dists: dict[str, Any] = {}
         self._subsystems: dict[str, Subsystem] | None = None
         self._strict = strict
+        self.hook_timeout = hook_timeout
+        #: While :meth:`call_tolerant` runs: its hook and the failures of its implementations.
+        self._tolerating: tuple[str, list[BktError]] | None = None
         #: Plugins that failed to import: reported, not fatal (they are simply not there).
         self.load_failures: list[PluginError] = []
         #: Plugins that implement an unknown hook: fatal unless ``strict=False`` (``bkt
@@ -153,7 +200,8 @@ class Host:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # any import failure of a third-party module
+            # Any import failure of a third-party module, sys.exit() at import included.
+            except (Exception, SystemExit) as exc:
                 error = PluginError(
                     ep.name,
                     "",
@@ -184,8 +232,69 @@ class Host:
             raise PluginError(name, "", str(exc).replace(f"Plugin {name!r}\n", "")) from exc
         except ValueError as exc:  # a second plugin under one name
             raise PluginError(name, "", f"cannot be registered: {exc}") from exc
-        hooks = tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or ()))
+        callers = pm.get_hookcallers(plugin) or ()
+        for caller in callers:
+            for impl in caller.get_hookimpls():
+                # A wrapper's result is the wrapped one's; its own failures are blamed by call().
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    impl.function = self._guard(name, caller.name, impl.function)  # type: ignore[misc]
+        hooks = tuple(sorted(caller.name for caller in callers))
         self._infos[name] = PluginInfo(name, dist, version, hooks)
+
+    def _guard(
+        self, plugin: str, hook_name: str, function: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        """``function``, plugin's implementation of ``hook_name``, held to the plugin contract:
+        its result is checked (an iterable is returned as a tuple, read under the time limit),
+        and anything it raises, ``SystemExit`` and ``KeyboardInterrupt`` included, or a run
+        past :attr:`hook_timeout`, is a :class:`PluginError` naming both. A :class:`BktError`
+        it raises on purpose passes unchanged, as does a real SIGINT or SIGTERM."""
+
+        @functools.wraps(function)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return self._run_guarded(plugin, hook_name, function, args, kwargs)
+            except BktError as exc:
+                if self._tolerating is None or self._tolerating[0] != hook_name:
+                    raise
+                self._tolerating[1].append(exc)
+                return None
+
+        return guarded
+
+    def _run_guarded(
+        self,
+        plugin: str,
+        hook_name: str,
+        function: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        watch = _Watch.start(self.hook_timeout)
+        try:
+            return _checked(hook_name, function(*args, **kwargs))
+        except BktError:
+            raise
+        except Signalled:
+            if watch is not None and watch.sigint_was_default:
+                # The embedder's Ctrl-C, as Python would have raised it.
+                raise KeyboardInterrupt from None
+            raise
+        except _HookTimeout:
+            raise PluginError(
+                plugin,
+                hook_name,
+                f"did not return within {self.hook_timeout:g} s",
+                hint=f"{HOOK_TIMEOUT_ENV}=SECONDS sets the limit (0: none); "
+                f"--disable-plugin {plugin} runs without the plugin",
+            ) from None
+        except _BadResult as exc:
+            raise PluginError(plugin, hook_name, str(exc)) from None
+        except BaseException as exc:
+            raise self.failure(plugin, hook_name, exc) from exc
+        finally:
+            if watch is not None:
+                watch.stop()
 
     def _check_pending(self, pm: pluggy.PluginManager) -> None:
         # pluggy's check_pending names the plugin object; say which plugin, by name, instead.
@@ -248,10 +357,24 @@ class Host:
         caller: pluggy.HookCaller = getattr(self.pluginmanager.hook, hook_name)
         try:
             return caller(**kwargs)
-        except BktError:
+        except (BktError, Signalled, KeyboardInterrupt):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # a wrapper's own failure: the implementations are guarded
             raise self.blame(hook_name, exc) from exc
+
+    def call_tolerant(self, hook_name: str, **kwargs: Any) -> list[BktError]:
+        """Call a hook as :meth:`call` does, but an implementation that fails is skipped and
+        the others still run; returns the failures. For ``bkt_cli_commands``: a plugin's broken
+        command must not take ``bkt plugins`` and ``--disable-plugin`` down with it."""
+        failures: list[BktError] = []
+        self._tolerating = (hook_name, failures)
+        try:
+            self.call(hook_name, **kwargs)
+        except BktError as exc:  # a wrapper failed
+            failures.append(exc)
+        finally:
+            self._tolerating = None
+        return failures
 
     def collect(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call each implementation of a collecting hook in pluggy's order and pair each
@@ -261,13 +384,7 @@ class Host:
         for impl in reversed(caller.get_hookimpls()):
             if impl.hookwrapper or impl.wrapper:
                 continue
-            args = {name: kwargs[name] for name in impl.argnames}
-            try:
-                result = impl.function(**args)
-            except BktError:
-                raise
-            except Exception as exc:
-                raise self.failure(impl.plugin_name, hook_name, exc) from exc
+            result = impl.function(**{name: kwargs[name] for name in impl.argnames})
             if result is not None:
                 results.append((impl.plugin_name, result))
         return results
@@ -288,7 +405,10 @@ class Host:
         """The :class:`PluginError` for ``exc``, raised while ``hook_name`` ran: the plugin is
         the one whose implementation is nearest the top of the traceback."""
         caller: pluggy.HookCaller = getattr(self.pluginmanager.hook, hook_name)
-        owners = {impl.function.__code__: impl.plugin_name for impl in caller.get_hookimpls()}
+        owners = {
+            getattr(impl.function, "__wrapped__", impl.function).__code__: impl.plugin_name
+            for impl in caller.get_hookimpls()
+        }
         tb = exc.__traceback__
         while tb is not None:
             if tb.tb_frame.f_code in owners:
@@ -298,7 +418,8 @@ class Host:
 
     @staticmethod
     def failure(plugin: str, hook_name: str, exc: BaseException) -> PluginError:
-        error = PluginError(plugin, hook_name, f"{type(exc).__name__}: {exc}")
+        said = str(exc)
+        error = PluginError(plugin, hook_name, type(exc).__name__ + (f": {said}" if said else ""))
         error.__cause__ = exc
         return error
 
@@ -378,3 +499,121 @@ def _default_name(plugin: object) -> str:
     if isinstance(plugin, types.ModuleType):
         return plugin.__name__
     return getattr(plugin, "__name__", None) or type(plugin).__name__
+
+
+# -- the plugin contract ---------------------------------------------------------------------
+
+
+class _HookTimeout(BaseException):
+    """Raised in the main thread by ``SIGALRM`` when a hook runs past its limit. Not an
+    ``Exception``, so that a plugin's ``except Exception`` does not swallow it."""
+
+
+class _BadResult(Exception):
+    """A hook implementation returned something its hook does not declare."""
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _HookTimeout
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    raise Signalled(signum)
+
+
+class _Watch:
+    """The watchdog of the hook call running now: a ``SIGALRM`` timer, and a SIGINT handler
+    that tells a real Ctrl-C (:class:`Signalled`) from a plugin raising ``KeyboardInterrupt``
+    (the CLI installs that handler itself; an embedder with Python's default gets it for the
+    duration of the call). Signals belong to the process: only the outermost hook call in the
+    main thread has one, and none when the embedder runs a timer of its own."""
+
+    running = False
+
+    def __init__(self, previous_alarm: Any, previous_sigint: Any) -> None:
+        self.previous_alarm = previous_alarm
+        self.previous_sigint = previous_sigint
+
+    @property
+    def sigint_was_default(self) -> bool:
+        import signal
+
+        return self.previous_sigint is signal.default_int_handler
+
+    @classmethod
+    def start(cls, limit: float | None) -> _Watch | None:
+        import signal
+
+        if cls.running or signal.getitimer(signal.ITIMER_REAL)[0]:
+            return None
+        try:
+            previous_sigint = signal.getsignal(signal.SIGINT)
+            previous_alarm = signal.signal(signal.SIGALRM, _on_alarm)
+        except ValueError:  # not the main thread: no signal handler can be set here
+            return None
+        watch = cls(previous_alarm, previous_sigint)
+        if watch.sigint_was_default:
+            signal.signal(signal.SIGINT, _on_interrupt)
+        if limit is not None:
+            signal.setitimer(signal.ITIMER_REAL, limit)
+        cls.running = True
+        return watch
+
+    def stop(self) -> None:
+        import signal
+
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous_alarm or signal.SIG_DFL)
+        if self.sigint_was_default:
+            signal.signal(signal.SIGINT, self.previous_sigint)
+        _Watch.running = False
+
+
+@functools.cache
+def _result_type(spelling: str) -> type:
+    module, _, name = spelling.partition(":")
+    found: type = getattr(importlib.import_module(module), name)
+    return found
+
+
+def _a(value: object) -> str:
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _checked(hook_name: str, result: Any) -> Any:
+    """``result`` if it is what ``hook_name`` declares (an iterable as a tuple, a mapping as a
+    dict), else raise :class:`_BadResult` saying what came and what was expected."""
+    shape, spelling = hookspecs.RESULTS.get(hook_name, ("", ""))
+    if result is None or not shape:
+        return result
+    if shape == "none":
+        raise _BadResult(f"returned {_a(result)}, expected None")
+    kind = _result_type(spelling)
+    if shape == "value":
+        if isinstance(result, kind):
+            return result
+        raise _BadResult(f"returned {_a(result)}, expected {kind.__name__} or None")
+    if shape == "iterable":
+        expected = f"an iterable of {kind.__name__} (or None)"
+        if isinstance(result, str | bytes | Mapping) or not isinstance(result, Iterable):
+            raise _BadResult(f"returned {_a(result)}, expected {expected}")
+        items = tuple(itertools.islice(result, MAX_RESULT_ITEMS + 1))
+        if len(items) > MAX_RESULT_ITEMS:
+            raise _BadResult(f"returned more than {MAX_RESULT_ITEMS} items, expected {expected}")
+        for item in items:
+            if not isinstance(item, kind):
+                raise _BadResult(f"returned {_a(item)} among its items, expected {expected}")
+        return items
+    expected = f"a mapping of field names to (annotation, {kind.__name__}) pairs (or None)"
+    if not isinstance(result, Mapping):
+        raise _BadResult(f"returned {_a(result)}, expected {expected}")
+    fields = dict(itertools.islice(result.items(), MAX_RESULT_ITEMS + 1))
+    if len(fields) > MAX_RESULT_ITEMS:
+        raise _BadResult(f"returned more than {MAX_RESULT_ITEMS} fields, expected {expected}")
+    for key, spec in fields.items():
+        if not isinstance(key, str):
+            raise _BadResult(f"returned {_a(key)} as a field name, expected {expected}")
+        if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], kind)):
+            raise _BadResult(f"returned {_a(spec)} for field {key!r}, expected {expected}")
+    return fields

@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +33,11 @@ from bkt_core.errors import Diagnostic, ManifestError, OperationError
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_DIAGNOSTICS",
+    "MAX_MANIFEST_BYTES",
+    "MAX_NUMBER_LENGTH",
+    "MAX_SUGGESTED_LENGTH",
+    "MAX_VALUES",
     "JsonPath",
     "JsonSyntaxError",
     "Position",
@@ -58,6 +64,25 @@ JsonPath = tuple[str | int, ...]
 
 #: Deeper nesting than any manifest needs; keeps a hostile file from exhausting the stack.
 MAX_DEPTH = 128
+
+#: The most values (of any type, keys not counted) in a document: room for two thousand VMs
+#: with every field. Each value costs validation time and memory, and a wrong one more: an
+#: empty VM object is as many errors as there are required fields (about 400 bytes each in
+#: pydantic, as much again as Python dicts), so this bounds memory to a few hundred MB.
+MAX_VALUES = 50_000
+
+#: The longest number literal read, in characters. Far more than a float's 17 significant
+#: digits, and short enough that converting it costs nothing (Python's ``int()`` of a digit
+#: string takes time quadratic in its length).
+MAX_NUMBER_LENGTH = 100
+
+#: The most problems reported of one manifest: beyond that, a list of problems is no help,
+#: and wording each one would make a hostile file cost minutes.
+MAX_DIAGNOSTICS = 1000
+
+#: The longest value or key that "did you mean" looks at: a typo of a field name or of an
+#: allowed value is short, and comparing costs the product of the two lengths.
+MAX_SUGGESTED_LENGTH = 64
 
 
 class Position(NamedTuple):
@@ -89,11 +114,25 @@ Validator = Callable[[Any], Iterable[Problem]]
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_-]*")
 
 
+#: How much of a key a message shows: a path is repeated in every problem under it, so a
+#: key of megabytes would be printed as often.
+_SHOWN_KEY_LENGTH = 80
+
+
+def _shown(key: str) -> str:
+    """``key``, or its start and ``…`` when it is longer than a message should show."""
+    if len(key) <= _SHOWN_KEY_LENGTH:
+        return key
+    return key[: _SHOWN_KEY_LENGTH - 1] + "\u2026"
+
+
 def format_path(path: JsonPath) -> str:
     """``vms.win11.iso_sources[0].url``; other keys JSON-quoted (``vms["my vm"]``); the root
-    is the empty string."""
+    is the empty string. A very long key is cut short (``vms["aaa…"]``)."""
     parts: list[str] = []
     for segment in path:
+        if isinstance(segment, str):
+            segment = _shown(segment)
         if isinstance(segment, int):
             parts.append(f"[{segment}]")
         elif _IDENTIFIER.fullmatch(segment):
@@ -155,11 +194,18 @@ def _edit_distance(a: str, b: str) -> int:
 
 def suggest(word: str, candidates: Iterable[str]) -> str | None:
     """The candidate closest to ``word`` (ignoring case) if it is close enough to be a typo:
-    at most ``max(1, len(candidate) // 3)`` edits; the first of equally close ones."""
+    at most ``max(1, len(candidate) // 3)`` edits; the first of equally close ones. None for
+    a word longer than :data:`MAX_SUGGESTED_LENGTH`, which is no typo."""
+    if len(word) > MAX_SUGGESTED_LENGTH:
+        return None
     lower = word.lower()
     best: tuple[int, str] | None = None
     for candidate in candidates:
-        distance = _edit_distance(lower, candidate.lower())
+        folded = candidate.lower()
+        # The distance is at least the difference in length: no need to compute it.
+        if abs(len(folded) - len(lower)) > max(1, len(candidate) // 3):
+            continue
+        distance = _edit_distance(lower, folded)
         if distance <= max(1, len(candidate) // 3) and (best is None or distance < best[0]):
             best = (distance, candidate)
     return best[1] if best else None
@@ -168,6 +214,7 @@ def suggest(word: str, candidates: Iterable[str]) -> str | None:
 def unknown_field_message(key: str, candidates: Sequence[str]) -> str:
     """``unknown field "k"``, with the likely meant field or the list of known ones."""
     close = suggest(key, candidates)
+    key = _shown(key)
     if close is not None:
         return f'unknown field "{key}" (did you mean "{close}"?)'
     if candidates:
@@ -245,6 +292,7 @@ class PositionIndex:
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _PLAIN_STRING = re.compile(r'"[^"\\\x00-\x1f]*"')
+_PLAIN_RUN = re.compile(r'[^"\\\x00-\x1f]+')
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _DIGITS = frozenset("0123456789")
 _NUMBER_CONTINUES = frozenset("0123456789.eE")
@@ -255,8 +303,6 @@ _LITERALS: dict[str, tuple[str, Any]] = {
     "f": ("false", False),
     "n": ("null", None),
 }
-# Python refuses to convert longer digit strings to int (sys.get_int_max_str_digits).
-_INT_DIGITS_LIMIT = 4000
 # The C scanner of the json module: (text, index after the opening quote, strict) -> (value,
 # index after the closing quote); it raises ValueError on what strict JSON refuses.
 _scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
@@ -274,6 +320,7 @@ class _Reader:
         self.end = len(text)
         self.values: dict[JsonPath, int] = {}
         self.keys: dict[JsonPath, int] = {}
+        self.count = 0
 
     def document(self) -> Any:
         """The whole text as one value, surrounded only by white space."""
@@ -296,6 +343,9 @@ class _Reader:
             raise _Stop(i, "nested too deeply")
         if i >= self.end:
             raise _Stop(i, "expected a value, found the end of the file")
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise _Stop(i, f"too many values (at most {MAX_VALUES})")
         self.values[path] = i
         c = self.text[i]
         if c == '"':
@@ -328,7 +378,7 @@ class _Reader:
             key_at = i
             key, i = self.string(i)
             if key in members:
-                raise _Stop(key_at, f'duplicate field "{key}"')
+                raise _Stop(key_at, f'duplicate field "{_shown(key)}"')
             i = self.skip(i)
             if i >= self.end or text[i] != ":":
                 raise _Stop(i, f"expected `:` after the field name, found {self.found(i)}")
@@ -406,8 +456,12 @@ class _Reader:
             elif c < " ":
                 raise _Stop(i, "control character in string (write it as an escape)")
             else:
-                out.append(c)
-                i += 1
+                # A run of plain characters at once: a long string costs no Python loop
+                # per character.
+                run = _PLAIN_RUN.match(text, i)
+                assert run is not None  # c is plain
+                out.append(run.group())
+                i = run.end()
 
     def hex4(self, i: int, at: int) -> tuple[int, int]:
         digits = self.text[i : i + 4]
@@ -437,13 +491,11 @@ class _Reader:
             end = self.number_exactly(i)
         else:
             end = match.end()
+        if end - i > MAX_NUMBER_LENGTH:
+            raise _Stop(i, f"number too long ({end - i} characters, at most {MAX_NUMBER_LENGTH})")
         literal = self.text[i:end]
         if "." in literal or "e" in literal or "E" in literal:
             return float(literal), end
-        if len(literal) > _INT_DIGITS_LIMIT:
-            from decimal import Decimal
-
-            return int(Decimal(literal)), end
         return int(literal), end
 
     def number_exactly(self, i: int) -> int:
@@ -490,6 +542,19 @@ def _refuse_constant(name: str) -> Any:
     raise _NotStrict(name)
 
 
+def _short_number(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def read(literal: str) -> Any:
+        if len(literal) > MAX_NUMBER_LENGTH:
+            raise _NotStrict("number too long")
+        return convert(literal)
+
+    return read
+
+
+_read_int = _short_number(int)
+_read_float = _short_number(float)
+
+
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     members = dict(pairs)
     if len(members) != len(pairs):
@@ -522,8 +587,18 @@ def _read_fast(text: str) -> tuple[bool, Any]:
     with the same values, and is many times faster."""
     if _LONE_SURROGATE_ESCAPE.search(text):
         return False, None
+    # A value is the root, the first member of a container or follows a comma: this bounds
+    # their number from above (the positioned reader counts them exactly).
+    if 1 + text.count(",") + text.count("[") + text.count("{") > MAX_VALUES:
+        return False, None
     try:
-        value = json.loads(text, object_pairs_hook=_unique, parse_constant=_refuse_constant)
+        value = json.loads(
+            text,
+            object_pairs_hook=_unique,
+            parse_constant=_refuse_constant,
+            parse_int=_read_int,
+            parse_float=_read_float,
+        )
     except (_NotStrict, ValueError, RecursionError):
         return False, None
     if (text.count("[") + text.count("{") > MAX_DEPTH) and not _within_depth(value):
@@ -919,10 +994,11 @@ def validation_diagnostics(
 
     Type, value and rule errors are placed at the value; an unknown field at its key; a
     missing field at the object that lacks it, and not at all when an unknown key of that
-    object is a likely misspelling of it (one mistake, reported once).
+    object is a likely misspelling of it (one mistake, reported once). Only the first
+    :data:`MAX_DIAGNOSTICS` errors are worded.
     """
     sites: list[_Site] = []
-    for entry in error.errors(include_url=False, include_input=False):
+    for entry in error.errors(include_url=False, include_input=False)[:MAX_DIAGNOSTICS]:
         loc: tuple[str | int, ...] = tuple(entry["loc"])
         kind = entry["type"]
         ctx = dict(entry.get("ctx") or {})
@@ -952,7 +1028,7 @@ def validation_diagnostics(
             if close is not None:
                 misspelt.setdefault(site.place.path, set()).add(close)
 
-    diagnostics: list[Diagnostic] = []
+    diagnostics: dict[Diagnostic, None] = {}  # in order, each once
     for site in sites:
         path = site.place.path
         if site.type == "missing":
@@ -965,10 +1041,8 @@ def validation_diagnostics(
         else:
             position = index.value(path)
         line, column = position or (0, 0)
-        diagnostic = Diagnostic(file_name, line, column, format_path(path), _render(site))
-        if diagnostic not in diagnostics:
-            diagnostics.append(diagnostic)
-    return diagnostics
+        diagnostics[Diagnostic(file_name, line, column, format_path(path), _render(site))] = None
+    return list(diagnostics)
 
 
 # -- loading -----------------------------------------------------------------------------
@@ -986,34 +1060,43 @@ def _check(
     model: type[BaseModel],
     validators: Sequence[Validator],
     context: dict[str, Any] | None,
-) -> tuple[BaseModel | None, list[Diagnostic]]:
+) -> tuple[BaseModel | None, list[Diagnostic], bool]:
+    """The model of ``text``, or None and its problems (the first :data:`MAX_DIAGNOSTICS`
+    in the order of the text, each once), and whether there are more."""
     try:
         document, index = parse_json(text)
     except JsonSyntaxError as exc:
         line, column = exc.position
-        return None, [Diagnostic(file_name, line, column, "", exc.message)]
-    diagnostics: list[Diagnostic] = []
+        return None, [Diagnostic(file_name, line, column, "", exc.message)], False
+    found: dict[Diagnostic, None] = {}  # in order, each once: a rule and the model may agree
+    more = False
     result: BaseModel | None = None
     try:
         result = model.model_validate(document, strict=True, context=context, by_name=False)
     except ValidationError as exc:
-        diagnostics += validation_diagnostics(exc, document, index, model, file_name)
+        more = exc.error_count() > MAX_DIAGNOSTICS
+        found.update(dict.fromkeys(validation_diagnostics(exc, document, index, model, file_name)))
     for validator in validators:
-        for problem in validator(document):
+        for count, problem in enumerate(validator(document)):
+            if count == MAX_DIAGNOSTICS:
+                more = True
+                break
             position = index.key(problem.path) if problem.at_key else index.value(problem.path)
             line, column = position or (0, 0)
-            diagnostics.append(
-                Diagnostic(file_name, line, column, format_path(problem.path), problem.message)
-            )
-    diagnostics.sort(key=lambda d: (d.line, d.column))
-    return (None if diagnostics else result), diagnostics
+            path = format_path(problem.path)
+            found[Diagnostic(file_name, line, column, path, problem.message)] = None
+    diagnostics = sorted(found, key=lambda d: (d.line, d.column))
+    if len(diagnostics) > MAX_DIAGNOSTICS:
+        diagnostics, more = diagnostics[:MAX_DIAGNOSTICS], True
+    return (None if diagnostics else result), diagnostics, more
 
 
-def _invalid(file_name: str, diagnostics: Sequence[Diagnostic]) -> ManifestError:
+def _invalid(file_name: str, diagnostics: Sequence[Diagnostic], more: bool) -> ManifestError:
     count = len(diagnostics)
     noun = "error" if count == 1 else "errors"
+    counted = f"more than {count} errors, the first {count} shown" if more else f"{count} {noun}"
     return ManifestError(
-        f"{file_name} is not valid ({count} {noun}); nothing was changed",
+        f"{file_name} is not valid ({counted}); nothing was changed",
         diagnostics=diagnostics,
     )
 
@@ -1027,21 +1110,66 @@ def validate_text(
 ) -> BaseModel:
     """Validates a manifest's text whole (see :func:`load_manifest`); ``file_name`` is what
     the diagnostics name."""
-    result, diagnostics = _check(text, file_name, model, validators, context)
+    result, diagnostics, more = _check(text, file_name, model, validators, context)
     if diagnostics or result is None:
-        raise _invalid(file_name, diagnostics)
+        raise _invalid(file_name, diagnostics, more)
     return result
 
 
+#: The largest manifest read, in bytes. A manifest of a thousand VMs is a few hundred KiB;
+#: the limit keeps a file that is huge, or grows while it is read, from exhausting memory.
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
 def read_manifest(path: Path) -> str | None:
-    """The text of the manifest at ``path``, or None when there is no such file. A file that
-    cannot be read, or is not UTF-8, is an :class:`OperationError`."""
+    """The text of the manifest at ``path``, or None when there is no such file.
+
+    A symbolic link is followed (a manifest may live in a dotfiles repository), but what it
+    leads to must be a regular file: a FIFO would block forever and a device never ends.
+    A file that is not regular, is larger than :data:`MAX_MANIFEST_BYTES`, cannot be read
+    or is not UTF-8 is an :class:`OperationError`.
+    """
     try:
-        data = Path(path).read_bytes()
+        # O_NONBLOCK: opening a FIFO that has no writer returns at once instead of waiting;
+        # for a regular file it changes nothing.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise OperationError(f"cannot read {path}: {_reason(exc)}") from exc
+    try:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind != stat.S_IFREG:
+            what = _FILE_KINDS.get(kind, "not a regular file")
+            raise OperationError(f"cannot read {path}: it is {what}, not a regular file")
+        # Read from the descriptor, one byte past the limit, rather than trusting the size
+        # fstat gave: the file may grow meanwhile.
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_MANIFEST_BYTES:
+            chunk = os.read(fd, MAX_MANIFEST_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise OperationError(f"cannot read {path}: {_reason(exc)}") from exc
+    finally:
+        os.close(fd)
+    if size > MAX_MANIFEST_BYTES:
+        raise OperationError(
+            f"cannot read {path}: it is larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB, "
+            "far more than any manifest needs"
+        )
+    data = b"".join(chunks)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -697,9 +697,15 @@ class DomainMapping:
             return call(*args)
         except BktError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a plugin is its failure too
+            # Which VM and which of its fields: what the user can look at in the manifest.
+            vm = next((f" for VM {a.name}" for a in args if isinstance(a, DomainContext)), "")
+            names = mapping_field.fields
+            fields = f"field{'s' if len(names) > 1 else ''} {', '.join(names)}"
             error = PluginError(
-                mapping_field.plugin, HOOK, f"{method} failed: {type(exc).__name__}: {exc}"
+                mapping_field.plugin,
+                HOOK,
+                f"{method} failed{vm} ({fields}): {type(exc).__name__}: {exc}",
             )
             raise error from exc
 

@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationInfo,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -50,6 +51,7 @@ __all__ = [
     "local_path_problem",
     "network_kind",
     "parse_url",
+    "xml_problem",
 ]
 
 Boot = Literal["uefi", "bios"]
@@ -82,6 +84,41 @@ _SHA256 = re.compile("[0-9a-fA-F]{64}")
 
 def has_control(text: str) -> bool:
     return _CONTROL.search(text) is not None
+
+
+#: A character that XML 1.0 cannot carry, even escaped: a C0 control other than tab, LF and
+#: CR, a surrogate, U+FFFE or U+FFFF (the complement of its ``Char`` production).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_problem(text: str) -> str | None:
+    """Why ``text`` cannot be written into the domain XML, if it cannot."""
+    found = _NOT_XML.search(text)
+    if found is None:
+        return None
+    if has_control(found.group()):
+        return CONTROL_MESSAGE
+    return f"must not contain {char_repr(found.group())}, a character XML cannot hold"
+
+
+def _xml_problem_in(value: Any) -> str | None:
+    """The first :func:`xml_problem` of a field's value: a string, or the strings (keys
+    included) of a list, dict or model a plugin declared. The manifest's own nested models
+    check themselves."""
+    if isinstance(value, str):
+        return xml_problem(value)
+    if isinstance(value, _Closed):
+        return None
+    if isinstance(value, BaseModel):
+        value = [getattr(value, name) for name in type(value).model_fields]
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            problem = _xml_problem_in(item)
+            if problem is not None:
+                return problem
+    return None
 
 
 def local_path_problem(path: str, home: str | None) -> str | None:
@@ -241,6 +278,16 @@ class _Closed(BaseModel):
     # so the built-in VmDefinition's own validator is never built at all.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
+    # Every string of a VM may end up in its domain XML, a plugin's fields too: each field,
+    # of this model or of a subclass with plugin fields, holds only what XML can carry.
+    @field_validator("*")
+    @classmethod
+    def _xml_characters(cls, value: Any) -> Any:
+        problem = _xml_problem_in(value)
+        if problem is not None:
+            raise _rule(problem)
+        return value
+
 
 class IsoPath(_Closed):
     """A local installer ISO."""
@@ -312,6 +359,13 @@ class VmDefinition(_Closed):
         description="Size in GiB used when the disk is provisioned; never used to resize."
     )
     create_if_missing: bool = Field(default=False, description="Provision disk_path if missing.")
+    allow_system_paths: bool = Field(
+        default=False,
+        description=(
+            "Allow disk_path and ISO paths in the host's system directories (/etc, /usr, "
+            "/boot, /proc, /sys, /dev, /run, ...), refused otherwise."
+        ),
+    )
     boot: Boot = Field(description="Firmware.")
     tpm: Tpm = Field(default="none", description="Emulated TPM.")
     network: Annotated[str, AfterValidator(_check_network)] = Field(

@@ -4,15 +4,24 @@ Creating a file at a path a manifest names is the one thing sync does outside li
 checks, so every rule is checked before anything is created, and each refusal names the rule:
 
 - the path is absolute and has no ``..`` (manifest validation says so too);
-- whatever is at the path is a regular file (not a directory, a device, a FIFO), and an
-  existing file is only read (``qemu-img info``), never overwritten, truncated or resized;
+- neither the path nor where its links lead is in a system directory (:data:`SYSTEM_DIRS`:
+  ``/etc``, ``/proc``, ``/usr``, ...) unless the VM says ``allow_system_paths`` (ISO paths
+  too: sync checks them);
+- whatever is at the path is a regular file (not a directory, a device, a FIFO) and not
+  empty (a 0-byte file is what an interrupted creation leaves), and an existing file is
+  only read (``qemu-img info``), never overwritten, truncated or resized;
 - a missing disk is created only with ``create_if_missing``, never through a symbolic link
   (a link to an existing image is fine: it is only read);
 - every directory above it exists (bkt makes no directories: a typo must not grow a tree);
 - the directory is the target of an *active* libvirt storage pool (``virsh vol-create-as``,
   so a member of the libvirt group can provision under /var/lib/libvirt/images), or the user
-  may write to it (``qemu-img create`` behind an ``O_EXCL`` placeholder). The target of an
-  inactive pool is refused with the ``virsh pool-start`` hint: bkt never starts pools.
+  may write to it and no one but root and the user can change any directory on the way to
+  it or what is created in it (:func:`_open_confined`; then ``qemu-img create`` in a private
+  directory, hard-linked into place: :func:`_create_file`). The target of an inactive pool
+  is refused with the ``virsh pool-start`` hint: bkt never starts pools.
+
+After provisioning, whoever did it, each disk is checked (:func:`_check_created`): a regular
+file (a pool's volume of type file) of the planned format and virtual size, or that VM fails.
 
 Sync calls :func:`plan_disk` for each VM (it looks at the path and asks the
 :func:`~bkt_core.hookspecs.bkt_disk_plan` hook only for a missing disk to be created),
@@ -22,8 +31,9 @@ The defaults here are ``trylast``, so a third-party plugin's answer wins.
 Processes: libvirt's storage pools are read only when a disk must be created, or when the
 format of an existing disk can only come from its pool, in two virsh processes however many
 pools and disks there are (``pool-list`` twice, then one ``pool-dumpxml`` each); every
-``vol-create-as`` of a sync runs in one more virsh process; each disk outside a pool costs one
-``qemu-img create``, each existing disk one ``qemu-img info``.
+``vol-create-as`` of a sync runs in one more virsh process, with the ``vol-dumpxml`` that checks
+each new volume; each disk outside a pool costs one ``qemu-img create`` and one ``qemu-img
+info`` to check it, each existing disk one ``qemu-img info``.
 
 With a remote connection (a URI naming a host), the local file system says nothing about
 the disks: a disk must then lie in the target directory of one of the remote libvirt's active
@@ -50,7 +60,7 @@ if TYPE_CHECKING:
     from bkt_core.host import Host
     from bkt_core.process import CommandRunner
     from bkt_vm_plugin.model import VmDefinition
-    from bkt_vm_plugin.virsh import Virsh
+    from bkt_vm_plugin.virsh import Reply, Virsh
 
 __all__ = [
     "FILE_POOL_TYPES",
@@ -95,6 +105,7 @@ class DiskRequest:
     path: str
     size_gb: int
     create_if_missing: bool
+    allow_system_paths: bool = False
 
 
 def disk_request(name: str, vm: VmDefinition, home: str | None) -> DiskRequest:
@@ -106,6 +117,7 @@ def disk_request(name: str, vm: VmDefinition, home: str | None) -> DiskRequest:
         path=expand_home(vm.disk_path, home),
         size_gb=vm.disk_size_gb,
         create_if_missing=vm.create_if_missing,
+        allow_system_paths=vm.allow_system_paths,
     )
 
 
@@ -146,7 +158,8 @@ class Pool(NamedTuple):
 class Entry(NamedTuple):
     """What is at a path, following a symbolic link that leads somewhere.
 
-    ``kind`` is ``missing``, ``file``, ``dir``, ``device`` (block or character), ``other``
+    ``kind`` is ``missing``, ``file``, ``empty`` (a regular file of 0 bytes), ``dir``,
+    ``device`` (block or character), ``other``
     (FIFO, socket), ``dangling`` (a symbolic link to nothing; ``detail`` is its target) or
     ``unknown`` (it cannot be looked at; ``detail`` says why).
     """
@@ -176,7 +189,7 @@ def look(path: str) -> Entry:
         except OSError as exc:
             return Entry("unknown", exc.strerror or str(exc))
     if stat.S_ISREG(st.st_mode):
-        return Entry("file")
+        return Entry("file" if st.st_size else "empty")
     if stat.S_ISDIR(st.st_mode):
         return Entry("dir")
     if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode):
@@ -199,9 +212,153 @@ def is_remote_uri(uri: str | None, environ: dict[str, str] | None = None) -> boo
         return True
 
 
+#: The host's own directories: a disk or ISO there is the system's file (``/etc/passwd``,
+#: ``/proc/self/environ``), never a VM's, unless the VM says ``allow_system_paths``.
+SYSTEM_DIRS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/run",
+)
+
+
+def system_path_problem(path: str, what: str, *, resolve: bool = True) -> str | None:
+    """Why ``path`` (the file of a ``what``: "disk", "ISO") is refused as a system file, or
+    None. Both the path as written and, with ``resolve``, where its symbolic links lead are
+    checked: a link in a VM's directory to ``/etc/shadow`` is ``/etc/shadow``."""
+    written = posixpath.normpath(path)
+    places = [written]
+    if resolve:
+        real = os.path.realpath(written)
+        if real != written:
+            places.append(real)
+    for place in places:
+        for top in SYSTEM_DIRS:
+            if place == top or place.startswith(top + "/"):
+                leads = "" if place == written else f" leads to {place}, which"
+                return (
+                    f"{what} {path}{leads} is in {top}, a system directory: bkt attaches no "
+                    'file there to a VM unless the VM says "allow_system_paths": true'
+                )
+    return None
+
+
 def _writable_dir(path: str) -> bool:
     # The effective user's permission, as the kernel checks it when the file is created.
     return os.access(path, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+class _Exposed(Exception):
+    """Why someone else could redirect what bkt creates in a directory."""
+
+
+def _trusted(uid: int) -> bool:
+    return uid == 0 or uid == os.geteuid()
+
+
+def _owner(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except (KeyError, ImportError):
+        return f"uid {uid}"
+
+
+def _check_entry(where: str, folder: os.stat_result, name: str, owner: int) -> None:
+    """Refuses entry ``name`` (owned by uid ``owner``) of directory ``where`` when anyone but
+    root and this user could replace it: the directory's owner always can; others can when
+    the directory is writable by its group or by others, unless its sticky bit keeps them to
+    their own entries."""
+    here = posixpath.join(where, name)
+    if not _trusted(folder.st_uid):
+        raise _Exposed(
+            f"directory {where} belongs to {_owner(folder.st_uid)}, who could replace {here}"
+        )
+    if not folder.st_mode & 0o022:
+        return
+    if not folder.st_mode & stat.S_ISVTX:
+        raise _Exposed(
+            f"directory {where} (mode {stat.S_IMODE(folder.st_mode):04o}) is writable by "
+            f"group or others without the sticky bit, so they could replace {here}"
+        )
+    if not _trusted(owner):
+        raise _Exposed(f"{here} belongs to {_owner(owner)}, in the shared directory {where}")
+
+
+#: Symbolic links followed while opening one directory, as the kernel allows.
+MAX_LINKS = 40
+
+
+def _open_confined(directory: str, name: str) -> int:
+    """A descriptor of ``directory``, opened one name at a time from ``/`` (following
+    symbolic links as the kernel does) so that every directory looked in and every link
+    followed is checked: no one but root and this user can replace any of them, nor file
+    ``name`` that bkt will create in ``directory``. Raises :class:`_Exposed` or
+    :class:`OSError`."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    where = "/"
+    todo = [p for p in directory.split("/") if p][::-1]
+    links = 0
+    try:
+        while todo:
+            part = todo.pop()
+            if part == ".":
+                continue
+            if part == "..":
+                # Back into a directory this walk came through (or / itself): checked.
+                up = os.open("..", flags, dir_fd=fd)
+                os.close(fd)
+                fd, where = up, posixpath.dirname(where)
+                continue
+            entry = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            _check_entry(where, os.fstat(fd), part, entry.st_uid)
+            if stat.S_ISLNK(entry.st_mode):
+                links += 1
+                if links > MAX_LINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                target = os.readlink(part, dir_fd=fd)
+                todo.extend([p for p in target.split("/") if p][::-1])
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd, where = os.open("/", flags), "/"
+                continue
+            # O_NOFOLLOW: a link put there since the check is refused, never followed.
+            inner = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd, where = inner, posixpath.join(where, part)
+            now = os.fstat(fd)
+            if (now.st_dev, now.st_ino) != (entry.st_dev, entry.st_ino):
+                raise _Exposed(f"{where} was replaced while bkt was opening it")
+        _check_entry(where, os.fstat(fd), name, os.geteuid())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def confinement_problem(path: str) -> str | None:
+    """Why the file ``path`` bkt would create could be redirected or swapped by someone other
+    than root and this user; None when it cannot."""
+    directory, name = posixpath.split(path)
+    try:
+        os.close(_open_confined(directory, name))
+    except _Exposed as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot open {directory}: {exc.strerror or exc}"
+    return None
 
 
 def _said(text: str) -> str:
@@ -221,7 +378,9 @@ class ProvisionContext:
 
     ``runner`` starts ``qemu-img`` (default: the virsh's runner). ``writable`` says whether
     this user may create files in a directory (default: :func:`os.access` for the effective
-    user); ``remote`` whether libvirt is on another host (default: from the virsh's URI).
+    user), ``confined`` why a file bkt creates at a path could be redirected by someone else
+    (default: :func:`confinement_problem`; None: it cannot); ``remote`` whether libvirt is on
+    another host (default: from the virsh's URI).
     Pools are read on first need and kept for the life of the context (one sync).
     """
 
@@ -231,6 +390,7 @@ class ProvisionContext:
         runner: CommandRunner | None = None,
         *,
         writable: Callable[[str], bool] | None = None,
+        confined: Callable[[str], str | None] = confinement_problem,
         remote: bool | None = None,
         look: Callable[[str], Entry] = look,
         qemu_img_timeout: float = QEMU_IMG_TIMEOUT,
@@ -238,11 +398,12 @@ class ProvisionContext:
         self.virsh = virsh
         self.runner = runner if runner is not None else virsh.runner
         self.writable = writable if writable is not None else _writable_dir
+        self.confined = confined
         self.remote = is_remote_uri(virsh.uri) if remote is None else remote
         self.look = look
         self.qemu_img_timeout = qemu_img_timeout
         self._pools: list[Pool] | OperationError | None = None
-        self._volumes: dict[tuple[str, str], str | None] = {}
+        self._volumes: dict[tuple[str, str], Volume | None] = {}
         self._queue: list[_Queued] | None = None
 
     # -- pools -----------------------------------------------------------------------------
@@ -308,19 +469,18 @@ class ProvisionContext:
         :class:`OperationError` for any other failure."""
         key = (pool, name)
         if key not in self._volumes:
-            (reply,) = self.virsh.batch([["vol-dumpxml", "--pool", pool, "--vol", name]])
-            if not reply.ok:
-                if _no_volume(reply.stderr):
-                    self._volumes[key] = None
-                    return None
-                raise reply.error()
-            found = volume_format_of(reply.stdout)
-            if found is None:
-                raise OperationError(
-                    f"volume {name} of storage pool {pool} has no format in its XML"
-                )
-            self._volumes[key] = found
-        return self._volumes[key]
+            (reply,) = self.virsh.batch([_dump_volume(pool, name)])
+            self._volumes[key] = _volume(pool, name, reply)
+        found = self._volumes[key]
+        return None if found is None else found.format
+
+    # -- creating files ----------------------------------------------------------------------
+
+    def create_image(self, creation: DiskCreation, options: Sequence[str] = ()) -> None:
+        """Create ``creation`` as a file outside any pool with ``qemu-img create -f FORMAT
+        [OPTIONS] ... SIZE`` (``options`` such as ``-b BASE -F qcow2``), so that no one else
+        can redirect it: see :func:`_create_file`. Raises :class:`OperationError`."""
+        _create_file(creation, self, options)
 
     # -- qemu-img ---------------------------------------------------------------------------
 
@@ -352,25 +512,38 @@ class ProvisionContext:
     def _start_batch(self) -> None:
         self._queue = []
 
-    def _run_batch(self) -> dict[str, str | None]:
+    def _run_batch(
+        self, in_pools: Sequence[DiskCreation] = ()
+    ) -> tuple[dict[str, str | None], dict[str, Volume | OperationError | None]]:
+        """Runs the queued ``vol-create-as`` and, in the same virsh process, reads back the
+        volume of every creation of ``in_pools`` (queued or made by a plugin). Returns the
+        error of each queued creation (None: done) and the volume read back for each path."""
         queued, self._queue = self._queue or [], None
         results: dict[str, str | None] = {}
-        if not queued:
-            return results
+        volumes: dict[str, Volume | OperationError | None] = {}
+        commands: list[Sequence[str]] = [q.command for q in queued]
+        commands += [_dump_volume(str(c.pool), posixpath.basename(c.path)) for c in in_pools]
         try:
-            replies = self.virsh.batch([q.command for q in queued])
+            replies = self.virsh.batch(commands)
         except OperationError as exc:
             for q in queued:
                 results[q.creation.path] = f"cannot create disk {q.creation.path}: {exc.message}"
-            return results
-        for q, reply in zip(queued, replies, strict=True):
+            for c in in_pools:
+                volumes[c.path] = exc
+            return results, volumes
+        for q, reply in zip(queued, replies, strict=False):
             results[q.creation.path] = (
                 None
                 if reply.ok
                 else f"cannot create disk {q.creation.path} in storage pool "
                 f"{q.creation.pool}: {reply.message}"
             )
-        return results
+        for c, reply in zip(in_pools, replies[len(queued) :], strict=True):
+            try:
+                volumes[c.path] = _volume(str(c.pool), posixpath.basename(c.path), reply)
+            except OperationError as exc:
+                volumes[c.path] = exc
+        return results, volumes
 
 
 def _names(text: str) -> list[str]:
@@ -380,6 +553,40 @@ def _names(text: str) -> list[str]:
 
 def _no_volume(stderr: str) -> bool:
     return "Storage volume not found" in stderr or "no storage vol" in stderr
+
+
+class Volume(NamedTuple):
+    """A storage volume as libvirt records it: ``type`` (``file``, ...), format, capacity in
+    bytes (None when the XML does not say)."""
+
+    type: str | None
+    format: str
+    capacity: int | None
+
+
+def _dump_volume(pool: str, name: str) -> list[str]:
+    return ["vol-dumpxml", "--pool", pool, "--vol", name]
+
+
+def _volume(pool: str, name: str, reply: Reply) -> Volume | None:
+    """The :class:`Volume` of a ``vol-dumpxml`` reply; None when the pool has no such volume.
+    Raises :class:`OperationError` for any other failure."""
+    if not reply.ok:
+        if _no_volume(reply.stderr):
+            return None
+        raise reply.error()
+    root = _parse(reply.stdout)
+    found = volume_format_of(reply.stdout)
+    if root is None or found is None:
+        raise OperationError(f"volume {name} of storage pool {pool} has no format in its XML")
+    capacity = root.find("capacity")
+    size: int | None = None
+    if capacity is not None and capacity.get("unit", "bytes") == "bytes":
+        try:
+            size = int((capacity.text or "").strip())
+        except ValueError:
+            size = None
+    return Volume(root.get("type"), found, size)
 
 
 def _parse(xml: str) -> ET.Element | None:
@@ -447,12 +654,11 @@ def plan_disk(
     path = request.path
     _path_rules(path)
     if ctx.remote:
+        _system_rule(request, resolve=False)
         if _remote_volume(path, ctx) is not None:
             return None
     else:
         entry = ctx.look(path)
-        if entry.kind == "file":
-            return None
         if entry.kind == "dir":
             raise OperationError(f"disk {path} is a directory, not a disk image")
         if entry.kind == "device":
@@ -463,6 +669,17 @@ def plan_disk(
             raise OperationError(f"disk {path} is not a regular file")
         if entry.kind == "unknown":
             raise OperationError(f"cannot look at disk {path}: {entry.detail}")
+        # Before anything reads the file: qemu-img would read /proc/kmsg until it is killed.
+        _system_rule(request, resolve=True)
+        if entry.kind == "file":
+            return None
+        if entry.kind == "empty":
+            raise OperationError(
+                f"disk {path} is an empty file (0 bytes), which is what an interrupted "
+                "creation leaves, not a disk image: bkt does not use it",
+                hint="remove it (with create_if_missing, sync then creates the disk), or put an "
+                f"image there (`qemu-img create -f qcow2 {path} SIZE`)",
+            )
         if entry.kind == "dangling":
             if request.create_if_missing:
                 raise _refuse(
@@ -488,6 +705,13 @@ def plan_disk(
             path, f"bkt_disk_plan returned a {type(result).__name__}, not a DiskCreation"
         )
     return result
+
+
+def _system_rule(request: DiskRequest, *, resolve: bool) -> None:
+    if not request.allow_system_paths:
+        problem = system_path_problem(request.path, "disk", resolve=resolve)
+        if problem is not None:
+            raise OperationError(problem)
 
 
 def _remote_pool(path: str, ctx: ProvisionContext, *, creating: bool) -> Pool:
@@ -596,6 +820,15 @@ def bkt_disk_plan(name: str, disk: DiskRequest, context: ProvisionContext) -> Di
     if pool is not None:
         raise _inactive(path, directory, pool)
     if context.writable(directory):
+        exposed = context.confined(path)
+        if exposed is not None:
+            raise _refuse(
+                path,
+                f"{exposed}, and bkt creates disks only where no one but you and root can "
+                "redirect them",
+                hint="make the directory yours and not writable by others (or set its sticky "
+                "bit), make a libvirt storage pool its target, or create the disk yourself",
+            )
         return creation
     raise _refuse(
         path,
@@ -650,43 +883,112 @@ def bkt_disk_provision(creation: DiskCreation, context: ProvisionContext) -> boo
     return True
 
 
-def _create_file(creation: DiskCreation, context: ProvisionContext) -> None:
-    """A qcow2 image outside any pool. The file is first created empty with ``O_EXCL``
-    (which also refuses a symbolic link), so that an image that appeared since planning, or
-    one a concurrent sync is creating, is never overwritten: qemu-img itself would truncate
-    whatever is there. Only this user may read the new image, as with libvirt's volumes."""
+def _create_file(
+    creation: DiskCreation, context: ProvisionContext, options: Sequence[str] = ()
+) -> None:
+    """An image outside any pool, made so that no one else can redirect it or swap it.
+
+    The directory is opened once, name by name (:func:`_open_confined`: every directory on
+    the way is one only root and this user can change). qemu-img writes into a fresh
+    directory inside it that only this user may enter, named through this process's
+    descriptor of it (``/proc/PID/fd/N``), so no path it follows can be changed by others.
+    The finished image is then hard-linked to its name relative to the directory's
+    descriptor: a link never replaces anything, so a file that appeared since planning (or
+    that a concurrent sync made) is left alone. Whatever happens, Ctrl-C included, the
+    private directory goes away: the disk's name holds a whole image or nothing. Only this
+    user may read the image, as with libvirt's volumes."""
     path = creation.path
+    directory, name = posixpath.split(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        raise _appeared(path) from None
+        folder = _open_confined(directory, name)
+    except _Exposed as exc:
+        raise _refuse(path, str(exc)) from None
     except OSError as exc:
-        raise _refuse(path, exc.strerror or str(exc)) from None
-    os.close(fd)
+        raise _refuse(path, f"cannot open {directory}: {exc.strerror or exc}") from None
     try:
-        context.qemu_img(
-            ["create", "-q", "-f", creation.format, "--", path, f"{creation.size_gb}G"]
-        )
-    except CommandError as exc:
-        # The empty file is ours: take it away again.
+        if _exists_in(folder, name):
+            raise _appeared(path)
+        import secrets
+
+        private = f".{name}.bkt-{secrets.token_hex(4)}"
         try:
-            os.unlink(path)
-        except OSError as gone:
-            if gone.errno != errno.ENOENT:
-                raise
-        raise _refuse(path, exc.message) from None
+            os.mkdir(private, 0o700, dir_fd=folder)
+        except OSError as exc:
+            raise _refuse(
+                path, f"cannot create a directory in {directory}: {exc.strerror}"
+            ) from None
+        try:
+            inner = os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+        except BaseException:
+            os.rmdir(private, dir_fd=folder)
+            raise
+        try:
+            os.close(
+                os.open(
+                    name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=inner
+                )
+            )
+            pinned = f"/proc/{os.getpid()}/fd/{inner}/{name}"
+            try:
+                context.qemu_img(
+                    [
+                        "create",
+                        "-q",
+                        "-f",
+                        creation.format,
+                        *options,
+                        "--",
+                        pinned,
+                        f"{creation.size_gb}G",
+                    ]
+                )
+            except CommandError as exc:
+                raise _refuse(path, exc.message.replace(pinned, path)) from None
+            try:
+                os.link(name, name, src_dir_fd=inner, dst_dir_fd=folder, follow_symlinks=False)
+            except FileExistsError:
+                raise _appeared(path) from None
+            except OSError as exc:
+                raise _refuse(
+                    path, f"cannot link the new image into place: {exc.strerror}"
+                ) from None
+        finally:
+            _remove_private(folder, private, inner, name)
+    finally:
+        os.close(folder)
+
+
+def _exists_in(folder: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove_private(folder: int, private: str, inner: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=inner)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(inner)
+        os.rmdir(private, dir_fd=folder)
 
 
 def provision_all(
     host: Host, creations: Iterable[DiskCreation], ctx: ProvisionContext
 ) -> dict[str, str | None]:
     """Create every planned disk through the ``bkt_disk_provision`` hook, one call each,
-    with the default's ``vol-create-as`` commands run together in one virsh process.
+    with the default's ``vol-create-as`` commands run together in one virsh process, then
+    check each disk (:func:`_check_created`): a disk counts as created only when it is there
+    as planned, whoever made it.
 
     Returns each creation's path and its error message (None: created). One failure does
     not stop the others. A path planned twice is created once; the second one fails.
     """
     results: dict[str, str | None] = {}
+    made: list[DiskCreation] = []
     seen: set[str] = set()
     ctx._start_batch()
     try:
@@ -701,14 +1003,86 @@ def provision_all(
             except BktError as exc:
                 results[path] = exc.message
                 continue
-            if not done:
+            if done is None:
                 results[path] = (
                     f"cannot create disk {path}: plugin {creation.plugin}, which planned it, "
                     "did not create it (is it disabled?)"
                 )
                 continue
+            if done is not True:
+                import reprlib
+
+                results[path] = (
+                    f"cannot create disk {path}: plugin {creation.plugin}'s "
+                    f"bkt_disk_provision returned {reprlib.repr(done)}, not True (created) "
+                    "or None (not its disk)"
+                )
+                continue
             results[path] = None
+            made.append(creation)
     finally:
-        batched = ctx._run_batch()
+        batched, volumes = ctx._run_batch([c for c in made if c.pool is not None])
     results.update(batched)
+    for creation in made:
+        if results[creation.path] is None:
+            results[creation.path] = _check_created(creation, ctx, volumes.get(creation.path))
     return results
+
+
+def _check_created(
+    creation: DiskCreation, ctx: ProvisionContext, volume: Volume | OperationError | None
+) -> str | None:
+    """Why the disk ``creation`` names is not what was planned, or None: it exists as a
+    regular file of the planned format and virtual size (a pool's volume as libvirt records
+    it, ``volume``; any other file as ``qemu-img info`` reads it)."""
+    path = creation.path
+    by = (
+        ""
+        if creation.plugin == PLUGIN_NAME
+        else f" (plugin {creation.plugin} said its bkt_disk_provision created it)"
+    )
+
+    def wrong(why: str) -> str:
+        return f"cannot create disk {path}{by}: {why}"
+
+    fmt: str | None
+    size: int | None
+    if creation.pool is not None:
+        if isinstance(volume, OperationError):
+            return wrong(
+                f"cannot read it back from storage pool {creation.pool}: {volume.message}"
+            )
+        if volume is None:
+            return wrong(f"storage pool {creation.pool} has no volume {posixpath.basename(path)}")
+        if volume.type not in (None, "file"):
+            return wrong(f"it is a volume of type {volume.type}, not a file")
+        fmt, size = volume.format, volume.capacity
+    elif ctx.remote:
+        return wrong("libvirt is on another host and the disk is in none of its pools")
+    else:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return wrong("it does not exist")
+        except OSError as exc:
+            return wrong(f"cannot look at it: {exc.strerror}")
+        if stat.S_ISLNK(st.st_mode):
+            return wrong("it is a symbolic link, not the image itself")
+        if not stat.S_ISREG(st.st_mode):
+            return wrong("it is not a regular file")
+        if st.st_size == 0:
+            return wrong("it is empty (0 bytes)")
+        import json
+
+        try:
+            info = json.loads(ctx.qemu_img(["info", "--output=json", "-U", "--", path]))
+            fmt, size = str(info["format"]), int(info["virtual-size"])
+        except CommandError as exc:
+            return wrong(f"qemu-img cannot read it: {exc.message}")
+        except (ValueError, KeyError, TypeError):
+            return wrong("qemu-img info gave unreadable output")
+    if fmt != creation.format:
+        return wrong(f"it is a {fmt} image, not {creation.format}")
+    if size != creation.size_gb << 30:
+        return wrong(f"its virtual size is {size} bytes, not {creation.size_gb} GiB")
+    return None

@@ -10,7 +10,6 @@ landed, and then runs the post-sync hooks with the results.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -172,7 +171,7 @@ class Planner:
     ) -> DomainContext:
         from bkt_vm_plugin.domain_xml import resolve_context
 
-        return resolve_context(
+        ctx = resolve_context(
             name,
             vm,
             home=self.home,
@@ -182,6 +181,21 @@ class Planner:
             facts=self.observation.facts(name),
             present=present,
         )
+        if not vm.allow_system_paths:
+            # Also for a domain that already has this disk (plan_disk checked a new one
+            # before anything read it): sync does not keep a VM on /etc/passwd either. URL
+            # sources are files of bkt's own ISO cache.
+            from bkt_vm_plugin.model import IsoPath
+            from bkt_vm_plugin.provision import system_path_problem
+
+            files = [("disk", ctx.disk_path)] + [
+                ("ISO", iso.path) for iso in ctx.attached if isinstance(iso.source, IsoPath)
+            ]
+            for what, path in files:
+                problem = system_path_problem(path, what, resolve=not self.provision.remote)
+                if problem is not None:
+                    raise OperationError(problem)
+        return ctx
 
     def entry(self, name: str, vm: VmDefinition) -> PlanEntry:
         reply = self.observation.definitions.get(name)
@@ -364,11 +378,24 @@ def sync(
 ) -> SyncReport:
     """Plan, then unless ``dry_run`` execute the plan and run the post-sync hooks. A change
     of the firmware an existing domain boots with (:func:`firmware_change`) fails that VM
-    unless ``allow_firmware_change``."""
-    planner, the_plan, manifest = _plan(sub, names, allow_firmware_change)
+    unless ``allow_firmware_change``.
+
+    A sync that changes libvirt holds the manifest directory's lock, the one capture holds,
+    from reading the manifest to the last post-sync hook: a capture running meanwhile would
+    otherwise read a domain before the sync changes it and write the old value back, and two
+    syncs would both try to create the same disks. A dry run only reads, and does not wait."""
     if dry_run:
-        return SyncReport(the_plan, dry_run=True)
-    return execute(planner, the_plan, manifest)
+        return SyncReport(_plan(sub, names, allow_firmware_change)[1], dry_run=True)
+    from pathlib import Path
+
+    from bkt_core.manifest import locked
+
+    directory = Path(sub.host.manifest_dir)
+    if not directory.is_dir():
+        sub.load()  # raises the ManifestError that says there is no manifest
+    with locked(directory):
+        planner, the_plan, manifest = _plan(sub, names, allow_firmware_change)
+        return execute(planner, the_plan, manifest)
 
 
 def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncReport:
@@ -409,20 +436,42 @@ def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncR
     return report
 
 
+#: Most domains one define batch carries: each holds a file descriptor of bkt while it runs.
+DEFINES_PER_BATCH = 256
+
+
 def _define(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, str]) -> None:
-    with tempfile.TemporaryDirectory(prefix="bkt-define-") as tmp:
+    for start in range(0, len(entries), DEFINES_PER_BATCH):
+        _define_batch(virsh, entries[start : start + DEFINES_PER_BATCH], failed)
+
+
+def _define_batch(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, str]) -> None:
+    """Defines ``entries`` in one virsh process. Each XML is an anonymous in-memory file
+    (memfd) that virsh opens through ``/proc/PID/fd/N`` (only processes of the same user
+    can): a definition, graphics passwords included, never reaches a disk, and nothing is
+    left in a temporary directory whatever ends bkt. virsh reads the file where it runs,
+    so a remote URI works as with a path."""
+    fds: list[int] = []
+    try:
         commands = []
-        for index, entry in enumerate(entries):
-            path = os.path.join(tmp, f"{index}.xml")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(entry.payload.xml)
-            commands.append(["define", "--file", path])
+        pid = os.getpid()
+        for entry in entries:
+            fd = os.memfd_create("bkt-define", os.MFD_CLOEXEC)
+            fds.append(fd)
+            data = entry.payload.xml.encode("utf-8")
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            commands.append(["define", "--file", f"/proc/{pid}/fd/{fd}"])
         try:
             replies = virsh.batch(commands)
         except BktError as exc:
             for entry in entries:
                 failed.setdefault(entry.name, exc.message)
             return
+    finally:
+        for fd in fds:
+            os.close(fd)
     for entry, reply in zip(entries, replies, strict=True):
         if not reply.ok:
             failed.setdefault(entry.name, reply.message)

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# scripts/fuzz: many examples per run of the fuzz target (tests/unit/test_fuzz_manifest.py).
+settings.register_profile("fuzz", max_examples=2000)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -104,7 +104,10 @@ GLOBALS = ["--manifest-dir", "--connect", "--verbose", "--quiet", "--color", "--
 @pytest.mark.parametrize(
     ("words", "expected"),
     [
-        (["vm", "sync", "--"], ["--dry-run", "--check", "--json", "--help", *GLOBALS]),
+        (
+            ["vm", "sync", "--"],
+            ["--dry-run", "--check", "--json", "--allow-firmware-change", "--help", *GLOBALS],
+        ),
         (["vm", "stop", "--f"], ["--force"]),
         (["vm", "status", "--c"], ["--connect", "--color"]),
         (["--"], ["--version", *GLOBALS[:2], *GLOBALS[2:], "--help"]),

@@ -10,8 +10,11 @@ import importlib
 import json
 import os
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +168,7 @@ def test_outside_any_pool_the_disk_is_made_with_qemu_img(
     creations = [planned(ctx, disk, 3) for disk in disks]
     assert creations == [DiskCreation(str(d), 3) for d in disks]
     assert provision_all(default_host(), creations, ctx) == {str(d): None for d in disks}
-    assert runner.count("qemu-img") == 3
+    assert runner.count("qemu-img") == 6, "for each disk: create, and info to check it"
     for disk in disks:
         info = qemu_img_info(disk)
         assert (info["format"], info["virtual-size"]) == ("qcow2", 3 << 30)
@@ -288,7 +291,7 @@ def test_a_plugin_installed_with_pip_takes_over_the_disks_it_wants(
     assert provision_all(host, [first, second], ctx) == {str(overlay): None, str(plain): None}
     info = qemu_img_info(overlay)
     assert (info["format"], info["backing-filename"]) == ("qcow2", str(base))
-    assert info["virtual-size"] == 2 << 30, "an overlay is as big as its base"
+    assert info["virtual-size"] == 9 << 30, "the overlay has the size planned, not its base's"
     assert "plain.qcow2" in volumes(pool.name)
 
     # Blocked, it plans nothing: the default takes its disks too.
@@ -300,3 +303,268 @@ def test_a_plugin_installed_with_pip_takes_over_the_disks_it_wants(
     explicit = Host(entry_points=False, plugins=[*default_plugins(), ("overlay", bkt_overlay)])
     creation = plan_disk(explicit, "c", None, other, ctx)
     assert creation is not None and creation.plugin == "overlay"
+
+
+# -- hardening: redirection, interruption, empty and system files, lying plugins -------------
+
+
+NOBODY_CAN_ACT = IS_ROOT and shutil.which("runuser") is not None
+
+
+def as_nobody(*argv: str) -> None:
+    """Runs ``argv`` as user nobody: another user on the host, acting against bkt."""
+    subprocess.run(["runuser", "-u", "nobody", "--", *argv], check=True, capture_output=True)
+
+
+@dataclass
+class Attacking(Counting):
+    """The real runner, which lets ``attack`` run just before ``qemu-img create`` starts:
+    when bkt's own file or directory for the new disk exists (there was a placeholder at the
+    disk's name), and before the image is written."""
+
+    attack: Callable[[], None] | None = None
+
+    def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Completed:
+        if argv[:2] == ("qemu-img", "create") and self.attack is not None:
+            self.attack()
+        return super().run(argv, timeout=timeout, input=input)
+
+
+@pytest.mark.skipif(not NOBODY_CAN_ACT, reason="needs root and runuser to act as user nobody")
+def test_another_user_cannot_redirect_a_new_disk_onto_a_file(disks: Path) -> None:
+    """In a directory everyone may write (0777, no sticky bit), user nobody renamed a link to
+    root's file over bkt's placeholder while qemu-img ran, and qemu-img overwrote the file
+    with a qcow2 header. Now such a directory is refused while planning, and again when the
+    disk is created, so the attack finds nothing to swap."""
+    victim = disks / "victim"
+    victim.write_bytes(b"precious")
+    shared = disks / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    disk = shared / "a.qcow2"
+
+    def swap() -> None:
+        as_nobody("ln", "-s", str(victim), str(shared / "swap"))
+        as_nobody("mv", "-f", "-T", str(shared / "swap"), str(disk))
+
+    runner = Attacking(attack=swap)
+    ctx = ProvisionContext(Virsh(runner, URI))
+    rule = (
+        f"directory {shared} (mode 0777) is writable by group or others without the sticky "
+        f"bit, so they could replace {disk}"
+    )
+    # As if planned before the directory was opened up: creation checks again.
+    results = provision_all(default_host(), [DiskCreation(str(disk), 1)], ctx)
+    assert victim.read_bytes() == b"precious", "root's file was overwritten"
+    assert results == {str(disk): f"cannot create disk {disk}: {rule}"}
+    assert list(shared.iterdir()) == []
+    assert refusal(ctx, disk) == (
+        f"cannot create disk {disk}: {rule}, and bkt creates disks only where no one but you "
+        "and root can redirect them"
+    )
+
+
+@pytest.mark.skipif(not NOBODY_CAN_ACT, reason="needs root and runuser to act as user nobody")
+def test_a_name_another_user_takes_during_creation_is_left_to_them(disks: Path) -> None:
+    """In a shared directory with the sticky bit (as /tmp), another user may still create the
+    disk's name while qemu-img runs: the finished image is linked to its name, which never
+    replaces anything, so their link stays and the file it points at is untouched."""
+    victim = disks / "victim"
+    victim.write_bytes(b"precious")
+    shared = disks / "sticky"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    disk = shared / "a.qcow2"
+    runner = Attacking(attack=lambda: as_nobody("ln", "-s", str(victim), str(disk)))
+    ctx = ProvisionContext(Virsh(runner, URI))
+    creation = planned(ctx, disk, 1)
+    assert provision_all(default_host(), [creation], ctx) == {
+        str(disk): f"disk {disk} appeared after planning; it is left as it is"
+    }
+    assert runner.count("qemu-img") == 1, "qemu-img ran, into bkt's private directory"
+    assert victim.read_bytes() == b"precious"
+    assert [p.name for p in shared.iterdir()] == ["a.qcow2"] and disk.is_symlink()
+    assert disk.lstat().st_uid == 65534, "nobody's link, left as it is"
+
+
+QEMU_IMG_THAT_HANGS = """#!/bin/sh
+if [ "$1" = create ]; then
+    : > "$HANG_MARKER"
+    exec sleep 600
+fi
+exec {qemu_img} "$@"
+"""
+
+
+def test_ctrl_c_during_qemu_img_leaves_no_disk_for_the_next_sync(
+    tmp_path: Path, disks: Path
+) -> None:
+    """Ctrl-C while qemu-img ran left the 0-byte placeholder, which the next sync took for a
+    raw disk: `1 created`, and status said in sync. Now the disk's name stays free, and the
+    next sync creates the disk."""
+    from tests.conftest import BKT
+    from tests.livelib import domains, unique_name, vm, write_vms
+
+    name = unique_name("ctrlc")
+    manifests = tmp_path / "manifests"
+    write_vms(manifests, {name: vm(disks, name)})
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    qemu_img = wrapper / "qemu-img"
+    qemu_img.write_text(QEMU_IMG_THAT_HANGS.format(qemu_img=shutil.which("qemu-img")))
+    qemu_img.chmod(0o755)
+    marker = tmp_path / "qemu-img-started"
+    env = {**os.environ, "PATH": f"{wrapper}:{os.environ['PATH']}", "HANG_MARKER": str(marker)}
+    argv = [BKT, "-c", URI, "-C", str(manifests), "vm", "sync"]
+    disk = disks / f"{name}.qcow2"
+    with domains(name):
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            while not marker.exists() and proc.poll() is None:
+                time.sleep(0.05)
+            assert marker.exists(), proc.communicate()
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode != 0
+        assert list(disks.iterdir()) == [], "no disk, no placeholder, no private directory"
+        assert name not in virsh("list", "--all", "--name").stdout.split()
+        again = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert again.returncode == 0, again.stdout + again.stderr
+        info = qemu_img_info(disk)
+        assert (info["format"], info["virtual-size"]) == ("qcow2", 1 << 30)
+
+
+def sync_cli(
+    tmp_path: Path,
+    vms: dict[str, dict[str, object]],
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    from tests.conftest import BKT
+    from tests.livelib import write_vms
+
+    manifests = tmp_path / "manifests"
+    write_vms(manifests, vms)
+    return subprocess.run(
+        [BKT, "-c", URI, "-C", str(manifests), "vm", "sync", *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_an_empty_disk_file_is_refused_not_adopted(tmp_path: Path, disks: Path) -> None:
+    """An empty file (what an interrupted creation leaves) was attached as a raw disk."""
+    from tests.livelib import domains, unique_name, vm
+
+    name = unique_name("empty")
+    disk = disks / f"{name}.qcow2"
+    disk.write_bytes(b"")
+    with domains(name):
+        done = sync_cli(tmp_path, {name: vm(disks, name)})
+        assert done.returncode == 1
+        assert (
+            f"! error {name}: disk {disk} is an empty file (0 bytes), which is what an "
+            "interrupted creation leaves, not a disk image: bkt does not use it"
+        ) in done.stdout
+        assert name not in virsh("list", "--all", "--name").stdout.split()
+        assert disk.read_bytes() == b""
+
+
+def test_system_files_are_refused_as_disks_and_isos(tmp_path: Path, disks: Path) -> None:
+    """/etc/passwd (or a link to it) was attached as a writable raw disk, /etc/shadow as an
+    ISO, without a word."""
+    from tests.livelib import domains, unique_name, vm
+
+    names = [unique_name(t) for t in ("passwd", "link", "shadow", "environ")]
+    (disks / "passwd.img").symlink_to("/etc/passwd")
+    iso_vm = vm(disks, names[2], iso_sources=[{"path": "/etc/shadow"}])
+    vms = {
+        names[0]: vm(disks, names[0], disk_path="/etc/passwd", create_if_missing=False),
+        names[1]: vm(disks, names[1], disk_path=str(disks / "passwd.img")),
+        names[2]: iso_vm,
+        names[3]: vm(disks, names[3], disk_path="/proc/self/environ"),
+    }
+    rule = (
+        "a system directory: bkt attaches no file there to a VM unless the VM says "
+        '"allow_system_paths": true'
+    )
+    with domains(*names):
+        done = sync_cli(tmp_path, vms)
+        assert done.returncode == 1
+        for name, problem in [
+            (names[0], "disk /etc/passwd is in /etc"),
+            (names[1], f"disk {disks}/passwd.img leads to /etc/passwd, which is in /etc"),
+            (names[2], "ISO /etc/shadow is in /etc"),
+            (names[3], "disk /proc/self/environ is in /proc"),
+        ]:
+            assert f"! error {name}: {problem}, {rule}" in done.stdout, done.stdout
+        assert not set(names) & set(virsh("list", "--all", "--name").stdout.split())
+        assert not (disks / f"{names[2]}.qcow2").exists(), "no disk made for a refused VM"
+        # Said explicitly, the ISO is what the author wants.
+        iso_vm["allow_system_paths"] = True
+        dry = sync_cli(tmp_path, {names[2]: iso_vm}, "--dry-run")
+        assert dry.returncode == 0 and f"+ create {names[2]}" in dry.stdout, dry.stdout
+
+
+def test_a_domain_already_on_a_system_file_is_not_kept_there(tmp_path: Path, disks: Path) -> None:
+    """A domain defined on a system file (as main did for /etc/passwd) was then `unchanged`
+    at every sync; without the explicit opt-in it is now an error of that VM."""
+    from tests.livelib import domains, unique_name, vm
+
+    name = unique_name("keptsys")
+    link = disks / "hostname.img"
+    link.symlink_to("/etc/hostname")
+    entry = vm(disks, name, disk_path=str(link), create_if_missing=False)
+    with domains(name):
+        first = sync_cli(tmp_path, {name: {**entry, "allow_system_paths": True}})
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert name in virsh("list", "--all", "--name").stdout.split()
+        again = sync_cli(tmp_path, {name: entry})
+        assert again.returncode == 1
+        assert (
+            f"! error {name}: disk {link} leads to /etc/hostname, which is in /etc, a system "
+            "directory"
+        ) in again.stdout, again.stdout
+
+
+@pytest.fixture
+def liar_site(plugin_site: Callable[[str], Path]) -> Path:
+    return plugin_site("tests/plugins/bkt-liar")
+
+
+@pytest.mark.parametrize(
+    ("does", "why"),
+    [
+        ("yes", "plugin liar in bkt_disk_provision: returned a str, expected bool or None"),
+        ("nothing", "(plugin liar said its bkt_disk_provision created it): it does not exist"),
+        ("empty", "(plugin liar said its bkt_disk_provision created it): it is empty (0 bytes)"),
+        ("small", "(plugin liar said its bkt_disk_provision created it): its virtual size is "
+         "1073741824 bytes, not 2 GiB"),
+    ],
+)  # fmt: skip
+def test_a_provisioning_plugin_that_lies_fails_its_vm(
+    tmp_path: Path, disks: Path, liar_site: Path, does: str, why: str
+) -> None:
+    """A plugin's bkt_disk_provision returning "yes" without creating anything was
+    `created`, and status said in sync."""
+    from tests.livelib import domains, unique_name, vm
+
+    name, honest = unique_name("liar"), unique_name("honest")
+    disk = disks / f"{name}-liar.qcow2"
+    vms = {
+        name: vm(disks, name, disk_path=str(disk), disk_size_gb=2),
+        honest: vm(disks, honest),
+    }
+    env = {"PYTHONPATH": str(liar_site), "BKT_LIAR_DOES": does}
+    with domains(name, honest):
+        done = sync_cli(tmp_path, vms, env=env)
+        assert done.returncode == 1
+        sep = ": " if does == "yes" else " "
+        assert f"cannot create disk {disk}{sep}{why}" in done.stderr, done.stderr
+        defined = virsh("list", "--all", "--name").stdout.split()
+        assert name not in defined and honest in defined, "the other VM goes on"

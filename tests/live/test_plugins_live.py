@@ -377,8 +377,8 @@ def test_a_plugin_that_raises_fails_only_its_vm_on_the_real_daemon(
             good: ("created", None),
             render: (
                 "failed",
-                "plugin misbehaving in bkt_domain_fields: render failed: RuntimeError: out of "
-                "paint",
+                f"plugin misbehaving in bkt_domain_fields: render failed for VM {render} "
+                "(field color): RuntimeError: out of paint",
             ),
             post: (
                 "failed",

@@ -131,7 +131,7 @@ def test_a_field_method_that_raises_names_its_plugin() -> None:
     with pytest.raises(PluginError) as caught:
         sub.mapping.parse(xml, ctx)
     assert str(caught.value) == (
-        "plugin broken in bkt_domain_fields: parse failed: RuntimeError: the enlightenment "
-        "table is gone"
+        "plugin broken in bkt_domain_fields: parse failed for VM vm (field hyperv): "
+        "RuntimeError: the enlightenment table is gone"
     )
     assert isinstance(caught.value.__cause__, RuntimeError)

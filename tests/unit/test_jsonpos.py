@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from bkt_core.manifest import (
     MAX_DEPTH,
+    MAX_NUMBER_LENGTH,
+    MAX_VALUES,
     JsonPath,
     JsonSyntaxError,
     Position,
@@ -61,11 +63,42 @@ def test_integers_only_for_integer_literals() -> None:
     assert value[7] == float("inf")
 
 
-def test_huge_integer_literals_are_integers() -> None:
-    digits = "7" * 5000
-    value, _ = parse_json(f"[{digits}]")
-    assert isinstance(value[0], int)
-    assert value[0] == (10**5000 - 1) // 9 * 7
+def test_number_literals_are_at_most_100_characters() -> None:
+    longest = "7" * MAX_NUMBER_LENGTH
+    assert parse_json(f"[{longest}]")[0] == [int(longest)]
+    assert parse_json(f"[0.{longest[2:]}]")[0] == [float(f"0.{longest[2:]}")]
+    too_long = f"number too long ({MAX_NUMBER_LENGTH + 1} characters, at most 100)"
+    assert error_of(f"[{longest}7]") == (1, 2, too_long)
+    assert error_of(f"[-{longest}]") == (1, 2, too_long)
+    assert error_of(f"[1.{longest[1:]}e7]")[2] == "number too long (103 characters, at most 100)"
+    # Converting a million digits to an int took half a minute; refusing them takes nothing.
+    assert error_of("[" + "7" * 1_000_000 + "]") == (
+        1,
+        2,
+        "number too long (1000000 characters, at most 100)",
+    )
+
+
+def test_a_long_duplicate_key_is_cut_short() -> None:
+    key = "k" * 1_000_000
+    assert error_of(f'{{"{key}": 1, "{key}": 2}}') == (
+        1,
+        1_000_009,
+        f'duplicate field "{"k" * 79}\u2026"',
+    )
+
+
+def test_a_document_holds_at_most_max_values_values() -> None:
+    # The root array and its items; keys are not values.
+    most = "[" + "0," * (MAX_VALUES - 2) + "0]"
+    assert len(parse_json(most)[0]) == MAX_VALUES - 1
+    one_more = "[" + "0," * (MAX_VALUES - 1) + "0]"
+    column = 2 + 2 * (MAX_VALUES - 1)
+    assert error_of(one_more) == (1, column, f"too many values (at most {MAX_VALUES})")
+    members = "{" + ",".join(f'"{i}":{{}}' for i in range(MAX_VALUES)) + "}"
+    assert error_of(members)[2] == f"too many values (at most {MAX_VALUES})"
+    # Commas inside strings do not count.
+    assert parse_json(json.dumps(["," * (2 * MAX_VALUES)]))[0] == ["," * (2 * MAX_VALUES)]
 
 
 def test_object_keys_keep_their_order() -> None:

@@ -13,6 +13,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 import time
 import typing
 from collections.abc import Sequence
@@ -23,8 +25,12 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bkt_core.errors import EXIT_USAGE, Diagnostic, ManifestError, OperationError
+from bkt_core.hookspecs import hookimpl
 from bkt_core.host import Host
 from bkt_core.manifest import (
+    MAX_DIAGNOSTICS,
+    MAX_MANIFEST_BYTES,
+    MAX_SUGGESTED_LENGTH,
     Problem,
     dump_manifest,
     format_path,
@@ -176,6 +182,33 @@ def test_suggestions_catch_typos_only() -> None:
     assert suggest("ac", ["ax", "ay"]) == "ax"  # on a tie, the first
     assert suggest("disk_sze", ["disk_size_gb", "disk_size"]) == "disk_size"
     assert suggest("anything", []) is None
+
+
+def test_suggestions_only_for_words_a_typo_makes() -> None:
+    # Comparing costs the product of the lengths: a long word is no typo, and is not compared.
+    word = "b" * MAX_SUGGESTED_LENGTH
+    assert suggest(word, [word + "x"]) == word + "x"
+    assert suggest(word + "b", [word + "bx"]) is None
+    assert unknown_field_message(word + "b", ["vcpus"]) == (
+        f'unknown field "{word}b" (expected one of: vcpus)'
+    )
+
+
+def test_long_keys_are_cut_short_in_messages() -> None:
+    # Every problem under a key repeats it in its path: a 100 000-character VM name with a
+    # thousand unknown fields printed 100 MB.
+    name, key = "n" * 100_000, "k" * 100_000
+    text = manifest(**{name: vm(**{key: 1}, **{f"k{i}": 1 for i in range(MAX_DIAGNOSTICS)})})
+    lines = problems(text)
+    shown = f'vms["{"n" * 79}\u2026"]'
+    assert lines[0] == (
+        f"vms.json:3:5: {shown}: VM name must be 1 to 64 characters long (it has 100000)"
+    )
+    unknown = next(line for line in lines if line.startswith("vms.json:11:7: "))
+    assert unknown.startswith(f'vms.json:11:7: {shown}["{"k" * 79}\u2026"]: unknown field "k')
+    assert f'unknown field "{"k" * 79}\u2026" (expected one of: ' in unknown
+    assert sum(map(len, lines)) < 400 * MAX_DIAGNOSTICS
+    assert format_path(("vms", "a" * 80, 0)) == "vms." + "a" * 80 + "[0]"
 
 
 def test_unknown_field_messages() -> None:
@@ -502,6 +535,67 @@ def test_two_vms_must_not_share_a_disk() -> None:
     ]
 
 
+def test_strings_hold_only_what_xml_can_carry() -> None:
+    # U+FFFE passed validation and failed sync while rendering the domain XML.
+    bad = vm(
+        network="de\ufffefault",
+        disk_path="/a\uffff.qcow2",
+        cpu_model="host\ufffe",
+        iso_sources=[{"path": "/i\ufffe.iso"}],
+    )
+    cannot = "a character XML cannot hold"
+    assert problems(manifest(a=bad)) == [
+        f"vms.json:6:20: vms.a.disk_path: must not contain '\\u{{ffff}}', {cannot}",
+        f"vms.json:9:18: vms.a.network: must not contain '\\u{{fffe}}', {cannot}",
+        f"vms.json:11:20: vms.a.cpu_model: must not contain '\\u{{fffe}}', {cannot}",
+        f"vms.json:14:19: vms.a.iso_sources[0].path: must not contain '\\u{{fffe}}', {cannot}",
+    ]
+    # A control character is one problem, though the rule of cpu_model finds it too.
+    assert messages(manifest(a=vm(cpu_model="a\x01"))) == [
+        "vms.a.cpu_model: must not contain control characters"
+    ]
+    # What XML can carry passes: non-characters other than U+FFFE/U+FFFF, astral planes.
+    assert check(manifest(a=vm(network="n\ufdd0\U0001f600\U0010fffd")))
+
+
+class Owner(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+
+
+class TagsPlugin:
+    bkt_plugin_name = "tags"
+
+    @hookimpl
+    def bkt_manifest_fields(self, subsystem: str) -> dict[str, tuple[Any, Any]]:
+        return {
+            "label": (str, Field(default="")),
+            "tags": (list[str], Field(default_factory=list)),
+            "notes": (dict[str, str], Field(default_factory=dict)),
+            "owner": (Owner | None, Field(default=None)),
+        }
+
+
+def test_plugin_fields_hold_only_what_xml_can_carry() -> None:
+    sub = Host(entry_points=False, plugins=[*default_plugins(), TagsPlugin()]).subsystem("vm")
+    assert isinstance(sub, VmSubsystem)
+    text = manifest(
+        a=vm(label="x\ufffe", tags=["ok", "\uffff"], notes={"k\ufffe": "v"}),
+        b=vm(disk_path="/b", label="fine", tags=["ok"], notes={"k": "v\x02"}),
+        c=vm(disk_path="/c", owner={"name": "\ufffe"}),
+    )
+    with pytest.raises(ManifestError) as caught:
+        validate_text(text, "vms.json", sub.manifest_model, context={"home": HOME})
+    cannot = "a character XML cannot hold"
+    assert [str(d) for d in caught.value.diagnostics] == [
+        f"vms.json:11:16: vms.a.label: must not contain '\\u{{fffe}}', {cannot}",
+        f"vms.json:12:15: vms.a.tags: must not contain '\\u{{ffff}}', {cannot}",
+        f"vms.json:16:16: vms.a.notes: must not contain '\\u{{fffe}}', {cannot}",
+        "vms.json:32:16: vms.b.notes: must not contain control characters",
+        f"vms.json:44:16: vms.c.owner: must not contain '\\u{{fffe}}', {cannot}",
+    ]
+
+
 def test_cpu_model_rules() -> None:
     assert messages(manifest(a=vm(cpu_model=""), b=vm(cpu_model=" \t", disk_path="/b"))) == [
         "vms.a.cpu_model: must not be empty",
@@ -566,6 +660,101 @@ def test_an_unreadable_manifest(tmp_path: Path) -> None:
     path.mkdir()
     with pytest.raises(OperationError, match=r"^cannot read .*vms\.json: "):
         load_manifest(path, MODEL)
+
+
+def run_validate(directory: Path) -> subprocess.CompletedProcess[str]:
+    """``bkt vm validate`` of ``directory``, its output and errors in ``stdout``; in a process
+    limited to 1 GiB of memory and, as a safety net against a hang, a minute (neither comes
+    near when reading is bounded)."""
+    bkt = Path(sys.executable).parent / "bkt"
+    limited = 'ulimit -v 1048576 && exec "$0" --manifest-dir "$1" vm validate'
+    return subprocess.run(
+        ["bash", "-c", limited, bkt, directory],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_only_a_regular_file_is_read(tmp_path: Path) -> None:
+    # A symbolic link to a regular file is fine (a manifest kept in a dotfiles repository).
+    (tmp_path / "real.json").write_text(manifest(a=vm()))
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "vms.json").symlink_to(tmp_path / "real.json")
+    assert run_validate(tmp_path / "link").stdout == "ok: 1 VM\n"
+    # A FIFO blocked forever; /dev/zero filled memory; a directory had the system's word.
+    os.mkfifo(tmp_path / "fifo")
+    for target, kind in [
+        (tmp_path / "fifo", "a FIFO (named pipe)"),
+        (Path("/dev/zero"), "a character device"),
+        (tmp_path / "real.json", "a directory"),
+    ]:
+        directory = tmp_path / kind.replace(" ", "-")
+        directory.mkdir()
+        if kind == "a directory":
+            (directory / "vms.json").mkdir()
+        else:
+            (directory / "vms.json").symlink_to(target)
+        done = run_validate(directory)
+        path = directory / "vms.json"
+        assert (done.returncode, done.stdout) == (
+            1,
+            f"error: cannot read {path}: it is {kind}, not a regular file\n",
+        )
+
+
+def test_a_manifest_larger_than_16_mib_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "vms.json"
+    text = manifest(a=vm())
+    path.write_text(text + " " * (MAX_MANIFEST_BYTES - len(text)))
+    assert isinstance(load_manifest(path, MODEL, context={"home": HOME}), MODEL)
+    with path.open("a") as file:
+        file.write(" ")
+    with pytest.raises(OperationError) as caught:
+        load_manifest(path, MODEL)
+    assert caught.value.message == (
+        f"cannot read {path}: it is larger than 16 MiB, far more than any manifest needs"
+    )
+
+
+def test_at_most_1000_problems_are_reported() -> None:
+    text = manifest(a=vm(**{f"k{i}": 1 for i in range(3 * MAX_DIAGNOSTICS)}))
+    with pytest.raises(ManifestError) as caught:
+        check(text)
+    assert caught.value.message == (
+        "vms.json is not valid (more than 1000 errors, the first 1000 shown); nothing was changed"
+    )
+    diagnostics = caught.value.diagnostics
+    assert len(diagnostics) == MAX_DIAGNOSTICS
+    assert diagnostics[-1].path == f"vms.a.k{MAX_DIAGNOSTICS - 1}"
+    with pytest.raises(ManifestError) as caught:
+        check(manifest(a=vm(**{f"k{i}": 1 for i in range(MAX_DIAGNOSTICS)})))
+    assert caught.value.message == "vms.json is not valid (1000 errors); nothing was changed"
+
+
+def test_huge_values_cost_little(tmp_path: Path) -> None:
+    # "Did you mean" over a 4 MB key took minutes, over a 4 MB value seconds, and the output
+    # held the key twice; a million-digit number took half a minute. Now each is refused
+    # for what it is, at once.
+    huge = "x" * 4_000_000
+    (tmp_path / "vms.json").write_text(manifest(a=vm(boot=huge, **{huge: 1})))
+    done = run_validate(tmp_path)
+    assert done.returncode == 2, done.stdout[:1000]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and len(done.stdout) < 2000
+    assert lines[0].endswith(': vms.a.boot: must be one of "uefi", "bios"')
+    shown = f"{huge[:79]}\u2026"
+    assert f': vms.a["{shown}"]: unknown field "{shown}" (expected one of: memory' in lines[1]
+    number = "9" * 1_000_000
+    (tmp_path / "vms.json").write_text(
+        manifest(a=vm(vcpus=0)).replace('"vcpus": 0', f'"vcpus": {number}')
+    )
+    done = run_validate(tmp_path)
+    assert done.stdout.splitlines()[0] == (
+        f"{tmp_path / 'vms.json'}:5:16: number too long (1000000 characters, at most 100)"
+    )
 
 
 def test_crlf_files_keep_their_columns(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,12 +49,15 @@ class Libvirt:
     """Plays ``virsh -q`` (one command or a batch line) and ``qemu-img``, and counts processes.
 
     ``pools``: name -> (XML, active). ``volumes``: (pool, name) -> format. ``formats``: what
-    ``qemu-img info`` says for a path (a str is stderr of a failure prefixed ``!``).
-    ``create_fails``: stderr of every ``qemu-img create``; else it writes ``QCOW`` to the file.
+    ``qemu-img info`` says for a path (a str is stderr of a failure prefixed ``!``); a path
+    it does not list is read: a file ``create`` wrote is that image.
+    ``create_fails``: stderr of every ``qemu-img create``; else it writes ``QCOW FORMAT SIZE``
+    to the file.
     """
 
     pools: dict[str, tuple[str, bool]] = field(default_factory=dict)
     volumes: dict[tuple[str, str], str] = field(default_factory=dict)
+    capacities: dict[tuple[str, str], int] = field(default_factory=dict)
     formats: dict[str, str] = field(default_factory=dict)
     create_fails: str | None = None
     processes: list[str] = field(default_factory=list)
@@ -97,25 +101,35 @@ class Libvirt:
             if (pool, vol) not in self.volumes:
                 return "", "error: Storage volume not found: no storage vol with matching name\n"
             fmt = self.volumes[pool, vol]
-            return f"<volume><target><format type='{fmt}'/></target></volume>", ""
+            size = self.capacities.get((pool, vol), 0)
+            return (
+                f"<volume type='file'><capacity unit='bytes'>{size}</capacity>"
+                f"<target><format type='{fmt}'/></target></volume>"
+            ), ""
         if name == "vol-create-as":
             pool, vol = args[1], args[3]
             if (pool, vol) in self.volumes:
                 return "", f"error: storage volume '{vol}' exists already\n"
             self.volumes[pool, vol] = args[7]
+            self.capacities[pool, vol] = int(args[5].removesuffix("GiB")) << 30
             return "", ""
         raise AssertionError(f"unexpected virsh command {command}")
 
     def _qemu_img(self, argv: tuple[str, ...]) -> Completed:
         if argv[1] == "info":
-            said = self.formats.get(argv[-1], f"!qemu-img: Could not open '{argv[-1]}'")
+            path = argv[-1]
+            said = self.formats.get(path, f"!qemu-img: Could not open '{path}'")
+            size = 1
+            if path not in self.formats and os.path.isfile(path):
+                _, said, gib = Path(path).read_text().split()
+                size = int(gib.rstrip("G")) << 30
             if said.startswith("!"):
                 return Completed(argv, 1, "", said[1:] + "\n")
-            return Completed(argv, 0, f'{{"format": "{said}", "virtual-size": 1}}', "")
+            return Completed(argv, 0, f'{{"format": "{said}", "virtual-size": {size}}}', "")
         assert argv[1:5] == ("create", "-q", "-f", "qcow2"), argv
         if self.create_fails is not None:
             return Completed(argv, 1, "", self.create_fails)
-        Path(argv[-2]).write_bytes(b"QCOW")
+        Path(argv[-2]).write_text(f"QCOW {argv[4]} {argv[-1]}")
         return Completed(argv, 0, "", "")
 
 
@@ -128,6 +142,8 @@ class Fs:
         default_factory=lambda: {d: Entry("dir") for d in ("/", "/srv", "/srv/vm")}
     )
     writable: set[str] = field(default_factory=set)
+    #: path -> why someone else could redirect a file created there
+    exposed: dict[str, str] = field(default_factory=dict)
 
     def look(self, path: str) -> Entry:
         return self.entries.get(path, Entry("missing"))
@@ -143,7 +159,13 @@ def context(
     virsh = Virsh(libvirt, uri)
     if fs is None:
         return ProvisionContext(virsh, remote=remote)
-    return ProvisionContext(virsh, look=fs.look, writable=fs.writable.__contains__, remote=remote)
+    return ProvisionContext(
+        virsh,
+        look=fs.look,
+        writable=fs.writable.__contains__,
+        confined=fs.exposed.get,
+        remote=remote,
+    )
 
 
 def host(*extra: object) -> Host:
@@ -375,12 +397,16 @@ def test_every_path_rule_names_what_is_wrong(
 
 
 def test_the_real_file_system_is_looked_at_as_the_rules_need(tmp_path: Path) -> None:
-    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "file").write_bytes(b"QFI")
+    (tmp_path / "empty").write_bytes(b"")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     (tmp_path / "to-file").symlink_to(tmp_path / "file")
+    (tmp_path / "to-empty").symlink_to(tmp_path / "empty")
     os.mkfifo(tmp_path / "fifo")
     assert look(str(tmp_path / "file")) == Entry("file")
     assert look(str(tmp_path / "to-file")) == Entry("file")
+    assert look(str(tmp_path / "empty")) == Entry("empty")
+    assert look(str(tmp_path / "to-empty")) == Entry("empty")
     assert look(str(tmp_path)) == Entry("dir")
     assert look("/dev/null") == Entry("device")
     assert look(str(tmp_path / "fifo")) == Entry("other")
@@ -465,8 +491,9 @@ def test_a_disk_outside_any_pool_is_created_only_for_this_user(tmp_path: Path) -
     assert provision_all(host(), [DiskCreation(str(disk), 3)], context(libvirt)) == {
         str(disk): None
     }
-    assert disk.read_bytes() == b"QCOW"
+    assert disk.read_bytes() == b"QCOW qcow2 3G"
     assert stat.S_IMODE(disk.stat().st_mode) == 0o600
+    assert os.listdir(tmp_path) == ["a.qcow2"], "the private directory is gone"
 
 
 def test_a_creation_planned_by_another_plugin_is_left_to_it() -> None:
@@ -479,7 +506,8 @@ def test_a_creation_planned_by_another_plugin_is_left_to_it() -> None:
 
 
 class Thin:
-    """A plugin that plans and creates disks named thin-* itself."""
+    """A plugin that plans and creates disks named thin-* itself, with the context's safe
+    ``create_image``."""
 
     bkt_plugin_name = "thin"
 
@@ -493,28 +521,29 @@ class Thin:
         return DiskCreation(disk.path, disk.size_gb, plugin="thin")
 
     @hookimpl
-    def bkt_disk_provision(self, creation: DiskCreation) -> bool | None:
+    def bkt_disk_provision(self, creation: DiskCreation, context: ProvisionContext) -> bool | None:
         if creation.plugin != "thin":
             return None
+        context.create_image(creation)
         self.created.append(creation.path)
         return True
 
 
-def test_a_plugin_takes_over_the_disks_it_wants_and_the_default_keeps_the_rest() -> None:
+def test_a_plugin_takes_over_the_disks_it_wants_and_the_default_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
     thin = Thin()
-    libvirt = Libvirt(pools={"images": (pool_xml("images", "/srv/vm"), True)})
-    ctx = context(libvirt, Fs())
+    libvirt = Libvirt(pools={"images": (pool_xml("images", str(tmp_path)), True)})
+    ctx = context(libvirt)
     with_thin = host(thin)
-    first = plan_disk(with_thin, "a", None, request("/srv/vm/thin-a.qcow2"), ctx)
-    second = plan_disk(with_thin, "b", None, request("/srv/vm/b.qcow2"), ctx)
-    assert first == DiskCreation("/srv/vm/thin-a.qcow2", 20, plugin="thin")
-    assert second == DiskCreation("/srv/vm/b.qcow2", 20, pool="images")
+    a, b = str(tmp_path / "thin-a.qcow2"), str(tmp_path / "b.qcow2")
+    first = plan_disk(with_thin, "a", None, request(a), ctx)
+    second = plan_disk(with_thin, "b", None, request(b), ctx)
+    assert first == DiskCreation(a, 20, plugin="thin")
+    assert second == DiskCreation(b, 20, pool="images")
     assert first is not None and second is not None
-    assert provision_all(with_thin, [first, second], ctx) == {
-        "/srv/vm/thin-a.qcow2": None,
-        "/srv/vm/b.qcow2": None,
-    }
-    assert thin.created == ["/srv/vm/thin-a.qcow2"]
+    assert provision_all(with_thin, [first, second], ctx) == {a: None, b: None}
+    assert thin.created == [a]
     assert ("images", "b.qcow2") in libvirt.volumes
 
 
@@ -564,3 +593,274 @@ def test_with_a_remote_libvirt_disks_are_known_only_through_its_pools() -> None:
     assert "qemu-img" not in libvirt.processes
     creation = DiskCreation("/srv/vm/new.qcow2", 20, pool="images")
     assert provision_all(host(), [creation], ctx) == {"/srv/vm/new.qcow2": None}
+
+
+# -- system files, empty files, redirection, verification -------------------------------------
+
+
+def test_system_files_are_refused_as_disks_unless_the_vm_allows_them(tmp_path: Path) -> None:
+    """/etc/passwd (or a link to it) was attached as a writable raw disk without a word."""
+    (tmp_path / "passwd.img").symlink_to("/etc/passwd")
+    ctx = context(Libvirt())
+    rule = (
+        "a system directory: bkt attaches no file there to a VM unless the VM says "
+        '"allow_system_paths": true'
+    )
+    for disk, shown in [
+        ("/etc/passwd", "disk /etc/passwd is in /etc"),
+        ("/proc/self/environ", "disk /proc/self/environ is in /proc"),
+        ("/usr/lib/new.qcow2", "disk /usr/lib/new.qcow2 is in /usr"),
+        (
+            str(tmp_path / "passwd.img"),
+            f"disk {tmp_path}/passwd.img leads to /etc/passwd, which is in /etc",
+        ),
+    ]:
+        assert refusal(ctx, disk, create=False) == f"{shown}, {rule}", disk
+    allowed = DiskRequest("a", "/etc/passwd", 20, False, allow_system_paths=True)
+    assert plan_disk(host(), "a", None, allowed, ctx) is None
+    assert plan(ctx, str(tmp_path / "etcetera.qcow2")) == DiskCreation(
+        str(tmp_path / "etcetera.qcow2"), 20
+    ), "only whole directory names count"
+
+
+def test_the_manifest_field_reaches_the_request() -> None:
+    fields = {
+        "memory_gb": 1, "vcpus": 1, "disk_path": "/etc/a.img", "disk_size_gb": 1,
+        "boot": "bios", "network": "none", "graphics": "none",
+    }  # fmt: skip
+    assert not disk_request("a", VmDefinition.model_validate(fields), None).allow_system_paths
+    allowed = VmDefinition.model_validate({**fields, "allow_system_paths": True})
+    assert disk_request("a", allowed, None).allow_system_paths
+
+
+def test_an_empty_file_is_not_taken_for_a_disk(tmp_path: Path) -> None:
+    """The 0-byte placeholder an interrupted creation left was adopted as a raw disk."""
+    empty = tmp_path / "a.qcow2"
+    empty.write_bytes(b"")
+    (tmp_path / "link.qcow2").symlink_to(empty)
+    ctx = context(Libvirt())
+    for disk, create in [(empty, True), (empty, False), (tmp_path / "link.qcow2", True)]:
+        with pytest.raises(OperationError) as caught:
+            plan(ctx, str(disk), create)
+        assert caught.value.message == (
+            f"disk {disk} is an empty file (0 bytes), which is what an interrupted creation "
+            "leaves, not a disk image: bkt does not use it"
+        )
+        assert caught.value.hint is not None and caught.value.hint.startswith("remove it")
+    assert empty.read_bytes() == b""
+
+
+def test_a_directory_others_could_change_is_refused_for_creation(tmp_path: Path) -> None:
+    """In a directory others may write (0777, no sticky bit) another user could rename a
+    link over what bkt creates; in one another user owns, so could they."""
+    open_dir, sticky, theirs = tmp_path / "open", tmp_path / "sticky", tmp_path / "theirs"
+    for d in (open_dir, sticky, theirs):
+        d.mkdir()
+    open_dir.chmod(0o777)
+    sticky.chmod(0o1777)
+    (sticky / "inner").mkdir()
+    (sticky / "link").symlink_to(sticky / "inner")
+    group = tmp_path / "group"
+    group.mkdir()
+    group.chmod(0o2770)
+    if os.geteuid() == 0:
+        os.chown(theirs, 65534, 65534)  # nobody
+        os.lchown(sticky / "link", 65534, 65534)
+    ctx = context(Libvirt())
+    why = ", and bkt creates disks only where no one but you and root can redirect them"
+    assert refusal(ctx, str(open_dir / "a.qcow2")) == (
+        f"cannot create disk {open_dir}/a.qcow2: directory {open_dir} (mode 0777) is writable "
+        f"by group or others without the sticky bit, so they could replace {open_dir}/a.qcow2{why}"
+    )
+    assert refusal(ctx, str(group / "a.qcow2")) == (
+        f"cannot create disk {group}/a.qcow2: directory {group} (mode 2770) is writable by "
+        f"group or others without the sticky bit, so they could replace {group}/a.qcow2{why}"
+    )
+    assert plan(ctx, str(sticky / "a.qcow2")) == DiskCreation(str(sticky / "a.qcow2"), 20)
+    assert plan(ctx, str(sticky / "inner" / "a.qcow2")) is not None
+    if os.geteuid() == 0:
+        assert refusal(ctx, str(theirs / "a.qcow2")) == (
+            f"cannot create disk {theirs}/a.qcow2: directory {theirs} belongs to user nobody, "
+            f"who could replace {theirs}/a.qcow2{why}"
+        )
+        assert refusal(ctx, str(sticky / "link" / "a.qcow2")) == (
+            f"cannot create disk {sticky}/link/a.qcow2: {sticky}/link belongs to user nobody, "
+            f"in the shared directory {sticky}{why}"
+        )
+    # Provisioning checks again, whatever was planned.
+    results = provision_all(host(), [DiskCreation(str(open_dir / "a.qcow2"), 1)], ctx)
+    assert results[str(open_dir / "a.qcow2")] is not None
+    assert os.listdir(open_dir) == []
+
+
+@dataclass
+class Swapping(Libvirt):
+    """A qemu-img whose ``create`` first lets ``attack`` run: another user acting at the
+    worst moment, once bkt's file or directory exists and before the image is written."""
+
+    attack: Any = None
+
+    def _qemu_img(self, argv: tuple[str, ...]) -> Completed:
+        if argv[1] == "create" and self.attack is not None:
+            self.attack(argv)
+        return super()._qemu_img(argv)
+
+
+def test_a_link_swapped_in_during_creation_redirects_nothing(tmp_path: Path) -> None:
+    """The placeholder bkt created at the disk's name could be replaced by a link to any
+    file, which qemu-img then overwrote: now nothing is at the disk's name until the image
+    is complete, and a link never replaces what appeared there."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    disk = tmp_path / "a.qcow2"
+
+    def swap(argv: tuple[str, ...]) -> None:
+        # Whatever bkt has at the disk's name now is replaced by a link to the victim.
+        tmp = tmp_path / "swap"
+        tmp.symlink_to(victim)
+        os.rename(tmp, disk)
+
+    libvirt = Swapping(attack=swap)
+    results = provision_all(host(), [DiskCreation(str(disk), 1)], context(libvirt))
+    assert results == {str(disk): f"disk {disk} appeared after planning; it is left as it is"}
+    assert victim.read_bytes() == b"precious"
+    assert sorted(os.listdir(tmp_path)) == ["a.qcow2", "victim"], "no private directory left"
+
+
+def test_qemu_img_writes_where_no_one_else_can_reach(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def look_at(argv: tuple[str, ...]) -> None:
+        target = argv[-2]
+        seen.append(target)
+        folder = os.stat(os.path.dirname(target))
+        assert stat.S_IMODE(folder.st_mode) == 0o700 and folder.st_uid == os.geteuid()
+        assert target.startswith(f"/proc/{os.getpid()}/fd/"), "a path no one can re-point"
+
+    disk = tmp_path / "a.qcow2"
+    libvirt = Swapping(attack=look_at)
+    assert provision_all(host(), [DiskCreation(str(disk), 2)], context(libvirt)) == {
+        str(disk): None
+    }
+    assert len(seen) == 1 and disk.read_text() == "QCOW qcow2 2G"
+
+
+def test_ctrl_c_during_qemu_img_leaves_nothing_behind(tmp_path: Path) -> None:
+    """An interrupted creation left a 0-byte placeholder that the next sync adopted."""
+
+    def interrupt(argv: tuple[str, ...]) -> None:
+        Path(argv[-2]).write_bytes(b"QFI")
+        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, during the hook
+
+    disk = tmp_path / "a.qcow2"
+    with pytest.raises(KeyboardInterrupt):
+        provision_all(host(), [DiskCreation(str(disk), 1)], context(Swapping(attack=interrupt)))
+    assert os.listdir(tmp_path) == []
+
+
+class Liar:
+    """A provisioning plugin that says it created disks it did not create as planned."""
+
+    bkt_plugin_name = "liar"
+
+    def __init__(self, answer: object, write: bytes | None = None) -> None:
+        self.answer, self.write = answer, write
+
+    @hookimpl
+    def bkt_disk_plan(self, disk: DiskRequest) -> DiskCreation:
+        return DiskCreation(disk.path, disk.size_gb, plugin="liar")
+
+    @hookimpl
+    def bkt_disk_provision(self, creation: DiskCreation) -> object:
+        if self.write is not None:
+            Path(creation.path).write_bytes(self.write)
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "write", "why"),
+    [
+        (
+            "yes",
+            None,
+            "plugin liar in bkt_disk_provision: returned a str, expected bool or None",
+        ),
+        (1, None, "plugin liar in bkt_disk_provision: returned an int, expected bool or None"),
+        (
+            False,
+            None,
+            "plugin liar's bkt_disk_provision returned False, not True (created) or None (not "
+            "its disk)",
+        ),
+        (True, None, "(plugin liar said its bkt_disk_provision created it): it does not exist"),
+        (True, b"", "(plugin liar said its bkt_disk_provision created it): it is empty (0 bytes)"),
+        (
+            True,
+            b"QCOW raw 20G",
+            "(plugin liar said its bkt_disk_provision created it): it is a raw image, not qcow2",
+        ),
+        (
+            True,
+            b"QCOW qcow2 2G",
+            "(plugin liar said its bkt_disk_provision created it): its virtual size is "
+            "2147483648 bytes, not 20 GiB",
+        ),
+    ],
+)  # fmt: skip
+def test_a_disk_a_plugin_did_not_create_as_planned_fails(
+    tmp_path: Path, answer: object, write: bytes | None, why: str
+) -> None:
+    disk = str(tmp_path / "a.qcow2")
+    with_liar = host(Liar(answer, write))
+    ctx = context(Libvirt())
+    creation = plan_disk(with_liar, "a", None, request(disk), ctx)
+    assert creation == DiskCreation(disk, 20, plugin="liar")
+    message = provision_all(with_liar, [creation], ctx)[disk]
+    assert message is not None
+    assert message.removeprefix(f"cannot create disk {disk}").lstrip(": ") == why
+
+
+def test_a_plugin_is_believed_only_when_the_disk_is_as_planned(tmp_path: Path) -> None:
+    disk = str(tmp_path / "a.qcow2")
+    honest = host(Liar(True, b"QCOW qcow2 20G"))
+    assert provision_all(honest, [DiskCreation(disk, 20, plugin="liar")], context(Libvirt())) == {
+        disk: None
+    }
+    (tmp_path / "b.qcow2").symlink_to(disk)
+    linked = str(tmp_path / "b.qcow2")
+    results = provision_all(
+        host(Liar(True)), [DiskCreation(linked, 20, plugin="liar")], context(Libvirt())
+    )
+    assert results[linked] == (
+        f"cannot create disk {linked} (plugin liar said its bkt_disk_provision created it): "
+        "it is a symbolic link, not the image itself"
+    )
+
+
+def test_a_pool_volume_is_checked_as_libvirt_records_it_in_the_same_process() -> None:
+    libvirt = Libvirt(pools={"images": (pool_xml("images", "/srv/vm"), True)})
+    ctx = context(libvirt, Fs())
+    creations = [
+        DiskCreation("/srv/vm/a.qcow2", 2, pool="images"),
+        DiskCreation("/srv/vm/b.qcow2", 3, pool="images", plugin="liar"),
+    ]
+
+    class PoolLiar:
+        bkt_plugin_name = "liar"
+
+        @hookimpl
+        def bkt_disk_provision(self, creation: DiskCreation) -> bool | None:
+            return True if creation.plugin == "liar" else None
+
+    results = provision_all(host(PoolLiar()), creations, ctx)
+    assert results == {
+        "/srv/vm/a.qcow2": None,
+        "/srv/vm/b.qcow2": "cannot create disk /srv/vm/b.qcow2 (plugin liar said its "
+        "bkt_disk_provision created it): storage pool images has no volume b.qcow2",
+    }
+    assert libvirt.processes == ["virsh"], "creation and check in one virsh process"
+    libvirt.capacities["images", "a.qcow2"] = 1 << 30
+    libvirt.volumes["images", "b.qcow2"] = "qcow2"
+    libvirt.capacities["images", "b.qcow2"] = 3 << 30
+    results = provision_all(host(PoolLiar()), creations[1:], ctx)
+    assert results == {"/srv/vm/b.qcow2": None}

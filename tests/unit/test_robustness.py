@@ -17,7 +17,7 @@ import pytest
 from pydantic import Field
 
 import bkt_core
-from bkt_core import FakeRunner, Host, PluginError, SyncReport, hookimpl
+from bkt_core import Completed, FakeRunner, Host, PluginError, SyncReport, hookimpl
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Element, Reading
 from bkt_vm_plugin.provision import DiskCreation, DiskRequest
@@ -74,17 +74,22 @@ HEALTHY_HOST = {
 
 class MemoryLibvirt(Virsh):
     """Answers the virsh batches bkt sends from a dict of domain XML. Every batch is recorded
-    in :attr:`processes`; ``qemu-img`` goes to a :class:`FakeRunner` that records it and
-    writes nothing."""
+    in :attr:`processes`; ``qemu-img`` goes to a :class:`FakeRunner` that records it, and
+    whose ``create`` writes a few bytes (every disk is 1 GiB, as ``info`` says)."""
 
     def __init__(self) -> None:
-        info = json.dumps({"format": "qcow2"})
+        info = json.dumps({"format": "qcow2", "virtual-size": 1 << 30})
         self.qemu = FakeRunner().reply(lambda argv: argv[:2] == ("qemu-img", "info"), info)
-        self.qemu.reply(lambda argv: argv[:2] == ("qemu-img", "create"))
+        self.qemu.on(lambda argv: argv[:2] == ("qemu-img", "create"), self._create)
         super().__init__(self.qemu)
         self.xml: dict[str, str] = {}
         self.autostart: set[str] = set()
         self.processes: list[list[tuple[str, ...]]] = []
+
+    @staticmethod
+    def _create(argv: tuple[str, ...], _input: str | None) -> Completed:
+        Path(argv[-2]).write_bytes(b"QFI\xfb")
+        return Completed(argv, 0, "", "")
 
     def batch(self, commands: Sequence[Sequence[str]]) -> list[Reply]:
         if commands:
@@ -287,7 +292,8 @@ def test_a_render_that_raises_fails_that_vm_only(world: World) -> None:
     assert results(report) == {
         "bad": (
             "failed",
-            "plugin boom in bkt_domain_fields: render failed: ValueError: cannot paint this one",
+            "plugin boom in bkt_domain_fields: render failed for VM bad (field color): "
+            "ValueError: cannot paint this one",
         ),
         "good": ("created", None),
     }
@@ -336,6 +342,298 @@ def test_a_post_sync_hook_that_raises_does_not_stop_the_others(world: World) -> 
     assert results(report) == {"bad": ("failed", message), "good": ("failed", message)}
     assert world.libvirt.autostart == {"good"}, "autostart's post-sync action still ran"
     assert world.file.read_text() == world.text
+
+
+# -- plugins that break the contract -------------------------------------------------------------
+
+
+def liar(hook: str, value: object, only: str | None = None) -> object:
+    """A plugin ``liar`` whose ``hook`` returns ``value`` (for the VM ``only``, when given;
+    None for the others)."""
+
+    def impl(self: object, **kwargs: Any) -> object:
+        return value if only is None or kwargs.get("name") == only else None
+
+    # pluggy passes only the arguments an implementation names: name them.
+    names = {"bkt_disk_plan": "name", "bkt_post_sync_vm": "name"}
+    if hook in names:
+
+        def impl_named(self: object, name: str) -> object:
+            return impl(self, name=name)
+
+        return type("Liar", (), {"bkt_plugin_name": "liar", hook: hookimpl(impl_named)})()
+    return type("Liar", (), {"bkt_plugin_name": "liar", hook: hookimpl(impl)})()
+
+
+ITERABLE_OF = "expected an iterable of {} (or None)"
+FIELDS = "expected a mapping of field names to (annotation, FieldInfo) pairs (or None)"
+
+
+@pytest.mark.parametrize(
+    ("hook", "value", "detail"),
+    [
+        ("bkt_subsystems", "vm", "returned a str, " + ITERABLE_OF.format("Subsystem")),
+        (
+            "bkt_subsystems",
+            [object()],
+            "returned an object among its items, " + ITERABLE_OF.format("Subsystem"),
+        ),
+        ("bkt_manifest_fields", ["color"], "returned a list, " + FIELDS),
+        ("bkt_manifest_fields", {"color": str}, "returned a type for field 'color', " + FIELDS),
+        (
+            "bkt_manifest_fields",
+            {"color": (str, "blue")},
+            "returned a tuple for field 'color', " + FIELDS,
+        ),
+        ("bkt_validate_manifest", 7, "returned an int, " + ITERABLE_OF.format("Problem")),
+        (
+            "bkt_validate_manifest",
+            ["vms.bad is bad"],
+            "returned a str among its items, " + ITERABLE_OF.format("Problem"),
+        ),
+        (
+            "bkt_domain_fields",
+            {"color": 1},
+            "returned a dict, " + ITERABLE_OF.format("DomainField"),
+        ),
+        (
+            "bkt_domain_fields",
+            (n for n in [ColorField(), "color"]),
+            "returned a str among its items, " + ITERABLE_OF.format("DomainField"),
+        ),
+    ],
+)
+def test_a_hook_that_returns_the_wrong_type_is_an_error_naming_plugin_and_hook(
+    world: World, hook: str, value: object, detail: str
+) -> None:
+    with pytest.raises(PluginError) as caught:
+        world.sync(liar(hook, value))
+    assert str(caught.value) == f"plugin liar in {hook}: {detail}"
+    assert (caught.value.plugin, caught.value.hook, caught.value.exit_code) == ("liar", hook, 1)
+    world.untouched()
+
+
+@pytest.mark.parametrize(
+    ("hook", "value", "detail"),
+    [
+        ("bkt_disk_plan", "/disks/bad.qcow2", "returned a str, expected DiskCreation or None"),
+        ("bkt_post_sync_vm", False, "returned a bool, expected None"),
+    ],
+)
+def test_a_per_vm_hook_that_returns_the_wrong_type_fails_that_vm_only(
+    world: World, hook: str, value: object, detail: str
+) -> None:
+    report = world.sync(liar(hook, value, only="bad"))
+    assert results(report) == {
+        "bad": ("failed", f"plugin liar in {hook}: {detail}"),
+        "good": ("created", None),
+    }
+
+
+def test_a_disk_provision_that_answers_yes_is_not_taken_for_true(world: World) -> None:
+    class SaysYes(RaisingProvision):
+        @hookimpl
+        def bkt_disk_provision(self, creation: DiskCreation) -> Any:
+            return "yes" if creation.plugin == "boom" else None
+
+    report = world.sync(SaysYes())
+    assert results(report)["bad"] == (
+        "failed",
+        "plugin boom in bkt_disk_provision: returned a str, expected bool or None",
+    )
+    assert set(world.libvirt.xml) == {"good"}, "bad is not defined without its disk"
+
+
+def test_a_post_sync_hook_that_returns_something_fails_what_the_run_changed(
+    world: World,
+) -> None:
+    report = world.sync(liar("bkt_post_sync", ["done"]))
+    message = "plugin liar in bkt_post_sync: returned a list, expected None"
+    assert results(report) == {"bad": ("failed", message), "good": ("failed", message)}
+
+
+class Exits:
+    """A plugin whose ``hook`` raises ``exc`` (for the VM ``bad`` in the per-VM hooks)."""
+
+    bkt_plugin_name = "exits"
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    @hookimpl
+    def bkt_validate_manifest(self, document: Any) -> None:
+        if "fail-validate" in document.get("vms", {}).get("bad", {}).get("network", ""):
+            raise self.exc
+
+    @hookimpl
+    def bkt_disk_plan(self, name: str) -> None:
+        if name == "bad":
+            raise self.exc
+
+    @hookimpl
+    def bkt_post_sync(self) -> None:
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "detail"),
+    [
+        (SystemExit(7), "SystemExit: 7"),
+        (KeyboardInterrupt(), "KeyboardInterrupt"),
+        (GeneratorExit("odd"), "GeneratorExit: odd"),
+    ],
+)
+def test_a_plugin_that_exits_or_interrupts_is_an_error_naming_plugin_and_hook(
+    world: World, exc: BaseException, detail: str
+) -> None:
+    report = world.sync(Exits(exc))
+    plan_failure = f"plugin exits in bkt_disk_plan: {detail}"
+    post_failure = f"plugin exits in bkt_post_sync: {detail}"
+    assert results(report) == {"bad": ("failed", plan_failure), "good": ("failed", post_failure)}
+
+    world.file.write_text(world.text.replace('"none"', '"fail-validate"', 1))
+    with pytest.raises(PluginError) as caught:
+        world.sub(Exits(exc)).validate()
+    assert str(caught.value) == f"plugin exits in bkt_validate_manifest: {detail}"
+    assert caught.value.__cause__ is exc
+
+
+class ExitingField(ColorField):
+    def render(self, domain: Element, vm: Any, ctx: DomainContext) -> None:
+        if ctx.name == "bad":
+            raise SystemExit(3)
+
+
+def test_a_field_method_that_exits_fails_that_vm_only(world: World) -> None:
+    class ExitingRender(RaisingRender):
+        @hookimpl
+        def bkt_domain_fields(self) -> Iterable[DomainField]:
+            return [ExitingField()]
+
+    report = world.sync(ExitingRender())
+    assert results(report) == {
+        "bad": ("failed", "plugin boom in bkt_domain_fields: render failed: SystemExit: 3"),
+        "good": ("created", None),
+    }
+
+
+class Sleeps:
+    """A manifest rule that takes a minute and swallows every ``Exception`` meanwhile."""
+
+    bkt_plugin_name = "sleeps"
+
+    @hookimpl
+    def bkt_validate_manifest(self) -> None:
+        import contextlib
+        import time
+
+        with contextlib.suppress(Exception):
+            time.sleep(60)
+
+
+def test_a_hook_past_the_time_limit_is_an_error_naming_plugin_and_hook(tmp_path: Path) -> None:
+    import signal
+
+    (tmp_path / "vms.json").write_text('{"vms": {}}')
+    host = Host(
+        tmp_path, entry_points=False, plugins=[*default_plugins(), Sleeps()], hook_timeout=0.05
+    )
+    with pytest.raises(PluginError) as caught:
+        host.validate()
+    assert (
+        str(caught.value) == "plugin sleeps in bkt_validate_manifest: did not return within 0.05 s"
+    )
+    assert "BKT_HOOK_TIMEOUT" in (caught.value.hint or "")
+    # The watchdog is gone: no timer, no handler of bkt's left behind.
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+
+
+def test_the_hook_time_limit_comes_from_the_environment() -> None:
+    from bkt_core.errors import UsageError
+    from bkt_core.host import DEFAULT_HOOK_TIMEOUT, hook_timeout_from_env
+
+    assert hook_timeout_from_env({}) == DEFAULT_HOOK_TIMEOUT
+    assert hook_timeout_from_env({"BKT_HOOK_TIMEOUT": " 2.5 "}) == 2.5
+    assert hook_timeout_from_env({"BKT_HOOK_TIMEOUT": "0"}) is None
+    for bad in ("soon", "-1", "nan", "inf"):
+        with pytest.raises(UsageError, match="BKT_HOOK_TIMEOUT must be a number of seconds"):
+            hook_timeout_from_env({"BKT_HOOK_TIMEOUT": bad})
+
+
+def test_every_hook_declares_the_type_its_results_are_checked_against() -> None:
+    """The result table and the hook specifications name the same hooks, each with the
+    shape its return annotation has."""
+    from bkt_core import hookspecs
+
+    assert set(hookspecs.RESULTS) == set(hookspecs.hook_names())
+    starts = {"none": "None", "value": "", "iterable": "Iterable[", "fields": "Mapping[str, "}
+    for name, (shape, _type) in hookspecs.RESULTS.items():
+        annotation = getattr(hookspecs, name).__annotations__["return"]
+        assert annotation.startswith(starts[shape]), name
+        assert annotation == "None" if shape == "none" else annotation.endswith(" | None"), name
+
+
+def test_sync_holds_the_manifest_lock_that_capture_takes(world: World) -> None:
+    """From reading the manifest to the last post-sync hook, another lock of the manifest
+    directory (capture's) has to wait."""
+    import fcntl
+    import os
+
+    seen: list[str] = []
+
+    class Probe:
+        bkt_plugin_name = "probe"
+
+        @hookimpl
+        def bkt_validate_manifest(self) -> None:
+            seen.append(probe())
+
+        @hookimpl
+        def bkt_post_sync(self) -> None:
+            seen.append(probe())
+
+    def probe() -> str:
+        fd = os.open(world.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "locked"
+        finally:
+            os.close(fd)
+        return "free"
+
+    world.sync(Probe())
+    assert seen == ["locked", "locked"]
+    seen.clear()
+    world.sub(Probe()).sync(dry_run=True)
+    assert seen == ["free"], "a dry run only reads: it does not wait for a capture"
+
+
+def test_the_define_batch_writes_no_file(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The XML to define reaches virsh through an in-memory file: nothing in the temporary
+    directory even while virsh runs (a signal or a crash can leave nothing behind)."""
+    import tempfile
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    seen: list[list[Path]] = []
+    define = world.libvirt._one
+
+    def one(c: tuple[str, ...]) -> Reply:
+        if c[0] == "define":
+            seen.append(list(private.iterdir()))
+            assert c[c.index("--file") + 1].startswith("/proc/")
+        return define(c)
+
+    world.libvirt._one = one  # type: ignore[method-assign]
+    report = world.sync()
+    assert results(report) == {"bad": ("created", None), "good": ("created", None)}
+    assert seen == [[], []]
 
 
 # -- conflicts are start-up errors ---------------------------------------------------------------

@@ -9,7 +9,6 @@ so it shows in ``-vv`` traces and unit tests can answer it.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,22 +103,9 @@ def _info(base: str, path: str, context: ProvisionContext) -> Mapping[str, Any]:
 
 
 def provision(creation: OverlayCreation, context: ProvisionContext) -> None:
-    """Creates the overlay. The file is first made empty with ``O_EXCL``, so that a disk that
-    appeared since planning is never replaced (qemu-img would truncate it)."""
-    path = creation.path
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        raise OperationError(f"disk {path} appeared after planning; it is left as it is") from None
-    except OSError as exc:
-        raise _refuse(path, exc.strerror or str(exc)) from None
-    os.close(fd)
-    argv = ["create", "-q", "-f", "qcow2", "-b", creation.base, "-F", creation.base_format]
-    try:
-        context.qemu_img([*argv, "--", path, f"{creation.size_gb}G"])
-    except CommandError as exc:
-        os.unlink(path)  # the empty placeholder is ours
-        raise _refuse(path, exc.message) from None
+    """Creates the overlay with bkt's own ``create_image``: a disk that appeared since
+    planning is never replaced, and no one else can redirect the new file."""
+    context.create_image(creation, ["-b", creation.base, "-F", creation.base_format])
 
 
 def rules(document: Mapping[str, Any], home: str | None) -> list[Problem]:

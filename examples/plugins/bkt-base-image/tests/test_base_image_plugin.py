@@ -13,7 +13,7 @@ import bkt_base_image
 import pytest
 from bkt_base_image.overlay import OverlayCreation
 
-from bkt_core import FakeRunner, Host, ManifestError, OperationError, SubprocessRunner
+from bkt_core import Completed, FakeRunner, Host, ManifestError, OperationError, SubprocessRunner
 from bkt_core.process import CommandRunner
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.provision import (
@@ -128,15 +128,26 @@ def test_a_refusal_names_the_disk_and_the_reason(
 
 
 def test_provisioning_runs_qemu_img_with_the_backing_file(tmp_path: Path, base: Path) -> None:
-    runner = fake_qemu_img(fmt="raw")
+    disk = f"{tmp_path}/web.qcow2"
+    overlay = json.dumps({"format": "qcow2", "virtual-size": 2 * GIB})
+    runner = FakeRunner().reply(lambda argv: argv[-1] == disk, stdout=overlay)
+    runner.rules += fake_qemu_img(fmt="raw").rules
+
+    def create(argv: tuple[str, ...], _input: str | None) -> Completed:
+        Path(argv[-2]).write_bytes(b"QFI\xfb")
+        return Completed(argv, 0, "", "")
+
+    runner.rules.insert(1, (lambda argv: argv[:2] == ("qemu-img", "create"), create))
     ctx = context(runner)
     sub = vm_sub()
     creation = plan_for(sub, tmp_path, ctx, base_image=str(base))
     assert provision_all(sub.host, [creation], ctx) == {creation.path: None}
-    disk = f"{tmp_path}/web.qcow2"
-    assert runner.calls[-1] == (
-        "qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", "--", disk, "2G",
+    created = runner.calls[-2]
+    assert created[:10] == (
+        "qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", "--",
     )  # fmt: skip
+    assert created[10:] == (created[10].rsplit("/", 1)[0] + "/web.qcow2", "2G")
+    assert runner.calls[-1][:2] == ("qemu-img", "info"), "bkt checked what was made"
     # A disk that appeared since planning is never replaced.
     again = provision_all(sub.host, [creation], ctx)
     assert again == {disk: f"disk {disk} appeared after planning; it is left as it is"}

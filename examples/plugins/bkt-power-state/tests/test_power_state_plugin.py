@@ -68,7 +68,7 @@ class MemoryLibvirt(Virsh):
 
 def entry(tmp_path: Path, name: str, **fields: Any) -> dict[str, Any]:
     disk = tmp_path / f"{name}.qcow2"
-    disk.touch()
+    disk.write_bytes(b"QFI\xfb")  # an image (bkt refuses an empty file as a disk)
     return {
         "memory_gb": 1,
         "vcpus": 1,

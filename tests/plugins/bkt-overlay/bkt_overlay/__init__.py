@@ -1,8 +1,9 @@
 """A plugin that takes over disk provisioning for disks whose file name contains "overlay".
 
-Such a disk is created as a qcow2 overlay on a base image (``qemu-img create -f qcow2 -b BASE
--F qcow2``): ``$BKT_OVERLAY_BASE`` when set, else ``base.qcow2`` beside the disk. Every other
-disk is left to the next plugin (the default), by returning None.
+Such a disk is created as a qcow2 overlay of the planned size on a base image (``qemu-img
+create -f qcow2 -b BASE -F qcow2``, through the context's ``create_image``):
+``$BKT_OVERLAY_BASE`` when set, else ``base.qcow2`` beside the disk. Every other disk is left
+to the next plugin (the default), by returning None.
 """
 
 from __future__ import annotations
@@ -50,15 +51,5 @@ def bkt_disk_plan(disk: DiskRequest, context: ProvisionContext) -> DiskCreation 
 def bkt_disk_provision(creation: DiskCreation, context: ProvisionContext) -> bool | None:
     if creation.plugin != NAME or not isinstance(creation, OverlayCreation):
         return None
-    # Exclusive: never replace a file that appeared since planning.
-    try:
-        os.close(os.open(creation.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        raise OperationError(f"disk {creation.path} appeared after planning") from None
-    backing = ["-b", creation.base, "-F", "qcow2"]
-    try:
-        context.qemu_img(["create", "-q", "-f", "qcow2", *backing, "--", creation.path])
-    except OperationError:
-        os.unlink(creation.path)
-        raise
+    context.create_image(creation, ["-b", creation.base, "-F", "qcow2"])
     return True
