@@ -178,13 +178,15 @@ class SyncReport:
 @dataclass(frozen=True)
 class StatusRow:
     """One VM as status reports it: ``state`` is running, stopped or missing; ``in_sync`` is
-    None when there is nothing to compare (missing, unmanaged)."""
+    None when there is nothing to compare (missing, unmanaged); ``pending_restart`` lists
+    the fields of a running VM whose persistent definition differs from the running one."""
 
     name: str
     state: str
     managed: bool
     in_sync: bool | None
     drift: tuple[str, ...] = ()
+    pending_restart: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -193,6 +195,7 @@ class StatusRow:
             "managed": self.managed,
             "in_sync": self.in_sync,
             "drift": list(self.drift),
+            "pending_restart": list(self.pending_restart),
         }
 
 

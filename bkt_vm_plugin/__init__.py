@@ -45,9 +45,10 @@ def bkt_subsystems(host: Host) -> Iterable[Subsystem]:
 
 @hookimpl
 def bkt_cli_commands(cli: click.Group) -> None:
-    from bkt_vm_plugin.commands import vm_group
+    from bkt_vm_plugin.commands import doctor, vm_group
 
     cli.add_command(vm_group)
+    cli.add_command(doctor)
 
 
 @hookimpl

@@ -275,6 +275,36 @@ def capture(app: Cli, names: tuple[str, ...], all_: bool, dry_run: bool) -> None
     run_capture(app, names, all_=all_, dry_run=dry_run)
 
 
+@click.command(
+    name="doctor",
+    help="Check that this host can run the manifest's VMs: virsh, libvirt, KVM, firmware, "
+    "swtpm, networks, bridges, and the disk and ISO paths QEMU must reach.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_cli
+def doctor(app: Cli, as_json: bool) -> None:
+    from bkt_vm_plugin.doctor import doctor as run_doctor
+
+    report = run_doctor(_vm(app))
+    if as_json:
+        app.printer.json(report.to_json())
+    else:
+        from bkt_core.output import DIM, GREEN, RED, YELLOW
+
+        width = max(len(c.check) for c in report.checks)
+        colours = {"ok": GREEN, "warn": YELLOW, "fail": RED, "skip": DIM}
+        for c in report.checks:
+            status = app.printer.paint(c.status.ljust(4), colours[c.status])
+            hint = f" (fix: {c.hint})" if c.hint and c.status in ("warn", "fail") else ""
+            app.printer.data(f"{status}  {c.check.ljust(width)}  {c.message}{hint}")
+    failed = report.failed
+    if failed:
+        raise OperationError(
+            f"{len(failed)} of {len(report.checks)} checks failed: "
+            + ", ".join(c.check for c in failed)
+        )
+
+
 def every_subsystem(app: Cli, verb: str, *, dry_run: bool = False, check: bool = False) -> None:
     """What ``bkt sync``, ``bkt status`` and ``bkt capture`` do for the VM subsystem."""
     if verb == "sync":

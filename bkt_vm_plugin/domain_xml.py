@@ -91,8 +91,8 @@ _PARSER = etree.XMLParser(
 )
 
 
-def parse_xml(text: str) -> Element:
-    """The ``<domain>`` element of ``text``. Raises :class:`DomainXmlError`."""
+def parse_xml(text: str, root_tag: str = "domain") -> Element:
+    """The ``<domain>`` (or ``root_tag``) element of ``text``. Raises :class:`DomainXmlError`."""
     # Parsed as UTF-8 bytes (the parser's encoding overrides any declaration): lxml refuses
     # str input that carries an encoding declaration.
     try:
@@ -105,10 +105,10 @@ def parse_xml(text: str) -> Element:
     if docinfo.internalDTD is not None or docinfo.doctype:
         # libvirt never writes a DOCTYPE; refusing it rules out entity tricks entirely.
         raise DomainXmlError("domain XML is not well-formed: a DOCTYPE is not allowed")
-    if root.tag != "domain":
+    if root.tag != root_tag:
         qname = etree.QName(root)
         shown = f"{root.prefix}:{qname.localname}" if root.prefix else qname.localname
-        raise DomainXmlError(f"not a domain XML: the root element is <{shown}>, not <domain>")
+        raise DomainXmlError(f"not a domain XML: the root element is <{shown}>, not <{root_tag}>")
     return root
 
 

@@ -104,4 +104,8 @@ def print_status(printer: Printer, report: StatusReport) -> None:
             sync = "in sync"
         else:
             sync = printer.paint("drift: " + ", ".join(row.drift), YELLOW)
+        if row.pending_restart:
+            sync += " " + printer.paint(
+                f"(restart pending: {', '.join(row.pending_restart)})", YELLOW
+            )
         printer.data(f"{row.name.ljust(width)}  {state}  {sync}")

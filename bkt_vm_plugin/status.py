@@ -3,6 +3,10 @@
 One virsh process (the observation batch) whatever the number of VMs. A VM's disk format is
 taken from its own domain, so status never reads an image (and never reports
 ``disk_format``); an ISO left out because its file is missing or not cached is not drift.
+
+A running VM whose persistent definition differs from the one it runs (a sync changed it)
+has a restart pending: the fields whose readings differ between ``dumpxml --inactive`` and
+``dumpxml``, both read in the same process.
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ from bkt_core.errors import BktError, OperationError
 from bkt_core.plan import StatusReport, StatusRow
 
 if TYPE_CHECKING:
+    from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
     from bkt_vm_plugin.subsystem import VmSubsystem
+    from bkt_vm_plugin.virsh import Reply
 
 UNREADABLE = "(definition unreadable)"
+
+#: Readings libvirt rewrites when a domain starts, which a restart would not change: it
+#: replaces ``host-model`` with the CPU model it computed for this host.
+_EXPANDED_AT_START = {("cpu_model", "host-model")}
 
 
 def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
@@ -28,7 +38,7 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
 
     manifest = sub.load()
     managed = [n for n in sorted(manifest.vms) if not names or n in names]
-    observation = observe(sub.virsh, managed)
+    observation = observe(sub.virsh, managed, live=True)
     others = list(dict.fromkeys(n for n in names if n not in manifest.vms))
     for name in others:
         if name not in observation.domains:
@@ -76,8 +86,29 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
             drift = [
                 f for f in changed_fields(mapping.diff(parsed, vm, ctx)) if f != "disk_format"
             ]
+            pending = _pending(mapping, observation.live.get(name), parsed, ctx)
         except BktError:
-            drift = [UNREADABLE]
-        rows.append(StatusRow(name, state, True, not drift, tuple(drift)))
+            drift, pending = [UNREADABLE], ()
+        rows.append(StatusRow(name, state, True, not drift, tuple(drift), pending))
     rows += [StatusRow(name, observation.state(name), False, None) for name in others]
     return StatusReport(tuple(rows))
+
+
+def _pending(
+    mapping: DomainMapping, live: Reply | None, persistent: Parsed, ctx: DomainContext
+) -> tuple[str, ...]:
+    """The fields whose persistent reading differs from the running one: what the next boot
+    changes. Nothing when the VM does not run or its running definition cannot be read."""
+    if live is None or not live.ok:
+        return ()
+    try:
+        running = mapping.parse(live.stdout, ctx).readings
+    except BktError:
+        return ()
+    return tuple(
+        name
+        for name, reading in persistent.readings.items()
+        if name != "disk_format"
+        and running.get(name) != reading
+        and (name, reading.value) not in _EXPANDED_AT_START
+    )

@@ -74,13 +74,15 @@ def firmware_change(parsed: Parsed, vm: VmDefinition) -> str | None:
 class Observation:
     """What libvirt holds, as far as sync, status and capture need it: every domain, the
     active ones (running or paused), those with autostart, and the inactive definition of
-    each domain asked for that exists."""
+    each domain asked for that exists; with ``live``, also the running definition of each
+    active one."""
 
     domains: frozenset[str]
     active: frozenset[str]
     autostart: frozenset[str]
     definitions: dict[str, Reply] = field(default_factory=dict)
     firmware: HostFirmware | None = None
+    live: dict[str, Reply] = field(default_factory=dict)
 
     def state(self, name: str) -> str:
         if name in self.active:
@@ -101,8 +103,11 @@ def _names(reply: Reply) -> frozenset[str]:
     return frozenset(line for line in reply.check().splitlines() if line.strip())
 
 
-def observe(virsh: Virsh, names: Iterable[str]) -> Observation:
-    """The domain lists and the definitions of ``names``, in one virsh process."""
+def observe(virsh: Virsh, names: Iterable[str], *, live: bool = False) -> Observation:
+    """The domain lists and the definitions of ``names``, in one virsh process. With
+    ``live``, the same process also reads each one's running definition (``dumpxml`` without
+    ``--inactive``): which domains run is not known before the process, so it is asked for
+    every name and kept for the active ones."""
     wanted = list(dict.fromkeys(names))
     commands: list[list[str]] = [
         ["list", "--all", "--name"],
@@ -110,10 +115,21 @@ def observe(virsh: Virsh, names: Iterable[str]) -> Observation:
         ["list", "--all", "--name", "--autostart"],
     ]
     commands += [["dumpxml", "--inactive", "--security-info", "--domain", n] for n in wanted]
+    if live:
+        commands += [["dumpxml", "--security-info", "--domain", n] for n in wanted]
     replies = virsh.batch(commands)
     domains, active, autostart = (_names(r) for r in replies[:3])
-    definitions = {n: r for n, r in zip(wanted, replies[3:], strict=True) if n in domains}
-    return Observation(domains, active, autostart, definitions, HostFirmware(virsh.uri))
+    n = len(wanted)
+    definitions = {name: r for name, r in zip(wanted, replies[3 : 3 + n], strict=True)}
+    running = {name: r for name, r in zip(wanted, replies[3 + n :], strict=False)}
+    return Observation(
+        domains,
+        active,
+        autostart,
+        {name: r for name, r in definitions.items() if name in domains},
+        HostFirmware(virsh.uri),
+        {name: r for name, r in running.items() if name in active},
+    )
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -321,6 +337,15 @@ def _plan(
     selected = select(manifest, names, sub)
     planner = make_planner(sub, selected, allow_firmware_change=allow_firmware_change)
     entries = tuple(planner.entry(name, manifest.vms[name]) for name in selected)
+    defined = [
+        e.name for e in entries if e.action in ("create", "update") and e.payload.xml is not None
+    ]
+    if defined:
+        # Warn, before anything is defined, about what would stop these VMs on this host
+        # (the checks of `bkt doctor`); a sync that defines nothing pays nothing for it.
+        from bkt_vm_plugin.doctor import plan_warnings
+
+        entries = plan_warnings(sub, entries, defined, manifest)
     return planner, SyncPlan("vm", entries), manifest
 
 

@@ -110,7 +110,7 @@ CASES: dict[str, Case] = {
     "vm status --json": Case(
         "synced",
         ("vm", "status", "--json"),
-        '{{"vms":[{{"name":"{a}","state":"stopped","managed":true,"in_sync":true,"drift":[]}}]}}\n',
+        '{{"vms":[{{"name":"{a}","state":"stopped","managed":true,"in_sync":true,"drift":[],"pending_restart":[]}}]}}\n',
     ),
     "vm status -vv": Case(
         "synced",

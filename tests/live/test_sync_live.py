@@ -69,10 +69,13 @@ def test_create_then_a_second_sync_defines_nothing(
         assert result.stdout.endswith("2 created, 0 updated, 0 unchanged, 0 failed\n")
         processes = traced(result.stderr)
         # observe, the storage pools (read because disks are created: one or two processes),
-        # define, read back, autostart: the same virsh processes for any number of VMs.
+        # the host checks (because VMs are defined), define, read back, autostart: the same
+        # virsh processes for any number of VMs.
         others = [p for p in processes if not p[0].startswith("pool-")]
-        assert [p[0].split()[0] for p in others] == ["list", "define", "list", "autostart"]
-        assert [c.split()[0] for c in others[1]] == ["define", "define"]
+        assert [p[0].split()[0] for p in others] == [
+            "list", "domcapabilities", "define", "list", "autostart"
+        ]  # fmt: skip
+        assert [c.split()[0] for c in others[2]] == ["define", "define"]
         assert (disks / f"{a}.qcow2").exists()
         assert virsh("list", "--all", "--name", "--autostart").split() == [b]
 
@@ -177,9 +180,20 @@ def test_a_running_vm_is_updated_for_its_next_boot(
         assert "<memory unit='KiB'>1048576</memory>" in virsh("dumpxml", name), (
             "the live domain keeps its memory"
         )
-        assert "running  in sync" in bkt("vm", "status", name).stdout
+        # Until it restarts, status says what the next boot changes: read in one process.
+        status = bkt("-vv", "vm", "status", name)
+        assert status.stdout.splitlines()[1].endswith(
+            "running  in sync (restart pending: memory_gb)"
+        ), status.stdout
+        assert len(traced(status.stderr)) == 1, status.stderr
+        (row,) = json.loads(bkt("vm", "status", "--json", name).stdout)["vms"]
+        assert (row["in_sync"], row["pending_restart"]) == (True, ["memory_gb"])
         report = json.loads(bkt("vm", "sync", "--dry-run", "--json").stdout)
         assert report["plan"]["vms"] == [{"name": name, "action": "unchanged"}]
+        # After a restart nothing is pending.
+        assert bkt("vm", "stop", "--force", name).returncode == 0
+        assert bkt("vm", "start", name).returncode == 0
+        assert bkt("vm", "status", name).stdout.splitlines()[1].endswith("running  in sync")
 
 
 def test_status_shows_running_stopped_missing_and_unmanaged(
@@ -203,7 +217,8 @@ def test_status_shows_running_stopped_missing_and_unmanaged(
         assert result.returncode == 0
         rows = {r["name"]: r for r in json.loads(result.stdout)["vms"]}
         assert rows[running] == {
-            "name": running, "state": "running", "managed": True, "in_sync": True, "drift": []
+            "name": running, "state": "running", "managed": True, "in_sync": True, "drift": [],
+            "pending_restart": [],
         }  # fmt: skip
         assert rows[stopped] == {
             "name": stopped,
@@ -211,12 +226,15 @@ def test_status_shows_running_stopped_missing_and_unmanaged(
             "managed": True,
             "in_sync": False,
             "drift": ["memory_gb"],
+            "pending_restart": [],
         }
         assert rows[missing] == {
-            "name": missing, "state": "missing", "managed": True, "in_sync": None, "drift": []
+            "name": missing, "state": "missing", "managed": True, "in_sync": None, "drift": [],
+            "pending_restart": [],
         }  # fmt: skip
         assert rows[other] == {
-            "name": other, "state": "stopped", "managed": False, "in_sync": None, "drift": []
+            "name": other, "state": "stopped", "managed": False, "in_sync": None, "drift": [],
+            "pending_restart": [],
         }  # fmt: skip
 
         table = bkt("vm", "status")
@@ -419,3 +437,19 @@ def test_a_graceful_stop_of_a_guest_that_shuts_down(
         result = bkt("vm", "stop", name, "--timeout", "30")
         thread.join()
         assert (result.returncode, result.stdout) == (0, f"{name}: shut down\n"), result.stderr
+
+
+def test_a_running_host_model_vm_has_no_restart_pending(
+    bkt: RunBkt, tmp_path: Path, disks: Path
+) -> None:
+    # libvirt writes the CPU it computed for host-model into the running definition.
+    name = unique_name("hostmodel")
+    with domains(name):
+        write_vms(tmp_path / "manifests", {name: vm(disks, name, cpu_model="host-model")})
+        assert bkt("vm", "sync").returncode == 0
+        assert bkt("vm", "start", name).returncode == 0
+        assert "host-model" not in virsh("dumpxml", name)
+        status = bkt("vm", "status", name)
+        assert status.stdout.splitlines()[1].endswith("running  in sync"), status.stdout
+        (row,) = json.loads(bkt("vm", "status", "--json", name).stdout)["vms"]
+        assert row["pending_restart"] == []

@@ -56,6 +56,22 @@ def test_exported_members() -> None:
 # -- an in-memory libvirt ---------------------------------------------------------------------
 
 
+#: What the host checks of a sync (``bkt doctor``'s) read, from a host where all is well.
+HEALTHY_HOST = {
+    "uri": "qemu:///session\n",
+    "version": "Using library: libvirt 9.0.0\nRunning hypervisor: QEMU 7.2.22\n",
+    "domcapabilities": (
+        "<domainCapabilities><os supported='yes'><enum name='firmware'><value>efi</value>"
+        "</enum><loader supported='yes'><enum name='secure'><value>yes</value></enum></loader>"
+        "</os><devices><tpm supported='yes'><enum name='backendModel'><value>emulator</value>"
+        "</enum></tpm></devices></domainCapabilities>"
+    ),
+    "net-list": "default\n",
+    "create": "",
+    "destroy": "",
+}
+
+
 class MemoryLibvirt(Virsh):
     """Answers the virsh batches bkt sends from a dict of domain XML. Every batch is recorded
     in :attr:`processes`; ``qemu-img`` goes to a :class:`FakeRunner` that records it, and
@@ -89,6 +105,8 @@ class MemoryLibvirt(Virsh):
             return ok("".join(f"{n}\n" for n in sorted(names)))
         if c[0] == "pool-list":
             return ok("")
+        if c[0] in HEALTHY_HOST:
+            return ok(HEALTHY_HOST[c[0]])
         if c[0] == "define":
             xml = Path(c[c.index("--file") + 1]).read_text()
             found = re.search(r"<name>([^<]+)</name>", xml)

@@ -49,6 +49,8 @@ class MemoryLibvirt(Virsh):
             assert found
             self.xml[found.group(1)] = xml
             return ok()
+        if c[0] == "uri":  # asked by sync's host checks before it defines a VM
+            return ok("qemu:///session\n")
         name = c[c.index("--domain") + 1]
         if name not in self.xml:
             return fail(f"failed to get domain '{name}'")
