@@ -20,7 +20,7 @@ the VM alone, the sync diff of the domain against it (capture then sync must be 
 every field not kept), and the whole manifest at the end (rules across VMs, such as two VMs
 on one disk: a VM that breaks one is reverted or skipped, not the whole capture).
 
-Decisions (issue 11, inventory §14.5, 11, 21, 22):
+Decisions:
 
 - A CD-ROM whose ISO file does not exist cannot round-trip: sync leaves out the CD-ROM of an
   ISO that does not exist (and removes such a drive), so writing it as a source would make the

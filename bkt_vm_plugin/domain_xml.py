@@ -1,6 +1,6 @@
 """Domain XML: render, parse and patch are one mapping.
 
-The manifest owns a small set of elements of a libvirt domain (SPEC.md, "Domain XML"). Each
+The manifest owns a small set of elements of a libvirt domain. Each
 piece of that set is a :class:`DomainField`, contributed through the ``bkt_domain_fields``
 hook (the built-in ones live in :mod:`bkt_vm_plugin.mapping`), with its render, parse and patch
 side by side. :class:`DomainMapping` runs every field:
@@ -552,7 +552,7 @@ def resolve_context(
 
 
 def spell(value: Any) -> str:
-    """A value as the manifest spells it, for a field change (DOM-31): numbers in decimal,
+    """A value as the manifest spells it, for a field change: numbers in decimal,
     enums as written, booleans ``true``/``false``, lists joined with ``, `` or ``none``."""
     if value is None:
         return "none"
@@ -651,7 +651,7 @@ class Parsed:
         ]
 
 
-# DOM-30: the order in which the built-in fields' changes are listed. Other fields follow in
+# The order in which the built-in fields' changes are listed. Other fields follow in
 # the order they were registered, and fields that are not in the XML (autostart) come last.
 DIFF_ORDER = (
     "memory_gb", "vcpus", "disk_path", "disk_format", "boot", "tpm", "network", "graphics",
@@ -801,7 +801,7 @@ class DomainMapping:
 
     def diff(self, parsed: Parsed, vm: VmDefinition, ctx: DomainContext) -> list[FieldChange]:
         """The changes that bring the observed domain to ``vm``, old -> new in manifest
-        spelling, in DOM-30 order. Empty means in sync: the one definition of it."""
+        spelling, in :data:`DIFF_ORDER`. Empty means in sync: the one definition of it."""
         changes = [
             change for f in self.fields for change in self._changes(f, parsed.readings, vm, ctx)
         ]

@@ -2,11 +2,10 @@
 
 Each class holds render, parse and patch of its part side by side; parse is also patch's
 comparator (the mapping calls patch only for a field that is out of sync), so a domain in sync
-comes back unchanged. What each field reads, what it treats as the default, and why a value
-cannot round-trip follow the Rust prototype's rules (inventory §3, DOM-1..DOM-40), with the
-fixes of issue 10 marked where they apply.
+comes back unchanged. Each field says what it reads, what it treats as the default, and why a
+value it cannot describe does not round-trip.
 
-Not read at all, so never drift and never enforced on existing domains (DOM-11): machine and
+Not read at all, so never drift and never enforced on existing domains: machine and
 arch, boot order, video model, serial/console, tablet, SPICE channel, TPM model, disk and
 CD-ROM bus/target/readonly, interface model, autoport/port, acpi/apic, ``on_*``, ``maxMemory``.
 """
@@ -297,7 +296,7 @@ class VcpusField(DomainField):
         vcpu = ensure_child(domain, "vcpu")
         vcpu.attrib.pop("current", None)
         set_text(vcpu, str(vm.vcpus))
-        # Fix over the prototype (issue 10, 2b): a topology is changed only when there is one
+        # A topology is changed only when there is one
         # and it no longer adds up to the count (libvirt refuses that); none is added.
         topology = at(domain, "cpu", "topology")
         if topology is not None and _topology_count(topology) != vm.vcpus:
@@ -423,9 +422,10 @@ class DiskField(DomainField):
 
 
 def _firmware_features(secure_boot: bool) -> Element:
-    # Always written for UEFI, so that libvirt's firmware autoselection is deterministic:
-    # without a feature list Debian's libvirt picks the Secure Boot firmware (DOM-6). This is
-    # not SPEC.md's loader secure='yes': autoselection picks the matching firmware and vars.
+    # Always written for UEFI, so that every host picks the same kind of firmware: without a
+    # feature list libvirt takes the host's first firmware descriptor, Secure Boot on Debian
+    # and Fedora. Features rather than a loader path: autoselection then picks this host's
+    # matching firmware and NVRAM template.
     enabled = "yes" if secure_boot else "no"
     return make(
         "firmware",
@@ -942,7 +942,7 @@ class IsoField(DomainField):
         first = _next_free(_used_targets(domain, "sd"))
         for offset, path in enumerate(wanted[len(owned) :]):
             _add_device(domain, _cdrom(path, target_name("sd", first + offset)))
-        # Decision (issue 10, 2c; inventory §14.17): ISOs added to a domain that had none
+        # ISOs added to a domain that had none
         # become bootable, as they are for a new VM: `<boot dev='cdrom'/>` goes after the hd
         # entry, so an installed system still boots first and an empty disk falls through to
         # the installer. Only when the domain orders boot devices in <os> (with per-device
@@ -969,7 +969,7 @@ class IsoField(DomainField):
             return {"iso_sources": [_plain(s) for s in base.iso_sources]}
         # Each CD-ROM maps back to the source of base that resolves to it, or becomes a path;
         # base's sources that are neither attached nor included (uncached URLs, missing files)
-        # follow at the end (DOM-12).
+        # follow at the end.
         known = {iso.path: iso.source for iso in (*ctx.attached, *ctx.missing)}
         sources: list[Any] = [known.get(p) or {"path": p} for p in paths]
         attached = [iso.source for iso in ctx.attached]
@@ -1071,7 +1071,7 @@ class CpuModelField(DomainField):
         reading = readings["cpu_model"]
         if not reading.is_clean:
             return {}
-        # Written only when it is not the default for the domain's type (MAN-6): libvirt's
+        # Written only when it is not the default for the domain's type: libvirt's
         # default (None) under qemu is already None; host-passthrough is kvm's default.
         virt_type = readings.get("virt_type")
         kvm = virt_type is None or virt_type.value != "qemu"

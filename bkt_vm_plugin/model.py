@@ -1,7 +1,7 @@
 """The ``vms.json`` manifest: pydantic models, their defaults, and the rules of one field.
 
 The models are strict: ``1.0`` is not an integer and ``"2"`` is not a number. Optional fields
-have their SPEC.md default here and nowhere else; whether the author wrote a field is kept by
+have their default here and nowhere else; whether the author wrote a field is kept by
 pydantic (``model_fields_set``), so an explicit ``"tpm": "none"`` survives a capture.
 Rules that look at several fields, or at a VM's name (the key of ``vms``), are checked on the
 raw document by :mod:`bkt_vm_plugin.rules`, so that they are reported together with shape

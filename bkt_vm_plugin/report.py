@@ -1,7 +1,8 @@
 """How ``bkt vm`` commands show their results: the sync plan and summary, the status table.
 
 Everything goes through :class:`bkt_core.output.Printer` (stdout for data, stderr for
-warnings and errors); the texts are those of the Rust prototype, which users and tests know.
+warnings and errors); users' scripts and the tests know these texts, so they change only on
+purpose.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """sync, status, start and stop against the real libvirtd, through the CLI as a user runs it.
 
-Ported from the prototype's live tests and extended: every domain has a unique name and is
-removed afterwards even when a test fails."""
+Every domain has a unique name and is removed afterwards even when a test fails."""
 
 from __future__ import annotations
 

@@ -261,7 +261,7 @@ def test_a_cdrom_whose_file_is_missing_is_captured_and_kept_by_sync(world: World
     world.define("inst", world.vm("inst", iso_sources=[{"path": str(iso)}]))
     iso.unlink()
     # Sync keeps a CD-ROM the domain has even while its file is missing, so capture writes
-    # it: capture then sync is a no-op (inventory §14.11).
+    # it: capture then sync is a no-op.
     (entry,) = world.capture("inst").entries
     assert entry.kind == "added"
     assert ("iso_sources", "", f'[{{"path":"{iso}"}}]') in entry.changes

@@ -627,7 +627,7 @@ def test_a_vcpus_change_fixes_a_topology_that_no_longer_adds_up() -> None:
     }
     # The CPU model did not change, so it stays as libvirt wrote it.
     assert root.find("cpu/model").get("fallback") == "forbid"  # type: ignore[union-attr]
-    # Fix (b) of issue 10: a topology that still adds up, or none, is left alone.
+    # A topology that still adds up, or none, is left alone.
     four = parse_xml(patched(spice(vcpus=2)))
     assert four.find("cpu/topology").get("sockets") == "2"  # type: ignore[union-attr]
     bare = LIBVIRT_SPICE.replace(
@@ -668,7 +668,6 @@ def test_patching_malformed_xml_is_an_error() -> None:
 
 
 def test_isos_become_bootable_only_where_the_domain_orders_boot_in_os() -> None:
-    # Decision (c) of issue 10.
     definition = spice(iso_sources=[{"path": "/isos/a.iso"}])
     ctx = ctx_of(definition)
     root = parse_xml(MAPPING.patch(LIBVIRT_SPICE, definition, ctx))

@@ -179,9 +179,9 @@ def reason_kind(field: str, reason: str) -> str:
 
 
 #: How many fixtures round-trip cleanly, and how many fixtures have each kind of problem
-#: (a fixture can have several). The same as the Rust prototype's: fix (a) of issue 10
-#: concerns `firmware='efi'` without features or a loader, which no fixture has.
-EXPECTED_CAPTURABLE = 40  # 14 of them only since user-mode NICs are capturable
+#: (a fixture can have several). No fixture is `firmware='efi'` without features or a
+#: loader (firmware libvirt chooses), so the host's firmware descriptors never matter here.
+EXPECTED_CAPTURABLE = 40
 EXPECTED_REASONS = {
     "disk_path: no disk": 208,
     "disk_path: the first disk is type='block', not a file": 113,
@@ -279,7 +279,7 @@ def unowned(xml: str, all_interfaces: bool) -> bytes:
             return True
         if parent == "os" and name in ("firmware", "loader", "nvram"):
             return True
-        # Fix (c) of issue 10: the first ISO CD-ROM becomes bootable.
+        # The first ISO CD-ROM becomes bootable.
         if parent == "os" and name == "boot" and n.get("dev") == "cdrom":
             return True
         if parent == "features" and name == "smm":

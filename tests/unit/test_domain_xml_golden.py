@@ -180,7 +180,6 @@ def _topology(xml: str) -> dict[str, str] | None:
 
 
 def test_a_vcpus_change_touches_a_topology_only_when_it_no_longer_matches() -> None:
-    # Fix (b) of issue 10.
     def io(case: str) -> tuple[str, str]:
         return (PATCH / f"{case}-in.xml").read_text(), (PATCH / f"{case}-out.xml").read_text()
 
@@ -205,7 +204,7 @@ def test_a_vcpus_change_touches_a_topology_only_when_it_no_longer_matches() -> N
 
 
 def test_isos_added_to_a_domain_without_cdroms_become_bootable() -> None:
-    # Decision (c) of issue 10: <boot dev='cdrom'/> after the hd entry.
+    # <boot dev='cdrom'/> goes after the hd entry.
     after = parse_xml((PATCH / "isos-added-out.xml").read_text())
     assert [b.get("dev") for b in after.findall("os/boot")] == ["hd", "cdrom"]
     before = parse_xml((PATCH / "isos-added-in.xml").read_text())

@@ -42,7 +42,7 @@ def resolve(name: str, vm: VmDefinition, disk_format: str) -> DomainContext:
 
 
 def normalized(vm: VmDefinition) -> dict[str, Any]:
-    """``vm`` as capture writes it: defaults left out, the CPU model's too (MAN-6)."""
+    """``vm`` as capture writes it: defaults left out, the default CPU model too."""
     out = vm.normalized()
     default_cpu = "qemu64" if vm.virt_type == "qemu" else "host-passthrough"
     if out.get("cpu_model") == default_cpu:

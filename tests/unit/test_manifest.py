@@ -1,4 +1,4 @@
-"""Manifest validation: the prototype's fixtures with golden diagnostics, the wording and
+"""Manifest validation: the fixtures of tests/manifests with golden diagnostics, the wording and
 placement of every kind of problem, the VM rules, and saving.
 
 ``BKT_REGENERATE_GOLDEN=1`` rewrites the golden ``.expected`` files from what the code says
@@ -95,7 +95,7 @@ def messages(text: str, home: str | None = HOME) -> list[str]:
     return [d.split(": ", 1)[1] for d in problems(text, home)]
 
 
-# -- the prototype's fixtures ------------------------------------------------------------
+# -- the fixtures of tests/manifests ------------------------------------------------------
 
 KINDS = {
     # kind: (the RFC's schema accepts, bkt accepts)
