@@ -51,6 +51,9 @@ HOOK_TIMEOUT_ENV = "BKT_HOOK_TIMEOUT"
 #: Seconds one call of one hook implementation may take. Generous: a post-sync hook may run
 #: virsh, whose own processes time out after a minute; the limit is for a hook that hangs.
 DEFAULT_HOOK_TIMEOUT = 300.0
+# What the process's interval timer can hold: a limit outside is no limit at all (above) or
+# one that would fire before the hook even starts (below).
+HOOK_TIMEOUT_RANGE = (0.01, 1e6)
 
 #: Most items one hook call may return: an endless generator is a failure, not a hang.
 MAX_RESULT_ITEMS = 100_000
@@ -72,9 +75,11 @@ def hook_timeout_from_env(environ: Mapping[str, str] | None = None) -> float | N
         seconds = float(value)
     except ValueError:
         seconds = math.nan
-    if not (math.isfinite(seconds) and seconds >= 0):
+    low, high = HOOK_TIMEOUT_RANGE
+    if not (math.isfinite(seconds) and (seconds == 0 or low <= seconds <= high)):
         raise UsageError(
-            f"{HOOK_TIMEOUT_ENV} must be a number of seconds (0: no limit), not {value!r}"
+            f"{HOOK_TIMEOUT_ENV} must be a number of seconds from {low:g} to {high:.0f} "
+            f"(0: no limit), not {value!r}"
         )
     return seconds or None
 
@@ -142,6 +147,9 @@ class Host:
         self._dists: dict[str, Any] = {}
         self._subsystems: dict[str, Subsystem] | None = None
         self._strict = strict
+        low, high = HOOK_TIMEOUT_RANGE
+        if hook_timeout is not None and not low <= hook_timeout <= high:
+            raise ValueError(f"hook_timeout must be None or from {low:g} to {high:.0f} seconds")
         self.hook_timeout = hook_timeout
         #: While :meth:`call_tolerant` runs: its hook and the failures of its implementations.
         self._tolerating: tuple[str, list[BktError]] | None = None

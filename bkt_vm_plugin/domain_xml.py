@@ -493,7 +493,7 @@ def resolve_context(
     """The :class:`DomainContext` of VM ``name``: ``~`` expands with ``home``; a URL source's
     file is the one fetch-iso writes, ``iso_cache/`` and :func:`bkt_vm_plugin.iso.cache_name`.
     This is the one place that decides which CD-ROMs a domain should have: a local ISO whose
-    file exists, a URL source whose file is cached, and a local ISO whose file is missing but
+    file exists, a URL source whose file is cached, and a source whose file is missing but
     whose CD-ROM the domain already has (``present``: the files of the domain's CD-ROMs,
     :meth:`Parsed.cdroms`), which is kept."""
     import posixpath
@@ -514,6 +514,16 @@ def resolve_context(
                 path = None
             if path is not None and exists(path):
                 attached.append(AttachedIso(source, path))
+            elif path is not None and path in kept:
+                # The domain already has this cached file as a CD-ROM and the cache was
+                # emptied: kept, as a missing local ISO's is, so that status, capture and sync
+                # read the source as it is and never turn it into a path into the cache.
+                attached.append(AttachedIso(source, path))
+                warnings.append(
+                    f"ISO {source.url} is no longer in the ISO cache ({path}); the domain keeps "
+                    f"its CD-ROM, but the VM cannot start until `bkt vm fetch-iso {name}` "
+                    "downloads it again"
+                )
             else:
                 left_out.append(source.url)
                 shown = path or f"{iso_cache}/?"

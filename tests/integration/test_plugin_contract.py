@@ -73,7 +73,8 @@ def test_a_bad_hook_time_limit_is_a_usage_error(run_bkt: RunBkt, site: Path) -> 
     result = run_bkt("vm", "validate", pythonpath=[site], env={"BKT_HOOK_TIMEOUT": "soon"})
     assert result.returncode == 2
     assert result.stderr == (
-        "error: BKT_HOOK_TIMEOUT must be a number of seconds (0: no limit), not 'soon'\n"
+        "error: BKT_HOOK_TIMEOUT must be a number of seconds from 0.01 to 1000000 (0: no limit), "
+        "not 'soon'\n"
     )
 
 

@@ -407,6 +407,31 @@ def test_an_iso_left_out_for_a_missing_file_is_not_drift_and_is_warned_about() -
     assert MAPPING.diff(observed(definition), definition, ctx) == []
 
 
+def test_a_url_isos_cdrom_stays_a_url_source_when_the_cache_is_emptied() -> None:
+    url = "https://example.org/install.iso"
+    definition = vm(iso_sources=[{"url": url}])
+    with_cache = ctx_of(definition, cached="install.iso")
+    xml = MAPPING.render(definition, with_cache)
+    cached = f"/cache/{cache_name(url)}"
+    assert with_cache.isos == (cached,)
+    # The cache is emptied: the domain's CD-ROM is kept, not drift, and captured as the URL.
+    parsed = MAPPING.parse(xml, with_cache)
+    emptied = resolve_context(
+        "vm",
+        definition,
+        home="/home/user",
+        iso_cache="/cache",
+        exists=lambda _: False,
+        facts={"autostart": False},
+        present=parsed.cdroms(),
+    )
+    assert emptied.isos == (cached,) and emptied.left_out == ()
+    assert "no longer in the ISO cache" in emptied.warnings[0]
+    assert MAPPING.diff(parsed, definition, emptied) == []
+    values, kept = MAPPING.capture_values(parsed, definition, emptied)
+    assert values["iso_sources"] == [{"url": url}] and "iso_sources" not in kept
+
+
 def test_changes_read_old_to_new_in_manifest_spelling_and_field_order() -> None:
     before = vm()
     after = vm(
