@@ -26,14 +26,13 @@ import pwd
 import secrets
 import stat
 import struct
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from bkt_core.errors import BktError
-from bkt_vm_plugin.virsh import CONNECT_HINT, INSTALL_HINT, Reply, Virsh
+from bkt_vm_plugin.virsh import CONNECT_HINT, INSTALL_HINT, Reply, Virsh, memory_files
 
 if TYPE_CHECKING:
     from bkt_core.plan import PlanEntry
@@ -189,11 +188,8 @@ def gather(
             ["net-list", "--name"],
             ["net-list", "--all", "--name", "--autostart"],
         ]
-    with tempfile.TemporaryDirectory(prefix="bkt-probe-") as tmp:
-        for probe in wanted:
-            path = os.path.join(tmp, f"{probe}.xml")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(_probe_xml(names[probe], smm=probe == "smm"))
+    with memory_files([_probe_xml(names[p], smm=p == "smm") for p in wanted]) as paths:
+        for probe, path in zip(wanted, paths, strict=True):
             commands += [
                 ["create", "--paused", "--file", path],
                 ["destroy", "--domain", names[probe]],
@@ -652,11 +648,17 @@ def plan_warnings(
     else:
         place = Place.of(sub.host.uri or facts.uri_text)
         qemu = qemu_user() if place.local and place.system else None
+        # The KVM probe is a transient guest destroyed in the same process: one left behind
+        # is said, never kept quiet.
+        leftovers = [
+            f"the KVM probe domain {n} could not be destroyed (fix: `virsh destroy {n}`)"
+            for n in facts.leftovers
+        ]
         for entry in todo:
             extra[entry.name] = [
                 f"{p.message} (fix: {p.hint})" if p.hint else p.message
                 for p in vm_problems(facts, place, qemu, vms[entry.name], entry.payload.context)
-            ]
+            ] + leftovers
     return tuple(
         replace(e, warnings=(*e.warnings, *extra[e.name])) if extra.get(e.name) else e
         for e in entries

@@ -446,32 +446,17 @@ def _define(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, str]) 
 
 
 def _define_batch(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, str]) -> None:
-    """Defines ``entries`` in one virsh process. Each XML is an anonymous in-memory file
-    (memfd) that virsh opens through ``/proc/PID/fd/N`` (only processes of the same user
-    can): a definition, graphics passwords included, never reaches a disk, and nothing is
-    left in a temporary directory whatever ends bkt. virsh reads the file where it runs,
-    so a remote URI works as with a path."""
-    fds: list[int] = []
-    try:
-        commands = []
-        pid = os.getpid()
-        for entry in entries:
-            fd = os.memfd_create("bkt-define", os.MFD_CLOEXEC)
-            fds.append(fd)
-            data = entry.payload.xml.encode("utf-8")
-            written = 0
-            while written < len(data):
-                written += os.write(fd, data[written:])
-            commands.append(["define", "--file", f"/proc/{pid}/fd/{fd}"])
+    """Defines ``entries`` in one virsh process, each XML from memory (:func:`memory_files`:
+    a definition never reaches a disk, nothing is left in a temporary directory)."""
+    from bkt_vm_plugin.virsh import memory_files
+
+    with memory_files([e.payload.xml for e in entries]) as paths:
         try:
-            replies = virsh.batch(commands)
+            replies = virsh.batch([["define", "--file", path] for path in paths])
         except BktError as exc:
             for entry in entries:
                 failed.setdefault(entry.name, exc.message)
             return
-    finally:
-        for fd in fds:
-            os.close(fd)
     for entry, reply in zip(entries, replies, strict=True):
         if not reply.ok:
             failed.setdefault(entry.name, reply.message)

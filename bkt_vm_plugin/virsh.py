@@ -46,8 +46,10 @@ Each process has a timeout, so a hung libvirtd ends in an error, not a hung bkt.
 from __future__ import annotations
 
 import json
+import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 
@@ -89,6 +91,29 @@ NOT_RUN = "virsh ended before this command ran"
 
 _CONNECT_SIGNS = ("failed to connect to the hypervisor", "Failed to connect socket")
 _ERROR_PREFIX = "error: "
+
+
+@contextmanager
+def memory_files(texts: Sequence[str]) -> Iterator[list[str]]:
+    """Paths that virsh can read ``texts`` from (``define --file``, ``create --file``): each an
+    anonymous in-memory file (memfd) opened through ``/proc/PID/fd/N``, which only processes
+    of the same user can. Nothing reaches a disk or a temporary directory, whatever ends bkt
+    (graphics passwords included); the files go when the block ends. virsh reads the file
+    where it runs, so a remote URI works as with a path."""
+    fds: list[int] = []
+    try:
+        for text in texts:
+            fd = os.memfd_create("bkt-virsh", os.MFD_CLOEXEC)
+            fds.append(fd)
+            data = text.encode("utf-8")
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        pid = os.getpid()
+        yield [f"/proc/{pid}/fd/{fd}" for fd in fds]
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def quote(arg: str) -> str:
