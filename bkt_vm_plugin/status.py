@@ -105,10 +105,13 @@ def _pending(
         running = mapping.parse(live.stdout, ctx).readings
     except BktError:
         return ()
+    # A persistent reading without a value (bkt cannot tell what the next boot brings, e.g.
+    # firmware libvirt chooses at start over a remote URI) is no evidence of a pending change.
     return tuple(
         name
         for name, reading in persistent.readings.items()
         if name != "disk_format"
+        and reading.has_value
         and running.get(name) != reading
         and (name, reading.value) not in _EXPANDED_AT_START
     )

@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from bkt_vm_plugin.domain_xml import Parsed, Reading
+from bkt_vm_plugin.domain_xml import DomainContext, Parsed, Reading
 from bkt_vm_plugin.firmware import HostFirmware, Needs, choose, read_descriptors, search_dirs
 from bkt_vm_plugin.model import VmDefinition
+from bkt_vm_plugin.status import _pending
 from bkt_vm_plugin.sync import firmware_change
+from bkt_vm_plugin.virsh import Reply
 from tests.firmware import DEBIAN12, DEBIAN12_DIR
 
 Q35 = Needs(arch="x86_64", machine="pc-q35-9.2")
+LIBVIRT9_XML = (
+    Path(__file__).parents[1] / "fixtures" / "libvirt9" / "virt-install-uefi-q35.xml"
+).read_text()
 
 
 def descriptor(path: Path, code: str, *features: str, machines: str = "pc-q35-*") -> None:
@@ -182,3 +187,22 @@ def test_sync_asks_before_it_changes_the_kind_of_firmware_of_a_uefi_domain(
         assert found is None
     else:
         assert found is not None and words in found
+
+
+def test_unknown_firmware_is_no_restart_pending() -> None:
+    """Over a remote URI an unpinned domain's firmware cannot be read; its running definition
+    names the loader libvirt chose. That difference is not a change the next boot makes."""
+    from tests.unit.test_domain_xml import MAPPING
+
+    unpinned = LIBVIRT9_XML.replace("@NAME@", "vm").replace("@DISK@", "/vm.qcow2")
+    running = unpinned.replace(
+        "<os firmware='efi'>",
+        "<os><loader readonly='yes' secure='yes' type='pflash'>/OVMF_CODE_4M.ms.fd</loader>",
+    )
+    remote = DomainContext(
+        name="vm", disk_path="/vm.qcow2", facts={"firmware": HostFirmware("qemu+ssh://h/system")}
+    )
+    persistent = MAPPING.parse(unpinned, remote)
+    assert not persistent.readings["secure_boot"].has_value
+    live = Reply(("dumpxml", "vm"), running, "", True)
+    assert "secure_boot" not in _pending(MAPPING, live, persistent, remote)
