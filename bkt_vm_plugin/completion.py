@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     import click
     from click.shell_completion import CompletionItem
 
-#: A manifest larger than this is not read for completion (a real one is a few KiB).
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: A manifest larger than this is not read for completion: bkt_core.manifest's limit, which
+#: is not imported from there because that module brings pydantic (a test keeps them equal).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 #: Seconds ``virsh list`` may take before completion gives up on libvirt's names.
 VIRSH_TIMEOUT = 5.0

@@ -184,7 +184,7 @@ def test_the_manifest_dir_completes_as_a_directory(project: Path, shell: str) ->
         "[1, 2]",
         "\xff\xfe not utf-8",
         "[" * 100_000 + "]" * 100_000,
-        '{"vms": {"a": {}}}' + " " * (5 * 1024 * 1024),
+        '{"vms": {"a": {}}}' + " " * (16 * 1024 * 1024),
         "directory",
     ],
     ids=[
@@ -362,3 +362,10 @@ def test_a_plugin_command_completes_unless_the_plugin_is_disabled_on_the_line(
     assert values("bash", ["toy", ""], project, env) == ["hello"]
     assert "toy" not in values("bash", ["--disable-plugin", "toy", ""], project, env)
     assert "toy" not in values("bash", [""], project, {**env, "BKT_DISABLE_PLUGINS": "toy"})
+
+
+def test_completion_reads_manifests_as_large_as_bkt_does() -> None:
+    from bkt_core.manifest import MAX_MANIFEST_BYTES
+    from bkt_vm_plugin import completion
+
+    assert completion.MAX_MANIFEST_BYTES == MAX_MANIFEST_BYTES
