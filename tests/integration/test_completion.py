@@ -319,7 +319,7 @@ def test_the_bash_script_completes_options_values_and_names(
 def fish_complete(line: str, cwd: Path) -> list[str]:
     """What a real fish offers for ``line`` (the cursor at its end) with the script of
     ``bkt completions fish``: each candidate, and its help after a tab."""
-    driver = f"source (bkt completions fish | psub); complete --do-complete {shlex.quote(line)}"
+    driver = f"bkt completions fish | source; complete --do-complete {shlex.quote(line)}"
     proc = subprocess.run(
         ["fish", "--no-config", "-c", driver],
         env=environ(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
