@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from bkt_core.errors import BktError, CommandError, OperationError
+from bkt_core.errors import BktError, CommandError, OperationError, PluginError
 from bkt_core.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -703,6 +703,14 @@ def plan_disk(
     if not isinstance(result, DiskCreation):
         raise _refuse(
             path, f"bkt_disk_plan returned a {type(result).__name__}, not a DiskCreation"
+        )
+    if result.path != path:
+        # The domain's disk is the manifest's path: a disk made anywhere else would leave the
+        # VM defined on a file that does not exist, and "created" would be a lie.
+        raise PluginError(
+            result.plugin,
+            "bkt_disk_plan",
+            f"planned disk {result.path} for VM {name}, whose disk is {path}",
         )
     return result
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bkt_core.errors import OperationError
+from bkt_core.errors import OperationError, PluginError
 from bkt_core.hookspecs import hookimpl
 from bkt_core.host import Host
 from bkt_core.process import Completed
@@ -818,6 +818,26 @@ def test_a_disk_a_plugin_did_not_create_as_planned_fails(
     message = provision_all(with_liar, [creation], ctx)[disk]
     assert message is not None
     assert message.removeprefix(f"cannot create disk {disk}").lstrip(": ") == why
+
+
+class Elsewhere:
+    """A provisioning plugin that plans another file than the VM's disk."""
+
+    bkt_plugin_name = "elsewhere"
+
+    @hookimpl
+    def bkt_disk_plan(self, disk: DiskRequest) -> DiskCreation:
+        return DiskCreation(disk.path + ".other", disk.size_gb, plugin="elsewhere")
+
+
+def test_a_plugin_that_plans_another_file_than_the_disk_fails_that_vm(tmp_path: Path) -> None:
+    disk = str(tmp_path / "a.qcow2")
+    with pytest.raises(PluginError) as caught:
+        plan_disk(host(Elsewhere()), "a", None, request(disk), context(Libvirt()))
+    assert str(caught.value) == (
+        f"plugin elsewhere in bkt_disk_plan: planned disk {disk}.other for VM a, whose disk "
+        f"is {disk}"
+    )
 
 
 def test_a_plugin_is_believed_only_when_the_disk_is_as_planned(tmp_path: Path) -> None:
