@@ -5,6 +5,8 @@
   named with it, so tests running side by side (or another engineer's) never meet.
 - ``virsh``: ``virsh("dumpxml", name)`` runs ``virsh -q -c URI ...`` and returns stdout
   (``check=False`` returns the completed process instead of raising).
+- ``bkt``: ``bkt("vm", "sync")`` runs ``bkt -c URI -C tmp/manifests vm sync`` (some test
+  modules have a ``bkt`` of their own).
 - ``lab``: the domains of one test (:class:`Lab`): ``lab.name("web")`` gives a prefixed name,
   ``lab.define(xml)`` defines one; at teardown, pass or fail, every domain whose name starts
   with the prefix is destroyed and undefined with its NVRAM, TPM state, managed save, and
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import RunBkt
 from tests.livelib import URI, Lab, sweep, virsh
 
 _PREFIXES: list[str] = []
@@ -59,6 +62,19 @@ def _sweep_test_domains() -> Iterator[None]:
     yield
     for prefix in _PREFIXES:
         sweep(prefix)
+
+
+@pytest.fixture
+def bkt(run_bkt: RunBkt, tmp_path: Path) -> RunBkt:
+    """``bkt -c URI -C tmp/manifests ARGS`` (``connect=`` for another URI)."""
+
+    def run(*args: str, connect: str | None = None) -> object:
+        return run_bkt(
+            "-c", connect or URI, "-C", str(tmp_path / "manifests"), *args,
+            env={"NO_COLOR": "1"},
+        )  # fmt: skip
+
+    return run  # type: ignore[return-value]
 
 
 @pytest.fixture

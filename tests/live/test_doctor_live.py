@@ -35,16 +35,6 @@ system_root = pytest.mark.skipif(
 
 
 @pytest.fixture
-def bkt(run_bkt: RunBkt, tmp_path: Path) -> RunBkt:
-    def run(*args: str) -> object:
-        return run_bkt(
-            "-c", uri(), "-C", str(tmp_path / "manifests"), *args, env={"NO_COLOR": "1"}
-        )  # fmt: skip
-
-    return run  # type: ignore[return-value]
-
-
-@pytest.fixture
 def network(name_prefix: str, tmp_path: Path) -> Iterator[str]:
     """An isolated libvirt network of this test, defined but not started."""
     name = f"{name_prefix}net"

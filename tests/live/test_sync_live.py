@@ -21,26 +21,12 @@ from tests.livelib import (
     inactive_xml,
     traced,
     unique_name,
-    uri,
     virsh,
     vm,
     write_vms,
 )
 
 pytestmark = pytest.mark.libvirtd
-
-
-@pytest.fixture
-def bkt(run_bkt: RunBkt, tmp_path: Path) -> RunBkt:
-    """``bkt -c URI -C tmp/manifests ARGS``."""
-
-    def run(*args: str, connect: str | None = None) -> object:
-        return run_bkt(
-            "-c", connect or uri(), "-C", str(tmp_path / "manifests"), *args,
-            env={"NO_COLOR": "1"},
-        )  # fmt: skip
-
-    return run  # type: ignore[return-value]
 
 
 def element(xml: str, pattern: str) -> str:
