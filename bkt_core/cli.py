@@ -209,7 +209,7 @@ def build_cli(
             on_ready(ctx.obj)
 
     _add_core_commands(cli)
-    for failure in host.call_tolerant("bkt_cli_commands", cli=cli):
+    for failure in host.add_cli_commands(cli):
         plugin = getattr(failure, "plugin", None)
         if plugin and not failure.hint:
             failure.hint = f"pass --disable-plugin {plugin} to run without it"
