@@ -114,8 +114,8 @@ class PluginInfo:
 class Host:
     """bkt as a library: plugins, subsystems and the operations the CLI is built on.
 
-    ``manifest_dir`` holds the manifests (``vms.json``); ``uri`` is the libvirt URI (None:
-    virsh's own default); ``plugins`` are plugin objects or modules registered after the
+    ``manifest_dir`` holds the manifests (one file per subsystem); ``uri`` is the libvirt
+    URI (None: virsh's own default); ``plugins`` are plugin objects or modules registered after the
     entry points (``entry_points=False`` loads none, for a fully explicit host);
     ``disabled`` names plugins to block. ``runner`` replaces the process runner (tests),
     ``trace`` receives a line for every process started (``-vv``). With ``strict=False``
@@ -383,6 +383,13 @@ class Host:
             pm.unregister(name=name)
         self._infos[name] = replace(self._info(name), status="invalid", error=error.message)
 
+    @property
+    def hookspec_modules(self) -> tuple[object, ...]:
+        """The modules that declare this host's hooks: :mod:`bkt_core.hookspecs`, then each
+        one a plugin added with :meth:`add_hookspecs`."""
+        self.pluginmanager  # noqa: B018  (building the manager adds the plugins' modules)
+        return tuple(self._spec_modules)
+
     def plugins(self) -> list[PluginInfo]:
         """Every plugin: registered ones, then blocked and failed ones, by name."""
         self.pluginmanager  # noqa: B018  (building the manager fills the listing)
@@ -552,35 +559,51 @@ class Host:
 
     # -- the embedding API -------------------------------------------------------------------
 
-    def validate(self, subsystem: str = "vm") -> int:
-        """Load and validate a manifest; the number of entries. Raises ManifestError."""
+    # Each takes the name of the subsystem to work on first (``host.plan("vm")``).
+
+    def validate(self, subsystem: str) -> int:
+        """Load and validate ``subsystem``'s manifest; the number of entries. Raises
+        ManifestError."""
         return self.subsystem(subsystem).validate()
 
-    def plan(self, subsystem: str = "vm", names: Sequence[str] = ()) -> SyncPlan:
+    def plan(self, subsystem: str, names: Sequence[str] = ()) -> SyncPlan:
+        """What ``sync`` would do to ``subsystem`` (only ``names``; none: all)."""
         return self.subsystem(subsystem).plan(names)
 
     def sync(
-        self, subsystem: str = "vm", names: Sequence[str] = (), *, dry_run: bool = False
+        self, subsystem: str, names: Sequence[str] = (), *, dry_run: bool = False
     ) -> SyncReport:
+        """Sync ``subsystem`` with its manifest (only ``names``; none: all)."""
         return self.subsystem(subsystem).sync(names, dry_run=dry_run)
 
     def status(
-        self, subsystem: str = "vm", names: Sequence[str] = (), *, all: bool = False
+        self, subsystem: str, names: Sequence[str] = (), *, all: bool = False
     ) -> StatusReport:
+        """The status of ``subsystem``'s entries (``all``: unmanaged ones too)."""
         return self.subsystem(subsystem).status(names, all=all)
 
     def capture(
         self,
-        subsystem: str = "vm",
+        subsystem: str,
         names: Sequence[str] = (),
         *,
         all: bool = False,
         dry_run: bool = False,
     ) -> CaptureReport:
+        """Write what exists of ``subsystem`` back into its manifest."""
         return self.subsystem(subsystem).capture(names, all=all, dry_run=dry_run)
 
-    def schema(self, subsystem: str = "vm") -> dict[str, Any]:
+    def schema(self, subsystem: str) -> dict[str, Any]:
+        """The JSON Schema of ``subsystem``'s manifest."""
         return self.subsystem(subsystem).schema()
+
+    def manifest_keys(self) -> dict[str, str]:
+        """Each subsystem's name by the key of its manifest, the file's name without
+        ``.json`` (``bkt schema KEY``)."""
+        return {
+            subsystem.manifest_file.removesuffix(".json"): name
+            for name, subsystem in self.subsystems().items()
+        }
 
 
 def _default_name(plugin: object) -> str:

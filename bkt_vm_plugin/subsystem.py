@@ -33,6 +33,8 @@ class VmSubsystem:
 
     name = "vm"
     manifest_file = MANIFEST_FILE
+    #: The manifest's key of the VMs, which names them in the JSON form of plans and reports.
+    manifest_key = "vms"
 
     def __init__(self, host: Host) -> None:
         self.host = host

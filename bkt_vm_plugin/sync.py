@@ -346,7 +346,7 @@ def _plan(
         from bkt_vm_plugin.doctor import plan_warnings
 
         entries = plan_warnings(sub, entries, defined, manifest)
-    return planner, SyncPlan("vm", entries), manifest
+    return planner, SyncPlan(sub.name, entries, key=sub.manifest_key), manifest
 
 
 # -- execution -------------------------------------------------------------------------------

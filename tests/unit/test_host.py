@@ -126,7 +126,7 @@ def test_a_plugin_that_raises_in_a_hook_is_named(tmp_path: Any) -> None:
     (tmp_path / "vms.json").write_text('{"vms": {}}')
     host = Host(tmp_path, entry_points=False, plugins=[*default_plugins(), Raises()])
     with pytest.raises(PluginError) as caught:
-        host.validate()
+        host.validate("vm")
     assert str(caught.value) == "plugin raises in bkt_validate_manifest: ZeroDivisionError: boom"
     assert isinstance(caught.value.__cause__, ZeroDivisionError)
 
@@ -174,7 +174,7 @@ def test_validation_problems_of_a_plugin_get_positions(tmp_path: Any) -> None:
     (tmp_path / "vms.json").write_text(manifest)
     host = Host(tmp_path, entry_points=False, plugins=[*default_plugins(), NoTodo()])
     with pytest.raises(ManifestError) as caught:
-        host.validate()
+        host.validate("vm")
     (diagnostic,) = caught.value.diagnostics
     assert str(diagnostic).endswith(":2:30: vms.a.network: no networks on fridays")
 
@@ -254,7 +254,24 @@ def test_a_wrapper_on_a_firstresult_hook_wraps_the_default() -> None:
 def test_rich_click_is_loaded_only_for_help(argv: list[str], expected: bool) -> None:
     from bkt_core.cli import wants_help
 
-    assert wants_help(argv) is expected
+    assert wants_help(argv, lambda: {"vm"}) is expected
+
+
+def test_a_group_alone_is_help_only_when_a_subsystem_names_it() -> None:
+    from bkt_core.cli import wants_help
+
+    asked: list[str] = []
+
+    def groups() -> set[str]:
+        asked.append("asked")
+        return {"toy"}
+
+    assert wants_help(["toy"], groups) and not wants_help(["vm"], groups)
+    assert not wants_help(["vm"])
+    # bkt's own commands run alone: the plugins are not asked.
+    asked.clear()
+    assert not wants_help(["status"], groups) and not wants_help(["plugins"], groups)
+    assert asked == []
 
 
 class BadFields:

@@ -543,7 +543,7 @@ def test_a_hook_past_the_time_limit_is_an_error_naming_plugin_and_hook(tmp_path:
         tmp_path, entry_points=False, plugins=[*default_plugins(), Sleeps()], hook_timeout=0.05
     )
     with pytest.raises(PluginError) as caught:
-        host.validate()
+        host.validate("vm")
     assert (
         str(caught.value) == "plugin sleeps in bkt_validate_manifest: did not return within 0.05 s"
     )
