@@ -174,7 +174,10 @@ class Host:
 
     @property
     def pluginmanager(self) -> pluggy.PluginManager:
-        """The pluggy manager, built on first use."""
+        """The pluggy manager, built on first use (while it is built, for the plugins'
+        :func:`~bkt_core.hookspecs.bkt_add_hookspecs`, the one being built)."""
+        if self._building is not None:
+            return self._building
         if self._pm is None:
             self._pm = self._build()
         return self._pm
@@ -211,7 +214,7 @@ class Host:
         :mod:`bkt_core.hookspecs`'s) join this host's contract checks. Adding a module twice
         changes nothing. An implementation, registered earlier, whose arguments the new
         specification does not have is a :class:`PluginError` naming its plugin."""
-        pm = self._building or self.pluginmanager
+        pm = self.pluginmanager
         if any(added is module for added in self._spec_modules):
             return
         try:
