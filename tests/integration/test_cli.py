@@ -279,7 +279,7 @@ def test_a_plugin_adds_a_subsystem_and_a_command(
     assert synced.returncode == 0, synced.stderr
     lines = synced.stdout.splitlines()
     assert lines[0] == "nothing to do: no VMs to sync"
-    assert json.loads(lines[1])["plan"] == {"vms": [{"name": "teddy", "action": "unchanged"}]}
+    assert json.loads(lines[1])["plan"] == {"toys": [{"name": "teddy", "action": "unchanged"}]}
     listed = json.loads(run_bkt("plugins", "--json", pythonpath=[site]).stdout)
     toy = next(p for p in listed["plugins"] if p["name"] == "toy")
     assert toy["hooks"] == ["bkt_cli_commands", "bkt_subsystems"]
