@@ -15,7 +15,7 @@ import sys
 # Not `typing.TYPE_CHECKING`: `bkt --version` must not pay for importing typing (and re).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
     from pathlib import Path
     from typing import Any, TypeVar
 
@@ -208,8 +208,8 @@ def build_cli(
         if on_ready is not None:
             on_ready(ctx.obj)
 
-    _add_core_commands(cli)
-    for failure in host.call_tolerant("bkt_cli_commands", cli=cli):
+    _add_core_commands(cli, host)
+    for failure in host.add_cli_commands(cli):
         plugin = getattr(failure, "plugin", None)
         if plugin and not failure.hint:
             failure.hint = f"pass --disable-plugin {plugin} to run without it"
@@ -236,16 +236,17 @@ def _complete_uri(_ctx: click.Context, _param: click.Parameter, incomplete: str)
     return [uri for uri in _LOCAL_URIS if uri.startswith(incomplete)]
 
 
-def _add_core_commands(cli: click.Group) -> None:
+def _add_core_commands(cli: click.Group, host: Host) -> None:
     import click
 
     @cli.command(help="Print the JSON Schema of a manifest (with the installed plugins' fields).")
-    @click.argument("subsystem", type=click.Choice(["vms"]), metavar="vms")
+    @click.argument("subsystem", type=_manifest_key_choice(host))
     @pass_cli
     def schema(app: Cli, subsystem: str) -> None:
         import json
 
-        app.printer.data(json.dumps(app.host.schema("vm"), indent=2, ensure_ascii=False))
+        name = app.host.manifest_keys()[subsystem]
+        app.printer.data(json.dumps(app.host.schema(name), indent=2, ensure_ascii=False))
 
     @cli.command(help="List the plugins: name, distribution, version and hooks.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -291,6 +292,30 @@ def _add_core_commands(cli: click.Group) -> None:
         ("capture", "Capture every subsystem (today: vm) into its manifest."),
     ):
         _add_every_subsystem(cli, verb, doc)
+
+
+def _manifest_key_choice(host: Host) -> click.Choice[str]:
+    """The choice of ``bkt schema``: the key of each registered subsystem's manifest
+    (:meth:`Host.manifest_keys`, ``vms``), asked for only when the argument is parsed,
+    completed or shown in help, so that building the command line runs no subsystem."""
+    import click
+
+    class ManifestKey(click.Choice[str]):
+        def __init__(self) -> None:
+            super().__init__((), case_sensitive=True)
+
+        @property
+        def choices(self) -> tuple[str, ...]:
+            return tuple(host.manifest_keys())
+
+        @choices.setter
+        def choices(self, _value: object) -> None:
+            pass  # click's __init__ sets them: they are the host's
+
+        def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+            return "|".join(self.choices)
+
+    return ManifestKey()
 
 
 def _add_every_subsystem(cli: click.Group, verb: str, doc: str) -> None:
@@ -502,10 +527,11 @@ def completion_class(shell: str) -> type[ShellComplete] | None:
     return Completion
 
 
-def wants_help(args: Sequence[str]) -> bool:
-    """Whether ``args`` (global options hoisted) ask for help: ``-h``/``--help``, ``bkt`` or
-    ``bkt vm`` alone. Only then is rich-click loaded to draw it (about 17 ms that the other
-    commands do not pay); parsing and running commands need plain click only."""
+def wants_help(args: Sequence[str], groups: Callable[[], Collection[str]] = tuple) -> bool:
+    """Whether ``args`` (global options hoisted) ask for help: ``-h``/``--help``, ``bkt``
+    alone, or one of the ``groups`` alone (a subsystem's command group, ``bkt vm``; asked for
+    only then). Only then is rich-click loaded to draw it (about 17 ms that the other commands
+    do not pay); parsing and running commands need plain click only."""
     positional: list[str] = []
     tokens = iter(args)
     for arg in tokens:
@@ -517,7 +543,28 @@ def wants_help(args: Sequence[str]) -> bool:
             next(tokens, None)
         elif not arg.startswith("-"):
             positional.append(arg)
-    return positional in ([], ["vm"])
+    if not positional:
+        return True
+    return (
+        len(positional) == 1
+        and positional[0] not in _CORE_COMMANDS
+        and (positional[0] in groups())
+    )
+
+
+#: The commands of bkt itself, none of them a group: alone, each one runs.
+_CORE_COMMANDS = frozenset({"schema", "plugins", "completions", "sync", "status", "capture"})
+
+
+def _subsystem_names(host: Host) -> Collection[str]:
+    """The names of ``host``'s subsystems, each the name of its command group; none when a
+    plugin fails to give them (the command that needs them reports it)."""
+    from bkt_core.errors import BktError
+
+    try:
+        return host.subsystems().keys()
+    except BktError:
+        return ()
 
 
 def _use_rich_click() -> None:
@@ -563,7 +610,8 @@ def _run_cli(args: list[str]) -> int:
     from bkt_core.output import Printer
 
     args = hoist_globals(args)
-    if wants_help(args):
+    rich = wants_help(args)
+    if rich:
         _use_rich_click()
     verbosity = sum(a.count("v") for a in args if a.startswith("-v") or a == "--verbose")
     fallback = Printer(verbosity if "-q" not in args else -1, _color_in(args))
@@ -586,6 +634,10 @@ def _run_cli(args: list[str]) -> int:
         )
         for failure in host.load_failures if host.pluginmanager else ():
             warn(failure)
+        # A subsystem's command group alone asks for its help; which names those are, the
+        # plugins (now loaded, their commands not yet built) say.
+        if not rich and wants_help(args, lambda: _subsystem_names(host)):
+            _use_rich_click()
         cli = build_cli(host, lambda app: printers.append(app.printer), warn)
         cli.main(args, prog_name="bkt", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -1,12 +1,18 @@
-"""Every hook of bkt, in one place.
+"""The host-level hooks of bkt: the ones every subsystem shares.
 
 A plugin is any object or module with functions named like these hooks and marked with
 :data:`bkt_core.hookimpl`. It is found through the entry-point group ``bkt`` (see the README's
 plugin guide) or passed to :class:`bkt_core.Host` by an embedder. Hooks are called with
 keyword arguments; an implementation may accept any subset of them, so new arguments can be
-added without breaking plugins. Wrappers (``wrapper=True``) may wrap ``bkt_cli_commands``,
-``bkt_disk_plan`` and ``bkt_disk_provision``; the other hooks are called implementation by
-implementation (:data:`CALLED_ONE_BY_ONE`), and a wrapper on them is a start-up error.
+added without breaking plugins. Wrappers (``wrapper=True``) may wrap the hooks whose result
+pluggy computes (here ``bkt_add_hookspecs`` and ``bkt_cli_commands``); the hooks in
+:data:`CALLED_ONE_BY_ONE` are called implementation by implementation, and a wrapper on them is
+a start-up error.
+
+A subsystem declares hooks of its own in a module like this one and adds it from
+:func:`bkt_add_hookspecs` with :meth:`bkt_core.Host.add_hookspecs` (the VM subsystem's are in
+``bkt_vm_plugin.hookspecs``). Such a module may hold its own :data:`RESULTS` and
+:data:`CALLED_ONE_BY_ONE`, which the host merges into its contract checks.
 
 Every result is checked against the type its hook declares (:data:`RESULTS`), and a plugin
 that returns something else, exits, raises (any ``BaseException``) or runs past the per-hook
@@ -15,10 +21,6 @@ time limit is an error naming the plugin and the hook (:class:`bkt_core.host.Hos
 pluggy calls implementations last-registered first, ``tryfirst`` ones before and ``trylast``
 ones after the others; the defaults that ship with bkt are ``trylast`` wherever a first
 result wins, so a third-party answer takes precedence.
-
-The types named in the annotations of the VM hooks (``VmDefinition``, ``DomainField``,
-``DiskRequest``, ...) live in :mod:`bkt_vm_plugin`; they are written as strings here because the
-host itself knows nothing about VMs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
 
     from bkt_core.host import Host
     from bkt_core.manifest import Problem
-    from bkt_core.plan import SyncReport
     from bkt_core.subsystem import Subsystem
 
 PROJECT = "bkt"
@@ -44,16 +45,7 @@ __all__ = ["CALLED_ONE_BY_ONE", "PROJECT", "RESULTS", "hookimpl", "hookspec"]
 
 #: The hooks bkt calls implementation by implementation, so that every result and every
 #: failure is tied to its plugin; wrappers on them are refused at start-up.
-CALLED_ONE_BY_ONE = frozenset(
-    {
-        "bkt_subsystems",
-        "bkt_manifest_fields",
-        "bkt_validate_manifest",
-        "bkt_domain_fields",
-        "bkt_post_sync_vm",
-        "bkt_post_sync",
-    }
-)
+CALLED_ONE_BY_ONE = frozenset({"bkt_subsystems", "bkt_manifest_fields", "bkt_validate_manifest"})
 
 #: What each hook's implementations may return, checked on every result (the annotations
 #: below are strings, and evaluating them at run time would cost start-up): ``(shape, type)``
@@ -62,16 +54,28 @@ CALLED_ONE_BY_ONE = frozenset(
 #: field names to ``(annotation, type)`` pairs), and the type is ``"module:name"``, imported
 #: only when a result is checked.
 RESULTS: dict[str, tuple[str, str]] = {
+    "bkt_add_hookspecs": ("none", ""),
     "bkt_subsystems": ("iterable", "bkt_core.subsystem:Subsystem"),
     "bkt_cli_commands": ("none", ""),
     "bkt_manifest_fields": ("fields", "pydantic.fields:FieldInfo"),
     "bkt_validate_manifest": ("iterable", "bkt_core.manifest:Problem"),
-    "bkt_domain_fields": ("iterable", "bkt_vm_plugin.domain_xml:DomainField"),
-    "bkt_disk_plan": ("value", "bkt_vm_plugin.provision:DiskCreation"),
-    "bkt_disk_provision": ("value", "builtins:bool"),
-    "bkt_post_sync": ("none", ""),
-    "bkt_post_sync_vm": ("none", ""),
 }
+
+
+# -- hooks of subsystems -------------------------------------------------------------------
+
+
+@hookspec
+def bkt_add_hookspecs(host: Host) -> None:
+    """Declare more hooks: call ``host.add_hookspecs(module)`` with a module of hook
+    specifications (functions marked with :data:`bkt_core.hookspec`).
+
+    Called once per host, after every plugin is registered and before their implementations
+    are checked, so the order in which plugins are registered does not matter: an
+    implementation of a hook that some plugin declares here is accepted and held to that
+    hook's contract. A plugin implementing a hook that no active plugin declares is a
+    start-up error naming the plugin. Returns nothing.
+    """
 
 
 # -- subsystems and commands -------------------------------------------------------------
@@ -127,84 +131,6 @@ def bkt_validate_manifest(
     together with shape errors; look only at values of the type you expect) and the user's
     home directory. Return :class:`~bkt_core.Problem` objects: each carries the JSON path it is
     about and is reported with file:line:col. Every result is kept.
-    """
-
-
-# -- domain XML ----------------------------------------------------------------------------
-
-
-@hookspec
-def bkt_domain_fields() -> Iterable[Any] | None:
-    """Contribute pieces of the manifest <-> libvirt domain XML mapping.
-
-    Called once per host. Return :class:`bkt_vm_plugin.domain_xml.DomainField` objects; each
-    owns one or more manifest fields and has their ``render`` (a new domain), ``parse``
-    (capture and drift) and ``patch`` (an update that changes only what it owns) side by side,
-    so the round-trip laws hold for every field, built-in or not. Fields are applied in the
-    order pluggy calls the plugins (use ``tryfirst``/``trylast`` to move), and within one
-    result in list order. A manifest field owned by two mappings is a start-up error naming
-    both plugins.
-    """
-
-
-# -- disk provisioning ---------------------------------------------------------------------
-
-
-@hookspec(firstresult=True)
-def bkt_disk_plan(name: str, vm: Any, disk: Any, context: Any) -> Any | None:
-    """Plan the creation of VM ``name``'s missing disk (``create_if_missing: true``).
-
-    Called during planning (``sync``, also ``--dry-run``) for each VM whose disk file does not
-    exist. ``vm`` is its :class:`~bkt_vm_plugin.model.VmDefinition`, ``disk`` the
-    :class:`~bkt_vm_plugin.provision.DiskRequest` (expanded path, size, format wanted) and
-    ``context`` the :class:`~bkt_vm_plugin.provision.ProvisionContext` (virsh, pools). Return
-    a :class:`~bkt_vm_plugin.provision.DiskCreation` describing what will be created, or raise
-    :class:`~bkt_core.OperationError` to refuse (that VM fails). First non-None result wins;
-    the default (storage pool volume, else ``qemu-img``) is ``trylast``. Must not change
-    anything: ``bkt_disk_provision`` does.
-    """
-
-
-@hookspec(firstresult=True)
-def bkt_disk_provision(creation: Any, context: Any) -> bool | None:
-    """Create a disk planned by :func:`bkt_disk_plan`.
-
-    Called during ``sync`` (never in a dry run) before the domains are defined. ``creation``
-    is the :class:`~bkt_vm_plugin.provision.DiskCreation` a plugin returned, ``context`` as in
-    ``bkt_disk_plan``. Return True when this plugin created it (None to leave it to another
-    plugin, typically when ``creation.plugin`` is not yours), or raise
-    :class:`~bkt_core.OperationError`; the VM then fails and the others go on. Any other
-    value fails the VM too, and so does a disk that is not then a regular file of the planned
-    format and size. First result wins; the default is ``trylast``. Never overwrite an
-    existing file: ``context.create_image`` creates one as the default does.
-    """
-
-
-# -- post-sync actions ---------------------------------------------------------------------
-
-
-@hookspec
-def bkt_post_sync(report: SyncReport, context: Any) -> None:
-    """Act after ``sync`` has executed its plan (never in a dry run or ``--check``).
-
-    ``report`` is the :class:`~bkt_core.SyncReport` with every VM's plan entry and result;
-    ``context`` (:class:`~bkt_vm_plugin.sync.PostSyncContext`) gives the manifest, the
-    :class:`~bkt_vm_plugin.virsh.Virsh` to batch commands through, and ``fail(name,
-    message)`` to mark a VM failed. Every implementation runs, even when another raised:
-    an exception fails every VM the run touched, naming the plugin. Returns nothing.
-    """
-
-
-@hookspec
-def bkt_post_sync_vm(name: str, entry: Any, result: Any, context: Any) -> None:
-    """Act on one VM after ``sync`` has executed its plan (never in a dry run or ``--check``).
-
-    Called once per VM of the plan, after every definition was written and read back, and
-    before :func:`bkt_post_sync`. ``entry`` is the VM's :class:`~bkt_core.PlanEntry` (what was
-    planned: create, update with its field changes, unchanged, error), ``result`` its
-    :class:`~bkt_core.EntryResult` so far, ``context`` as in :func:`bkt_post_sync`. Every
-    implementation runs; one that raises fails that VM only, naming the plugin. Prefer
-    :func:`bkt_post_sync` to batch virsh commands over all VMs. Returns nothing.
     """
 
 

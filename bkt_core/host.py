@@ -2,12 +2,13 @@
 
 Plugins come from the entry-point group ``bkt`` (blocked names are skipped before they are
 imported, and one that fails to import is recorded and reported, not fatal) and from the
-``plugins`` an embedder passes, registered after them. Then every hook implementation is
-checked against :mod:`bkt_core.hookspecs`, and an unknown hook is an error naming its plugin.
+``plugins`` an embedder passes, registered after them. Then the plugins declare their own hooks
+(:func:`~bkt_core.hookspecs.bkt_add_hookspecs`), every hook implementation is checked against
+the declared hooks, and an unknown hook is an error naming its plugin.
 
 Every hook implementation is called through a guard (:meth:`Host._guard`) that keeps the plugin
-contract: its result is checked against the hook's declared type
-(:data:`bkt_core.hookspecs.RESULTS`), and whatever it raises (``SystemExit`` and
+contract: its result is checked against the hook's declared type (the host's hook modules'
+``RESULTS`` tables merged), and whatever it raises (``SystemExit`` and
 ``KeyboardInterrupt`` too) or a run past the per-hook time limit becomes a
 :class:`~bkt_core.errors.PluginError` naming the plugin and the hook.
 """
@@ -31,6 +32,9 @@ from bkt_core import hookspecs
 from bkt_core.errors import BktError, PluginError, Signalled, UsageError
 
 if TYPE_CHECKING:
+    import click
+
+    from bkt_core.manifest import Problem
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
     from bkt_core.process import CommandRunner
     from bkt_core.subsystem import Subsystem
@@ -110,8 +114,8 @@ class PluginInfo:
 class Host:
     """bkt as a library: plugins, subsystems and the operations the CLI is built on.
 
-    ``manifest_dir`` holds the manifests (``vms.json``); ``uri`` is the libvirt URI (None:
-    virsh's own default); ``plugins`` are plugin objects or modules registered after the
+    ``manifest_dir`` holds the manifests (one file per subsystem); ``uri`` is the libvirt
+    URI (None: virsh's own default); ``plugins`` are plugin objects or modules registered after the
     entry points (``entry_points=False`` loads none, for a fully explicit host);
     ``disabled`` names plugins to block. ``runner`` replaces the process runner (tests),
     ``trace`` receives a line for every process started (``-vv``). With ``strict=False``
@@ -158,12 +162,22 @@ class Host:
         #: Plugins that implement an unknown hook: fatal unless ``strict=False`` (``bkt
         #: plugins`` uses that to still list them); they are unregistered.
         self.invalid: list[PluginError] = []
+        #: The contract of every declared hook: what its results may be, and whether bkt
+        #: calls it implementation by implementation (bkt_core's, then each added module's).
+        self._results: dict[str, tuple[str, str]] = dict(hookspecs.RESULTS)
+        self._one_by_one: set[str] = set(hookspecs.CALLED_ONE_BY_ONE)
+        self._spec_modules: list[object] = [hookspecs]
+        #: The manager while _build() fills it, for add_hookspecs().
+        self._building: pluggy.PluginManager | None = None
 
     # -- plugins -------------------------------------------------------------------------
 
     @property
     def pluginmanager(self) -> pluggy.PluginManager:
-        """The pluggy manager, built on first use."""
+        """The pluggy manager, built on first use (while it is built, for the plugins'
+        :func:`~bkt_core.hookspecs.bkt_add_hookspecs`, the one being built)."""
+        if self._building is not None:
+            return self._building
         if self._pm is None:
             self._pm = self._build()
         return self._pm
@@ -185,8 +199,32 @@ class Host:
                 self._infos[name] = PluginInfo(name, None, None, (), status="disabled")
                 continue
             self._register(pm, plugin, name, None, None)
+        self._building = pm
+        try:
+            self._call(pm, "bkt_add_hookspecs", host=self)
+        finally:
+            self._building = None
         self._check_pending(pm)
         return pm
+
+    def add_hookspecs(self, module: types.ModuleType | type) -> None:
+        """Declare the hooks of ``module`` (functions marked with :data:`bkt_core.hookspec`),
+        as a plugin does from :func:`~bkt_core.hookspecs.bkt_add_hookspecs`: they join the
+        plugin manager, and the module's ``RESULTS`` and ``CALLED_ONE_BY_ONE`` (same format as
+        :mod:`bkt_core.hookspecs`'s) join this host's contract checks. Adding a module twice
+        changes nothing. An implementation, registered earlier, whose arguments the new
+        specification does not have is a :class:`PluginError` naming its plugin."""
+        pm = self.pluginmanager
+        if any(added is module for added in self._spec_modules):
+            return
+        try:
+            pm.add_hookspecs(module)
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or _default_name(exc.plugin)
+            raise PluginError(name, "", str(exc).replace(f"Plugin {name!r}\n", "")) from exc
+        self._spec_modules.append(module)
+        self._results.update(getattr(module, "RESULTS", {}))
+        self._one_by_one.update(getattr(module, "CALLED_ONE_BY_ONE", ()))
 
     def _load_entry_points(self, pm: pluggy.PluginManager) -> None:
         # The standard library's importlib.metadata (Python 3.11 has the same entry_points
@@ -280,7 +318,7 @@ class Host:
     ) -> Any:
         watch = _Watch.start(self.hook_timeout)
         try:
-            return _checked(hook_name, function(*args, **kwargs))
+            return _checked(self._results, hook_name, function(*args, **kwargs))
         except BktError:
             raise
         except Signalled:
@@ -312,22 +350,33 @@ class Host:
             if not isinstance(caller, pluggy.HookCaller):
                 continue
             for impl in caller.get_hookimpls():
+                hint = None
                 if not caller.has_spec() and not impl.opts.get("optionalhook"):
                     problem = f"implements {hook_name}, which is not a bkt hook"
-                elif hook_name in hookspecs.CALLED_ONE_BY_ONE and (
-                    impl.wrapper or impl.hookwrapper
-                ):
+                    if self._disabled:
+                        # Most likely the hook of a blocked plugin's subsystem (vm's
+                        # bkt_disk_plan, ...), not a misspelt one.
+                        problem = f"implements {hook_name}, which no active plugin declares"
+                        hint = (
+                            "is the plugin that declares it blocked? (blocked: "
+                            f"{', '.join(sorted(self._disabled))}); pass --disable-plugin "
+                            f"{impl.plugin_name} too to run without it"
+                        )
+                elif hook_name in self._one_by_one and (impl.wrapper or impl.hookwrapper):
                     problem = f"wraps {hook_name}, whose implementations bkt calls one by one"
                 else:
                     continue
-                self._invalid(pm, impl.plugin_name, problem)
+                self._invalid(pm, impl.plugin_name, problem, hint)
 
-    def _invalid(self, pm: pluggy.PluginManager, name: str, problem: str) -> None:
+    def _invalid(
+        self, pm: pluggy.PluginManager, name: str, problem: str, hint: str | None = None
+    ) -> None:
         error = PluginError(
             name,
             "",
             problem,
-            hint=f"pass --disable-plugin {name} to run without it; "
+            hint=hint
+            or f"pass --disable-plugin {name} to run without it; "
             "`bkt plugins` lists the hooks each plugin implements",
         )
         if self._strict:
@@ -336,6 +385,13 @@ class Host:
         if pm.has_plugin(name):
             pm.unregister(name=name)
         self._infos[name] = replace(self._info(name), status="invalid", error=error.message)
+
+    @property
+    def hookspec_modules(self) -> tuple[object, ...]:
+        """The modules that declare this host's hooks: :mod:`bkt_core.hookspecs`, then each
+        one a plugin added with :meth:`add_hookspecs`."""
+        self.pluginmanager  # noqa: B018  (building the manager adds the plugins' modules)
+        return tuple(self._spec_modules)
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin: registered ones, then blocked and failed ones, by name."""
@@ -358,22 +414,52 @@ class Host:
 
     # -- calling hooks ---------------------------------------------------------------------
 
+    # The typed methods below are the way bkt calls its host-level hooks; a subsystem's own
+    # hooks have a facade of their own (the VM subsystem's: bkt_vm_plugin.hooks.VmHooks). The
+    # generic call/collect/each under them take the hook by name, for those facades only.
+
+    def add_cli_commands(self, cli: click.Group) -> list[BktError]:
+        """Call :func:`~bkt_core.hookspecs.bkt_cli_commands` with the root group ``cli``. A
+        plugin whose commands fail is skipped and the others still add theirs (its broken
+        command must not take ``bkt plugins`` and ``--disable-plugin`` down with it); returns
+        the failures."""
+        return self.call_tolerant("bkt_cli_commands", cli=cli)
+
+    def manifest_fields(self, subsystem: str) -> list[tuple[str, Mapping[str, tuple[Any, Any]]]]:
+        """Every plugin's :func:`~bkt_core.hookspecs.bkt_manifest_fields` for ``subsystem``,
+        each with the name of the plugin that declares them, in pluggy's order."""
+        return self.collect("bkt_manifest_fields", subsystem=subsystem)
+
+    def validate_manifest(
+        self, subsystem: str, document: Mapping[str, Any], home: str | None
+    ) -> list[Problem]:
+        """Every plugin's :func:`~bkt_core.hookspecs.bkt_validate_manifest` problems with the
+        raw ``document`` of a ``subsystem`` manifest, in pluggy's order."""
+        problems: list[Problem] = []
+        for _plugin, found in self.collect(
+            "bkt_validate_manifest", subsystem=subsystem, document=document, home=home
+        ):
+            problems.extend(found)
+        return problems
+
     def call(self, hook_name: str, **kwargs: Any) -> Any:
         """Call a hook as pluggy does (wrappers, firstresult); a plugin's exception becomes a
         :class:`PluginError` naming it. A :class:`BktError` a plugin raises on purpose (a
-        refusal with a message for the user) passes through unchanged."""
-        caller: pluggy.HookCaller = getattr(self.pluginmanager.hook, hook_name)
+        refusal with a message for the user) passes through unchanged. For facades."""
+        return self._call(self.pluginmanager, hook_name, **kwargs)
+
+    def _call(self, pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> Any:
+        caller: pluggy.HookCaller = getattr(pm.hook, hook_name)
         try:
             return caller(**kwargs)
         except (BktError, Signalled, KeyboardInterrupt):
             raise
         except BaseException as exc:  # a wrapper's own failure: the implementations are guarded
-            raise self.blame(hook_name, exc) from exc
+            raise self._blame(pm, hook_name, exc) from exc
 
     def call_tolerant(self, hook_name: str, **kwargs: Any) -> list[BktError]:
         """Call a hook as :meth:`call` does, but an implementation that fails is skipped and
-        the others still run; returns the failures. For ``bkt_cli_commands``: a plugin's broken
-        command must not take ``bkt plugins`` and ``--disable-plugin`` down with it."""
+        the others still run; returns the failures. For facades."""
         failures: list[BktError] = []
         self._tolerating = (hook_name, failures)
         try:
@@ -386,7 +472,7 @@ class Host:
 
     def collect(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call each implementation of a collecting hook in pluggy's order and pair each
-        non-None result with the name of the plugin that returned it."""
+        non-None result with the name of the plugin that returned it. For facades."""
         caller: pluggy.HookCaller = getattr(self.pluginmanager.hook, hook_name)
         results: list[tuple[str, Any]] = []
         for impl in reversed(caller.get_hookimpls()):
@@ -398,7 +484,7 @@ class Host:
         return results
 
     def each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Callable[[], Any]]]:
-        """The implementations of a hook one by one, for callers that isolate failures per
+        """The implementations of a hook one by one, for facades that isolate failures per
         plugin: yields (plugin name, a call with these arguments)."""
         caller: pluggy.HookCaller = getattr(self.pluginmanager.hook, hook_name)
         for impl in reversed(caller.get_hookimpls()):
@@ -412,7 +498,10 @@ class Host:
     def blame(self, hook_name: str, exc: BaseException) -> PluginError:
         """The :class:`PluginError` for ``exc``, raised while ``hook_name`` ran: the plugin is
         the one whose implementation is nearest the top of the traceback."""
-        caller: pluggy.HookCaller = getattr(self.pluginmanager.hook, hook_name)
+        return self._blame(self.pluginmanager, hook_name, exc)
+
+    def _blame(self, pm: pluggy.PluginManager, hook_name: str, exc: BaseException) -> PluginError:
+        caller: pluggy.HookCaller = getattr(pm.hook, hook_name)
         owners = {
             getattr(impl.function, "__wrapped__", impl.function).__code__: impl.plugin_name
             for impl in caller.get_hookimpls()
@@ -446,6 +535,7 @@ class Host:
         if self._subsystems is None:
             found: dict[str, Subsystem] = {}
             owners: dict[str, str] = {}
+            # The facade of bkt_subsystems: each subsystem is checked for a duplicate name.
             for plugin, result in self.collect("bkt_subsystems", host=self):
                 for subsystem in result:
                     if subsystem.name in found:
@@ -472,35 +562,51 @@ class Host:
 
     # -- the embedding API -------------------------------------------------------------------
 
-    def validate(self, subsystem: str = "vm") -> int:
-        """Load and validate a manifest; the number of entries. Raises ManifestError."""
+    # Each takes the name of the subsystem to work on first (``host.plan("vm")``).
+
+    def validate(self, subsystem: str) -> int:
+        """Load and validate ``subsystem``'s manifest; the number of entries. Raises
+        ManifestError."""
         return self.subsystem(subsystem).validate()
 
-    def plan(self, subsystem: str = "vm", names: Sequence[str] = ()) -> SyncPlan:
+    def plan(self, subsystem: str, names: Sequence[str] = ()) -> SyncPlan:
+        """What ``sync`` would do to ``subsystem`` (only ``names``; none: all)."""
         return self.subsystem(subsystem).plan(names)
 
     def sync(
-        self, subsystem: str = "vm", names: Sequence[str] = (), *, dry_run: bool = False
+        self, subsystem: str, names: Sequence[str] = (), *, dry_run: bool = False
     ) -> SyncReport:
+        """Sync ``subsystem`` with its manifest (only ``names``; none: all)."""
         return self.subsystem(subsystem).sync(names, dry_run=dry_run)
 
     def status(
-        self, subsystem: str = "vm", names: Sequence[str] = (), *, all: bool = False
+        self, subsystem: str, names: Sequence[str] = (), *, all: bool = False
     ) -> StatusReport:
+        """The status of ``subsystem``'s entries (``all``: unmanaged ones too)."""
         return self.subsystem(subsystem).status(names, all=all)
 
     def capture(
         self,
-        subsystem: str = "vm",
+        subsystem: str,
         names: Sequence[str] = (),
         *,
         all: bool = False,
         dry_run: bool = False,
     ) -> CaptureReport:
+        """Write what exists of ``subsystem`` back into its manifest."""
         return self.subsystem(subsystem).capture(names, all=all, dry_run=dry_run)
 
-    def schema(self, subsystem: str = "vm") -> dict[str, Any]:
+    def schema(self, subsystem: str) -> dict[str, Any]:
+        """The JSON Schema of ``subsystem``'s manifest."""
         return self.subsystem(subsystem).schema()
+
+    def manifest_keys(self) -> dict[str, str]:
+        """Each subsystem's name by the key of its manifest, the file's name without
+        ``.json`` (``bkt schema KEY``)."""
+        return {
+            subsystem.manifest_file.removesuffix(".json"): name
+            for name, subsystem in self.subsystems().items()
+        }
 
 
 def _default_name(plugin: object) -> str:
@@ -589,10 +695,11 @@ def _a(value: object) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
-def _checked(hook_name: str, result: Any) -> Any:
-    """``result`` if it is what ``hook_name`` declares (an iterable as a tuple, a mapping as a
-    dict), else raise :class:`_BadResult` saying what came and what was expected."""
-    shape, spelling = hookspecs.RESULTS.get(hook_name, ("", ""))
+def _checked(results: Mapping[str, tuple[str, str]], hook_name: str, result: Any) -> Any:
+    """``result`` if it is what ``hook_name`` declares in ``results`` (an iterable as a
+    tuple, a mapping as a dict), else raise :class:`_BadResult` saying what came and what was
+    expected."""
+    shape, spelling = results.get(hook_name, ("", ""))
     if result is None or not shape:
         return result
     if shape == "none":

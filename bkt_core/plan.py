@@ -2,7 +2,9 @@
 
 What a subsystem is going to do (a :class:`SyncPlan`) and what it did (a :class:`SyncReport`,
 a :class:`StatusReport`, a :class:`CaptureReport`) are frozen dataclasses. Their
-``to_json()`` is the document the CLI prints for ``--json``; nothing here prints.
+``to_json()`` is the document the CLI prints for ``--json``; nothing here prints. The entries
+are listed there under the subsystem's own ``key`` (the VM subsystem's is ``"vms"``), which the
+subsystem passes when it builds the plan or report.
 """
 
 from __future__ import annotations
@@ -102,10 +104,11 @@ class Summary:
 
 @dataclass(frozen=True)
 class SyncPlan:
-    """Every entry of a sync, in manifest order."""
+    """Every entry of a sync, in manifest order. ``key`` names the entries in the JSON form."""
 
     subsystem: str
     entries: tuple[PlanEntry, ...]
+    key: str = field(kw_only=True)
 
     @property
     def changes_anything(self) -> bool:
@@ -125,7 +128,7 @@ class SyncPlan:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"vms": [e.to_json() for e in self.entries]}
+        return {self.key: [e.to_json() for e in self.entries]}
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,10 @@ class SyncReport:
 
 @dataclass(frozen=True)
 class StatusRow:
-    """One VM as status reports it: ``state`` is running, stopped or missing; ``in_sync`` is
-    None when there is nothing to compare (missing, unmanaged); ``pending_restart`` lists
-    the fields of a running VM whose persistent definition differs from the running one."""
+    """One entry as status reports it: ``state`` is running, stopped or missing; ``in_sync``
+    is None when there is nothing to compare (missing, unmanaged); ``pending_restart`` lists
+    the fields of a running entry whose persistent definition differs from the running one
+    (for VMs: a domain's live and persistent XML)."""
 
     name: str
     state: str
@@ -201,17 +205,20 @@ class StatusRow:
 
 @dataclass(frozen=True)
 class StatusReport:
+    """Every row of a status. ``key`` names the rows in the JSON form."""
+
     rows: tuple[StatusRow, ...]
+    key: str = field(kw_only=True)
 
     def to_json(self) -> dict[str, Any]:
-        return {"vms": [r.to_json() for r in self.rows]}
+        return {self.key: [r.to_json() for r in self.rows]}
 
 
 @dataclass(frozen=True)
 class CaptureEntry:
-    """One VM of a capture: ``kind`` is added, changed, unchanged or skipped. ``changes`` are
-    (field, old JSON, new JSON) for a changed VM, or (field, "", JSON) for an added one;
-    ``reasons`` say why a VM was skipped."""
+    """One entry of a capture: ``kind`` is added, changed, unchanged or skipped. ``changes``
+    are (field, old JSON, new JSON) for a changed entry, or (field, "", JSON) for an added one;
+    ``reasons`` say why an entry was skipped."""
 
     name: str
     kind: Literal["added", "changed", "unchanged", "skipped"]
@@ -229,6 +236,9 @@ class CaptureEntry:
 
 @dataclass(frozen=True)
 class CaptureReport:
+    """What a capture found and wrote to the manifest at ``path``. ``key`` names the entries
+    in the JSON form."""
+
     entries: tuple[CaptureEntry, ...]
     warnings: tuple[str, ...]
     path: str
@@ -238,6 +248,7 @@ class CaptureReport:
     #: What the user should know besides warnings: a directory or file created, every domain
     #: skipped, nothing to capture (printed on stderr).
     notes: tuple[str, ...] = ()
+    key: str = field(kw_only=True)
 
     def count(self, kind: str) -> int:
         return sum(e.kind == kind for e in self.entries)
@@ -248,7 +259,7 @@ class CaptureReport:
             "dry_run": self.dry_run,
             "written": self.written,
             "created": self.created,
-            "vms": [e.to_json() for e in self.entries],
+            self.key: [e.to_json() for e in self.entries],
             "warnings": list(self.warnings),
             "notes": list(self.notes),
         }

@@ -2,7 +2,8 @@
 
 The plugins, each under its own entry-point name so that it can be blocked and replaced:
 
-- ``vm`` (this module): the VM subsystem, the ``bkt vm`` commands, the manifest rules, and the
+- ``vm`` (this module): the VM subsystem, its hooks (:mod:`bkt_vm_plugin.hookspecs`, which
+  the other plugins below implement), the ``bkt vm`` commands, the manifest rules, and the
   core domain XML mapping (:mod:`bkt_vm_plugin.mapping`);
 - ``cpu_model`` (:mod:`bkt_vm_plugin.cpu_model`): the ``cpu_model`` field and its ``<cpu>``;
 - ``autostart`` (:mod:`bkt_vm_plugin.autostart`): the ``autostart`` field and its post-sync action;
@@ -26,14 +27,23 @@ if TYPE_CHECKING:
     from bkt_core.host import Host
     from bkt_core.manifest import Problem
     from bkt_core.subsystem import Subsystem
+    from bkt_vm_plugin.domain_xml import DomainField
 
 __all__ = [
+    "bkt_add_hookspecs",
     "bkt_cli_commands",
     "bkt_domain_fields",
     "bkt_subsystems",
     "bkt_validate_manifest",
     "default_plugins",
 ]
+
+
+@hookimpl
+def bkt_add_hookspecs(host: Host) -> None:
+    from bkt_vm_plugin import hookspecs
+
+    host.add_hookspecs(hookspecs)
 
 
 @hookimpl
@@ -63,7 +73,7 @@ def bkt_validate_manifest(
 
 
 @hookimpl(tryfirst=True)
-def bkt_domain_fields() -> Iterable[Any]:
+def bkt_domain_fields() -> Iterable[DomainField]:
     # tryfirst: the core fields lay out the domain that other mappings add to.
     from bkt_vm_plugin.mapping import CORE_FIELDS
 

@@ -705,6 +705,7 @@ def _capture(
         dry_run=dry_run,
         created=created and written,
         notes=tuple(notes),
+        key=sub.manifest_key,
     )
 
 

@@ -192,6 +192,8 @@ def children(parent: Element, tag: str) -> list[Element]:
 
 
 def child(parent: Element | None, tag: str) -> Element | None:
+    """The first child element ``<tag>`` of ``parent``; None when there is none (or no
+    ``parent``)."""
     if parent is None:
         return None
     for c in parent:

@@ -693,7 +693,9 @@ def plan_disk(
             )
     if not request.create_if_missing:
         raise _missing(path)
-    result = host.call("bkt_disk_plan", name=name, vm=vm, disk=request, context=ctx)
+    from bkt_vm_plugin.hooks import VmHooks
+
+    result = VmHooks(host).disk_plan(name, vm, request, ctx)
     if result is None:
         raise _refuse(
             path,
@@ -995,6 +997,9 @@ def provision_all(
     Returns each creation's path and its error message (None: created). One failure does
     not stop the others. A path planned twice is created once; the second one fails.
     """
+    from bkt_vm_plugin.hooks import VmHooks
+
+    hooks = VmHooks(host)
     results: dict[str, str | None] = {}
     made: list[DiskCreation] = []
     seen: set[str] = set()
@@ -1007,7 +1012,7 @@ def provision_all(
                 continue
             seen.add(path)
             try:
-                done = host.call("bkt_disk_provision", creation=creation, context=ctx)
+                done = hooks.disk_provision(creation, ctx)
             except BktError as exc:
                 results[path] = exc.message
                 continue

@@ -91,7 +91,7 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
             drift, pending = [UNREADABLE], ()
         rows.append(StatusRow(name, state, True, not drift, tuple(drift), pending))
     rows += [StatusRow(name, observation.state(name), False, None) for name in others]
-    return StatusReport(tuple(rows))
+    return StatusReport(tuple(rows), key=sub.manifest_key)
 
 
 def _pending(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from bkt_core.manifest import Problem
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
     from bkt_vm_plugin.domain_xml import DomainMapping
+    from bkt_vm_plugin.hooks import VmHooks
     from bkt_vm_plugin.model import VmDefinition, VmManifest
     from bkt_vm_plugin.virsh import Virsh
 
@@ -32,9 +33,18 @@ class VmSubsystem:
 
     name = "vm"
     manifest_file = MANIFEST_FILE
+    #: The manifest's key of the VMs, which names them in the JSON form of plans and reports.
+    manifest_key = "vms"
 
     def __init__(self, host: Host) -> None:
         self.host = host
+
+    @functools.cached_property
+    def hooks(self) -> VmHooks:
+        """The VM hooks of this host's plugins, as typed methods."""
+        from bkt_vm_plugin.hooks import VmHooks
+
+        return VmHooks(self.host)
 
     # -- the model -------------------------------------------------------------------------
 
@@ -50,7 +60,7 @@ class VmSubsystem:
         fields: dict[str, Any] = {}
         owners: dict[str, str] = {}
         builtin = set(VmDefinition.model_fields)
-        for plugin, declared in self.host.collect("bkt_manifest_fields", subsystem=self.name):
+        for plugin, declared in self.host.manifest_fields(self.name):
             for field_name, spec in dict(declared).items():
                 if field_name in builtin:
                     raise PluginError(
@@ -114,20 +124,19 @@ class VmSubsystem:
 
         owners: dict[str, str] = {}
         fields = []
-        for plugin, contributed in self.host.collect("bkt_domain_fields"):
-            for mapping_field in contributed:
-                for name in mapping_field.fields:
-                    if name in owners:
-                        raise PluginError(
-                            plugin,
-                            "bkt_domain_fields",
-                            f"maps VM field {name!r}, which plugin {owners[name]} maps too",
-                            hint=f"block one of them: --disable-plugin {plugin} or "
-                            f"--disable-plugin {owners[name]}",
-                        )
-                    owners[name] = plugin
-                mapping_field.plugin = plugin
-                fields.append(mapping_field)
+        for plugin, mapping_field in self.hooks.domain_fields():
+            for name in mapping_field.fields:
+                if name in owners:
+                    raise PluginError(
+                        plugin,
+                        "bkt_domain_fields",
+                        f"maps VM field {name!r}, which plugin {owners[name]} maps too",
+                        hint=f"block one of them: --disable-plugin {plugin} or "
+                        f"--disable-plugin {owners[name]}",
+                    )
+                owners[name] = plugin
+            mapping_field.plugin = plugin
+            fields.append(mapping_field)
         return DomainMapping(fields)
 
     def schema(self) -> dict[str, Any]:
@@ -166,12 +175,7 @@ class VmSubsystem:
     def validate_document(self, document: Any, *, home: str | None) -> list[Problem]:
         """Every plugin's :func:`~bkt_core.hookspecs.bkt_validate_manifest` problems with the
         raw ``document``."""
-        problems: list[Problem] = []
-        for _plugin, found in self.host.collect(
-            "bkt_validate_manifest", subsystem=self.name, document=document, home=home
-        ):
-            problems.extend(found)
-        return problems
+        return self.host.validate_manifest(self.name, document, home)
 
     def validate(self) -> int:
         return len(self.load().vms)

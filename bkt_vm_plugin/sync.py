@@ -346,7 +346,7 @@ def _plan(
         from bkt_vm_plugin.doctor import plan_warnings
 
         entries = plan_warnings(sub, entries, defined, manifest)
-    return planner, SyncPlan("vm", entries), manifest
+    return planner, SyncPlan(sub.name, entries, key=sub.manifest_key), manifest
 
 
 # -- execution -------------------------------------------------------------------------------
@@ -527,18 +527,14 @@ def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -
 
     results = {r.name: r for r in report.results or ()}
     for entry in report.plan.entries:
-        for plugin, call in host.each(
-            "bkt_post_sync_vm",
-            name=entry.name,
-            entry=entry,
-            result=results.get(entry.name),
-            context=context,
+        for plugin, call in sub.hooks.post_sync_vm(
+            entry.name, entry, results.get(entry.name), context
         ):
             try:
                 call()
             except Exception as exc:
                 context.fail(entry.name, failure(plugin, "bkt_post_sync_vm", exc))
-    for plugin, call in host.each("bkt_post_sync", report=report, context=context):
+    for plugin, call in sub.hooks.post_sync(report, context):
         try:
             call()
         except Exception as exc:

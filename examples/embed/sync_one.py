@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     host = build_host(args.manifest_dir, args.connect)
     try:
-        host.validate()  # the whole manifest, every problem at once
+        host.validate("vm")  # the whole manifest, every problem at once
         plan: SyncPlan = host.plan("vm", [args.name])
         print(json.dumps(plan.to_json(), indent=2), flush=True)
         if args.dry_run:

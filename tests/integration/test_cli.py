@@ -211,6 +211,28 @@ def test_a_plugin_with_an_unknown_hook(
     assert blocked.returncode == 0, blocked.stderr
 
 
+def test_blocking_vm_names_each_plugin_that_implements_a_vm_hook(
+    run_bkt: RunBkt, tmp_path: Path
+) -> None:
+    write_manifest(tmp_path / "manifests", GOOD)
+    result = run_bkt("--disable-plugin", "vm", "sync", "--dry-run")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: plugin autostart: implements bkt_domain_fields, which no active plugin "
+        "declares\nhint: is the plugin that declares it blocked? (blocked: vm); pass "
+        "--disable-plugin autostart too to run without it\n"
+    )
+    listed = run_bkt("--disable-plugin", "vm", "plugins", "--json")
+    assert listed.returncode == 0, listed.stderr
+    statuses = {p["name"]: p["status"] for p in json.loads(listed.stdout)["plugins"]}
+    assert statuses == {
+        "vm": "disabled",
+        "cpu_model": "invalid",
+        "autostart": "invalid",
+        "provision": "invalid",
+    }
+
+
 def test_a_plugin_that_cannot_be_imported_is_named_and_skipped(
     run_bkt: RunBkt, plugin_site: PluginSite, tmp_path: Path
 ) -> None:
@@ -257,7 +279,7 @@ def test_a_plugin_adds_a_subsystem_and_a_command(
     assert synced.returncode == 0, synced.stderr
     lines = synced.stdout.splitlines()
     assert lines[0] == "nothing to do: no VMs to sync"
-    assert json.loads(lines[1])["plan"] == {"vms": [{"name": "teddy", "action": "unchanged"}]}
+    assert json.loads(lines[1])["plan"] == {"toys": [{"name": "teddy", "action": "unchanged"}]}
     listed = json.loads(run_bkt("plugins", "--json", pythonpath=[site]).stdout)
     toy = next(p for p in listed["plugins"] if p["name"] == "toy")
     assert toy["hooks"] == ["bkt_cli_commands", "bkt_subsystems"]

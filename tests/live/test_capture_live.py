@@ -61,11 +61,11 @@ def assert_sync_is_a_no_op(lab: Lab, directory: Path, names: Sequence[str]) -> N
     as it was."""
     before = {n: lab.dumpxml(n) for n in names}
     the_host = host(directory)
-    plan = the_host.plan(names=names)
+    plan = the_host.plan("vm", names=names)
     assert {e.name: e.action for e in plan.entries} == dict.fromkeys(names, "unchanged"), [
         e.to_json() for e in plan.entries
     ]
-    report = the_host.sync(names=names)
+    report = the_host.sync("vm", names=names)
     assert report.failed == []
     assert {n: lab.dumpxml(n) for n in names} == before
 
@@ -193,7 +193,7 @@ def test_explicit_defaults_and_unknowable_fields_survive_and_the_file_is_not_rew
     directory.mkdir()
     text = json.dumps({"$schema": "vms.schema.json", "vms": {name: vm}}, indent=2) + "\n"
     (directory / "vms.json").write_text(text)
-    assert host(directory).sync(names=[name]).failed == []
+    assert host(directory).sync("vm", names=[name]).failed == []
     mtime = (directory / "vms.json").stat().st_mtime_ns
     report = capture(directory, name)
     assert [(e.name, e.kind) for e in report.entries] == [(name, "unchanged")]

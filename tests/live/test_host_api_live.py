@@ -23,19 +23,19 @@ def test_sync_and_status_through_the_host(tmp_path: Path, disks: Path, run_bkt: 
     with domains(a, b):
         write_vms(manifests, {a: vm(disks, a), b: vm(disks, b, autostart=True)})
         host = Host(manifests, uri=uri())
-        assert host.validate() == 2
+        assert host.validate("vm") == 2
 
-        plan = host.plan()
+        plan = host.plan("vm")
         assert [(e.name, e.action) for e in plan.entries] == [(a, "create"), (b, "create")]
-        dry = host.sync(dry_run=True)
+        dry = host.sync("vm", dry_run=True)
         assert dry.results is None and dry.to_json()["plan"] == plan.to_json()
 
-        report = host.sync(names=[a])
+        report = host.sync("vm", names=[a])
         assert isinstance(report, SyncReport)
         assert [(r.name, r.result) for r in report.results or ()] == [(a, "created")]
         assert report.failed == []
 
-        status = host.status()
+        status = host.status("vm")
         rows = {r.name: (r.state, r.in_sync) for r in status.rows}
         assert rows == {a: ("stopped", True), b: ("missing", None)}
 
@@ -43,7 +43,7 @@ def test_sync_and_status_through_the_host(tmp_path: Path, disks: Path, run_bkt: 
         cli = run_bkt("-c", uri(), "-C", str(manifests), "vm", "status", "--json")
         assert json.loads(cli.stdout) == status.to_json()
         cli_sync = run_bkt("-c", uri(), "-C", str(manifests), "vm", "sync", "--dry-run", "--json")
-        assert json.loads(cli_sync.stdout) == host.sync(dry_run=True).to_json()
+        assert json.loads(cli_sync.stdout) == host.sync("vm", dry_run=True).to_json()
 
 
 def test_the_host_raises_instead_of_printing(
@@ -52,7 +52,7 @@ def test_the_host_raises_instead_of_printing(
     (tmp_path / "vms.json").write_text('{"vms": {"a": {"memory_gb": 0}}}')
     host = Host(tmp_path, uri=uri())
     with pytest.raises(ManifestError) as caught:
-        host.plan()
+        host.plan("vm")
     assert caught.value.diagnostics
     assert capsys.readouterr() == ("", "")
 
@@ -80,7 +80,7 @@ def test_post_sync_hooks_see_every_result(tmp_path: Path, disks: Path) -> None:
     manifests = tmp_path / "manifests"
     with domains(good, broken, same):
         write_vms(manifests, {same: vm(disks, same)})
-        assert Host(manifests, uri=uri()).sync().failed == []
+        assert Host(manifests, uri=uri()).sync("vm").failed == []
         write_vms(
             manifests,
             {
@@ -91,7 +91,7 @@ def test_post_sync_hooks_see_every_result(tmp_path: Path, disks: Path) -> None:
         )
         recorder = Recorder()
         host = Host(manifests, uri=uri(), plugins=[recorder])
-        report = host.sync()
+        report = host.sync("vm")
         assert sorted(recorder.per_vm) == sorted(
             [
                 (good, "create", "created"),
@@ -103,7 +103,7 @@ def test_post_sync_hooks_see_every_result(tmp_path: Path, disks: Path) -> None:
         assert seen.results == report.results
         assert report.failed == [broken]
         # A dry run runs no post-sync action.
-        Host(manifests, uri=uri(), plugins=[recorder]).sync(dry_run=True)
+        Host(manifests, uri=uri(), plugins=[recorder]).sync("vm", dry_run=True)
         assert len(recorder.reports) == 1
 
 
@@ -127,14 +127,14 @@ def test_a_second_sync_is_one_virsh_process_whatever_the_number_of_vms(
     with domains(*names):
         write_vms(manifests, {n: vm(disks, n) for n in names})
         first = CountingRunner()
-        assert Host(manifests, uri=uri(), runner=first).sync().failed == []
+        assert Host(manifests, uri=uri(), runner=first).sync("vm").failed == []
         programs = [argv[0] for argv in first.started]
         # observe, pool reads (the disks are created), one vol-create-as or qemu-img each
         # outside a pool, one define batch, one read-back: not one virsh process per VM.
         assert programs.count("virsh") <= 5, first.started
 
         again = CountingRunner()
-        report = Host(manifests, uri=uri(), runner=again).sync()
+        report = Host(manifests, uri=uri(), runner=again).sync("vm")
         assert [r.result for r in report.results or ()] == ["unchanged"] * 5
         assert len(again.started) == 1, again.started
         assert again.started[0][0] == "virsh"

@@ -371,7 +371,7 @@ def test_a_plugin_that_raises_fails_only_its_vm_on_the_real_daemon(
         host = Host(
             dir, uri=uri(), entry_points=False, plugins=[*default_plugins(), Misbehaving()]
         )
-        report = host.sync()
+        report = host.sync("vm")
         got = {r.name: (r.result, r.message) for r in report.results or ()}
         assert got == {
             good: ("created", None),

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, cast
 
 import pytest
 from pydantic import Field
 
+import bkt_vm_plugin.hookspecs
 from bkt_core import hookimpl
 from bkt_core.errors import ManifestError, PluginError
 from bkt_core.host import Host, disabled_from_env
 from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.hooks import VmHooks
+from bkt_vm_plugin.provision import DiskCreation
 
 
 def vm_host(*extra: object, disabled: tuple[str, ...] = ()) -> Host:
@@ -27,6 +31,16 @@ class Color:
         if subsystem != "vm":
             return None
         return {"color": (str, Field(default="blue", description="A colour."))}
+
+
+class VmSpecs:
+    """Declares the VM hooks as the `vm` plugin does, without the VM subsystem."""
+
+    bkt_plugin_name = "vm-specs"
+
+    @hookimpl
+    def bkt_add_hookspecs(self, host: Host) -> None:
+        host.add_hookspecs(bkt_vm_plugin.hookspecs)
 
 
 class OtherColor(Color):
@@ -112,7 +126,7 @@ def test_a_plugin_that_raises_in_a_hook_is_named(tmp_path: Any) -> None:
     (tmp_path / "vms.json").write_text('{"vms": {}}')
     host = Host(tmp_path, entry_points=False, plugins=[*default_plugins(), Raises()])
     with pytest.raises(PluginError) as caught:
-        host.validate()
+        host.validate("vm")
     assert str(caught.value) == "plugin raises in bkt_validate_manifest: ZeroDivisionError: boom"
     assert isinstance(caught.value.__cause__, ZeroDivisionError)
 
@@ -132,14 +146,14 @@ def test_call_blames_the_implementation_in_the_traceback() -> None:
         def bkt_post_sync(self, report: Any, context: Any) -> None:
             pass
 
-    host = Host(entry_points=False, plugins=[Explodes(), Fine()])
+    host = Host(entry_points=False, plugins=[VmSpecs(), Explodes(), Fine()])
     with pytest.raises(PluginError) as caught:
         host.call("bkt_post_sync", report=None, context=None)
     assert caught.value.plugin == "explodes" and caught.value.hook == "bkt_post_sync"
 
 
 def test_collect_pairs_each_result_with_its_plugin() -> None:
-    found = vm_host(Color()).collect("bkt_manifest_fields", subsystem="vm")
+    found = vm_host(Color()).manifest_fields("vm")
     assert [name for name, _ in found] == ["color", "autostart", "cpu_model"]
 
 
@@ -160,7 +174,7 @@ def test_validation_problems_of_a_plugin_get_positions(tmp_path: Any) -> None:
     (tmp_path / "vms.json").write_text(manifest)
     host = Host(tmp_path, entry_points=False, plugins=[*default_plugins(), NoTodo()])
     with pytest.raises(ManifestError) as caught:
-        host.validate()
+        host.validate("vm")
     (diagnostic,) = caught.value.diagnostics
     assert str(diagnostic).endswith(":2:30: vms.a.network: no networks on fridays")
 
@@ -218,9 +232,10 @@ def test_a_wrapper_on_a_firstresult_hook_wraps_the_default() -> None:
         def bkt_disk_provision(self, creation: Any) -> bool:
             return True
 
-    host = Host(entry_points=False, plugins=[Provides(), Wraps()])
-    assert host.call("bkt_disk_provision", creation="c", context=None) is True
-    assert seen == [("c", True)]
+    host = Host(entry_points=False, plugins=[VmSpecs(), Provides(), Wraps()])
+    creation = DiskCreation("/srv/vm/c.qcow2", 1)
+    assert VmHooks(host).disk_provision(creation, cast(Any, None)) is True
+    assert seen == [(creation, True)]
 
 
 @pytest.mark.parametrize(
@@ -239,4 +254,110 @@ def test_a_wrapper_on_a_firstresult_hook_wraps_the_default() -> None:
 def test_rich_click_is_loaded_only_for_help(argv: list[str], expected: bool) -> None:
     from bkt_core.cli import wants_help
 
-    assert wants_help(argv) is expected
+    assert wants_help(argv, lambda: {"vm"}) is expected
+
+
+def test_a_group_alone_is_help_only_when_a_subsystem_names_it() -> None:
+    from bkt_core.cli import wants_help
+
+    asked: list[str] = []
+
+    def groups() -> set[str]:
+        asked.append("asked")
+        return {"toy"}
+
+    assert wants_help(["toy"], groups) and not wants_help(["vm"], groups)
+    assert not wants_help(["vm"])
+    # bkt's own commands run alone: the plugins are not asked.
+    asked.clear()
+    assert not wants_help(["status"], groups) and not wants_help(["plugins"], groups)
+    assert asked == []
+
+
+class BadFields:
+    """Implements a VM hook, returning what the hook does not declare."""
+
+    bkt_plugin_name = "bad-fields"
+
+    @hookimpl
+    def bkt_domain_fields(self) -> Any:
+        return "not a field"
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_vm_hook_is_checked_whether_its_plugin_comes_before_vm_or_after(first: bool) -> None:
+    extra: list[object] = [BadFields()]
+    plugins = [*extra, *default_plugins()] if first else [*default_plugins(), *extra]
+    host = Host(entry_points=False, plugins=plugins)
+    with pytest.raises(PluginError) as caught:
+        _ = host.subsystem("vm").mapping  # type: ignore[attr-defined]
+    assert (caught.value.plugin, caught.value.hook) == ("bad-fields", "bkt_domain_fields")
+    assert "returned a str, expected an iterable of DomainField" in caught.value.message
+
+
+def test_a_wrapper_on_a_vm_hook_called_one_by_one_is_refused_before_vm_too() -> None:
+    class Wraps:
+        bkt_plugin_name = "wraps"
+
+        @hookimpl(wrapper=True)
+        def bkt_post_sync(self) -> Any:
+            return (yield)
+
+    host = Host(entry_points=False, plugins=[Wraps(), *default_plugins()])
+    with pytest.raises(PluginError, match="plugin wraps: wraps bkt_post_sync"):
+        _ = host.pluginmanager
+
+
+def test_a_vm_hook_with_vm_blocked_is_an_error_naming_plugin_hook_and_the_block() -> None:
+    with pytest.raises(PluginError) as caught:
+        _ = vm_host(BadFields(), disabled=("vm",)).pluginmanager
+    error = caught.value
+    assert error.plugin in {"cpu_model", "autostart", "provision", "bad-fields"}
+    found = re.search(r"implements (bkt_\w+), which no active plugin declares$", error.message)
+    assert found is not None and found[1] in bkt_vm_plugin.hookspecs.hook_names()
+    assert "is the plugin that declares it blocked? (blocked: vm)" in (error.hint or "")
+    assert f"--disable-plugin {error.plugin}" in (error.hint or "")
+    # Listing the plugins still works: each one implementing a VM hook is shown as invalid.
+    lenient = Host(
+        entry_points=False,
+        plugins=[*default_plugins(), BadFields()],
+        disabled=("vm",),
+        strict=False,
+    )
+    statuses = {i.name: i.status for i in lenient.plugins()}
+    assert statuses == {
+        "vm": "disabled",
+        "cpu_model": "invalid",
+        "autostart": "invalid",
+        "provision": "invalid",
+        "bad-fields": "invalid",
+    }
+
+
+def test_a_misspelt_hook_is_still_not_a_bkt_hook() -> None:
+    with pytest.raises(PluginError, match="implements bkt_frobnicate, which is not a bkt hook"):
+        _ = vm_host(Unknown()).pluginmanager
+
+
+def test_add_hookspecs_names_a_plugin_whose_arguments_the_spec_lacks() -> None:
+    class Extra:
+        bkt_plugin_name = "extra"
+
+        @hookimpl
+        def bkt_post_sync(self, report: Any, colour: Any) -> None:
+            pass
+
+    with pytest.raises(PluginError) as caught:
+        _ = Host(entry_points=False, plugins=[Extra(), VmSpecs()]).pluginmanager
+    assert caught.value.plugin == "extra"
+    assert "colour" in caught.value.message
+
+
+def test_add_hookspecs_merges_the_contract_once() -> None:
+    host = Host(entry_points=False, plugins=[VmSpecs(), *default_plugins()])
+    host.add_hookspecs(bkt_vm_plugin.hookspecs)  # again: nothing changes
+    assert host.pluginmanager.hook.bkt_disk_plan.spec is not None
+    assert host._results["bkt_disk_plan"] == bkt_vm_plugin.hookspecs.RESULTS["bkt_disk_plan"]
+    assert "bkt_post_sync" in host._one_by_one
+    bare = Host(entry_points=False)
+    assert "bkt_disk_plan" not in bare._results and "bkt_post_sync" not in bare._one_by_one

@@ -543,7 +543,7 @@ def test_a_hook_past_the_time_limit_is_an_error_naming_plugin_and_hook(tmp_path:
         tmp_path, entry_points=False, plugins=[*default_plugins(), Sleeps()], hook_timeout=0.05
     )
     with pytest.raises(PluginError) as caught:
-        host.validate()
+        host.validate("vm")
     assert (
         str(caught.value) == "plugin sleeps in bkt_validate_manifest: did not return within 0.05 s"
     )
@@ -571,14 +571,20 @@ def test_the_hook_time_limit_comes_from_the_environment() -> None:
 def test_every_hook_declares_the_type_its_results_are_checked_against() -> None:
     """The result table and the hook specifications name the same hooks, each with the
     shape its return annotation has."""
-    from bkt_core import hookspecs
+    from bkt_core import hookspecs as core
+    from bkt_vm_plugin import hookspecs as vm
 
-    assert set(hookspecs.RESULTS) == set(hookspecs.hook_names())
     starts = {"none": "None", "value": "", "iterable": "Iterable[", "fields": "Mapping[str, "}
-    for name, (shape, _type) in hookspecs.RESULTS.items():
-        annotation = getattr(hookspecs, name).__annotations__["return"]
-        assert annotation.startswith(starts[shape]), name
-        assert annotation == "None" if shape == "none" else annotation.endswith(" | None"), name
+    for hookspecs in (core, vm):
+        assert set(hookspecs.RESULTS) == set(hookspecs.hook_names())
+        assert set(hookspecs.hook_names()) >= hookspecs.CALLED_ONE_BY_ONE
+        for name, (shape, spelling) in hookspecs.RESULTS.items():
+            annotation = getattr(hookspecs, name).__annotations__["return"]
+            assert annotation.startswith(starts[shape]), name
+            assert annotation == "None" if shape == "none" else annotation.endswith(" | None")
+            # The checked type is the one the annotation names.
+            if shape in ("value", "iterable"):
+                assert spelling.rpartition(":")[2] in annotation, name
 
 
 def test_sync_holds_the_manifest_lock_that_capture_takes(world: World) -> None:

@@ -33,18 +33,18 @@ class ToySubsystem:
         return 1
 
     def plan(self, names: Sequence[str] = ()) -> SyncPlan:
-        return SyncPlan("toy", (PlanEntry("teddy", "unchanged"),))
+        return SyncPlan("toy", (PlanEntry("teddy", "unchanged"),), key="toys")
 
     def sync(self, names: Sequence[str] = (), *, dry_run: bool = False) -> SyncReport:
         return SyncReport(self.plan(names), dry_run=dry_run)
 
     def status(self, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
-        return StatusReport((StatusRow("teddy", "running", True, True),))
+        return StatusReport((StatusRow("teddy", "running", True, True),), key="toys")
 
     def capture(
         self, names: Sequence[str] = (), *, all: bool = False, dry_run: bool = False
     ) -> CaptureReport:
-        return CaptureReport((), (), path="toys.json", written=False, dry_run=dry_run)
+        return CaptureReport((), (), path="toys.json", written=False, dry_run=dry_run, key="toys")
 
 
 @hookimpl

@@ -1,0 +1,182 @@
+"""The plugin API of bkt's VM subsystem: everything a plugin needs, from one module.
+
+Write plugins against this module and :mod:`bkt_core` only::
+
+    from bkt_core import hookimpl
+    from bkt_vm_plugin.api import DomainField, Reading, make, ensure_child
+
+**Compatibility.** :data:`API_VERSION` is ``"1.0"``. Every name in ``__all__`` keeps working,
+with the same meaning, for every 1.x version of this API: later 1.x versions only add names
+(and optional arguments, and hook arguments an implementation may ignore). Removing or
+changing a name takes 2.0. Anything imported from another module of ``bkt_vm_plugin`` is
+internal and may change in any release.
+
+The names, by kind:
+
+- the VM definition a plugin is handed: ``VmDefinition``, ``VmManifest``, and an ISO's source,
+  ``IsoSource``, which is either an ``IsoPath`` or an ``IsoUrl``;
+- the domain XML mapping: ``DomainField`` (a piece of the mapping, returned from
+  ``bkt_domain_fields``), ``Reading``, ``DomainContext``, ``PatchRefused``, and ``Element``
+  (an lxml element) with the tree helpers that keep libvirt's element order and the hardened
+  parser (``parse_xml``, ``serialize``, ``child``, ``children``, ``at``, ``devices``,
+  ``text_of``, ``set_text``, ``make``, ``append``, ``insert_after``, ``insert_before``,
+  ``insert_child``, ``ensure_child``, ``remove``, ``replace``);
+- disk provisioning: ``DiskRequest``, ``DiskCreation``, ``ProvisionContext``;
+- post-sync actions: ``PostSyncContext``, ``Virsh`` and its ``Reply``;
+- paths: ``expand_home``, ``home_dir``, ``local_path_problem``;
+- from :mod:`bkt_core`, for convenience: ``hookimpl``, ``OperationError``, ``CommandError``,
+  ``Problem``.
+
+Importing this module costs nothing: each name is imported from where it lives the first
+time it is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bkt_core.errors import CommandError, OperationError
+    from bkt_core.hookspecs import hookimpl
+    from bkt_core.manifest import Problem
+    from bkt_vm_plugin.domain_xml import (
+        DomainContext,
+        DomainField,
+        Element,
+        PatchRefused,
+        Reading,
+        append,
+        at,
+        child,
+        children,
+        devices,
+        ensure_child,
+        insert_after,
+        insert_before,
+        insert_child,
+        make,
+        parse_xml,
+        remove,
+        replace,
+        serialize,
+        set_text,
+        text_of,
+    )
+    from bkt_vm_plugin.model import (
+        IsoPath,
+        IsoSource,
+        IsoUrl,
+        VmDefinition,
+        VmManifest,
+        expand_home,
+        home_dir,
+        local_path_problem,
+    )
+    from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
+    from bkt_vm_plugin.sync import PostSyncContext
+    from bkt_vm_plugin.virsh import Reply, Virsh
+
+#: The version of this API: ``MAJOR.MINOR``; see the compatibility promise above.
+API_VERSION = "1.0"
+
+# Where each name lives: imported on first use, so that importing the API imports neither
+# pydantic nor lxml.
+_WHERE = {
+    "VmDefinition": "bkt_vm_plugin.model",
+    "VmManifest": "bkt_vm_plugin.model",
+    "IsoPath": "bkt_vm_plugin.model",
+    "IsoUrl": "bkt_vm_plugin.model",
+    "IsoSource": "bkt_vm_plugin.model",
+    "DomainField": "bkt_vm_plugin.domain_xml",
+    "Reading": "bkt_vm_plugin.domain_xml",
+    "DomainContext": "bkt_vm_plugin.domain_xml",
+    "PatchRefused": "bkt_vm_plugin.domain_xml",
+    "Element": "bkt_vm_plugin.domain_xml",
+    "parse_xml": "bkt_vm_plugin.domain_xml",
+    "serialize": "bkt_vm_plugin.domain_xml",
+    "child": "bkt_vm_plugin.domain_xml",
+    "children": "bkt_vm_plugin.domain_xml",
+    "at": "bkt_vm_plugin.domain_xml",
+    "devices": "bkt_vm_plugin.domain_xml",
+    "text_of": "bkt_vm_plugin.domain_xml",
+    "set_text": "bkt_vm_plugin.domain_xml",
+    "make": "bkt_vm_plugin.domain_xml",
+    "append": "bkt_vm_plugin.domain_xml",
+    "insert_after": "bkt_vm_plugin.domain_xml",
+    "insert_before": "bkt_vm_plugin.domain_xml",
+    "insert_child": "bkt_vm_plugin.domain_xml",
+    "ensure_child": "bkt_vm_plugin.domain_xml",
+    "remove": "bkt_vm_plugin.domain_xml",
+    "replace": "bkt_vm_plugin.domain_xml",
+    "DiskRequest": "bkt_vm_plugin.provision",
+    "DiskCreation": "bkt_vm_plugin.provision",
+    "ProvisionContext": "bkt_vm_plugin.provision",
+    "PostSyncContext": "bkt_vm_plugin.sync",
+    "Virsh": "bkt_vm_plugin.virsh",
+    "Reply": "bkt_vm_plugin.virsh",
+    "expand_home": "bkt_vm_plugin.model",
+    "home_dir": "bkt_vm_plugin.model",
+    "local_path_problem": "bkt_vm_plugin.model",
+    "hookimpl": "bkt_core.hookspecs",
+    "OperationError": "bkt_core.errors",
+    "CommandError": "bkt_core.errors",
+    "Problem": "bkt_core.manifest",
+}
+
+__all__ = [
+    "API_VERSION",
+    "CommandError",
+    "DiskCreation",
+    "DiskRequest",
+    "DomainContext",
+    "DomainField",
+    "Element",
+    "IsoPath",
+    "IsoSource",
+    "IsoUrl",
+    "OperationError",
+    "PatchRefused",
+    "PostSyncContext",
+    "Problem",
+    "ProvisionContext",
+    "Reading",
+    "Reply",
+    "Virsh",
+    "VmDefinition",
+    "VmManifest",
+    "append",
+    "at",
+    "child",
+    "children",
+    "devices",
+    "ensure_child",
+    "expand_home",
+    "home_dir",
+    "hookimpl",
+    "insert_after",
+    "insert_before",
+    "insert_child",
+    "local_path_problem",
+    "make",
+    "parse_xml",
+    "remove",
+    "replace",
+    "serialize",
+    "set_text",
+    "text_of",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

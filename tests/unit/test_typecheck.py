@@ -1,0 +1,113 @@
+"""The hook signature checker: mypy --strict over a stub that calls each implementation as its
+hook's specification would."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from bkt_core.host import Host
+from bkt_core.typecheck import check_modules, main
+from bkt_vm_plugin import default_plugins
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "plugins"
+
+WRONG = """
+from __future__ import annotations
+
+from bkt_core import hookimpl
+
+
+@hookimpl
+def bkt_disk_plan(name: int, vm: object) -> str:
+    return "x"
+
+
+@hookimpl
+def bkt_post_sync(report: object) -> bool:
+    return True
+
+
+@hookimpl
+def bkt_manifest_fields(subsystem: str, colour: str) -> None:
+    return None
+
+
+@hookimpl
+def bkt_frobnicate() -> None:
+    pass
+
+
+@hookimpl(wrapper=True)
+def bkt_disk_provision(creation: object) -> object:
+    return (yield)
+"""
+
+
+@pytest.fixture(autouse=True)
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One cache for the module's runs: the second one is fast.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def vm_host() -> Host:
+    return Host(entry_points=False, plugins=default_plugins())
+
+
+def test_the_default_and_the_example_plugins_match_their_hooks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for example in ("bkt-hyperv", "bkt-power-state", "bkt-base-image"):
+        monkeypatch.syspath_prepend(str(EXAMPLES / example))
+    modules = [
+        "bkt_vm_plugin",
+        "bkt_vm_plugin.cpu_model",
+        "bkt_vm_plugin.autostart",
+        "bkt_vm_plugin.provision",
+        "bkt_hyperv",
+        "bkt_power_state",
+        "bkt_base_image",
+    ]
+    report = check_modules(modules, host=vm_host())
+    assert report.problems == []
+    # Every implementation was checked: vm 5, cpu_model 3, autostart 3, provision 2,
+    # bkt-hyperv 3, bkt-power-state 3, bkt-base-image 4.
+    assert report.checked == 23
+
+
+def test_a_wrong_plugin_fails_with_mypys_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "wrong_plugin.py").write_text(WRONG)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "wrong_plugin", raising=False)
+    report = check_modules(["wrong_plugin"], host=vm_host())
+    assert report.checked == 2
+    assert sorted(report.problems) == sorted(
+        [
+            'wrong_plugin.bkt_disk_plan: error: Argument "name" to "bkt_disk_plan" has '
+            'incompatible type "str"; expected "int"  [arg-type]',
+            'wrong_plugin.bkt_disk_plan: error: Incompatible return value type (got "str", '
+            'expected "DiskCreation | None")  [return-value]',
+            "wrong_plugin.bkt_post_sync: error: Incompatible types in assignment (expression "
+            'has type "Callable[[object], bool]", variable has type "Callable[..., None]")  '
+            "[assignment]",
+            "wrong_plugin.bkt_manifest_fields: error: accepts 'colour', which "
+            "bkt_manifest_fields does not pass (it passes subsystem)",
+            "wrong_plugin.bkt_frobnicate: error: bkt_frobnicate is not a hook of bkt",
+        ]
+    )
+    # The command line: mypy's messages on stdout, exit status 1.
+    assert main(["wrong_plugin"]) == 1
+    assert "Incompatible return value type" in capsys.readouterr().out
+
+
+def test_a_module_that_cannot_be_imported_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["no_such_plugin_module"]) == 2
+    assert "cannot import no_such_plugin_module" in capsys.readouterr().err
+    assert main([]) == 2
