@@ -155,7 +155,7 @@ def bkt_disk_plan(name: str, vm: Any, disk: Any, context: Any) -> Any | None:
     """Plan the creation of VM ``name``'s missing disk (``create_if_missing: true``).
 
     Called during planning (``sync``, also ``--dry-run``) for each VM whose disk file does not
-    exist. ``vm`` is its :class:`~bkt_vm_plugin.model.VmDefinition`, ``disk`` the
+    exist. ``vm`` is its :class:`~bkt_vm_plugin.definition.VmDefinition`, ``disk`` the
     :class:`~bkt_vm_plugin.provision.DiskRequest` (expanded path, size, format wanted) and
     ``context`` the :class:`~bkt_vm_plugin.provision.ProvisionContext` (virsh, pools). Return
     a :class:`~bkt_vm_plugin.provision.DiskCreation` describing what will be created, or raise
