@@ -291,27 +291,26 @@ def fields_of(model: type[VmModel]) -> VmFields:
     defaults: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         if not info.is_required():
-            defaults[name] = _runtime(info.get_default(call_default_factory=True))
+            defaults[name] = _runtime(name, info.get_default(call_default_factory=True))
     return VmFields(tuple(model.model_fields), defaults)
 
 
-def _runtime(value: Any) -> Any:
-    """A validated value as a definition holds it: ISO sources as plain objects in a tuple;
-    a plugin's value as pydantic made it."""
-    if isinstance(value, IsoPathModel):
-        return IsoPath(value.path)
-    if isinstance(value, IsoUrlModel):
-        return IsoUrl(value.url, value.sha256)
-    return value
+def _runtime(name: str, value: Any) -> Any:
+    """Field ``name``'s validated value as a definition holds it: ISO sources as plain
+    objects in a tuple; any other value as pydantic made it."""
+    if name != "iso_sources":
+        return value
+    return tuple(
+        IsoPath(s.path) if isinstance(s, IsoPathModel) else IsoUrl(s.url, s.sha256) for s in value
+    )
 
 
 def to_definition(vm: VmModel) -> VmDefinition:
     """The plain definition of validated VM ``vm``: every field's value, and which fields its
     author wrote."""
     layout = fields_of(type(vm))
-    values = {name: getattr(vm, name) for name in type(vm).model_fields}
+    values = {name: _runtime(name, getattr(vm, name)) for name in type(vm).model_fields}
     plugin = {name: values.pop(name) for name in layout.plugin_names}
-    values["iso_sources"] = tuple(_runtime(s) for s in values["iso_sources"])
     return VmDefinition(
         **values, plugin_values=plugin, layout=layout, written=frozenset(vm.model_fields_set)
     )
