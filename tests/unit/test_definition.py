@@ -159,7 +159,7 @@ def test_a_vm_built_in_code_states_every_field() -> None:
         boot="bios",
         network="none",
         graphics="none",
-        iso_sources=[IsoUrl("http://h/x.iso", "ab" * 32)],
+        iso_sources=(IsoUrl("http://h/x.iso", "ab" * 32),),
     )
     assert vm.iso_sources == (IsoUrl("http://h/x.iso", "ab" * 32),)
     assert list(vm.as_written()) == list(BUILTIN_FIELDS.names)
