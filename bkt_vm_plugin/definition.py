@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -73,8 +73,6 @@ class IsoUrl:
 
 #: One installer ISO of a VM: a local file or a URL.
 IsoSource: TypeAlias = IsoPath | IsoUrl
-
-_REQUIRED = object()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -162,18 +160,19 @@ class VmDefinition:
     def __post_init__(self) -> None:
         object.__setattr__(self, "iso_sources", tuple(self.iso_sources))
         object.__setattr__(self, "plugin_values", types.MappingProxyType(dict(self.plugin_values)))
+        clash = sorted(_BUILTIN_NAMES.intersection(self.plugin_values))
+        if clash:
+            raise ValueError(f"plugin_values holds built-in field {clash[0]!r}")
         if self.layout is _UNSET:
-            extra = tuple(n for n in self.plugin_values if n not in BUILTIN_FIELDS.names)
-            layout = VmFields((*BUILTIN_FIELDS.names, *extra), BUILTIN_FIELDS.defaults)
+            names = (*BUILTIN_FIELDS.names, *self.plugin_values)
+            layout = VmFields(names, BUILTIN_FIELDS.defaults)
             object.__setattr__(self, "layout", layout)
         if self.written is not None:
             object.__setattr__(self, "written", frozenset(self.written))
 
     def __hash__(self) -> int:
-        return hash((*(self._builtin()), _hashable(dict(self.plugin_values))))
-
-    def _builtin(self) -> Iterator[Any]:
-        return (getattr(self, n) for n in BUILTIN_FIELDS.names)
+        builtin = tuple(getattr(self, n) for n in BUILTIN_FIELDS.names)
+        return hash((builtin, _hashable(dict(self.plugin_values))))
 
     def field(self, name: str) -> Any:
         """The value of field ``name``: a built-in or a plugin field (its default when the

@@ -164,6 +164,8 @@ def test_a_vm_built_in_code_states_every_field() -> None:
     assert vm.iso_sources == (IsoUrl("http://h/x.iso", "ab" * 32),)
     assert list(vm.as_written()) == list(BUILTIN_FIELDS.names)
     assert vm.normalized()["iso_sources"] == [{"url": "http://h/x.iso", "sha256": "ab" * 32}]
+    with pytest.raises(ValueError, match="'vcpus'"):
+        dataclasses.replace(vm, plugin_values={"vcpus": 3})
 
 
 def test_the_layout_knows_the_host_fields_and_defaults() -> None:
