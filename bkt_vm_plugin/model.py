@@ -12,8 +12,8 @@ with shape errors. ``autostart`` and ``cpu_model`` are not here: their plugins d
 
 from __future__ import annotations
 
-import functools
 import re
+import weakref
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -284,15 +284,22 @@ SCHEMA_NAMES = {
 # -- from the models to the plain definition ------------------------------------------------
 
 
-@functools.cache
+#: Each VM model's fields, made once: every definition of a host shares them. Weak, so that
+#: a host's model (a class made for its plugins) goes when the host goes.
+_FIELDS: weakref.WeakKeyDictionary[type[VmModel], VmFields] = weakref.WeakKeyDictionary()
+
+
 def fields_of(model: type[VmModel]) -> VmFields:
     """The fields of VM model ``model`` (built-in and plugin fields, schema order) with their
     defaults, as every definition made from it carries them."""
-    defaults: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        if not info.is_required():
-            defaults[name] = _runtime(name, info.get_default(call_default_factory=True))
-    return VmFields(tuple(model.model_fields), defaults)
+    found = _FIELDS.get(model)
+    if found is None:
+        defaults: dict[str, Any] = {}
+        for name, info in model.model_fields.items():
+            if not info.is_required():
+                defaults[name] = _runtime(name, info.get_default(call_default_factory=True))
+        found = _FIELDS[model] = VmFields(tuple(model.model_fields), defaults)
+    return found
 
 
 def _runtime(name: str, value: Any) -> Any:
