@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from bkt_core.errors import CommandError, OperationError
     from bkt_core.hookspecs import hookimpl
     from bkt_core.manifest import Problem
+    from bkt_vm_plugin.definition import IsoPath, IsoSource, IsoUrl, VmDefinition, VmManifest
     from bkt_vm_plugin.domain_xml import (
         DomainContext,
         DomainField,
@@ -62,16 +63,7 @@ if TYPE_CHECKING:
         set_text,
         text_of,
     )
-    from bkt_vm_plugin.model import (
-        IsoPath,
-        IsoSource,
-        IsoUrl,
-        VmDefinition,
-        VmManifest,
-        expand_home,
-        home_dir,
-        local_path_problem,
-    )
+    from bkt_vm_plugin.paths import expand_home, home_dir, local_path_problem
     from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
     from bkt_vm_plugin.sync import PostSyncContext
     from bkt_vm_plugin.virsh import Reply, Virsh
@@ -82,11 +74,11 @@ API_VERSION = "1.0"
 # Where each name lives: imported on first use, so that importing the API imports neither
 # pydantic nor lxml.
 _WHERE = {
-    "VmDefinition": "bkt_vm_plugin.model",
-    "VmManifest": "bkt_vm_plugin.model",
-    "IsoPath": "bkt_vm_plugin.model",
-    "IsoUrl": "bkt_vm_plugin.model",
-    "IsoSource": "bkt_vm_plugin.model",
+    "VmDefinition": "bkt_vm_plugin.definition",
+    "VmManifest": "bkt_vm_plugin.definition",
+    "IsoPath": "bkt_vm_plugin.definition",
+    "IsoUrl": "bkt_vm_plugin.definition",
+    "IsoSource": "bkt_vm_plugin.definition",
     "DomainField": "bkt_vm_plugin.domain_xml",
     "Reading": "bkt_vm_plugin.domain_xml",
     "DomainContext": "bkt_vm_plugin.domain_xml",
@@ -114,9 +106,9 @@ _WHERE = {
     "PostSyncContext": "bkt_vm_plugin.sync",
     "Virsh": "bkt_vm_plugin.virsh",
     "Reply": "bkt_vm_plugin.virsh",
-    "expand_home": "bkt_vm_plugin.model",
-    "home_dir": "bkt_vm_plugin.model",
-    "local_path_problem": "bkt_vm_plugin.model",
+    "expand_home": "bkt_vm_plugin.paths",
+    "home_dir": "bkt_vm_plugin.paths",
+    "local_path_problem": "bkt_vm_plugin.paths",
     "hookimpl": "bkt_core.hookspecs",
     "OperationError": "bkt_core.errors",
     "CommandError": "bkt_core.errors",

@@ -50,8 +50,8 @@ from bkt_core.plan import CaptureEntry, CaptureReport
 
 if TYPE_CHECKING:
     from bkt_core.output import Printer
+    from bkt_vm_plugin.definition import VmDefinition, VmFields, VmManifest
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
-    from bkt_vm_plugin.model import VmDefinition
     from bkt_vm_plugin.subsystem import VmSubsystem
     from bkt_vm_plugin.sync import Observation
     from bkt_vm_plugin.virsh import Virsh
@@ -82,13 +82,10 @@ def _compact(value: Json) -> str:
 
 
 def _plain(value: Any) -> Json:
-    """``value`` as plain JSON data (models dumped without their ``None`` fields)."""
-    dump = getattr(value, "model_dump", None)
-    if dump is not None:
-        return dump(exclude_none=True)
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+    """``value`` as plain JSON data (:func:`bkt_vm_plugin.definition.plain`)."""
+    from bkt_vm_plugin.definition import plain
+
+    return plain(value)
 
 
 # -- one domain --------------------------------------------------------------------------------
@@ -130,7 +127,7 @@ class Capturer:
     exists (ISO files)."""
 
     mapping: DomainMapping
-    vm_model: type[VmDefinition]
+    vm_fields: VmFields
     home: str | None
     iso_cache: str
     exists: Callable[[str], bool]
@@ -141,12 +138,12 @@ class Capturer:
     @classmethod
     def of(cls, sub: VmSubsystem, *, exists: Callable[[str], bool] = os.path.exists) -> Capturer:
         from bkt_vm_plugin.iso import cache_dir
-        from bkt_vm_plugin.model import home_dir
+        from bkt_vm_plugin.paths import home_dir
 
         home = home_dir()
         return cls(
             mapping=sub.mapping,
-            vm_model=sub.vm_model,
+            vm_fields=sub.vm_fields,
             home=home,
             iso_cache=str(cache_dir()),
             exists=exists,
@@ -156,7 +153,7 @@ class Capturer:
     @property
     def fields(self) -> list[str]:
         """The VM fields in schema order."""
-        return list(self.vm_model.model_fields)
+        return list(self.vm_fields.names)
 
     def context(
         self,
@@ -168,7 +165,10 @@ class Capturer:
         from bkt_vm_plugin.domain_xml import resolve_context
 
         if vm is None:  # a VM the manifest does not have: no sources, no disk to compare
-            vm = self.vm_model.model_construct(
+            from bkt_vm_plugin.definition import VmDefinition
+
+            layout = self.vm_fields
+            vm = VmDefinition(
                 memory_gb=1,
                 vcpus=1,
                 disk_path="",
@@ -176,6 +176,10 @@ class Capturer:
                 boot="bios",
                 network="none",
                 graphics="none",
+                plugin_values={
+                    n: layout.default(n) for n in layout.plugin_names if not layout.is_required(n)
+                },
+                layout=layout,
             )
         return resolve_context(
             name,
@@ -264,14 +268,11 @@ class Capturer:
         """The entry with every captured value, optional defaults left out, and every other
         field as ``base_raw`` has it; schema order."""
         out: dict[str, Json] = {}
-        for name, info in self.vm_model.model_fields.items():
+        layout = self.vm_fields
+        for name in layout.names:
             if name in values:
                 value = _plain(values[name])
-                default = (
-                    _MISSING
-                    if info.is_required()
-                    else _plain(info.get_default(call_default_factory=True))
-                )
+                default = _MISSING if layout.is_required(name) else _plain(layout.default(name))
                 if value != default:
                     out[name] = value
             elif name in base_raw:
@@ -447,15 +448,18 @@ def _problems(
         return None, [(d.path, d.message) for d in exc.diagnostics] or [("", exc.message)]
 
 
-def _validate(sub: VmSubsystem, text: str, home: str | None) -> Any:
+def _validate(sub: VmSubsystem, text: str, home: str | None) -> VmManifest:
     from bkt_core.manifest import validate_text
+    from bkt_vm_plugin.model import to_manifest
 
-    return validate_text(
-        text,
-        str(sub.manifest_path),
-        sub.manifest_model,
-        validators=[functools.partial(sub.validate_document, home=home)],
-        context={"home": home},
+    return to_manifest(
+        validate_text(
+            text,
+            str(sub.manifest_path),
+            sub.manifest_model,
+            validators=[functools.partial(sub.validate_document, home=home)],
+            context={"home": home},
+        )
     )
 
 

@@ -36,8 +36,8 @@ from bkt_vm_plugin.virsh import CONNECT_HINT, INSTALL_HINT, Reply, Virsh, memory
 
 if TYPE_CHECKING:
     from bkt_core.plan import PlanEntry
+    from bkt_vm_plugin.definition import VmDefinition, VmManifest
     from bkt_vm_plugin.domain_xml import DomainContext, Element
-    from bkt_vm_plugin.model import VmDefinition, VmManifest
     from bkt_vm_plugin.subsystem import VmSubsystem
 
 __all__ = [
@@ -558,7 +558,7 @@ def _has_user(uid: int) -> bool:
 
 def needs(vms: Iterable[VmDefinition]) -> dict[str, Any]:
     """The :func:`gather` arguments that the checks of ``vms`` need."""
-    from bkt_vm_plugin.model import network_kind
+    from bkt_vm_plugin.paths import network_kind
 
     vms = list(vms)
     types = {vm.virt_type for vm in vms if vm.boot == "uefi" or vm.tpm == "2.0"}
@@ -581,7 +581,7 @@ def vm_problems(
     ctx: DomainContext,
 ) -> list[Problem]:
     """Every host problem that would stop ``vm`` (its paths resolved in ``ctx``)."""
-    from bkt_vm_plugin.model import network_kind
+    from bkt_vm_plugin.paths import network_kind
 
     found: list[Problem] = []
     if vm.virt_type == "kvm":
@@ -764,7 +764,7 @@ def _vm_problems(
 ) -> dict[str, list[Problem]]:
     from bkt_vm_plugin.domain_xml import resolve_context
     from bkt_vm_plugin.iso import cache_dir
-    from bkt_vm_plugin.model import home_dir
+    from bkt_vm_plugin.paths import home_dir
 
     home, cache = home_dir(), str(cache_dir())
     return {
@@ -848,7 +848,7 @@ def _network_checks(
     vms: Mapping[str, VmDefinition],
     per_vm: Mapping[str, list[Problem]],
 ) -> list[Check]:
-    from bkt_vm_plugin.model import network_kind
+    from bkt_vm_plugin.paths import network_kind
 
     users: dict[tuple[str, str], list[str]] = {}
     for name, vm in sorted(vms.items()):

@@ -30,7 +30,7 @@ from bkt_core.errors import BktError, PluginError
 from bkt_core.plan import FieldChange
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.model import VmDefinition
+    from bkt_vm_plugin.definition import VmDefinition
 
 __all__ = [
     "MARKER_NAMESPACE",
@@ -500,8 +500,9 @@ def resolve_context(
     :meth:`Parsed.cdroms`), which is kept."""
     import posixpath
 
+    from bkt_vm_plugin.definition import IsoUrl
     from bkt_vm_plugin.iso import cache_name
-    from bkt_vm_plugin.model import IsoUrl, expand_home
+    from bkt_vm_plugin.paths import expand_home
 
     kept = set(present)
     attached: list[AttachedIso] = []

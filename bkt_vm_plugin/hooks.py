@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bkt_core.host import Host
     from bkt_core.plan import EntryResult, PlanEntry, SyncReport
+    from bkt_vm_plugin.definition import VmDefinition
     from bkt_vm_plugin.domain_xml import DomainField
-    from bkt_vm_plugin.model import VmDefinition
     from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
     from bkt_vm_plugin.sync import PostSyncContext
 

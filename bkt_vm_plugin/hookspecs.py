@@ -21,8 +21,8 @@ from bkt_core.hookspecs import hookspec
 
 if TYPE_CHECKING:
     from bkt_core.plan import EntryResult, PlanEntry, SyncReport
+    from bkt_vm_plugin.definition import VmDefinition
     from bkt_vm_plugin.domain_xml import DomainField
-    from bkt_vm_plugin.model import VmDefinition
     from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
     from bkt_vm_plugin.sync import PostSyncContext
 
@@ -70,7 +70,7 @@ def bkt_disk_plan(
     """Plan the creation of VM ``name``'s missing disk (``create_if_missing: true``).
 
     Called during planning (``sync``, also ``--dry-run``) for each VM whose disk file does not
-    exist. ``vm`` is its :class:`~bkt_vm_plugin.model.VmDefinition`, ``disk`` the
+    exist. ``vm`` is its :class:`~bkt_vm_plugin.definition.VmDefinition`, ``disk`` the
     :class:`~bkt_vm_plugin.provision.DiskRequest` (expanded path, size, format wanted) and
     ``context`` the :class:`~bkt_vm_plugin.provision.ProvisionContext` (virsh, pools). Return
     a :class:`~bkt_vm_plugin.provision.DiskCreation` describing what will be created, or raise

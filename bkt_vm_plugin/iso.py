@@ -12,7 +12,7 @@ rule that both fetch-iso and sync's lookup use). Two URLs that end in the same f
 (``.../a/install.iso``, ``.../b/install.iso``) so never share a file.
 
 Redirects are followed here, not by urllib (whose handler would follow one to ``ftp://``): at
-most :data:`MAX_REDIRECTS`, each target checked by :func:`bkt_vm_plugin.model.parse_url` (so
+most :data:`MAX_REDIRECTS`, each target checked by :func:`bkt_vm_plugin.paths.parse_url` (so
 http and https only, and no credentials), with a note when the host changes. No message shows
 a URL's ``user:password@`` (:func:`redact`).
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import http.client
     from email.message import Message
 
-    from bkt_vm_plugin.model import VmDefinition
+    from bkt_vm_plugin.definition import VmDefinition
 
 __all__ = [
     "ATTEMPTS",
@@ -105,7 +105,7 @@ def cache_name(url: str) -> str:
     """The name of ``url``'s file in the cache: ``<16 hex digits>-<file name>``, the digits
     from the SHA-256 of the whole URL, so that two URLs never share a file and a listing still
     says what each file is. Raises ``ValueError`` for a URL that cannot be an ISO source."""
-    from bkt_vm_plugin.model import iso_url_file_name
+    from bkt_vm_plugin.paths import iso_url_file_name
 
     name = iso_url_file_name(url)
     return f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
@@ -234,7 +234,7 @@ def fetch_iso(
     ``on_result`` each result as soon as it is known, ``note`` retries and replaced cache
     files. ``options`` go to :func:`fetch`. Returns the results in manifest order (empty: no
     URL sources); raises :class:`FetchFailed` at the end when any failed."""
-    from bkt_vm_plugin.model import IsoUrl
+    from bkt_vm_plugin.definition import IsoUrl
 
     results: list[FetchResult] = []
     for source in vm.iso_sources:
@@ -574,7 +574,7 @@ class _Download:
         """Where a redirect from ``url`` leads, when bkt follows it there."""
         from urllib.parse import urljoin, urlsplit
 
-        from bkt_vm_plugin.model import parse_url
+        from bkt_vm_plugin.paths import parse_url
 
         if not location:
             raise OperationError(f"{redact(url)} answered HTTP {status} without a Location")
@@ -638,6 +638,6 @@ class _Download:
 
 def url_sources(vm: VmDefinition) -> Iterable[str]:
     """The URLs of ``vm``'s URL sources, in manifest order."""
-    from bkt_vm_plugin.model import IsoUrl
+    from bkt_vm_plugin.definition import IsoUrl
 
     return [s.url for s in vm.iso_sources if isinstance(s, IsoUrl)]

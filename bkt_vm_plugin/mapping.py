@@ -42,7 +42,7 @@ from bkt_vm_plugin.domain_xml import (
 )
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.model import VmDefinition
+    from bkt_vm_plugin.definition import VmDefinition
 
 __all__ = [
     "CORE_FIELDS",
@@ -980,8 +980,9 @@ class IsoField(DomainField):
 
 
 def _plain(source: Any) -> Any:
-    dump = getattr(source, "model_dump", None)
-    return dump(exclude_none=True) if dump is not None else source
+    from bkt_vm_plugin.definition import plain
+
+    return plain(source)
 
 
 # -- cpu_model (the cpu_model plugin) --------------------------------------------------------

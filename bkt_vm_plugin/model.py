@@ -1,19 +1,21 @@
-"""The ``vms.json`` manifest: pydantic models, their defaults, and the rules of one field.
+"""The ``vms.json`` manifest's pydantic models: they validate a manifest and produce its JSON
+Schema, and :func:`to_manifest` turns a validated manifest into the plain
+:class:`~bkt_vm_plugin.definition.VmManifest` that everything else uses.
 
 The models are strict: ``1.0`` is not an integer and ``"2"`` is not a number. Optional fields
 have their default here and nowhere else; whether the author wrote a field is kept by
-pydantic (``model_fields_set``), so an explicit ``"tpm": "none"`` survives a capture.
-Rules that look at several fields, or at a VM's name (the key of ``vms``), are checked on the
-raw document by :mod:`bkt_vm_plugin.rules`, so that they are reported together with shape
-errors. ``autostart`` and ``cpu_model`` are not here: their plugins declare them.
+pydantic (``model_fields_set``) and handed on, so an explicit ``"tpm": "none"`` survives a
+capture. Rules that look at several fields, or at a VM's name (the key of ``vms``), are
+checked on the raw document by :mod:`bkt_vm_plugin.rules`, so that they are reported together
+with shape errors. ``autostart`` and ``cpu_model`` are not here: their plugins declare them.
 """
 
 from __future__ import annotations
 
-import os
-import posixpath
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+import weakref
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -29,82 +31,47 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from bkt_core.manifest import char_repr, json_type_name
-
-if TYPE_CHECKING:
-    from urllib.parse import SplitResult
+from bkt_vm_plugin.definition import (
+    Boot,
+    Graphics,
+    IsoPath,
+    IsoUrl,
+    Tpm,
+    VirtType,
+    VmDefinition,
+    VmFields,
+    VmManifest,
+)
+from bkt_vm_plugin.paths import (
+    BRIDGE_PREFIX,
+    CONTROL_MESSAGE,
+    has_control,
+    home_dir,
+    iso_url_file_name,
+    local_path_problem,
+    xml_problem,
+)
 
 __all__ = [
-    "CONTROL_MESSAGE",
-    "Boot",
-    "Graphics",
-    "IsoPath",
-    "IsoSource",
-    "IsoUrl",
-    "Tpm",
-    "VirtType",
-    "VmDefinition",
-    "VmManifest",
-    "expand_home",
-    "home_dir",
-    "iso_url_file_name",
-    "json_type_name",
-    "local_path_problem",
-    "network_kind",
-    "parse_url",
-    "xml_problem",
+    "SCHEMA_NAMES",
+    "IsoPathModel",
+    "IsoUrlModel",
+    "ManifestModel",
+    "VmModel",
+    "fields_of",
+    "to_definition",
+    "to_manifest",
+    "validate_vm",
 ]
 
-Boot = Literal["uefi", "bios"]
-Tpm = Literal["2.0", "none"]
-Graphics = Literal["spice", "vnc", "none"]
-VirtType = Literal["kvm", "qemu"]
-
 U32_MAX = 4294967295
-CONTROL_MESSAGE = "must not contain control characters"
-BRIDGE_PREFIX = "bridge:"
-
-
-def home_dir() -> str | None:
-    """``$HOME`` when it is set and not empty: what ``~`` means in paths."""
-    return os.environ.get("HOME") or None
-
-
-def expand_home(path: str, home: str | None) -> str:
-    """Expands ``~`` and ``~/...`` with ``home``; ``~user`` is left as it is (and is then not
-    absolute, which validation reports)."""
-    if home is not None and (path == "~" or path.startswith("~/")):
-        return posixpath.join(home, path[1:].lstrip("/"))
-    return path
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode Cc
-_SPACE_OR_CONTROL = re.compile("[\\s\x00-\x1f\x7f-\x9f]")
 _SHA256 = re.compile("[0-9a-fA-F]{64}")
 
 
-def has_control(text: str) -> bool:
-    return _CONTROL.search(text) is not None
-
-
-#: A character that XML 1.0 cannot carry, even escaped: a C0 control other than tab, LF and
-#: CR, a surrogate, U+FFFE or U+FFFF (the complement of its ``Char`` production).
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def xml_problem(text: str) -> str | None:
-    """Why ``text`` cannot be written into the domain XML, if it cannot."""
-    found = _NOT_XML.search(text)
-    if found is None:
-        return None
-    if has_control(found.group()):
-        return CONTROL_MESSAGE
-    return f"must not contain {char_repr(found.group())}, a character XML cannot hold"
-
-
 def _xml_problem_in(value: Any) -> str | None:
-    """The first :func:`xml_problem` of a field's value: a string, or the strings (keys
-    included) of a list, dict or model a plugin declared. The manifest's own nested models
-    check themselves."""
+    """The first :func:`~bkt_vm_plugin.paths.xml_problem` of a field's value: a string, or the
+    strings (keys included) of a list, dict or model a plugin declared. The manifest's own
+    nested models check themselves."""
     if isinstance(value, str):
         return xml_problem(value)
     if isinstance(value, _Closed):
@@ -119,113 +86,6 @@ def _xml_problem_in(value: Any) -> str | None:
             if problem is not None:
                 return problem
     return None
-
-
-def local_path_problem(path: str, home: str | None) -> str | None:
-    """Why ``path`` cannot be a disk or ISO path, if it cannot."""
-    if has_control(path):
-        return CONTROL_MESSAGE
-    if path.startswith("~") and home is None:
-        return "starts with ~ but HOME is not set"
-    expanded = expand_home(path, home)
-    if not expanded.startswith("/"):
-        return f'must be an absolute path (after ~ expansion), not "{path}"'
-    if ".." in expanded.split("/"):
-        return 'must not contain ".."'
-    return None
-
-
-#: A host name or IPv4 address: what a URL's host may be outside brackets. Labels of 1 to 63
-#: characters, as the resolver takes them.
-_HOST_NAME = re.compile(r"(?:[A-Za-z0-9_~-]{1,63}\.)*[A-Za-z0-9_~-]{1,63}\.?")
-#: Longest file name an ISO URL may end in: the cache adds a digest and suffixes to it and
-#: a file system allows 255 bytes.
-MAX_FILE_NAME = 200
-
-
-def parse_url(url: str) -> SplitResult:
-    """``url`` split, when it is an http or https URL that ``bkt vm fetch-iso`` can fetch.
-
-    Manifest validation and the downloader (for the manifest's URL and for every redirect)
-    both call this, so that validation accepts exactly what the downloader can fetch and a
-    malformed URL is reported at its place in the file, never by the HTTP library. Raises
-    ``ValueError`` with the user-facing reason; the reason never quotes the URL, which could
-    hold a password.
-    """
-    from urllib.parse import urlsplit
-
-    if _SPACE_OR_CONTROL.search(url):
-        raise ValueError("must be a URL without spaces or control characters")
-    if not url.isascii():
-        raise ValueError(
-            "must be a URL of ASCII characters (percent-encode others, and write a host name "
-            "in its xn-- form)"
-        )
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() not in ("http", "https"):
-        raise ValueError("must be an http:// or https:// URL")
-    authority = re.split("[/?#]", rest, maxsplit=1)[0]
-    if "@" in authority:
-        # The manifest is kept in git, and the downloader would not send them anyway.
-        raise ValueError("must not contain a user name or password (user:password@)")
-    if authority.startswith("["):
-        end = authority.find("]")
-        if end < 0:
-            raise ValueError("URL has an [IPv6] address without its closing ]")
-        host, after = authority[1:end], authority[end + 1 :]
-        import ipaddress
-
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError("URL has an invalid IPv6 address in brackets") from None
-        if "%" in host:
-            raise ValueError("URL must not have a zone in its IPv6 address")
-    else:
-        host = authority.split(":", 1)[0]
-        after = authority[len(host) :]
-        if not host:
-            raise ValueError("URL has no host")
-        if not _HOST_NAME.fullmatch(host):
-            raise ValueError(
-                "URL host must be a host name (labels of 1 to 63 letters, digits, '-', '_' "
-                "or '~', between dots), an IPv4 address or an [IPv6] address"
-            )
-    if after and not after.startswith(":"):
-        raise ValueError("URL must have nothing but :port after its [IPv6] address")
-    port = after[1:]
-    if port and not (len(port) <= 5 and port.isdigit() and 1 <= int(port) <= 65535):
-        raise ValueError("URL port must be a number from 1 to 65535")
-    try:
-        return urlsplit(url)
-    except ValueError:  # pragma: no cover - the checks above leave nothing it refuses
-        raise ValueError("is not a valid URL") from None
-
-
-def iso_url_file_name(url: str) -> str:
-    """The file name ``url`` ends in (the last segment of its path). The ISO cache keeps the
-    download under a name made from it (:func:`bkt_vm_plugin.iso.cache_name`).
-
-    Raises ``ValueError`` with the user-facing reason when ``url`` cannot be an ISO source.
-    """
-    name = parse_url(url).path.rsplit("/", 1)[-1]
-    if name in ("", ".", ".."):
-        raise ValueError("URL must end in a file name (the ISO cache stores it under that name)")
-    if len(name) > MAX_FILE_NAME:
-        raise ValueError(f"URL's file name must be at most {MAX_FILE_NAME} characters")
-    return name
-
-
-def network_kind(network: str) -> tuple[Literal["network", "bridge", "user", "none"], str]:
-    """What a ``network`` value means: a libvirt network, a host bridge, user-mode networking,
-    or no interface."""
-    if network == "none":
-        return "none", ""
-    if network == "user":
-        return "user", ""
-    if network.startswith(BRIDGE_PREFIX):
-        return "bridge", network[len(BRIDGE_PREFIX) :]
-    return "network", network
 
 
 def _rule(message: str) -> PydanticCustomError:
@@ -275,7 +135,7 @@ Count = Annotated[int, Field(ge=1, le=U32_MAX)]
 class _Closed(BaseModel):
     # defer_build: a model's validator is built when first used, not when its class is
     # defined; a host with plugin fields validates with a subclass (VmSubsystem.vm_model),
-    # so the built-in VmDefinition's own validator is never built at all.
+    # so the built-in VmModel's own validator is never built at all.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
     # Every string of a VM may end up in its domain XML, a plugin's fields too: each field,
@@ -289,14 +149,22 @@ class _Closed(BaseModel):
         return value
 
 
-class IsoPath(_Closed):
+# Each model's docstring is its description in the JSON Schema and its title the name the
+# schema gives it (SCHEMA_NAMES): both are what users see, whatever the class is called.
+
+
+class IsoPathModel(_Closed):
     """A local installer ISO."""
+
+    model_config = ConfigDict(title="IsoPath")
 
     path: LocalPath
 
 
-class IsoUrl(_Closed):
+class IsoUrlModel(_Closed):
     """An installer ISO to download with ``bkt vm fetch-iso`` into the ISO cache."""
+
+    model_config = ConfigDict(title="IsoUrl")
 
     url: Annotated[str, AfterValidator(_check_url)]
     sha256: Annotated[
@@ -316,7 +184,7 @@ class IsoUrl(_Closed):
 def _iso_form(value: Any) -> str:
     """Which form an ISO source is, by its required key (checked by :func:`_check_iso_form`)."""
     if isinstance(value, BaseModel):
-        return "url" if isinstance(value, IsoUrl) else "path"
+        return "url" if isinstance(value, IsoUrlModel) else "path"
     return "path" if "path" in value else "url"
 
 
@@ -341,14 +209,16 @@ def _check_iso_form(value: Any) -> Any:
 
 
 IsoSource = Annotated[
-    Annotated[IsoPath, Tag("path")] | Annotated[IsoUrl, Tag("url")],
+    Annotated[IsoPathModel, Tag("path")] | Annotated[IsoUrlModel, Tag("url")],
     Discriminator(_iso_form),
     BeforeValidator(_check_iso_form),
 ]
 
 
-class VmDefinition(_Closed):
+class VmModel(_Closed):
     """A single VM definition."""
+
+    model_config = ConfigDict(title="VmDefinition")
 
     memory_gb: Count = Field(description="Memory in GiB.")
     vcpus: Count = Field(description="Number of virtual CPUs.")
@@ -387,40 +257,8 @@ class VmDefinition(_Closed):
         default=False, description='UEFI Secure Boot (needs `boot: "uefi"`; implies SMM).'
     )
 
-    def field(self, name: str) -> Any:
-        """The effective value of a field, plugin fields included (their default when the
-        plugin is installed but the author left the field out)."""
-        return getattr(self, name)
 
-    def normalized(self) -> dict[str, Any]:
-        """The definition as capture writes it: every field whose value is its default left
-        out, in schema order."""
-        out: dict[str, Any] = {}
-        for name, info in type(self).model_fields.items():
-            value = getattr(self, name)
-            if not info.is_required() and value == info.get_default(call_default_factory=True):
-                continue
-            out[name] = _plain(value)
-        return out
-
-    def as_written(self) -> dict[str, Any]:
-        """The definition as its author wrote it: explicit defaults kept, schema order."""
-        return {
-            name: _plain(getattr(self, name))
-            for name in type(self).model_fields
-            if name in self.model_fields_set
-        }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(exclude_none=True)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-class VmManifest(BaseModel):
+class ManifestModel(BaseModel):
     """The vms.json manifest."""
 
     model_config = ConfigDict(
@@ -428,6 +266,81 @@ class VmManifest(BaseModel):
     )
 
     schema_: str | None = Field(default=None, alias="$schema")
-    vms: dict[str, VmDefinition] = Field(
+    vms: dict[str, VmModel] = Field(
         description="VM definitions keyed by VM name; the name is the libvirt domain name."
     )
+
+
+#: The name the JSON Schema gives each model (its key in ``$defs``): the names of the plain
+#: types a plugin sees, not of these classes.
+SCHEMA_NAMES = {
+    "IsoPathModel": "IsoPath",
+    "IsoUrlModel": "IsoUrl",
+    "VmModel": "VmDefinition",
+    "ManifestModel": "VmManifest",
+}
+
+
+# -- from the models to the plain definition ------------------------------------------------
+
+
+#: Each VM model's fields, made once: every definition of a host shares them. Weak, so that
+#: a host's model (a class made for its plugins) goes when the host goes.
+_FIELDS: weakref.WeakKeyDictionary[type[VmModel], VmFields] = weakref.WeakKeyDictionary()
+
+
+def fields_of(model: type[VmModel]) -> VmFields:
+    """The fields of VM model ``model`` (built-in and plugin fields, schema order) with their
+    defaults, as every definition made from it carries them."""
+    found = _FIELDS.get(model)
+    if found is None:
+        defaults: dict[str, Any] = {}
+        for name, info in model.model_fields.items():
+            if not info.is_required():
+                defaults[name] = _runtime(name, info.get_default(call_default_factory=True))
+        found = _FIELDS[model] = VmFields(tuple(model.model_fields), defaults)
+    return found
+
+
+def _runtime(name: str, value: Any) -> Any:
+    """Field ``name``'s validated value as a definition holds it: ISO sources as plain
+    objects in a tuple; any other value as pydantic made it."""
+    if name != "iso_sources":
+        return value
+    return tuple(
+        IsoPath(s.path) if isinstance(s, IsoPathModel) else IsoUrl(s.url, s.sha256) for s in value
+    )
+
+
+def to_definition(vm: VmModel) -> VmDefinition:
+    """The plain definition of validated VM ``vm``: every field's value, and which fields its
+    author wrote."""
+    layout = fields_of(type(vm))
+    values = {name: _runtime(name, getattr(vm, name)) for name in type(vm).model_fields}
+    plugin = {name: values.pop(name) for name in layout.plugin_names}
+    return VmDefinition(
+        **values, plugin_values=plugin, layout=layout, written=frozenset(vm.model_fields_set)
+    )
+
+
+def to_manifest(manifest: BaseModel) -> VmManifest:
+    """The plain manifest of validated ``manifest`` (a :class:`ManifestModel`, as the
+    manifest loader returns it)."""
+    if not isinstance(manifest, ManifestModel):
+        raise TypeError(f"expected a ManifestModel, not {type(manifest).__name__}")
+    return VmManifest(
+        {name: to_definition(vm) for name, vm in manifest.vms.items()}, schema=manifest.schema_
+    )
+
+
+def validate_vm(
+    data: Mapping[str, Any], *, model: type[VmModel] = VmModel, home: str | None = None
+) -> VmDefinition:
+    """One VM's manifest entry (JSON data: dicts, lists, strings, numbers) validated with
+    ``model`` (the built-in fields by default; a host's model with its plugin fields is
+    :attr:`VmSubsystem.vm_model <bkt_vm_plugin.subsystem.VmSubsystem.vm_model>`) into a plain
+    definition. ``~`` in paths means ``home``, by default ``$HOME``. Only the model's own
+    checks run, not the manifest rules of :mod:`bkt_vm_plugin.rules`. Raises
+    ``pydantic.ValidationError``."""
+    context = {"home": home if home is not None else home_dir()}
+    return to_definition(model.model_validate(data, strict=True, context=context))

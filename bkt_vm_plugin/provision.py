@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
     from bkt_core.host import Host
     from bkt_core.process import CommandRunner
-    from bkt_vm_plugin.model import VmDefinition
+    from bkt_vm_plugin.definition import VmDefinition
     from bkt_vm_plugin.virsh import Reply, Virsh
 
 __all__ = [
@@ -110,7 +110,7 @@ class DiskRequest:
 
 def disk_request(name: str, vm: VmDefinition, home: str | None) -> DiskRequest:
     """The :class:`DiskRequest` of manifest VM ``name``."""
-    from bkt_vm_plugin.model import expand_home
+    from bkt_vm_plugin.paths import expand_home
 
     return DiskRequest(
         vm=name,

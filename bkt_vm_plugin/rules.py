@@ -7,20 +7,15 @@ expects and leaves the others to the model's own messages.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from bkt_core.manifest import JsonPath, Problem, char_repr, unknown_field_message
 from bkt_vm_plugin.cpu_model import HOST_PASSTHROUGH
-from bkt_vm_plugin.model import (
-    CONTROL_MESSAGE,
-    IsoPath,
-    IsoUrl,
-    expand_home,
-    has_control,
-    local_path_problem,
-)
+from bkt_vm_plugin.definition import IsoPath, IsoUrl
+from bkt_vm_plugin.paths import CONTROL_MESSAGE, expand_home, has_control, local_path_problem
 
 __all__ = ["cpu_model_rules", "name_problem", "vm_rules"]
 
@@ -34,9 +29,7 @@ _WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 
 _WHITE_SPACE += "\u2028\u2029\u202f\u205f\u3000"
 
 #: Every key of an ISO source, of either form, in schema order.
-_ISO_KEYS = list(
-    dict.fromkeys(f.alias or n for m in (IsoPath, IsoUrl) for n, f in m.model_fields.items())
-)
+_ISO_KEYS = list(dict.fromkeys(f.name for t in (IsoPath, IsoUrl) for f in dataclasses.fields(t)))
 
 
 def name_problem(name: str) -> str | None:

@@ -15,7 +15,7 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def manifest_schema(model: type[BaseModel]) -> dict[str, Any]:
-    raw = model.model_json_schema(by_alias=True)
+    raw = _named(model.model_json_schema(by_alias=True))
     raw["properties"]["$schema"] = {
         "description": "The JSON Schema this file follows (for editors).",
         "type": ["string", "null"],
@@ -23,6 +23,28 @@ def manifest_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema: dict[str, Any] = {"$schema": SCHEMA_DIALECT}
     schema.update(_tidy(raw))
     return schema
+
+
+def _named(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with bkt's models under their schema names (``$defs`` keys and ``$ref``s):
+    the names of the types plugins see (``VmDefinition``), not of the pydantic classes
+    (``VmModel``)."""
+    from bkt_vm_plugin.model import SCHEMA_NAMES
+
+    renames = {f"#/$defs/{old}": f"#/$defs/{new}" for old, new in SCHEMA_NAMES.items()}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        return {k: renames.get(v, v) if k == "$ref" else walk(v) for k, v in node.items()}
+
+    out: dict[str, Any] = walk(raw)
+    if "$defs" in out:
+        defs = {SCHEMA_NAMES.get(k, k): v for k, v in out["$defs"].items()}
+        out["$defs"] = dict(sorted(defs.items()))
+    return out
 
 
 def _tidy(node: Any) -> Any:

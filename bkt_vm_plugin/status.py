@@ -33,7 +33,7 @@ _EXPANDED_AT_START = {("cpu_model", "host-model")}
 def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
     from bkt_vm_plugin.domain_xml import resolve_context
     from bkt_vm_plugin.iso import cache_dir
-    from bkt_vm_plugin.model import home_dir
+    from bkt_vm_plugin.paths import home_dir
     from bkt_vm_plugin.sync import changed_fields, observe
 
     manifest = sub.load()

@@ -7,7 +7,7 @@ loads the manifest with it, and carries out sync, status and capture through the
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bkt_core.errors import PluginError
@@ -16,9 +16,10 @@ if TYPE_CHECKING:
     from bkt_core.host import Host
     from bkt_core.manifest import Problem
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
+    from bkt_vm_plugin.definition import VmDefinition, VmFields, VmManifest
     from bkt_vm_plugin.domain_xml import DomainMapping
     from bkt_vm_plugin.hooks import VmHooks
-    from bkt_vm_plugin.model import VmDefinition, VmManifest
+    from bkt_vm_plugin.model import ManifestModel, VmModel
     from bkt_vm_plugin.virsh import Virsh
 
 __all__ = ["MANIFEST_FILE", "SCHEMA_FILE", "VmSubsystem"]
@@ -55,11 +56,11 @@ class VmSubsystem:
 
     @functools.cached_property
     def _plugin_fields(self) -> tuple[dict[str, Any], dict[str, str]]:
-        from bkt_vm_plugin.model import VmDefinition
+        from bkt_vm_plugin.definition import BUILTIN_FIELDS
 
         fields: dict[str, Any] = {}
         owners: dict[str, str] = {}
-        builtin = set(VmDefinition.model_fields)
+        builtin = set(BUILTIN_FIELDS.names)
         for plugin, declared in self.host.manifest_fields(self.name):
             for field_name, spec in dict(declared).items():
                 if field_name in builtin:
@@ -83,38 +84,59 @@ class VmSubsystem:
         return fields, owners
 
     @functools.cached_property
-    def vm_model(self) -> type[VmDefinition]:
-        """The VM model of this host: built-in fields, then the plugins' fields."""
+    def vm_model(self) -> type[VmModel]:
+        """The pydantic model that validates one VM on this host: built-in fields, then the
+        plugins' fields."""
         from pydantic import create_model
 
-        from bkt_vm_plugin.model import VmDefinition
+        from bkt_vm_plugin.model import VmModel
 
         fields = self._plugin_fields[0]
         if not fields:
-            return VmDefinition
-        model: type[VmDefinition] = create_model(
-            "VmDefinition", __base__=VmDefinition, __doc__=VmDefinition.__doc__, **fields
+            return VmModel
+        model: type[VmModel] = create_model(
+            "VmModel", __base__=VmModel, __doc__=VmModel.__doc__, **fields
         )
         return model
 
     @functools.cached_property
-    def manifest_model(self) -> type[VmManifest]:
+    def manifest_model(self) -> type[ManifestModel]:
+        """The pydantic model that validates ``vms.json`` on this host (its VMs with
+        :attr:`vm_model`)."""
         from pydantic import Field, create_model
 
-        from bkt_vm_plugin.model import VmDefinition, VmManifest
+        from bkt_vm_plugin.model import ManifestModel, VmModel
 
-        if self.vm_model is VmDefinition:
-            return VmManifest
-        model: type[VmManifest] = create_model(
-            "VmManifest",
-            __base__=VmManifest,
-            __doc__=VmManifest.__doc__,
+        if self.vm_model is VmModel:
+            return ManifestModel
+        model: type[ManifestModel] = create_model(
+            "ManifestModel",
+            __base__=ManifestModel,
+            __doc__=ManifestModel.__doc__,
             vms=(
                 dict[str, self.vm_model],  # type: ignore[name-defined]
-                Field(description=VmManifest.model_fields["vms"].description),
+                Field(description=ManifestModel.model_fields["vms"].description),
             ),
         )
         return model
+
+    @functools.cached_property
+    def vm_fields(self) -> VmFields:
+        """The fields a VM has on this host (built-in, then plugin fields, in schema order)
+        with their defaults."""
+        from bkt_vm_plugin.model import fields_of
+
+        return fields_of(self.vm_model)
+
+    def vm_definition(self, data: Mapping[str, Any], *, home: str | None = None) -> VmDefinition:
+        """One VM's manifest entry (JSON data) validated with this host's fields into a plain
+        :class:`~bkt_vm_plugin.definition.VmDefinition`: how tests and embedders build one.
+        ``~`` in paths means ``home``, by default ``$HOME``. The manifest rules that look at
+        several VMs or at a VM's name are not checked (:meth:`load` checks them). Raises
+        ``pydantic.ValidationError`` (a ``ValueError``) when ``data`` is not valid."""
+        from bkt_vm_plugin.model import validate_vm
+
+        return validate_vm(data, model=self.vm_model, home=home)
 
     @functools.cached_property
     def mapping(self) -> DomainMapping:
@@ -162,15 +184,17 @@ class VmSubsystem:
     def load(self) -> VmManifest:
         """Read and validate ``vms.json`` whole. Raises ManifestError listing every problem."""
         from bkt_core.manifest import load_manifest
-        from bkt_vm_plugin.model import home_dir
+        from bkt_vm_plugin.model import to_manifest
+        from bkt_vm_plugin.paths import home_dir
 
         home = home_dir()
-        return load_manifest(  # type: ignore[return-value]
+        validated = load_manifest(
             self.manifest_path,
             self.manifest_model,
             validators=[functools.partial(self.validate_document, home=home)],
             context={"home": home},
         )
+        return to_manifest(validated)
 
     def validate_document(self, document: Any, *, home: str | None) -> list[Problem]:
         """Every plugin's :func:`~bkt_core.hookspecs.bkt_validate_manifest` problems with the

@@ -20,8 +20,8 @@ from bkt_vm_plugin.firmware import HostFirmware
 from bkt_vm_plugin.virsh import Reply, Virsh
 
 if TYPE_CHECKING:
+    from bkt_vm_plugin.definition import VmDefinition, VmManifest
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
-    from bkt_vm_plugin.model import VmDefinition, VmManifest
     from bkt_vm_plugin.provision import DiskCreation, ProvisionContext
     from bkt_vm_plugin.subsystem import VmSubsystem
 
@@ -185,7 +185,7 @@ class Planner:
             # Also for a domain that already has this disk (plan_disk checked a new one
             # before anything read it): sync does not keep a VM on /etc/passwd either. URL
             # sources are files of bkt's own ISO cache.
-            from bkt_vm_plugin.model import IsoPath
+            from bkt_vm_plugin.definition import IsoPath
             from bkt_vm_plugin.provision import system_path_problem
 
             files = [("disk", ctx.disk_path)] + [
@@ -238,7 +238,7 @@ class Planner:
         )
 
     def update(self, name: str, vm: VmDefinition, xml: str) -> PlanEntry:
-        from bkt_vm_plugin.model import expand_home
+        from bkt_vm_plugin.paths import expand_home
 
         ctx = self.context(name, vm, "qcow2")
         parsed = self.mapping.parse(xml, ctx)
@@ -305,7 +305,7 @@ def make_planner(
     sub: VmSubsystem, names: Sequence[str], *, allow_firmware_change: bool = False
 ) -> Planner:
     from bkt_vm_plugin.iso import cache_dir
-    from bkt_vm_plugin.model import home_dir
+    from bkt_vm_plugin.paths import home_dir
     from bkt_vm_plugin.provision import ProvisionContext
 
     virsh = sub.virsh

@@ -2,18 +2,20 @@
 
 Every field and every enum value is drawn; text carries XML's special characters, spaces and
 non-ASCII (``'"<>&``, ``é``) but no control characters (validation rejects those). A drawn
-definition is validated by the host's merged model (plugin fields included), so what the
+definition is validated with the host's fields (plugin fields included), so what the
 strategies give is what a manifest can hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 
-from bkt_vm_plugin.model import VmDefinition
+if TYPE_CHECKING:
+    from bkt_vm_plugin.definition import VmDefinition
+    from bkt_vm_plugin.subsystem import VmSubsystem
 
 __all__ = [
     "HOME",
@@ -139,18 +141,18 @@ def raw_definitions(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def definitions(
-    model: type[VmDefinition],
+    sub: VmSubsystem,
     extra: Callable[[st.DrawFn], dict[str, Any]] | None = None,
 ) -> st.SearchStrategy[VmDefinition]:
-    """Valid definitions of ``model`` (a host's merged model); ``extra`` draws the fields of
-    plugins beyond the default ones."""
+    """Valid definitions of the VM subsystem ``sub`` (its fields, plugin fields included);
+    ``extra`` draws the fields of plugins beyond the default ones."""
 
     @st.composite
     def build(draw: st.DrawFn) -> VmDefinition:
         data = draw(raw_definitions())
         if extra is not None:
             data.update(extra(draw))
-        return model.model_validate(data, context={"home": HOME})
+        return sub.vm_definition(data, home=HOME)
 
     return build()
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from bkt_core.errors import OperationError
+from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.iso import (
     FetchFailed,
     FetchResult,
@@ -33,7 +34,7 @@ from bkt_vm_plugin.iso import (
     part_path,
     validator_path,
 )
-from bkt_vm_plugin.model import VmDefinition
+from bkt_vm_plugin.model import validate_vm
 
 MIB = 1 << 20
 ETAG = '"bkt-test-v1"'
@@ -393,7 +394,7 @@ def test_fetch_iso_fetches_every_url_source_and_reports_the_failures(
 ) -> None:
     body = body_of(MIB)
     server = serve("good.iso", body)
-    vm = VmDefinition.model_validate(
+    vm = validate_vm(
         {
             "memory_gb": 1,
             "vcpus": 1,
@@ -427,7 +428,7 @@ def test_fetch_iso_fetches_every_url_source_and_reports_the_failures(
     assert cached_path(server.url(), tmp_path).read_bytes() == body
 
     # Now everything is there: nothing fails, nothing is downloaded.
-    vm_ok = vm.model_copy(update={"iso_sources": vm.iso_sources[2:]})
+    vm_ok = vm.replace(iso_sources=vm.iso_sources[2:])
     assert [r.status for r in fetch_iso("win11", vm_ok, tmp_path)] == ["cached"]
 
 
@@ -455,7 +456,7 @@ def test_urls_with_the_same_file_name_get_their_own_files(serve: Serve, tmp_path
     url_a, url_b = a.url("a/install.iso"), b.url("b/install.iso")
 
     def installer(url: str) -> VmDefinition:
-        return VmDefinition.model_validate(
+        return validate_vm(
             {
                 "memory_gb": 1,
                 "vcpus": 1,

@@ -23,7 +23,7 @@ from bkt_vm_plugin.domain_xml import (
 )
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.model import VmDefinition
+    from bkt_vm_plugin.definition import VmDefinition
 
 ENLIGHTENMENTS = (("relaxed", ()), ("vapic", ()), ("spinlocks", (("retries", "8191"),)))
 

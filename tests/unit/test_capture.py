@@ -121,7 +121,7 @@ class World:
 
     def render(self, name: str, vm: dict[str, Any], disk_format: str = "qcow2") -> str:
         sub = self.sub()
-        definition = sub.vm_model.model_validate(vm, context={"home": str(self.tmp)})
+        definition = sub.vm_definition(vm, home=str(self.tmp))
         ctx = resolve_context(
             name,
             definition,
@@ -508,7 +508,7 @@ def test_the_file_is_sorted_indented_in_schema_order_with_a_final_newline(world:
     assert text.endswith("}\n") and not text.endswith("\n\n")
     assert text.startswith('{\n  "$schema": "vms.schema.json",\n  "vms": {\n    "aa": {\n')
     fields = list(world.manifest()["vms"]["aa"])
-    schema_order = list(world.sub().vm_model.model_fields)
+    schema_order = list(world.sub().vm_fields.names)
     assert fields == sorted(fields, key=schema_order.index)
 
 

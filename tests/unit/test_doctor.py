@@ -26,7 +26,7 @@ from bkt_vm_plugin.doctor import (
     vm_problems,
 )
 from bkt_vm_plugin.domain_xml import resolve_context
-from bkt_vm_plugin.model import VmDefinition
+from bkt_vm_plugin.model import validate_vm
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.virsh import Reply
 from tests.unit.test_robustness import HEALTHY_HOST, MemoryLibvirt
@@ -295,7 +295,7 @@ def test_vm_problems_of_a_healthy_host_are_none(tmp_path: Path) -> None:
             Reply(("net-list",), "default\n", "", True),
         ),
     )
-    definition = VmDefinition.model_validate(
+    definition = validate_vm(
         vm(tmp_path, "a", boot="uefi", secure_boot=True, tpm="2.0", network="default")
     )
     ctx = resolve_context("a", definition, home=None, iso_cache="/c", exists=lambda p: False)

@@ -9,6 +9,7 @@ import pytest
 
 from bkt_core.host import Host
 from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.domain_xml import (
     DomainContext,
     DomainMapping,
@@ -25,12 +26,10 @@ from bkt_vm_plugin.domain_xml import (
 )
 from bkt_vm_plugin.iso import cache_name
 from bkt_vm_plugin.mapping import target_index, target_name
-from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
-MODEL = VM_SUB.vm_model
 MAPPING: DomainMapping = VM_SUB.mapping
 CTX = DomainContext(name="vm", disk_path="/vm.qcow2", facts={"firmware": DEBIAN12})
 
@@ -47,7 +46,7 @@ BASE: dict[str, Any] = {
 
 
 def vm(**changes: Any) -> VmDefinition:
-    return MODEL.model_validate(BASE | changes)
+    return VM_SUB.vm_definition(BASE | changes)
 
 
 def ctx_of(definition: VmDefinition, cached: str = "cached.iso") -> DomainContext:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from bkt_core.host import Host
 from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.domain_xml import (
     DomainContext,
     DomainMapping,
@@ -26,7 +27,6 @@ from bkt_vm_plugin.domain_xml import (
     resolve_context,
     serialize,
 )
-from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
 
@@ -34,7 +34,6 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "libvirt-domains"
 RNG = Path("/usr/share/libvirt/schemas/domain.rng")
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
-MODEL = VM_SUB.vm_model
 MAPPING: DomainMapping = VM_SUB.mapping
 
 
@@ -90,11 +89,11 @@ def observed_format(parsed: Parsed) -> str:
 def definition_of(parsed: Parsed) -> VmDefinition:
     """A definition from everything ``parsed`` holds cleanly (dummy values elsewhere; a value
     the manifest cannot hold, such as a relative CD-ROM path, is left out)."""
-    skeleton = MODEL.model_validate(SKELETON)
+    skeleton = VM_SUB.vm_definition(SKELETON)
     values, _ = MAPPING.capture_values(parsed, skeleton, resolve(skeleton, "qcow2"))
     while True:
         try:
-            return MODEL.model_validate(SKELETON | values)
+            return VM_SUB.vm_definition(SKELETON | values)
         except ValidationError as exc:
             bad = {str(e["loc"][0]) for e in exc.errors()}
             assert bad & set(values), exc
@@ -114,11 +113,7 @@ def modified(vm: VmDefinition, variant: int) -> VmDefinition:
     virt_type = "kvm" if vm.virt_type == "qemu" else "qemu"
     cpu_model = "Skylake-Client" if vm.field("cpu_model") == "host-model" else "host-model"
     count = (len(vm.iso_sources) + 1 + variant) % 4
-    data = {
-        name: [s.model_dump(exclude_none=True) for s in value] if name == "iso_sources" else value
-        for name in type(vm).model_fields
-        if (value := getattr(vm, name)) is not None
-    } | {
+    data = {name: value for name, value in vm.as_json().items() if value is not None} | {
         "memory_gb": vm.memory_gb + 1,
         "vcpus": vm.vcpus + 1,
         "disk_path": f"/var/lib/libvirt/images/patched-{variant}.qcow2",
@@ -132,7 +127,7 @@ def modified(vm: VmDefinition, variant: int) -> VmDefinition:
         "secure_boot": boot == "uefi" and variant % 2 == 0,
         "autostart": not vm.field("autostart"),
     }
-    return MODEL.model_validate(data)
+    return VM_SUB.vm_definition(data)
 
 
 def patch_to(
@@ -148,7 +143,7 @@ def patch_to(
             if exc.field in refused or exc.field not in ("memory_gb", "vcpus"):
                 return None, vm
             refused.append(exc.field)
-            vm = vm.model_copy(update={exc.field: getattr(current, exc.field)})
+            vm = vm.replace(**{exc.field: current.field(exc.field)})
 
 
 @dataclass
@@ -161,7 +156,7 @@ class Variant:
 
 @cache
 def variants(xml: str) -> list[Variant]:
-    parsed = MAPPING.parse(xml, resolve(MODEL.model_validate(SKELETON), "qcow2"))
+    parsed = MAPPING.parse(xml, resolve(VM_SUB.vm_definition(SKELETON), "qcow2"))
     current = definition_of(parsed)
     disk_format = observed_format(parsed)
     out = []
@@ -214,7 +209,7 @@ EXPECTED_REASONS = {
 
 
 def test_parse_reads_every_fixture_and_says_why_fields_do_not_round_trip() -> None:
-    ctx = resolve(MODEL.model_validate(SKELETON), "qcow2")
+    ctx = resolve(VM_SUB.vm_definition(SKELETON), "qcow2")
     capturable = 0
     reasons: Counter[str] = Counter()
     for name, xml in fixtures():
@@ -232,7 +227,7 @@ def test_parse_reads_every_fixture_and_says_why_fields_do_not_round_trip() -> No
 def test_patching_a_capturable_fixture_with_its_own_definition_changes_nothing() -> None:
     checked = 0
     for name, xml in fixtures():
-        parsed = MAPPING.parse(xml, resolve(MODEL.model_validate(SKELETON), "qcow2"))
+        parsed = MAPPING.parse(xml, resolve(VM_SUB.vm_definition(SKELETON), "qcow2"))
         if parsed.problems():
             continue
         vm = definition_of(parsed)
@@ -319,7 +314,7 @@ def first_device_attr(xml: str, device: str, child: str | None, name: str) -> st
 def test_patch_brings_every_fixture_to_the_manifest_and_keeps_everything_else() -> None:
     refused = []
     for name, xml in fixtures():
-        before = MAPPING.parse(xml, resolve(MODEL.model_validate(SKELETON), "qcow2"))
+        before = MAPPING.parse(xml, resolve(VM_SUB.vm_definition(SKELETON), "qcow2"))
         for v in variants(xml):
             where = f"{name}, variant {v.variant}"
             if v.patched is None:

@@ -22,6 +22,7 @@ import pytest
 
 from bkt_core.host import Host
 from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.domain_xml import (
     DomainContext,
     DomainMapping,
@@ -29,7 +30,6 @@ from bkt_vm_plugin.domain_xml import (
     resolve_context,
     serialize,
 )
-from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
 
@@ -41,7 +41,6 @@ ISO_CACHE = "/home/user/.cache/bkt/isos"
 REGENERATE = os.environ.get("BKT_REGENERATE_GOLDEN") == "1"
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
-MODEL = VM_SUB.vm_model
 MAPPING: DomainMapping = VM_SUB.mapping
 
 RENDER_CASES = sorted(p.stem for p in RENDER.glob("*.json"))
@@ -49,7 +48,7 @@ PATCH_CASES = sorted(p.stem for p in PATCH.glob("*.json"))
 
 
 def load(path: Path) -> VmDefinition:
-    return MODEL.model_validate(json.loads(path.read_text()), context={"home": HOME})
+    return VM_SUB.vm_definition(json.loads(path.read_text()), home=HOME)
 
 
 def resolve(name: str, vm: VmDefinition) -> DomainContext:
@@ -162,12 +161,12 @@ def test_a_virt_install_uefi_domain_is_captured_and_patched_for_memory_only() ->
     assert parsed.readings["secure_boot"].value is True
     values, kept = MAPPING.capture_values(parsed, skeleton, ctx)
     assert kept == {}
-    captured = MODEL.model_validate(skeleton.model_dump() | values, context={"home": HOME})
+    captured = VM_SUB.vm_definition(skeleton.as_json() | values, home=HOME)
     assert MAPPING.diff(parsed, captured, ctx) == []
     assert MAPPING.patch(before, captured, ctx) == serialize(parse_xml(before))
 
     wanted = load(PATCH / "virt-install-uefi-memory.json")
-    assert captured.model_copy(update={"memory_gb": wanted.memory_gb}) == wanted
+    assert captured.replace(memory_gb=wanted.memory_gb) == wanted
     changes = MAPPING.diff(parsed, wanted, ctx)
     assert [str(c) for c in changes] == ["memory_gb: 8 -> 16"]
     after = (PATCH / "virt-install-uefi-memory-out.xml").read_text()

@@ -12,14 +12,13 @@ from lxml import etree
 
 from bkt_core.host import Host
 from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, resolve_context
-from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
 from tests.strategies import HOME, ISO_CACHE, definitions, disk_formats, exists, vm_names
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
-MODEL = VM_SUB.vm_model
 MAPPING: DomainMapping = VM_SUB.mapping
 
 #: Examples per property; the three properties together run in a few seconds.
@@ -52,11 +51,7 @@ def normalized(vm: VmDefinition) -> dict[str, Any]:
 
 def plain(vm: VmDefinition) -> dict[str, Any]:
     """Every field of ``vm`` as JSON-like data."""
-    return {
-        name: [s.model_dump(exclude_none=True) for s in value] if name == "iso_sources" else value
-        for name in type(vm).model_fields
-        if (value := getattr(vm, name)) is not None
-    }
+    return {name: value for name, value in vm.as_json().items() if value is not None}
 
 
 def elsewhere(vm: VmDefinition) -> VmDefinition:
@@ -74,11 +69,11 @@ def elsewhere(vm: VmDefinition) -> VmDefinition:
         "virt_type": "kvm",
         "autostart": not vm.field("autostart"),
     }
-    return MODEL.model_validate(data, context={"home": HOME})
+    return VM_SUB.vm_definition(data, home=HOME)
 
 
 def merge(base: VmDefinition, values: dict[str, Any]) -> VmDefinition:
-    return MODEL.model_validate(plain(base) | values, context={"home": HOME})
+    return VM_SUB.vm_definition(plain(base) | values, home=HOME)
 
 
 def element_names(xml: str) -> list[str]:
@@ -86,7 +81,7 @@ def element_names(xml: str) -> list[str]:
 
 
 @LAW
-@given(vm_names(), definitions(MODEL), disk_formats())
+@given(vm_names(), definitions(VM_SUB), disk_formats())
 def test_parse_gives_back_what_render_wrote(name: str, vm: VmDefinition, disk_format: str) -> None:
     ctx = resolve(name, vm, disk_format)
     parsed = MAPPING.parse(MAPPING.render(vm, ctx), ctx)
@@ -100,7 +95,7 @@ def test_parse_gives_back_what_render_wrote(name: str, vm: VmDefinition, disk_fo
 
 
 @LAW
-@given(definitions(MODEL), definitions(MODEL), disk_formats(), disk_formats())
+@given(definitions(VM_SUB), definitions(VM_SUB), disk_formats(), disk_formats())
 def test_patch_brings_any_rendered_domain_to_the_manifest(
     old: VmDefinition, new: VmDefinition, old_format: str, new_format: str
 ) -> None:
@@ -118,7 +113,7 @@ def test_patch_brings_any_rendered_domain_to_the_manifest(
 
 
 @LAW
-@given(definitions(MODEL), disk_formats())
+@given(definitions(VM_SUB), disk_formats())
 def test_patching_a_rendered_domain_to_its_own_definition_changes_nothing(
     vm: VmDefinition, disk_format: str
 ) -> None:
@@ -130,7 +125,7 @@ def test_patching_a_rendered_domain_to_its_own_definition_changes_nothing(
 @settings(max_examples=50, deadline=None)
 @given(st.sampled_from(["qcow2", "raw"]))
 def test_render_is_deterministic(disk_format: str) -> None:
-    vm = MODEL.model_validate(
+    vm = VM_SUB.vm_definition(
         {
             "memory_gb": 2,
             "vcpus": 2,
@@ -157,7 +152,7 @@ def test_manifest_values_cannot_inject_markup() -> None:
         "tpm": "2.0",
         "graphics": "spice",
     }
-    plain_vm = MODEL.model_validate(
+    plain_vm = VM_SUB.vm_definition(
         base
         | {
             "disk_path": "/disk.qcow2",
@@ -166,7 +161,7 @@ def test_manifest_values_cannot_inject_markup() -> None:
             "iso_sources": [{"path": "/a.iso"}],
         }
     )
-    injected = MODEL.model_validate(
+    injected = VM_SUB.vm_definition(
         base
         | {
             "disk_path": f"/{EVIL}.qcow2",

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from bkt_core.errors import PluginError
 from bkt_core.host import Host
 from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, parse_xml, resolve_context
-from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
 from tests.strategies import HOME, ISO_CACHE, definitions, exists
@@ -29,7 +29,6 @@ def subsystem(*plugins: tuple[str, object]) -> VmSubsystem:
 
 
 VM_SUB = subsystem(("hyperv", HypervPlugin()))
-MODEL = VM_SUB.vm_model
 MAPPING: DomainMapping = VM_SUB.mapping
 EXAMPLES = 100
 
@@ -54,11 +53,11 @@ def test_the_plugin_field_is_mapped_after_the_core_fields_and_tagged() -> None:
     assert owners["hyperv"] == "hyperv"
     assert owners["memory_gb"] == "vm"
     assert owners["cpu_model"] == "cpu_model"
-    assert "hyperv" in MODEL.model_fields
+    assert "hyperv" in VM_SUB.vm_fields.plugin_names
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(definitions(MODEL, hyperv))
+@given(definitions(VM_SUB, hyperv))
 def test_parse_gives_back_what_render_wrote_with_the_plugin(vm: VmDefinition) -> None:
     ctx = resolve(vm)
     xml = MAPPING.render(vm, ctx)
@@ -70,7 +69,7 @@ def test_parse_gives_back_what_render_wrote_with_the_plugin(vm: VmDefinition) ->
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(definitions(MODEL, hyperv), definitions(MODEL, hyperv))
+@given(definitions(VM_SUB, hyperv), definitions(VM_SUB, hyperv))
 def test_patch_brings_a_rendered_domain_to_the_manifest_with_the_plugin(
     old: VmDefinition, new: VmDefinition
 ) -> None:
@@ -99,12 +98,12 @@ WIN11 = {
 def test_the_plugin_element_is_valid_libvirt_xml(tmp_path: Path) -> None:
     validate = shutil.which("virt-xml-validate")
     assert validate, "virt-xml-validate is missing: install libvirt-clients"
-    on = MODEL.model_validate(WIN11 | {"hyperv": True})
+    on = VM_SUB.vm_definition(WIN11 | {"hyperv": True})
     xml = MAPPING.render(on, resolve(on))
     root = parse_xml(xml)
     assert root.find("features/hyperv/spinlocks") is not None
     assert root.find("clock/timer[@name='hypervclock']") is not None
-    off = MODEL.model_validate(WIN11)
+    off = VM_SUB.vm_definition(WIN11)
     for case, text in (("on", xml), ("off", MAPPING.patch(xml, off, resolve(off)))):
         path = tmp_path / f"{case}.xml"
         path.write_text(text)
@@ -125,7 +124,7 @@ def test_a_field_claimed_by_two_mappings_names_both_plugins() -> None:
 
 def test_a_field_method_that_raises_names_its_plugin() -> None:
     sub = subsystem(("broken", BrokenPlugin()))
-    vm = sub.vm_model.model_validate(WIN11)
+    vm = sub.vm_definition(WIN11)
     ctx = resolve(vm)
     xml = sub.mapping.render(vm, ctx)
     with pytest.raises(PluginError) as caught:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.domain_xml import DomainContext, Parsed, Reading
 from bkt_vm_plugin.firmware import HostFirmware, Needs, choose, read_descriptors, search_dirs
-from bkt_vm_plugin.model import VmDefinition
+from bkt_vm_plugin.model import validate_vm
 from bkt_vm_plugin.status import _pending
 from bkt_vm_plugin.sync import firmware_change
 from bkt_vm_plugin.virsh import Reply
@@ -151,7 +152,7 @@ def _parsed(boot: str, secure: Reading) -> Parsed:
 
 
 def _vm(boot: str, secure_boot: bool) -> VmDefinition:
-    return VmDefinition.model_validate(
+    return validate_vm(
         {
             "memory_gb": 1,
             "vcpus": 1,

@@ -28,8 +28,9 @@ from bkt_core.errors import ManifestError, OperationError
 from bkt_core.host import Host
 from bkt_core.manifest import load_manifest
 from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.definition import VmManifest
 from bkt_vm_plugin.domain_xml import resolve_context
-from bkt_vm_plugin.model import VmManifest
+from bkt_vm_plugin.model import to_manifest
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.strategies import HOME, ISO_CACHE
 
@@ -51,11 +52,13 @@ def load_and_render(path: Path, data: bytes) -> None:
     """Loads ``data`` as the host does; if it loads, renders every VM."""
     path.write_bytes(data)
     try:
-        manifest = load_manifest(
-            path,
-            SUB.manifest_model,
-            validators=[functools.partial(SUB.validate_document, home=HOME)],
-            context={"home": HOME},
+        manifest = to_manifest(
+            load_manifest(
+                path,
+                SUB.manifest_model,
+                validators=[functools.partial(SUB.validate_document, home=HOME)],
+                context={"home": HOME},
+            )
         )
     except ManifestError as exc:
         assert exc.diagnostics or exc.message.startswith("no manifest"), exc.message

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bkt_core.errors import OperationError
+from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.iso import (
     FetchFailed,
     FetchResult,
@@ -22,7 +23,7 @@ from bkt_vm_plugin.iso import (
     sha256_of_file,
     validator_path,
 )
-from bkt_vm_plugin.model import VmDefinition
+from bkt_vm_plugin.model import validate_vm
 from tests.unit.test_iso_urls import urls
 
 
@@ -79,7 +80,7 @@ def test_content_range_sizes_and_digests_read_right(tmp_path: Path) -> None:
 
 
 def vm(*sources: dict[str, str]) -> VmDefinition:
-    return VmDefinition.model_validate(
+    return validate_vm(
         {
             "memory_gb": 1,
             "vcpus": 1,
@@ -90,7 +91,7 @@ def vm(*sources: dict[str, str]) -> VmDefinition:
             "graphics": "none",
             "iso_sources": list(sources),
         },
-        context={"home": "/home/u"},
+        home="/home/u",
     )
 
 

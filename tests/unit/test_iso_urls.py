@@ -1,5 +1,5 @@
 """ISO URLs without a network: what validation accepts is exactly what the downloader can
-parse (one function, :func:`bkt_vm_plugin.model.parse_url`, decides both), and no message
+parse (one function, :func:`bkt_vm_plugin.paths.parse_url`, decides both), and no message
 shows a password."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bkt_vm_plugin.iso import FetchFailed, FetchResult, redact
-from bkt_vm_plugin.model import iso_url_file_name, parse_url
+from bkt_vm_plugin.paths import iso_url_file_name, parse_url
 
 
 def urls() -> st.SearchStrategy[str]:

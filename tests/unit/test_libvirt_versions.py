@@ -36,7 +36,6 @@ OLD, NEW = "9.0", "11.3"
 CASES = sorted(p.stem for p in (VERSIONS / NEW).glob("*.xml"))
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
-MODEL = VM_SUB.vm_model
 MAPPING: DomainMapping = VM_SUB.mapping
 
 
@@ -83,7 +82,7 @@ def test_capture_then_patch_is_a_no_op(version: str, case: str) -> None:
     ctx = context(case, xml)
     values, kept = MAPPING.capture_values(MAPPING.parse(xml, ctx))
     assert kept == {}
-    vm = MODEL.model_validate(values | {"disk_size_gb": 10})
+    vm = VM_SUB.vm_definition(values | {"disk_size_gb": 10})
     ctx = resolve_context(
         case,
         vm,
@@ -104,7 +103,7 @@ def test_a_vcpu_change_gives_the_topology_libvirt_stores(case: str) -> None:
         xml = dump(version, case)
         ctx = context(case, xml)
         values, _ = MAPPING.capture_values(MAPPING.parse(xml, ctx))
-        vm = MODEL.model_validate(values | {"disk_size_gb": 10, "vcpus": 6})
+        vm = VM_SUB.vm_definition(values | {"disk_size_gb": 10, "vcpus": 6})
         topology = parse_xml(MAPPING.patch(xml, vm, ctx)).find("cpu/topology")
         before = parse_xml(xml).find("cpu/topology")
         assert topology is not None and before is not None

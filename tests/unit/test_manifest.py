@@ -42,7 +42,8 @@ from bkt_core.manifest import (
     write_atomic,
 )
 from bkt_vm_plugin import default_plugins
-from bkt_vm_plugin.model import VmManifest
+from bkt_vm_plugin.definition import VmManifest
+from bkt_vm_plugin.model import to_manifest
 from bkt_vm_plugin.rules import cpu_model_rules, name_problem, vm_rules
 from bkt_vm_plugin.subsystem import VmSubsystem
 
@@ -456,7 +457,7 @@ def test_a_syntax_error_is_the_only_problem() -> None:
 
 
 def test_a_valid_manifest_loads_into_the_model() -> None:
-    loaded = check((MANIFESTS / "valid" / "every-field.json").read_text(encoding="utf-8"))
+    loaded = to_manifest(check((MANIFESTS / "valid" / "every-field.json").read_text("utf-8")))
     assert isinstance(loaded, VmManifest)
     assert list(loaded.vms) == ["win11", "ci.box_1"]
     assert loaded.vms["ci.box_1"].field("cpu_model") == "Skylake-Client"
@@ -817,13 +818,13 @@ def test_dump_is_stable_json() -> None:
 
 def test_dump_of_a_loaded_manifest_loads_the_same() -> None:
     text = (MANIFESTS / "valid" / "every-field.json").read_text(encoding="utf-8")
-    loaded = check(text)
+    loaded = to_manifest(check(text))
     assert isinstance(loaded, VmManifest)
     data = {
-        "$schema": loaded.schema_,
+        "$schema": loaded.schema,
         "vms": {name: definition.as_written() for name, definition in loaded.vms.items()},
     }
-    again = check(dump_manifest(data))
+    again = to_manifest(check(dump_manifest(data)))
     assert again == loaded
     assert dump_manifest(data) == dump_manifest(json.loads(dump_manifest(data)))
 

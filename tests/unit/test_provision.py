@@ -19,7 +19,7 @@ from bkt_core.hookspecs import hookimpl
 from bkt_core.host import Host
 from bkt_core.process import Completed
 from bkt_vm_plugin import default_plugins
-from bkt_vm_plugin.model import VmDefinition
+from bkt_vm_plugin.model import validate_vm
 from bkt_vm_plugin.provision import (
     DiskCreation,
     DiskRequest,
@@ -187,7 +187,7 @@ def refusal(ctx: ProvisionContext, path: str = "/srv/vm/a.qcow2", create: bool =
 
 
 def test_the_request_and_the_creation_describe_themselves() -> None:
-    vm = VmDefinition.model_validate(
+    vm = validate_vm(
         {
             "memory_gb": 1,
             "vcpus": 1,
@@ -198,7 +198,7 @@ def test_the_request_and_the_creation_describe_themselves() -> None:
             "network": "none",
             "graphics": "none",
         },
-        context={"home": "/home/u"},
+        home="/home/u",
     )
     assert disk_request("a", vm, "/home/u") == DiskRequest("a", "/home/u/vm/a.qcow2", 40, True)
     in_pool = DiskCreation("/srv/vm/a.qcow2", 40, pool="images")
@@ -628,8 +628,8 @@ def test_the_manifest_field_reaches_the_request() -> None:
         "memory_gb": 1, "vcpus": 1, "disk_path": "/etc/a.img", "disk_size_gb": 1,
         "boot": "bios", "network": "none", "graphics": "none",
     }  # fmt: skip
-    assert not disk_request("a", VmDefinition.model_validate(fields), None).allow_system_paths
-    allowed = VmDefinition.model_validate({**fields, "allow_system_paths": True})
+    assert not disk_request("a", validate_vm(fields), None).allow_system_paths
+    allowed = validate_vm({**fields, "allow_system_paths": True})
     assert disk_request("a", allowed, None).allow_system_paths
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bkt_core import CommandError, OperationError, Problem
-from bkt_vm_plugin.model import expand_home, home_dir, local_path_problem
+from bkt_vm_plugin.paths import expand_home, home_dir, local_path_problem
 from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
 
 __all__ = ["OverlayCreation", "plan", "provision", "rules"]

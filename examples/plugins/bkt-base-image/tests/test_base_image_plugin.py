@@ -78,7 +78,7 @@ def base(tmp_path: Path) -> Path:
 
 
 def plan_for(sub: VmSubsystem, tmp_path: Path, ctx: ProvisionContext, **fields: Any) -> Any:
-    vm = sub.vm_model.model_validate(entry(tmp_path, "web", **fields))
+    vm = sub.vm_definition(entry(tmp_path, "web", **fields))
     return plan_disk(sub.host, "web", vm, disk_request("web", vm, None), ctx)
 
 

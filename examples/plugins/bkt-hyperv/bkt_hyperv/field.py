@@ -33,7 +33,7 @@ from bkt_vm_plugin.domain_xml import (
 )
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.model import VmDefinition
+    from bkt_vm_plugin.definition import VmDefinition
 
 __all__ = ["ENLIGHTENMENTS", "FIELD", "HypervField"]
 

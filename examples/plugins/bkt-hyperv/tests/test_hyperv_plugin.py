@@ -15,8 +15,8 @@ import pytest
 
 from bkt_core import Host, ManifestError
 from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.domain_xml import DomainContext, parse_xml, resolve_context
-from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
 
 WIN11: dict[str, Any] = {
@@ -69,7 +69,7 @@ MAPPING = SUB.mapping
 
 
 def definition(**fields: Any) -> VmDefinition:
-    return SUB.vm_model.model_validate(WIN11 | fields)
+    return SUB.vm_definition(WIN11 | fields)
 
 
 def context(vm: VmDefinition) -> DomainContext:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Element, Reading
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.model import VmDefinition
+    from bkt_vm_plugin.definition import VmDefinition
 
 __all__ = ["RunningField"]
 

@@ -1,0 +1,289 @@
+"""The VM definition as bkt, its plugins and embedders use it: plain, immutable values.
+
+A :class:`VmManifest` holds one :class:`VmDefinition` per VM of ``vms.json``. They are made
+from a validated manifest (:mod:`bkt_vm_plugin.model` validates it and produces the JSON
+Schema) and are never validated again: whoever builds one in code is trusted with its
+values. Nothing here imports pydantic, so reading a definition costs no validation machinery.
+
+A plugin reads any field, its own or a built-in one, with :meth:`VmDefinition.field`; the
+built-in fields are attributes too (``vm.memory_gb``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+__all__ = [
+    "BUILTIN_FIELDS",
+    "Boot",
+    "Graphics",
+    "IsoPath",
+    "IsoSource",
+    "IsoUrl",
+    "Tpm",
+    "VirtType",
+    "VmDefinition",
+    "VmFields",
+    "VmManifest",
+    "plain",
+]
+
+#: Firmware a VM boots with.
+Boot: TypeAlias = Literal["uefi", "bios"]
+#: The emulated TPM of a VM.
+Tpm: TypeAlias = Literal["2.0", "none"]
+#: The graphical console of a VM.
+Graphics: TypeAlias = Literal["spice", "vnc", "none"]
+#: The libvirt domain type: hardware virtualization, or QEMU's software emulation.
+VirtType: TypeAlias = Literal["kvm", "qemu"]
+
+
+@dataclass(frozen=True, slots=True)
+class IsoPath:
+    """A local installer ISO."""
+
+    #: The ISO file's path as the manifest writes it (``~`` not expanded).
+    path: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The source as ``vms.json`` writes it: ``{"path": ...}``."""
+        return {"path": self.path}
+
+
+@dataclass(frozen=True, slots=True)
+class IsoUrl:
+    """An installer ISO to download with ``bkt vm fetch-iso`` into the ISO cache."""
+
+    #: The http or https URL the ISO is downloaded from.
+    url: str
+    #: The SHA-256 digest the download must have (hexadecimal), or None: not checked.
+    sha256: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The source as ``vms.json`` writes it: ``{"url": ...}``, with ``sha256`` when set."""
+        out: dict[str, Any] = {"url": self.url}
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        return out
+
+
+#: One installer ISO of a VM: a local file or a URL.
+IsoSource: TypeAlias = IsoPath | IsoUrl
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class VmFields:
+    """The fields a VM definition has on one host: the built-in ones, then every plugin's,
+    in schema order, with the default of each optional one.
+
+    Every :class:`VmDefinition` of a host refers to the same one (:attr:`VmDefinition.layout`);
+    :data:`BUILTIN_FIELDS` is the layout of a host without plugin fields.
+    """
+
+    #: Every field name, in schema order (the order capture writes them in).
+    names: tuple[str, ...]
+    #: The default of each optional field; a required field is not in it.
+    defaults: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
+
+    @property
+    def plugin_names(self) -> tuple[str, ...]:
+        """The fields plugins declare, in schema order."""
+        return tuple(n for n in self.names if n not in _BUILTIN_NAMES)
+
+    def is_required(self, name: str) -> bool:
+        """Whether the manifest must give field ``name`` (it has no default)."""
+        return name not in self.defaults
+
+    def default(self, name: str) -> Any:
+        """The default of optional field ``name``; raises KeyError for a required field."""
+        return self.defaults[name]
+
+
+#: What :attr:`VmDefinition.layout` is until ``__post_init__`` sets it.
+_UNSET = VmFields((), {})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmDefinition:
+    """One VM of the manifest: the built-in fields as attributes, every field (plugin fields
+    included) through :meth:`field`.
+
+    Two definitions are equal when every field has the same value; which fields the author
+    wrote (:attr:`written`) and the host's :attr:`layout` do not count. A definition is
+    hashable when its values are (plugin values that are lists or dicts are hashed by
+    content).
+    """
+
+    #: Memory in GiB.
+    memory_gb: int
+    #: Number of virtual CPUs.
+    vcpus: int
+    #: The disk image's path as the manifest writes it (``~`` not expanded).
+    disk_path: str
+    #: Size in GiB used when the disk is provisioned; never used to resize.
+    disk_size_gb: int
+    #: Provision ``disk_path`` when it does not exist.
+    create_if_missing: bool = False
+    #: Allow ``disk_path`` and ISO paths in the host's system directories.
+    allow_system_paths: bool = False
+    #: Firmware: ``"uefi"`` or ``"bios"``.
+    boot: Boot
+    #: Emulated TPM: ``"2.0"`` or ``"none"``.
+    tpm: Tpm = "none"
+    #: A libvirt network name, ``bridge:NAME``, ``user`` or ``none``.
+    network: str
+    #: Graphical console: ``"spice"``, ``"vnc"`` or ``"none"``.
+    graphics: Graphics
+    #: Installer ISOs, attached as read-only CD-ROMs in this order.
+    iso_sources: tuple[IsoSource, ...] = ()
+    #: Domain type: ``"kvm"``, or ``"qemu"`` for software emulation.
+    virt_type: VirtType = "kvm"
+    #: UEFI Secure Boot.
+    secure_boot: bool = False
+    #: The value of each plugin field (its default when the author left it out). Read a
+    #: field with :meth:`field`; this mapping is what a definition is built from.
+    plugin_values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: The fields this VM has on its host, in schema order, with their defaults. Left out,
+    #: it is :data:`BUILTIN_FIELDS` plus the keys of :attr:`plugin_values` (required).
+    layout: VmFields = dataclasses.field(default=_UNSET, compare=False, repr=False)
+    #: The fields the manifest's author wrote, defaults included; None (a VM built in code):
+    #: every field.
+    written: frozenset[str] | None = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "iso_sources", tuple(self.iso_sources))
+        object.__setattr__(self, "plugin_values", types.MappingProxyType(dict(self.plugin_values)))
+        clash = sorted(_BUILTIN_NAMES.intersection(self.plugin_values))
+        if clash:
+            raise ValueError(f"plugin_values holds built-in field {clash[0]!r}")
+        if self.layout is _UNSET:
+            names = (*BUILTIN_FIELDS.names, *self.plugin_values)
+            layout = VmFields(names, BUILTIN_FIELDS.defaults)
+            object.__setattr__(self, "layout", layout)
+        if self.written is not None:
+            object.__setattr__(self, "written", frozenset(self.written))
+
+    def __hash__(self) -> int:
+        builtin = tuple(getattr(self, n) for n in BUILTIN_FIELDS.names)
+        return hash((builtin, _hashable(dict(self.plugin_values))))
+
+    def field(self, name: str) -> Any:
+        """The value of field ``name``: a built-in or a plugin field (its default when the
+        plugin is installed but the author left the field out). Raises KeyError for a field
+        the host does not have (a plugin field whose plugin is not installed)."""
+        if name in _BUILTIN_NAMES:
+            return getattr(self, name)
+        try:
+            return self.plugin_values[name]
+        except KeyError:
+            raise KeyError(f"VM field {name!r} is not a field of this host") from None
+
+    def replace(self, **changes: Any) -> VmDefinition:
+        """A copy with ``changes`` (built-in or plugin fields, by name) made; the changed
+        fields count as written. Nothing is validated: build from JSON data with
+        :meth:`VmSubsystem.vm_definition <bkt_vm_plugin.subsystem.VmSubsystem.vm_definition>`
+        to have values checked. Raises KeyError for a field the host does not have."""
+        layout = self.layout
+        unknown = [n for n in changes if n not in layout.names]
+        if unknown:
+            raise KeyError(f"VM field {unknown[0]!r} is not a field of this host")
+        builtin = {n: v for n, v in changes.items() if n in _BUILTIN_NAMES}
+        plugin = {n: v for n, v in changes.items() if n not in _BUILTIN_NAMES}
+        written = None if self.written is None else self.written | changes.keys()
+        return dataclasses.replace(
+            self,
+            **builtin,
+            plugin_values={**self.plugin_values, **plugin},
+            written=written,
+        )
+
+    def normalized(self) -> dict[str, Any]:
+        """The definition as capture writes it, as plain JSON data: every field whose value
+        is its default left out, in schema order."""
+        out: dict[str, Any] = {}
+        layout = self.layout
+        for name in layout.names:
+            value = self.field(name)
+            if not layout.is_required(name) and value == layout.default(name):
+                continue
+            out[name] = plain(value)
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        """Every field, defaults included, as plain JSON data in schema order."""
+        return {name: plain(self.field(name)) for name in self.layout.names}
+
+    def as_written(self) -> dict[str, Any]:
+        """The definition as its author wrote it, as plain JSON data: explicit defaults kept,
+        schema order."""
+        return {
+            name: plain(self.field(name))
+            for name in self.layout.names
+            if self.written is None or name in self.written
+        }
+
+
+_BUILTIN_NAMES = frozenset(
+    f.name
+    for f in dataclasses.fields(VmDefinition)
+    if f.name not in ("plugin_values", "layout", "written")
+)
+
+#: The layout of a host without plugin fields: the built-in fields and their defaults.
+BUILTIN_FIELDS = VmFields(
+    tuple(f.name for f in dataclasses.fields(VmDefinition) if f.name in _BUILTIN_NAMES),
+    {
+        f.name: f.default
+        for f in dataclasses.fields(VmDefinition)
+        if f.name in _BUILTIN_NAMES and f.default is not dataclasses.MISSING
+    },
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VmManifest:
+    """The ``vms.json`` manifest: its VMs by name (the libvirt domain name), in file order."""
+
+    #: Each VM's definition by its name; read-only.
+    vms: Mapping[str, VmDefinition]
+    #: The ``$schema`` the file names, or None.
+    schema: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vms", types.MappingProxyType(dict(self.vms)))
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.vms.items()), self.schema))
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain JSON data: ISO sources as the objects ``vms.json`` writes, tuples
+    and lists as lists, a plugin's model (anything with ``model_dump``) dumped without its
+    ``None`` fields; anything else as it is."""
+    if isinstance(value, IsoPath | IsoUrl):
+        return value.as_json()
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return dump(exclude_none=True)
+    return value
+
+
+def _hashable(value: Any) -> Any:
+    """``value`` made hashable with the same equality: lists as tuples, dicts and sets as
+    frozensets."""
+    if isinstance(value, dict | types.MappingProxyType):
+        return frozenset((k, _hashable(v)) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, set):
+        return frozenset(_hashable(v) for v in value)
+    return value
