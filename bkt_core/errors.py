@@ -33,6 +33,11 @@ class BktError(Exception):
     """An error bkt reports to the user: a message, an optional hint and an exit code."""
 
     exit_code: int = EXIT_FAILURE
+    #: The plugin whose hook implementation raised it, and that hook: set by the host when
+    #: the error leaves the implementation (None: raised by bkt outside any hook), so that
+    #: whoever reports it can name the plugin.
+    plugin: str | None = None
+    hook: str | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

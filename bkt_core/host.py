@@ -281,7 +281,9 @@ class Host:
         watch = _Watch.start(self.hook_timeout)
         try:
             return _checked(hook_name, function(*args, **kwargs))
-        except BktError:
+        except BktError as exc:
+            if exc.plugin is None:  # the innermost plugin raised it (hooks may nest)
+                exc.plugin, exc.hook = plugin, hook_name
             raise
         except Signalled:
             if watch is not None and watch.sigint_was_default:

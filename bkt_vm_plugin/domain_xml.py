@@ -671,6 +671,14 @@ DIFF_ORDER = (
 _T = TypeVar("_T")
 
 
+def _failed(mapping_field: DomainField, method: str, args: Iterable[Any]) -> str:
+    """What failed, for a field's error: which method, for which VM and which of its fields
+    (what the user can look at in the manifest)."""
+    vm = next((f" for VM {a.name}" for a in args if isinstance(a, DomainContext)), "")
+    names = mapping_field.fields
+    return f"{method} failed{vm} (field{'s' if len(names) > 1 else ''} {', '.join(names)})"
+
+
 class DomainMapping:
     """Every :class:`DomainField` of a host, in the order they apply."""
 
@@ -705,19 +713,18 @@ class DomainMapping:
     ) -> _T:
         try:
             return call(*args)
-        except BktError:
-            raise
+        except BktError as exc:
+            from bkt_vm_plugin.blame import is_own, plugin_error
+
+            # A refusal on purpose: bkt's own fields speak as bkt; another plugin's names
+            # the plugin and keeps its hint.
+            if isinstance(exc, PluginError) or is_own(type(mapping_field).__module__):
+                raise
+            detail = f"{_failed(mapping_field, method, args)}: {exc.message}"
+            raise plugin_error(mapping_field.plugin, HOOK, detail, exc) from exc
         except (Exception, SystemExit) as exc:  # sys.exit() in a plugin is its failure too
-            # Which VM and which of its fields: what the user can look at in the manifest.
-            vm = next((f" for VM {a.name}" for a in args if isinstance(a, DomainContext)), "")
-            names = mapping_field.fields
-            fields = f"field{'s' if len(names) > 1 else ''} {', '.join(names)}"
-            error = PluginError(
-                mapping_field.plugin,
-                HOOK,
-                f"{method} failed{vm} ({fields}): {type(exc).__name__}: {exc}",
-            )
-            raise error from exc
+            detail = f"{_failed(mapping_field, method, args)}: {type(exc).__name__}: {exc}"
+            raise PluginError(mapping_field.plugin, HOOK, detail) from exc
 
     def field_of(self, name: str) -> DomainField:
         for mapping_field in self.fields:

@@ -39,6 +39,8 @@ def print_plan(printer: Printer, plan: SyncPlan) -> None:
             continue
         else:
             printer.data(f"{printer.paint('!', RED)} error {entry.name}: {entry.message}")
+            if entry.hint:
+                printer.hint(entry.hint)
             continue
         if disk:
             # The plugin that planned the disk says what it will do (DiskCreation.describe:
@@ -72,9 +74,12 @@ def print_results(printer: Printer, report: SyncReport) -> None:
     """After execution: each failure, then the summary (only when anything was to be done)."""
     if not report.plan.changes_anything and not report.failed:
         return
-    messages = {r.name: r.message for r in report.results or ()}
+    results = {r.name: r for r in report.results or ()}
     for name in report.failed:
-        printer.error(f"VM {name}: {messages.get(name) or 'failed'}")
+        result = results.get(name)
+        printer.error(f"VM {name}: {(result and result.message) or 'failed'}")
+        if result is not None and result.hint:
+            printer.hint(result.hint)
     printer.data(summary_line(report))
 
 

@@ -206,7 +206,10 @@ class Planner:
                 raise OperationError(f"cannot read its definition: {reply.message}")
             return self.update(name, vm, reply.stdout)
         except BktError as exc:
-            return PlanEntry(name, "error", message=exc.message)
+            from bkt_vm_plugin.blame import named
+
+            error = named(self.sub.host, exc)
+            return PlanEntry(name, "error", message=error.message, hint=error.hint)
 
     def disk(self, name: str, vm: VmDefinition) -> tuple[str, DiskCreation | None]:
         """The disk's format and, when it must be created, the creation."""
@@ -361,12 +364,20 @@ class PostSyncContext:
     virsh: Virsh
     observation: Observation
     failures: dict[str, str] = field(default_factory=dict)
+    #: The hint of each failure that has one.
+    hints: dict[str, str] = field(default_factory=dict)
 
     def vm(self, name: str) -> VmDefinition:
         return self.manifest.vms[name]
 
-    def fail(self, name: str, message: str) -> None:
-        self.failures.setdefault(name, message)
+    def fail(self, name: str, message: str, *, hint: str | None = None) -> None:
+        """Mark VM ``name`` failed with ``message`` (and ``hint``, what the user can do);
+        the first failure of a VM is the one reported."""
+        if name in self.failures:
+            return
+        self.failures[name] = message
+        if hint is not None:
+            self.hints[name] = hint
 
 
 def sync(
@@ -398,10 +409,16 @@ def sync(
         return execute(planner, the_plan, manifest)
 
 
+#: Why each failed VM failed: its error's message and hint.
+Failures = dict[str, BktError]
+
+
 def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncReport:
     sub, virsh = planner.sub, planner.virsh
-    failed: dict[str, str] = {
-        e.name: e.message or "" for e in the_plan.entries if e.action == "error"
+    failed: Failures = {
+        e.name: OperationError(e.message or "", hint=e.hint)
+        for e in the_plan.entries
+        if e.action == "error"
     }
     creations = [
         e.payload.creation
@@ -409,13 +426,14 @@ def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncR
         if e.name not in failed and e.payload is not None and e.payload.creation is not None
     ]
     if creations:
-        from bkt_vm_plugin.provision import provision_all
+        from bkt_vm_plugin.provision import create_disks
 
-        created = provision_all(sub.host, creations, planner.provision)
+        created = create_disks(sub.host, creations, planner.provision)
         for entry in the_plan.entries:
             creation = entry.payload.creation if entry.payload is not None else None
-            if creation is not None and created.get(creation.path):
-                failed.setdefault(entry.name, created[creation.path] or "")
+            error = created.get(creation.path) if creation is not None else None
+            if error is not None:
+                failed.setdefault(entry.name, error)
 
     to_define = [
         e
@@ -431,7 +449,8 @@ def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncR
     context = PostSyncContext(manifest, virsh, planner.observation)
     _post_sync(sub, report, context)
     if context.failures:
-        failed.update({n: m for n, m in context.failures.items() if n not in failed})
+        for name, message in context.failures.items():
+            failed.setdefault(name, OperationError(message, hint=context.hints.get(name)))
         report = SyncReport(the_plan, dry_run=False, results=_results(the_plan, failed))
     return report
 
@@ -440,12 +459,12 @@ def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncR
 DEFINES_PER_BATCH = 256
 
 
-def _define(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, str]) -> None:
+def _define(virsh: Virsh, entries: Sequence[PlanEntry], failed: Failures) -> None:
     for start in range(0, len(entries), DEFINES_PER_BATCH):
         _define_batch(virsh, entries[start : start + DEFINES_PER_BATCH], failed)
 
 
-def _define_batch(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, str]) -> None:
+def _define_batch(virsh: Virsh, entries: Sequence[PlanEntry], failed: Failures) -> None:
     """Defines ``entries`` in one virsh process, each XML from memory (:func:`memory_files`:
     a definition never reaches a disk, nothing is left in a temporary directory)."""
     from bkt_vm_plugin.virsh import memory_files
@@ -455,18 +474,18 @@ def _define_batch(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, 
             replies = virsh.batch([["define", "--file", path] for path in paths])
         except BktError as exc:
             for entry in entries:
-                failed.setdefault(entry.name, exc.message)
+                failed.setdefault(entry.name, exc)
             return
     for entry, reply in zip(entries, replies, strict=True):
         if not reply.ok:
-            failed.setdefault(entry.name, reply.message)
+            failed.setdefault(entry.name, OperationError(reply.message))
 
 
 def _read_back(
     planner: Planner,
     entries: Sequence[PlanEntry],
     manifest: VmManifest,
-    failed: dict[str, str],
+    failed: Failures,
 ) -> None:
     """Reads every defined domain back (one virsh process) and fails each VM whose owned
     fields libvirt did not keep: a silent rewrite by libvirt is a failure, not a success."""
@@ -477,7 +496,7 @@ def _read_back(
         seen = observe(planner.virsh, names)
     except BktError as exc:
         for name in names:
-            failed.setdefault(name, f"cannot read it back: {exc.message}")
+            failed.setdefault(name, _unreadable(exc))
         return
     mapping = planner.mapping
     for entry in entries:
@@ -485,29 +504,33 @@ def _read_back(
             continue
         reply = seen.definitions.get(entry.name)
         if reply is None:
-            failed[entry.name] = "libvirt has no such domain after define"
+            failed[entry.name] = OperationError("libvirt has no such domain after define")
             continue
         if not reply.ok:
-            failed[entry.name] = f"cannot read it back: {reply.message}"
+            failed[entry.name] = OperationError(f"cannot read it back: {reply.message}")
             continue
         ctx = entry.payload.context
         try:
             changes = mapping.diff(mapping.parse(reply.stdout, ctx), manifest.vms[entry.name], ctx)
         except BktError as exc:
-            failed[entry.name] = f"cannot read it back: {exc.message}"
+            failed[entry.name] = _unreadable(exc)
             continue
         # Facts outside the XML (autostart) are applied by the post-sync hooks, after this.
         lost = [c for c in changes if mapping.needs_define([c])]
         if lost:
-            failed[entry.name] = "libvirt did not keep every field: " + "; ".join(
-                str(c) for c in lost
+            failed[entry.name] = OperationError(
+                "libvirt did not keep every field: " + "; ".join(str(c) for c in lost)
             )
 
 
-def _results(the_plan: SyncPlan, failed: dict[str, str]) -> tuple[EntryResult, ...]:
+def _unreadable(exc: BktError) -> BktError:
+    return OperationError(f"cannot read it back: {exc.message}", hint=exc.hint)
+
+
+def _results(the_plan: SyncPlan, failed: Failures) -> tuple[EntryResult, ...]:
     outcome = {"create": "created", "update": "updated", "unchanged": "unchanged"}
     return tuple(
-        EntryResult(e.name, "failed", failed[e.name])
+        EntryResult(e.name, "failed", failed[e.name].message, failed[e.name].hint)
         if e.name in failed
         else EntryResult(e.name, outcome[e.action])  # type: ignore[arg-type]
         for e in the_plan.entries
@@ -517,13 +540,16 @@ def _results(the_plan: SyncPlan, failed: dict[str, str]) -> tuple[EntryResult, .
 def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -> None:
     """Every post-sync implementation runs, even after another raised: a per-VM hook that
     raises fails that VM, a whole-run hook that raises fails every VM the run changed. A
-    :class:`BktError` is a refusal with its own message; anything else names the plugin."""
+    :class:`BktError` is a refusal with its own message and hint (naming the plugin when it
+    is not one of bkt's own); anything else names the plugin."""
+    from bkt_vm_plugin.blame import named
+
     host = sub.host
 
-    def failure(plugin: str, hook: str, exc: Exception) -> str:
-        return (
-            exc.message if isinstance(exc, BktError) else host.failure(plugin, hook, exc).message
-        )
+    def failure(plugin: str, hook: str, exc: Exception) -> BktError:
+        if isinstance(exc, BktError):
+            return named(host, exc)
+        return host.failure(plugin, hook, exc)
 
     results = {r.name: r for r in report.results or ()}
     for entry in report.plan.entries:
@@ -537,15 +563,16 @@ def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -
             try:
                 call()
             except Exception as exc:
-                context.fail(entry.name, failure(plugin, "bkt_post_sync_vm", exc))
+                error = failure(plugin, "bkt_post_sync_vm", exc)
+                context.fail(entry.name, error.message, hint=error.hint)
     for plugin, call in host.each("bkt_post_sync", report=report, context=context):
         try:
             call()
         except Exception as exc:
-            message = failure(plugin, "bkt_post_sync", exc)
+            error = failure(plugin, "bkt_post_sync", exc)
             for entry in report.plan.entries:
                 if entry.changes_anything:
-                    context.fail(entry.name, message)
+                    context.fail(entry.name, error.message, hint=error.hint)
 
 
 def changed_fields(changes: Iterable[FieldChange]) -> list[str]:
