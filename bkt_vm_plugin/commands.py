@@ -171,9 +171,9 @@ def fetch_iso(app: Cli, name: str) -> None:
     sub = _vm(app)
     manifest = sub.load()
     if name not in manifest.vms:
-        raise OperationError(
-            f"VM {name} is not in {sub.manifest_path}", hint="`bkt vm status` lists the VMs"
-        )
+        from bkt_vm_plugin.ops import not_in_manifest
+
+        raise not_in_manifest(sub, name, hint="`bkt vm status` lists the VMs")
     printer = app.printer
     vm = manifest.vms[name]
     if not list(iso.url_sources(vm)):

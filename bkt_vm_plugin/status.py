@@ -42,9 +42,12 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
     others = list(dict.fromkeys(n for n in names if n not in manifest.vms))
     for name in others:
         if name not in observation.domains:
-            raise OperationError(
-                f"{name} is neither in the manifest nor a libvirt domain",
-                hint="`bkt vm status --all` lists the VMs",
+            from bkt_vm_plugin.ops import not_in_manifest
+
+            raise not_in_manifest(
+                sub,
+                name,
+                hint="it is not a libvirt domain either; `bkt vm status --all` lists the VMs",
             )
     if all:
         others += sorted(observation.domains - set(manifest.vms) - set(others))

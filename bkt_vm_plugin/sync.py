@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bkt_core.errors import BktError, OperationError, UsageError
+from bkt_core.errors import BktError, OperationError
 from bkt_core.plan import EntryResult, FieldChange, PlanEntry, SyncPlan, SyncReport
 from bkt_vm_plugin.firmware import HostFirmware
 from bkt_vm_plugin.virsh import Reply, Virsh
@@ -142,8 +142,11 @@ def select(manifest: VmManifest, names: Sequence[str], sub: VmSubsystem) -> list
         return sorted(manifest.vms)
     unknown = [n for n in names if n not in manifest.vms]
     if unknown:
-        raise UsageError(
-            f"VM {unknown[0]} is not in {sub.manifest_path}",
+        from bkt_vm_plugin.ops import not_in_manifest
+
+        raise not_in_manifest(
+            sub,
+            unknown[0],
             hint="`bkt vm status --all` lists the VMs; `bkt vm capture NAME` adds a libvirt "
             "domain to the manifest",
         )

@@ -6,7 +6,7 @@ hint adds no ``hint`` key to the JSON."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +225,40 @@ def test_bkt_own_refusals_keep_their_message_and_hint(world: World) -> None:
     assert bad["hint"].startswith("remove it (with create_if_missing, sync then creates")
     assert failure_of(report, "bad")["hint"] == bad["hint"]
     assert failure_of(report, "good") == {"name": "good", "result": "created"}
+
+
+# -- a VM name the manifest does not have ------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["sync", "dry-run", "status", "start", "stop", "capture"])
+def test_a_vm_not_in_the_manifest_is_one_usage_error_in_every_command(
+    world: World, command: str
+) -> None:
+    from bkt_core.errors import UsageError
+    from bkt_vm_plugin import ops
+
+    sub = world.sub()
+    world.libvirt.xml["other"] = "<domain><name>other</name></domain>"
+    # The in-memory libvirt answers batches; start and stop list the domains in a process of
+    # their own.
+    world.libvirt.qemu.reply(lambda argv: "list" in argv, "other\n")
+    calls: dict[str, Callable[[], object]] = {
+        "sync": lambda: sub.sync(["nope"]),
+        "dry-run": lambda: sub.sync(["nope"], dry_run=True),
+        "status": lambda: sub.status(["nope"]),
+        "start": lambda: ops.start(sub, "nope"),
+        "stop": lambda: ops.stop(sub, "nope"),
+    }
+    if command == "capture":
+        # Capture adds domains the manifest does not have: a name libvirt does not have
+        # either is an operation error (exit 1), the rule for a domain that is not there.
+        with pytest.raises(OperationError) as refused:
+            sub.capture(["nope"])
+        assert refused.value.message == "VM nope is not a libvirt domain"
+        assert refused.value.exit_code == 1
+        return
+    with pytest.raises(UsageError) as caught:
+        calls[command]()
+    assert caught.value.message == f"VM nope is not in {world.file}"
+    assert caught.value.exit_code == 2
+    assert caught.value.hint
