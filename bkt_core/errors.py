@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 __all__ = [
     "EXIT_FAILURE",
-    "EXIT_OK",
     "EXIT_USAGE",
     "BktError",
     "CommandError",

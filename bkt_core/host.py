@@ -355,9 +355,6 @@ class Host:
             self._infos[name] = info
         return info
 
-    def plugin_name(self, plugin: object) -> str:
-        return self.pluginmanager.get_name(plugin) or _default_name(plugin)
-
     # -- calling hooks ---------------------------------------------------------------------
 
     def call(self, hook_name: str, **kwargs: Any) -> Any:
