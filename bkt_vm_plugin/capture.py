@@ -52,8 +52,8 @@ if TYPE_CHECKING:
     from bkt_core.output import Printer
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
     from bkt_vm_plugin.model import VmDefinition
+    from bkt_vm_plugin.observe import Observation, Resolver
     from bkt_vm_plugin.subsystem import VmSubsystem
-    from bkt_vm_plugin.sync import Observation
     from bkt_vm_plugin.virsh import Virsh
 
 __all__ = [
@@ -154,6 +154,13 @@ class Capturer:
         )
 
     @property
+    def resolver(self) -> Resolver:
+        """How this capture resolves contexts (:mod:`bkt_vm_plugin.observe`)."""
+        from bkt_vm_plugin.observe import Resolver
+
+        return Resolver(self.home, self.iso_cache, self.exists)
+
+    @property
     def fields(self) -> list[str]:
         """The VM fields in schema order."""
         return list(self.vm_model.model_fields)
@@ -165,8 +172,6 @@ class Capturer:
         facts: Mapping[str, Any],
         disk_format: str = "qcow2",
     ) -> DomainContext:
-        from bkt_vm_plugin.domain_xml import resolve_context
-
         if vm is None:  # a VM the manifest does not have: no sources, no disk to compare
             vm = self.vm_model.model_construct(
                 memory_gb=1,
@@ -177,15 +182,12 @@ class Capturer:
                 network="none",
                 graphics="none",
             )
-        return resolve_context(
+        return self.resolver.context(
             name,
             vm,
-            home=self.home,
-            iso_cache=self.iso_cache,
             disk_format=disk_format,
-            exists=self.exists,
-            facts=facts,
             present=self.present.get(name, ()),
+            facts=facts,
         )
 
     def read(
@@ -527,7 +529,7 @@ def _read_existing(sub: VmSubsystem, home: str | None) -> _Existing | None:
 
 
 def _observe(virsh: Virsh, known: Sequence[str], all: bool) -> Observation:
-    from bkt_vm_plugin.sync import Observation, observe
+    from bkt_vm_plugin.observe import Observation, observe
 
     seen = observe(virsh, known)
     if not all:

@@ -1,31 +1,29 @@
-"""Observe, plan and execute a sync; the observation is shared with status and capture.
+"""Plan and execute a sync.
 
-Reading libvirt costs one virsh process however many VMs there are: the domain lists and
-every ``dumpxml --inactive --security-info`` go into one batch (:func:`observe`). Planning
-reads and never changes anything; :func:`execute` creates disks, defines every new or
-changed domain in one batch, reads each definition back to check that every owned field
-landed, and then runs the post-sync hooks with the results.
+Planning observes libvirt in one virsh process (:func:`bkt_vm_plugin.observe.observe`, as
+status and capture do), reads and never changes anything; :func:`execute` creates disks,
+defines every new or changed domain in one batch, reads each definition back to check that
+every owned field landed, and then runs the post-sync hooks with the results.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bkt_core.errors import BktError, OperationError
 from bkt_core.plan import EntryResult, FieldChange, PlanEntry, SyncPlan, SyncReport
-from bkt_vm_plugin.firmware import HostFirmware
-from bkt_vm_plugin.virsh import Reply, Virsh
+from bkt_vm_plugin.observe import Observation, Resolver, observe
 
 if TYPE_CHECKING:
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
     from bkt_vm_plugin.model import VmDefinition, VmManifest
     from bkt_vm_plugin.provision import DiskCreation, ProvisionContext
     from bkt_vm_plugin.subsystem import VmSubsystem
+    from bkt_vm_plugin.virsh import Virsh
 
-__all__ = ["Observation", "PostSyncContext", "execute", "observe", "plan", "sync"]
+__all__ = ["PostSyncContext", "execute", "plan", "sync"]
 
 BIOS_TO_UEFI_NOTE = (
     "the firmware changes from BIOS to UEFI: an installed guest may not boot until its boot "
@@ -70,68 +68,6 @@ def firmware_change(parsed: Parsed, vm: VmDefinition) -> str | None:
     )
 
 
-@dataclass(frozen=True)
-class Observation:
-    """What libvirt holds, as far as sync, status and capture need it: every domain, the
-    active ones (running or paused), those with autostart, and the inactive definition of
-    each domain asked for that exists; with ``live``, also the running definition of each
-    active one."""
-
-    domains: frozenset[str]
-    active: frozenset[str]
-    autostart: frozenset[str]
-    definitions: dict[str, Reply] = field(default_factory=dict)
-    firmware: HostFirmware | None = None
-    live: dict[str, Reply] = field(default_factory=dict)
-
-    def state(self, name: str) -> str:
-        if name in self.active:
-            return "running"
-        return "stopped" if name in self.domains else "missing"
-
-    def facts(self, name: str) -> dict[str, Any]:
-        """The facts about domain ``name`` that its XML does not hold, among them the host's
-        firmware, which decides what a UEFI domain without firmware features boots with."""
-        return {
-            "autostart": name in self.autostart,
-            "active": name in self.active,
-            "firmware": self.firmware,
-        }
-
-
-def _names(reply: Reply) -> frozenset[str]:
-    return frozenset(line for line in reply.check().splitlines() if line.strip())
-
-
-def observe(virsh: Virsh, names: Iterable[str], *, live: bool = False) -> Observation:
-    """The domain lists and the definitions of ``names``, in one virsh process. With
-    ``live``, the same process also reads each one's running definition (``dumpxml`` without
-    ``--inactive``): which domains run is not known before the process, so it is asked for
-    every name and kept for the active ones."""
-    wanted = list(dict.fromkeys(names))
-    commands: list[list[str]] = [
-        ["list", "--all", "--name"],
-        ["list", "--name"],
-        ["list", "--all", "--name", "--autostart"],
-    ]
-    commands += [["dumpxml", "--inactive", "--security-info", "--domain", n] for n in wanted]
-    if live:
-        commands += [["dumpxml", "--security-info", "--domain", n] for n in wanted]
-    replies = virsh.batch(commands)
-    domains, active, autostart = (_names(r) for r in replies[:3])
-    n = len(wanted)
-    definitions = {name: r for name, r in zip(wanted, replies[3 : 3 + n], strict=True)}
-    running = {name: r for name, r in zip(wanted, replies[3 + n :], strict=False)}
-    return Observation(
-        domains,
-        active,
-        autostart,
-        {name: r for name, r in definitions.items() if name in domains},
-        HostFirmware(virsh.uri),
-        {name: r for name, r in running.items() if name in active},
-    )
-
-
 # -- planning --------------------------------------------------------------------------------
 
 
@@ -155,13 +91,12 @@ def select(manifest: VmManifest, names: Sequence[str], sub: VmSubsystem) -> list
 
 @dataclass
 class Planner:
-    """The facts one plan needs, read once: the host's mapping, home, ISO cache, virsh."""
+    """The facts one plan needs, read once: the host's mapping, virsh, what libvirt holds
+    and how contexts resolve on this host (home, ISO cache)."""
 
     sub: VmSubsystem
     virsh: Virsh
-    observation: Observation
-    home: str | None
-    iso_cache: str
+    resolver: Resolver
     provision: ProvisionContext
     allow_firmware_change: bool = False
 
@@ -169,21 +104,28 @@ class Planner:
     def mapping(self) -> DomainMapping:
         return self.sub.mapping
 
-    def context(
-        self, name: str, vm: VmDefinition, disk_format: str, present: Sequence[str] = ()
-    ) -> DomainContext:
-        from bkt_vm_plugin.domain_xml import resolve_context
+    @property
+    def observation(self) -> Observation:
+        assert self.resolver.observation is not None
+        return self.resolver.observation
 
-        ctx = resolve_context(
-            name,
-            vm,
-            home=self.home,
-            iso_cache=self.iso_cache,
-            disk_format=disk_format,
-            exists=os.path.exists,
-            facts=self.observation.facts(name),
-            present=present,
-        )
+    @property
+    def home(self) -> str | None:
+        return self.resolver.home
+
+    def context(
+        self,
+        name: str,
+        vm: VmDefinition,
+        disk_format: str = "qcow2",
+        parsed: Parsed | None = None,
+    ) -> DomainContext:
+        """VM ``name``'s context (:mod:`bkt_vm_plugin.observe`), with its domain's CD-ROMs
+        when ``parsed``; refused when it names a system file the VM does not allow."""
+        if parsed is None:
+            ctx = self.resolver.context(name, vm, disk_format=disk_format)
+        else:
+            ctx = self.resolver.of_domain(name, vm, parsed, disk_format=disk_format)
         if not vm.allow_system_paths:
             # Also for a domain that already has this disk (plan_disk checked a new one
             # before anything read it): sync does not keep a VM on /etc/passwd either. URL
@@ -246,7 +188,7 @@ class Planner:
     def update(self, name: str, vm: VmDefinition, xml: str) -> PlanEntry:
         from bkt_vm_plugin.model import expand_home
 
-        ctx = self.context(name, vm, "qcow2")
+        ctx = self.context(name, vm)
         parsed = self.mapping.parse(xml, ctx)
         # The image format is read only when the domain's disk is not the manifest's, or
         # its format is unknown; otherwise the domain's own record is trusted (reading it
@@ -263,7 +205,7 @@ class Planner:
             disk_format = str(fmt.value)
         else:
             disk_format, creation = self.disk(name, vm)
-        ctx = self.context(name, vm, disk_format, parsed.cdroms())
+        ctx = self.context(name, vm, disk_format, parsed)
         changes = self.mapping.diff(parsed, vm, ctx)
         if not changes:
             return PlanEntry(name, "unchanged", warnings=ctx.warnings)
@@ -310,17 +252,13 @@ class Payload:
 def make_planner(
     sub: VmSubsystem, names: Sequence[str], *, allow_firmware_change: bool = False
 ) -> Planner:
-    from bkt_vm_plugin.iso import cache_dir
-    from bkt_vm_plugin.model import home_dir
     from bkt_vm_plugin.provision import ProvisionContext
 
     virsh = sub.virsh
     return Planner(
         sub=sub,
         virsh=virsh,
-        observation=observe(virsh, names),
-        home=home_dir(),
-        iso_cache=str(cache_dir()),
+        resolver=Resolver.of_host(observe(virsh, names)),
         provision=ProvisionContext(virsh),
         allow_firmware_change=allow_firmware_change,
     )
