@@ -316,7 +316,7 @@ def every_subsystem(app: Cli, verb: str, *, dry_run: bool = False, check: bool =
 
 
 def run_capture(app: Cli, names: tuple[str, ...], *, all_: bool, dry_run: bool) -> None:
-    from bkt_vm_plugin.capture import print_capture
+    from bkt_vm_plugin.report import print_capture
 
     report = _vm(app).capture(names, all=all_, dry_run=dry_run)
     print_capture(app.printer, report)

@@ -109,11 +109,8 @@ def resolve_context(
     file exists, a URL source whose file is cached, and a source whose file is missing but
     whose CD-ROM the domain already has (``present``: the files of the domain's CD-ROMs,
     :meth:`Parsed.cdroms`), which is kept."""
-    import posixpath
-
     from bkt_vm_plugin.domain_xml import AttachedIso, DomainContext
-    from bkt_vm_plugin.iso import cache_name
-    from bkt_vm_plugin.model import IsoUrl, expand_home
+    from bkt_vm_plugin.model import expand_home
 
     kept = set(present)
     attached: list[AttachedIso] = []
@@ -121,45 +118,15 @@ def resolve_context(
     left_out: list[str] = []
     warnings: list[str] = []
     for source in vm.iso_sources:
-        if isinstance(source, IsoUrl):
-            try:
-                path: str | None = posixpath.join(iso_cache, cache_name(source.url))
-            except ValueError:
-                path = None
-            if path is not None and exists(path):
-                attached.append(AttachedIso(source, path))
-            elif path is not None and path in kept:
-                # The domain already has this cached file as a CD-ROM and the cache was
-                # emptied: kept, as a missing local ISO's is, so that status, capture and sync
-                # read the source as it is and never turn it into a path into the cache.
-                attached.append(AttachedIso(source, path))
-                warnings.append(
-                    f"ISO {source.url} is no longer in the ISO cache ({path}); the domain keeps "
-                    f"its CD-ROM, but the VM cannot start until `bkt vm fetch-iso {name}` "
-                    "downloads it again"
-                )
-            else:
-                left_out.append(source.url)
-                shown = path or f"{iso_cache}/?"
-                warnings.append(
-                    f"ISO {source.url} is not in the ISO cache ({shown}); its CD-ROM is left "
-                    f"out until it is: `bkt vm fetch-iso {name}` downloads it"
-                )
+        fate, path, warning = _iso_fate(name, source, home, iso_cache, exists, kept)
+        if warning is not None:
+            warnings.append(warning)
+        if fate == "attached":
+            attached.append(AttachedIso(source, path))
+        elif fate == "missing":
+            missing.append(AttachedIso(source, path))
         else:
-            path = expand_home(source.path, home)
-            if exists(path):
-                attached.append(AttachedIso(source, path))
-            elif path in kept:
-                # The domain already has this CD-ROM: keep it rather than remove a drive
-                # because its file is gone for now, so that capture then sync stays a no-op.
-                attached.append(AttachedIso(source, path))
-                warnings.append(
-                    f"ISO {path} does not exist; the domain keeps its CD-ROM, but the VM "
-                    "cannot start until the file is back"
-                )
-            else:
-                missing.append(AttachedIso(source, path))
-                warnings.append(f"ISO {path} does not exist; its CD-ROM is left out until it does")
+            left_out.append(path)
     return DomainContext(
         name=name,
         disk_path=expand_home(vm.disk_path, home),
@@ -173,6 +140,61 @@ def resolve_context(
         home=home,
         iso_cache=iso_cache,
     )
+
+
+def _iso_fate(
+    name: str,
+    source: Any,
+    home: str | None,
+    iso_cache: str,
+    exists: Callable[[str], bool],
+    kept: set[str],
+) -> tuple[str, str, str | None]:
+    """What becomes of one ISO source of VM ``name``: (``attached``, ``missing`` or
+    ``left_out``; its file, or for a URL left out the URL; the warning to give, if any)."""
+    import posixpath
+
+    from bkt_vm_plugin.iso import cache_name
+    from bkt_vm_plugin.model import IsoUrl, expand_home
+
+    if isinstance(source, IsoUrl):
+        try:
+            path: str | None = posixpath.join(iso_cache, cache_name(source.url))
+        except ValueError:
+            path = None
+        if path is not None and exists(path):
+            return "attached", path, None
+        if path is not None and path in kept:
+            # The domain already has this cached file as a CD-ROM and the cache was emptied:
+            # kept, as a missing local ISO's is, so that status, capture and sync read the
+            # source as it is and never turn it into a path into the cache.
+            return (
+                "attached",
+                path,
+                f"ISO {source.url} is no longer in the ISO cache ({path}); the domain keeps "
+                f"its CD-ROM, but the VM cannot start until `bkt vm fetch-iso {name}` "
+                "downloads it again",
+            )
+        shown = path or f"{iso_cache}/?"
+        return (
+            "left_out",
+            source.url,
+            f"ISO {source.url} is not in the ISO cache ({shown}); its CD-ROM is left "
+            f"out until it is: `bkt vm fetch-iso {name}` downloads it",
+        )
+    path = expand_home(source.path, home)
+    if exists(path):
+        return "attached", path, None
+    if path in kept:
+        # The domain already has this CD-ROM: keep it rather than remove a drive because
+        # its file is gone for now, so that capture then sync stays a no-op.
+        return (
+            "attached",
+            path,
+            f"ISO {path} does not exist; the domain keeps its CD-ROM, but the VM "
+            "cannot start until the file is back",
+        )
+    return "missing", path, f"ISO {path} does not exist; its CD-ROM is left out until it does"
 
 
 @dataclass(frozen=True)
