@@ -6,6 +6,7 @@ hint adds no ``hint`` key to the JSON."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,9 @@ def test_a_field_refusing_a_patch_names_the_plugin_and_keeps_the_hint(world: Wor
         "hint": HINT,
     }
     assert "<title>green</title>" in world.libvirt.xml["bad"], "nothing was defined"
+    out, err = printed(report)
+    assert f"! error bad: {message}\n" in out
+    assert err == f"hint: {HINT}\nerror: VM bad: {message}\nhint: {HINT}\n"
 
 
 @pytest.mark.parametrize(
@@ -213,6 +217,8 @@ def test_a_whole_run_hook_refusing_fails_every_changed_vm_with_the_hint(world: W
             "message": message,
             "hint": HINT,
         }
+    _out, err = printed(report)
+    assert err == "".join(f"error: VM {n}: {message}\nhint: {HINT}\n" for n in ("bad", "good"))
 
 
 def test_bkt_own_refusals_keep_their_message_and_hint(world: World) -> None:
@@ -262,3 +268,39 @@ def test_a_vm_not_in_the_manifest_is_one_usage_error_in_every_command(
     assert caught.value.message == f"VM nope is not in {world.file}"
     assert caught.value.exit_code == 2
     assert caught.value.hint
+
+
+# -- through the command line ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_bkt_vm_sync_prints_the_plugin_and_its_hint(world: World, as_json: bool) -> None:
+    from click.testing import CliRunner
+
+    from bkt_core.cli import build_cli
+
+    sub = world.sub(RefusingPlan())
+    cli = build_cli(sub.host)
+    args = ["-C", str(world.dir), "--color", "never", "vm", "sync"]
+    result = CliRunner().invoke(cli, [*args, "--json"] if as_json else args)
+    assert isinstance(result.exception, OperationError)
+    assert result.exception.message == "could not sync 1 VM: bad"
+    message = "plugin paint in bkt_disk_plan: out of paint"
+    if as_json:
+        document = json.loads(result.stdout)
+        assert document["plan"]["vms"][0] == {
+            "name": "bad",
+            "action": "error",
+            "message": message,
+            "hint": HINT,
+        }
+        assert document["results"][0] == {
+            "name": "bad",
+            "result": "failed",
+            "message": message,
+            "hint": HINT,
+        }
+        assert result.stderr == ""
+    else:
+        assert result.stdout.startswith(f"! error bad: {message}\n+ create good\n")
+        assert result.stderr == f"hint: {HINT}\nerror: VM bad: {message}\nhint: {HINT}\n"
