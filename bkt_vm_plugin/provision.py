@@ -420,7 +420,9 @@ class ProvisionContext:
                     f"cannot list libvirt's storage pools: {exc.message}", hint=exc.hint
                 )
         if isinstance(self._pools, OperationError):
-            raise self._pools
+            # A new error each time: the host records on an error which plugin's hook raised
+            # it, and the next caller may be another plugin.
+            raise OperationError(self._pools.message, hint=self._pools.hint)
         return self._pools
 
     @property
