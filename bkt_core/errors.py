@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 __all__ = [
     "EXIT_FAILURE",
-    "EXIT_OK",
     "EXIT_USAGE",
     "BktError",
     "CommandError",
@@ -33,6 +31,11 @@ class BktError(Exception):
     """An error bkt reports to the user: a message, an optional hint and an exit code."""
 
     exit_code: int = EXIT_FAILURE
+    #: The plugin whose hook implementation raised it, and that hook: set by the host when
+    #: the error leaves the implementation (None: raised by bkt outside any hook), so that
+    #: whoever reports it can name the plugin.
+    plugin: str | None = None
+    hook: str | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

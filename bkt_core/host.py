@@ -319,7 +319,9 @@ class Host:
         watch = _Watch.start(self.hook_timeout)
         try:
             return _checked(self._results, hook_name, function(*args, **kwargs))
-        except BktError:
+        except BktError as exc:
+            if exc.plugin is None:  # the innermost plugin raised it (hooks may nest)
+                exc.plugin, exc.hook = plugin, hook_name
             raise
         except Signalled:
             if watch is not None and watch.sigint_was_default:
@@ -408,9 +410,6 @@ class Host:
             info = replace(info, distribution=dist.name, version=dist.version)
             self._infos[name] = info
         return info
-
-    def plugin_name(self, plugin: object) -> str:
-        return self.pluginmanager.get_name(plugin) or _default_name(plugin)
 
     # -- calling hooks ---------------------------------------------------------------------
 

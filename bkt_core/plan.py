@@ -53,13 +53,15 @@ class PlanEntry:
 
     ``details`` holds subsystem-specific facts for the JSON form and the printed plan (for
     VMs: ``create_disk``, ``autostart``). ``payload`` is what execution needs (for VMs: the
-    domain XML to define); it is not part of the JSON form.
+    domain XML to define); it is not part of the JSON form. An entry that cannot be planned
+    (``error``) has a ``message`` and, when its error gave one, a ``hint``.
     """
 
     name: str
     action: Action
     changes: tuple[FieldChange, ...] = ()
     message: str | None = None
+    hint: str | None = None
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     pending_reboot: bool = False
@@ -74,6 +76,8 @@ class PlanEntry:
         out: dict[str, Any] = {"name": self.name, "action": self.action}
         if self.action == "error":
             out["message"] = self.message
+            if self.hint is not None:
+                out["hint"] = self.hint
         if self.action == "update" or (self.action == "create" and self.changes):
             out["changes"] = [c.to_json() for c in self.changes]
         out.update(self.details)
@@ -133,16 +137,20 @@ class SyncPlan:
 
 @dataclass(frozen=True)
 class EntryResult:
-    """What happened to one entry."""
+    """What happened to one entry: a failed one has a ``message`` and, when its error gave
+    one, a ``hint``."""
 
     name: str
     result: Outcome
     message: str | None = None
+    hint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "result": self.result}
         if self.message is not None:
             out["message"] = self.message
+        if self.hint is not None:
+            out["hint"] = self.hint
         return out
 
 

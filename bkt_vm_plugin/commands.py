@@ -171,9 +171,9 @@ def fetch_iso(app: Cli, name: str) -> None:
     sub = _vm(app)
     manifest = sub.load()
     if name not in manifest.vms:
-        raise OperationError(
-            f"VM {name} is not in {sub.manifest_path}", hint="`bkt vm status` lists the VMs"
-        )
+        from bkt_vm_plugin.ops import not_in_manifest
+
+        raise not_in_manifest(sub, name, hint="`bkt vm status` lists the VMs")
     printer = app.printer
     vm = manifest.vms[name]
     if not list(iso.url_sources(vm)):
@@ -316,7 +316,7 @@ def every_subsystem(app: Cli, verb: str, *, dry_run: bool = False, check: bool =
 
 
 def run_capture(app: Cli, names: tuple[str, ...], *, all_: bool, dry_run: bool) -> None:
-    from bkt_vm_plugin.capture import print_capture
+    from bkt_vm_plugin.report import print_capture
 
     report = _vm(app).capture(names, all=all_, dry_run=dry_run)
     print_capture(app.printer, report)

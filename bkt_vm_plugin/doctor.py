@@ -762,8 +762,8 @@ def _versions(facts: HostFacts) -> str:
 def _vm_problems(
     facts: HostFacts, place: Place, qemu: QemuUser | None, vms: Mapping[str, VmDefinition]
 ) -> dict[str, list[Problem]]:
-    from bkt_vm_plugin.domain_xml import resolve_context
     from bkt_vm_plugin.iso import cache_dir
+    from bkt_vm_plugin.observe import resolve_context
     from bkt_vm_plugin.paths import home_dir
 
     home, cache = home_dir(), str(cache_dir())

@@ -44,7 +44,6 @@ __all__ = [
     "PatchRefused",
     "Reading",
     "parse_xml",
-    "resolve_context",
 ]
 
 Element = etree._Element
@@ -481,89 +480,6 @@ class DomainContext:
     iso_cache: str | None = None
 
 
-def resolve_context(
-    name: str,
-    vm: VmDefinition,
-    *,
-    home: str | None,
-    iso_cache: str,
-    disk_format: str = "qcow2",
-    exists: Callable[[str], bool],
-    facts: Mapping[str, Any] | None = None,
-    present: Iterable[str] = (),
-) -> DomainContext:
-    """The :class:`DomainContext` of VM ``name``: ``~`` expands with ``home``; a URL source's
-    file is the one fetch-iso writes, ``iso_cache/`` and :func:`bkt_vm_plugin.iso.cache_name`.
-    This is the one place that decides which CD-ROMs a domain should have: a local ISO whose
-    file exists, a URL source whose file is cached, and a source whose file is missing but
-    whose CD-ROM the domain already has (``present``: the files of the domain's CD-ROMs,
-    :meth:`Parsed.cdroms`), which is kept."""
-    import posixpath
-
-    from bkt_vm_plugin.definition import IsoUrl
-    from bkt_vm_plugin.iso import cache_name
-    from bkt_vm_plugin.paths import expand_home
-
-    kept = set(present)
-    attached: list[AttachedIso] = []
-    missing: list[AttachedIso] = []
-    left_out: list[str] = []
-    warnings: list[str] = []
-    for source in vm.iso_sources:
-        if isinstance(source, IsoUrl):
-            try:
-                path: str | None = posixpath.join(iso_cache, cache_name(source.url))
-            except ValueError:
-                path = None
-            if path is not None and exists(path):
-                attached.append(AttachedIso(source, path))
-            elif path is not None and path in kept:
-                # The domain already has this cached file as a CD-ROM and the cache was
-                # emptied: kept, as a missing local ISO's is, so that status, capture and sync
-                # read the source as it is and never turn it into a path into the cache.
-                attached.append(AttachedIso(source, path))
-                warnings.append(
-                    f"ISO {source.url} is no longer in the ISO cache ({path}); the domain keeps "
-                    f"its CD-ROM, but the VM cannot start until `bkt vm fetch-iso {name}` "
-                    "downloads it again"
-                )
-            else:
-                left_out.append(source.url)
-                shown = path or f"{iso_cache}/?"
-                warnings.append(
-                    f"ISO {source.url} is not in the ISO cache ({shown}); its CD-ROM is left "
-                    f"out until it is: `bkt vm fetch-iso {name}` downloads it"
-                )
-        else:
-            path = expand_home(source.path, home)
-            if exists(path):
-                attached.append(AttachedIso(source, path))
-            elif path in kept:
-                # The domain already has this CD-ROM: keep it rather than remove a drive
-                # because its file is gone for now, so that capture then sync stays a no-op.
-                attached.append(AttachedIso(source, path))
-                warnings.append(
-                    f"ISO {path} does not exist; the domain keeps its CD-ROM, but the VM "
-                    "cannot start until the file is back"
-                )
-            else:
-                missing.append(AttachedIso(source, path))
-                warnings.append(f"ISO {path} does not exist; its CD-ROM is left out until it does")
-    return DomainContext(
-        name=name,
-        disk_path=expand_home(vm.disk_path, home),
-        disk_format=disk_format,
-        isos=tuple(iso.path for iso in attached),
-        facts=dict(facts or {}),
-        attached=tuple(attached),
-        missing=tuple(missing),
-        left_out=tuple(left_out),
-        warnings=tuple(warnings),
-        home=home,
-        iso_cache=iso_cache,
-    )
-
-
 def spell(value: Any) -> str:
     """A value as the manifest spells it, for a field change: numbers in decimal,
     enums as written, booleans ``true``/``false``, lists joined with ``, `` or ``none``."""
@@ -674,6 +590,14 @@ DIFF_ORDER = (
 _T = TypeVar("_T")
 
 
+def _failed(mapping_field: DomainField, method: str, args: Iterable[Any]) -> str:
+    """What failed, for a field's error: which method, for which VM and which of its fields
+    (what the user can look at in the manifest)."""
+    vm = next((f" for VM {a.name}" for a in args if isinstance(a, DomainContext)), "")
+    names = mapping_field.fields
+    return f"{method} failed{vm} (field{'s' if len(names) > 1 else ''} {', '.join(names)})"
+
+
 class DomainMapping:
     """Every :class:`DomainField` of a host, in the order they apply."""
 
@@ -708,19 +632,18 @@ class DomainMapping:
     ) -> _T:
         try:
             return call(*args)
-        except BktError:
-            raise
+        except BktError as exc:
+            from bkt_vm_plugin.blame import is_own, plugin_error
+
+            # A refusal on purpose: bkt's own fields speak as bkt; another plugin's names
+            # the plugin and keeps its hint.
+            if isinstance(exc, PluginError) or is_own(type(mapping_field).__module__):
+                raise
+            detail = f"{_failed(mapping_field, method, args)}: {exc.message}"
+            raise plugin_error(mapping_field.plugin, HOOK, detail, exc) from exc
         except (Exception, SystemExit) as exc:  # sys.exit() in a plugin is its failure too
-            # Which VM and which of its fields: what the user can look at in the manifest.
-            vm = next((f" for VM {a.name}" for a in args if isinstance(a, DomainContext)), "")
-            names = mapping_field.fields
-            fields = f"field{'s' if len(names) > 1 else ''} {', '.join(names)}"
-            error = PluginError(
-                mapping_field.plugin,
-                HOOK,
-                f"{method} failed{vm} ({fields}): {type(exc).__name__}: {exc}",
-            )
-            raise error from exc
+            detail = f"{_failed(mapping_field, method, args)}: {type(exc).__name__}: {exc}"
+            raise PluginError(mapping_field.plugin, HOOK, detail) from exc
 
     def field_of(self, name: str) -> DomainField:
         for mapping_field in self.fields:

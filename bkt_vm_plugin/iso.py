@@ -1,7 +1,7 @@
 """The ISO cache, and ``bkt vm fetch-iso``: the one place that downloads.
 
 Sync never downloads: it attaches a URL source only when its file is already in the cache
-(:func:`bkt_vm_plugin.domain_xml.resolve_context` decides). :func:`fetch` downloads one URL
+(:func:`bkt_vm_plugin.observe.resolve_context` decides). :func:`fetch` downloads one URL
 with :mod:`urllib` into ``.<file>.part`` beside its final name and renames it into place only
 when it is complete and, when the manifest gives a ``sha256``, verified: sync never sees half a
 file or a wrong one.

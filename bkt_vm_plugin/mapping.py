@@ -632,14 +632,17 @@ _ATTACHMENTS = ("network", "bridge", "user")
 def _attachment(network: str) -> tuple[str, Element | None] | None:
     """(interface type, its ``<source>``) of a manifest ``network``; None for none. User-mode
     networking (QEMU's own NAT, no libvirt network or bridge: what an unprivileged
-    ``qemu:///session`` VM can have) has no source."""
-    if network == "none":
+    ``qemu:///session`` VM can have) has no source. What a value means is decided by
+    :func:`~bkt_vm_plugin.paths.network_kind`, as ``bkt doctor`` reads it too."""
+    from bkt_vm_plugin.paths import network_kind
+
+    kind, name = network_kind(network)
+    if kind == "none":
         return None
-    if network == USER_NETWORK:
+    if kind == "user":
         return ("user", None)
-    if network.startswith(BRIDGE_PREFIX):
-        return ("bridge", make("source", [("bridge", network[len(BRIDGE_PREFIX) :])]))
-    return ("network", make("source", [("network", network)]))
+    # The <source> attribute is named after the type: network='...' or bridge='...'.
+    return (kind, make("source", [(kind, name)]))
 
 
 def _interface(attachment: tuple[str, Element | None]) -> Element:

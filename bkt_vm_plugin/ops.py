@@ -14,6 +14,12 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.25
 
 
+def not_in_manifest(sub: VmSubsystem, name: str, *, hint: str) -> UsageError:
+    """The error for a VM name the manifest does not have, whichever command was given it: a
+    usage error (exit 2), with ``hint`` saying what the user can do instead."""
+    return UsageError(f"VM {name} is not in {sub.manifest_path}", hint=hint)
+
+
 def check_name(sub: VmSubsystem, name: str, *, unmanaged: bool) -> None:
     """``name`` is a manifest VM (or ``unmanaged`` allows any domain) that libvirt has. The
     whole manifest is validated first, even with ``unmanaged``."""
@@ -21,8 +27,9 @@ def check_name(sub: VmSubsystem, name: str, *, unmanaged: bool) -> None:
     in_manifest = name in manifest.vms
     in_libvirt = name in sub.virsh.domain_names()
     if not in_manifest and not unmanaged:
-        raise UsageError(
-            f"VM {name} is not in {sub.manifest_path}",
+        raise not_in_manifest(
+            sub,
+            name,
             hint="it is a libvirt domain: pass --unmanaged to act on it anyway"
             if in_libvirt
             else "`bkt vm status --all` lists the VMs",

@@ -72,6 +72,7 @@ __all__ = [
     "ProvisionContext",
     "bkt_disk_plan",
     "bkt_disk_provision",
+    "create_disks",
     "disk_format",
     "disk_request",
     "is_remote_uri",
@@ -419,7 +420,9 @@ class ProvisionContext:
                     f"cannot list libvirt's storage pools: {exc.message}", hint=exc.hint
                 )
         if isinstance(self._pools, OperationError):
-            raise self._pools
+            # A new error each time: the host records on an error which plugin's hook raised
+            # it, and the next caller may be another plugin.
+            raise OperationError(self._pools.message, hint=self._pools.hint)
         return self._pools
 
     @property
@@ -989,18 +992,30 @@ def _remove_private(folder: int, private: str, inner: int, name: str) -> None:
 def provision_all(
     host: Host, creations: Iterable[DiskCreation], ctx: ProvisionContext
 ) -> dict[str, str | None]:
+    """:func:`create_disks`, with each error as its message (None: created)."""
+    return {
+        path: None if error is None else error.message
+        for path, error in create_disks(host, creations, ctx).items()
+    }
+
+
+def create_disks(
+    host: Host, creations: Iterable[DiskCreation], ctx: ProvisionContext
+) -> dict[str, BktError | None]:
     """Create every planned disk through the ``bkt_disk_provision`` hook, one call each,
     with the default's ``vol-create-as`` commands run together in one virsh process, then
     check each disk (:func:`_check_created`): a disk counts as created only when it is there
     as planned, whoever made it.
 
-    Returns each creation's path and its error message (None: created). One failure does
-    not stop the others. A path planned twice is created once; the second one fails.
+    Returns each creation's path and its error (None: created); an error a plugin raised
+    names the plugin (:func:`bkt_vm_plugin.blame.named`) and keeps its hint. One failure
+    does not stop the others. A path planned twice is created once; the second one fails.
     """
+    from bkt_vm_plugin.blame import named
     from bkt_vm_plugin.hooks import VmHooks
 
     hooks = VmHooks(host)
-    results: dict[str, str | None] = {}
+    results: dict[str, str | BktError | None] = {}
     made: list[DiskCreation] = []
     seen: set[str] = set()
     ctx._start_batch()
@@ -1014,7 +1029,7 @@ def provision_all(
             try:
                 done = hooks.disk_provision(creation, ctx)
             except BktError as exc:
-                results[path] = exc.message
+                results[path] = named(host, exc)
                 continue
             if done is None:
                 results[path] = (
@@ -1039,7 +1054,10 @@ def provision_all(
     for creation in made:
         if results[creation.path] is None:
             results[creation.path] = _check_created(creation, ctx, volumes.get(creation.path))
-    return results
+    return {
+        path: OperationError(result) if isinstance(result, str) else result
+        for path, result in results.items()
+    }
 
 
 def _check_created(

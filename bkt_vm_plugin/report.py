@@ -1,4 +1,5 @@
-"""How ``bkt vm`` commands show their results: the sync plan and summary, the status table.
+"""How ``bkt vm`` commands show their results: the sync plan and summary, the status table,
+capture's changes.
 
 Everything goes through :class:`bkt_core.output.Printer` (stdout for data, stderr for
 warnings and errors); users' scripts and the tests know these texts, so they change only on
@@ -7,8 +8,12 @@ purpose.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from bkt_core.output import GREEN, RED, YELLOW, Printer
-from bkt_core.plan import StatusReport, SyncPlan, SyncReport
+from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
+
+Stream = Literal["out", "warning", "note"]
 
 
 def plural(n: int, word: str) -> str:
@@ -39,6 +44,8 @@ def print_plan(printer: Printer, plan: SyncPlan) -> None:
             continue
         else:
             printer.data(f"{printer.paint('!', RED)} error {entry.name}: {entry.message}")
+            if entry.hint:
+                printer.hint(entry.hint)
             continue
         if disk:
             # The plugin that planned the disk says what it will do (DiskCreation.describe:
@@ -72,9 +79,12 @@ def print_results(printer: Printer, report: SyncReport) -> None:
     """After execution: each failure, then the summary (only when anything was to be done)."""
     if not report.plan.changes_anything and not report.failed:
         return
-    messages = {r.name: r.message for r in report.results or ()}
+    results = {r.name: r for r in report.results or ()}
     for name in report.failed:
-        printer.error(f"VM {name}: {messages.get(name) or 'failed'}")
+        result = results.get(name)
+        printer.error(f"VM {name}: {(result and result.message) or 'failed'}")
+        if result is not None and result.hint:
+            printer.hint(result.hint)
     printer.data(summary_line(report))
 
 
@@ -110,3 +120,51 @@ def print_status(printer: Printer, report: StatusReport) -> None:
                 f"(restart pending: {', '.join(row.pending_restart)})", YELLOW
             )
         printer.data(f"{row.name.ljust(width)}  {state}  {sync}")
+
+
+def format_capture(report: CaptureReport, verbosity: int = 0) -> list[tuple[Stream, str]]:
+    """What ``bkt vm capture`` prints, as (stream, line): ``warning`` and ``note`` lines go to
+    stderr (through ``Printer.warning`` / ``Printer.note``), ``out`` lines to stdout.
+    Warnings first, then each VM (``= unchanged N`` only at ``-v``), the summary, the notes."""
+    lines: list[tuple[Stream, str]] = [("warning", w) for w in report.warnings]
+    for entry in report.entries:
+        if entry.kind == "added":
+            lines.append(("out", f"+ add {entry.name}"))
+            lines += [("out", f"    {f}: {new}") for f, _old, new in entry.changes]
+        elif entry.kind == "changed":
+            lines.append(("out", f"~ change {entry.name}"))
+            lines += [("out", f"    {f}: {old} -> {new}") for f, old, new in entry.changes]
+        elif entry.kind == "unchanged":
+            if verbosity >= 1:
+                lines.append(("out", f"= unchanged {entry.name}"))
+        else:
+            lines.append(("out", f"! skip {entry.name}: {'; '.join(entry.reasons)}"))
+    added, changed = report.count("added"), report.count("changed")
+    unchanged, skipped = report.count("unchanged"), report.count("skipped")
+    total = added + changed + unchanged
+    lines.append(
+        (
+            "out",
+            f"captured {total} VM{'' if total == 1 else 's'}: {added} added, {changed} changed, "
+            f"{unchanged} unchanged; skipped {skipped}",
+        )
+    )
+    lines += [("note", n) for n in report.notes]
+    return lines
+
+
+_MARKS = {"+": GREEN, "~": YELLOW, "!": RED}
+
+
+def print_capture(printer: Printer, report: CaptureReport) -> None:
+    """Prints :func:`format_capture`'s lines, the markers coloured when the printer colours."""
+    for stream, line in format_capture(report, printer.verbosity):
+        if stream == "warning":
+            printer.warning(line)
+        elif stream == "note":
+            printer.note(line)
+        else:
+            mark = line[:1]
+            if mark in _MARKS and line[1:2] == " ":
+                line = printer.paint(mark, _MARKS[mark]) + line[1:]
+            printer.data(line)

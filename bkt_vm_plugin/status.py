@@ -11,7 +11,6 @@ has a restart pending: the fields whose readings differ between ``dumpxml --inac
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -31,10 +30,8 @@ _EXPANDED_AT_START = {("cpu_model", "host-model")}
 
 
 def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
-    from bkt_vm_plugin.domain_xml import resolve_context
-    from bkt_vm_plugin.iso import cache_dir
-    from bkt_vm_plugin.paths import home_dir
-    from bkt_vm_plugin.sync import changed_fields, observe
+    from bkt_vm_plugin.observe import Resolver, observe
+    from bkt_vm_plugin.sync import changed_fields
 
     manifest = sub.load()
     managed = [n for n in sorted(manifest.vms) if not names or n in names]
@@ -42,14 +39,17 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
     others = list(dict.fromkeys(n for n in names if n not in manifest.vms))
     for name in others:
         if name not in observation.domains:
-            raise OperationError(
-                f"{name} is neither in the manifest nor a libvirt domain",
-                hint="`bkt vm status --all` lists the VMs",
+            from bkt_vm_plugin.ops import not_in_manifest
+
+            raise not_in_manifest(
+                sub,
+                name,
+                hint="it is not a libvirt domain either; `bkt vm status --all` lists the VMs",
             )
     if all:
         others += sorted(observation.domains - set(manifest.vms) - set(others))
 
-    home, iso_cache = home_dir(), str(cache_dir())
+    resolver = Resolver.of_host(observation)
     mapping = sub.mapping
     rows: list[StatusRow] = []
     for name in managed:
@@ -62,27 +62,9 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
         try:
             if not reply.ok:
                 raise OperationError(reply.message)
-            ctx = resolve_context(
-                name,
-                vm,
-                home=home,
-                iso_cache=iso_cache,
-                exists=os.path.exists,
-                facts=observation.facts(name),
-            )
-            parsed = mapping.parse(reply.stdout, ctx)
+            parsed = mapping.parse(reply.stdout, resolver.context(name, vm))
             # The disk format comes from the domain itself, and a CD-ROM it has stays.
-            fmt = parsed.readings.get("disk_format")
-            ctx = resolve_context(
-                name,
-                vm,
-                home=home,
-                iso_cache=iso_cache,
-                disk_format=str(fmt.value) if fmt is not None and fmt.is_clean else "qcow2",
-                exists=os.path.exists,
-                facts=observation.facts(name),
-                present=parsed.cdroms(),
-            )
+            ctx = resolver.of_domain(name, vm, parsed)
             drift = [
                 f for f in changed_fields(mapping.diff(parsed, vm, ctx)) if f != "disk_format"
             ]

@@ -22,11 +22,9 @@ if TYPE_CHECKING:
     from bkt_vm_plugin.model import ManifestModel, VmModel
     from bkt_vm_plugin.virsh import Virsh
 
-__all__ = ["MANIFEST_FILE", "SCHEMA_FILE", "VmSubsystem"]
+__all__ = ["MANIFEST_FILE", "VmSubsystem"]
 
 MANIFEST_FILE = "vms.json"
-SCHEMA_FILE = "vms.schema.json"
-SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 class VmSubsystem:

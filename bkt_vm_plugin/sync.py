@@ -1,31 +1,29 @@
-"""Observe, plan and execute a sync; the observation is shared with status and capture.
+"""Plan and execute a sync.
 
-Reading libvirt costs one virsh process however many VMs there are: the domain lists and
-every ``dumpxml --inactive --security-info`` go into one batch (:func:`observe`). Planning
-reads and never changes anything; :func:`execute` creates disks, defines every new or
-changed domain in one batch, reads each definition back to check that every owned field
-landed, and then runs the post-sync hooks with the results.
+Planning observes libvirt in one virsh process (:func:`bkt_vm_plugin.observe.observe`, as
+status and capture do), reads and never changes anything; :func:`execute` creates disks,
+defines every new or changed domain in one batch, reads each definition back to check that
+every owned field landed, and then runs the post-sync hooks with the results.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from bkt_core.errors import BktError, OperationError, UsageError
+from bkt_core.errors import BktError, OperationError
 from bkt_core.plan import EntryResult, FieldChange, PlanEntry, SyncPlan, SyncReport
-from bkt_vm_plugin.firmware import HostFirmware
-from bkt_vm_plugin.virsh import Reply, Virsh
+from bkt_vm_plugin.observe import Observation, Resolver, observe
 
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition, VmManifest
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
     from bkt_vm_plugin.provision import DiskCreation, ProvisionContext
     from bkt_vm_plugin.subsystem import VmSubsystem
+    from bkt_vm_plugin.virsh import Virsh
 
-__all__ = ["Observation", "PostSyncContext", "execute", "observe", "plan", "sync"]
+__all__ = ["PostSyncContext", "execute", "plan", "sync"]
 
 BIOS_TO_UEFI_NOTE = (
     "the firmware changes from BIOS to UEFI: an installed guest may not boot until its boot "
@@ -70,68 +68,6 @@ def firmware_change(parsed: Parsed, vm: VmDefinition) -> str | None:
     )
 
 
-@dataclass(frozen=True)
-class Observation:
-    """What libvirt holds, as far as sync, status and capture need it: every domain, the
-    active ones (running or paused), those with autostart, and the inactive definition of
-    each domain asked for that exists; with ``live``, also the running definition of each
-    active one."""
-
-    domains: frozenset[str]
-    active: frozenset[str]
-    autostart: frozenset[str]
-    definitions: dict[str, Reply] = field(default_factory=dict)
-    firmware: HostFirmware | None = None
-    live: dict[str, Reply] = field(default_factory=dict)
-
-    def state(self, name: str) -> str:
-        if name in self.active:
-            return "running"
-        return "stopped" if name in self.domains else "missing"
-
-    def facts(self, name: str) -> dict[str, Any]:
-        """The facts about domain ``name`` that its XML does not hold, among them the host's
-        firmware, which decides what a UEFI domain without firmware features boots with."""
-        return {
-            "autostart": name in self.autostart,
-            "active": name in self.active,
-            "firmware": self.firmware,
-        }
-
-
-def _names(reply: Reply) -> frozenset[str]:
-    return frozenset(line for line in reply.check().splitlines() if line.strip())
-
-
-def observe(virsh: Virsh, names: Iterable[str], *, live: bool = False) -> Observation:
-    """The domain lists and the definitions of ``names``, in one virsh process. With
-    ``live``, the same process also reads each one's running definition (``dumpxml`` without
-    ``--inactive``): which domains run is not known before the process, so it is asked for
-    every name and kept for the active ones."""
-    wanted = list(dict.fromkeys(names))
-    commands: list[list[str]] = [
-        ["list", "--all", "--name"],
-        ["list", "--name"],
-        ["list", "--all", "--name", "--autostart"],
-    ]
-    commands += [["dumpxml", "--inactive", "--security-info", "--domain", n] for n in wanted]
-    if live:
-        commands += [["dumpxml", "--security-info", "--domain", n] for n in wanted]
-    replies = virsh.batch(commands)
-    domains, active, autostart = (_names(r) for r in replies[:3])
-    n = len(wanted)
-    definitions = {name: r for name, r in zip(wanted, replies[3 : 3 + n], strict=True)}
-    running = {name: r for name, r in zip(wanted, replies[3 + n :], strict=False)}
-    return Observation(
-        domains,
-        active,
-        autostart,
-        {name: r for name, r in definitions.items() if name in domains},
-        HostFirmware(virsh.uri),
-        {name: r for name, r in running.items() if name in active},
-    )
-
-
 # -- planning --------------------------------------------------------------------------------
 
 
@@ -142,8 +78,11 @@ def select(manifest: VmManifest, names: Sequence[str], sub: VmSubsystem) -> list
         return sorted(manifest.vms)
     unknown = [n for n in names if n not in manifest.vms]
     if unknown:
-        raise UsageError(
-            f"VM {unknown[0]} is not in {sub.manifest_path}",
+        from bkt_vm_plugin.ops import not_in_manifest
+
+        raise not_in_manifest(
+            sub,
+            unknown[0],
             hint="`bkt vm status --all` lists the VMs; `bkt vm capture NAME` adds a libvirt "
             "domain to the manifest",
         )
@@ -152,13 +91,12 @@ def select(manifest: VmManifest, names: Sequence[str], sub: VmSubsystem) -> list
 
 @dataclass
 class Planner:
-    """The facts one plan needs, read once: the host's mapping, home, ISO cache, virsh."""
+    """The facts one plan needs, read once: the host's mapping, virsh, what libvirt holds
+    and how contexts resolve on this host (home, ISO cache)."""
 
     sub: VmSubsystem
     virsh: Virsh
-    observation: Observation
-    home: str | None
-    iso_cache: str
+    resolver: Resolver
     provision: ProvisionContext
     allow_firmware_change: bool = False
 
@@ -166,21 +104,28 @@ class Planner:
     def mapping(self) -> DomainMapping:
         return self.sub.mapping
 
-    def context(
-        self, name: str, vm: VmDefinition, disk_format: str, present: Sequence[str] = ()
-    ) -> DomainContext:
-        from bkt_vm_plugin.domain_xml import resolve_context
+    @property
+    def observation(self) -> Observation:
+        assert self.resolver.observation is not None
+        return self.resolver.observation
 
-        ctx = resolve_context(
-            name,
-            vm,
-            home=self.home,
-            iso_cache=self.iso_cache,
-            disk_format=disk_format,
-            exists=os.path.exists,
-            facts=self.observation.facts(name),
-            present=present,
-        )
+    @property
+    def home(self) -> str | None:
+        return self.resolver.home
+
+    def context(
+        self,
+        name: str,
+        vm: VmDefinition,
+        disk_format: str = "qcow2",
+        parsed: Parsed | None = None,
+    ) -> DomainContext:
+        """VM ``name``'s context (:mod:`bkt_vm_plugin.observe`), with its domain's CD-ROMs
+        when ``parsed``; refused when it names a system file the VM does not allow."""
+        if parsed is None:
+            ctx = self.resolver.context(name, vm, disk_format=disk_format)
+        else:
+            ctx = self.resolver.of_domain(name, vm, parsed, disk_format=disk_format)
         if not vm.allow_system_paths:
             # Also for a domain that already has this disk (plan_disk checked a new one
             # before anything read it): sync does not keep a VM on /etc/passwd either. URL
@@ -206,7 +151,10 @@ class Planner:
                 raise OperationError(f"cannot read its definition: {reply.message}")
             return self.update(name, vm, reply.stdout)
         except BktError as exc:
-            return PlanEntry(name, "error", message=exc.message)
+            from bkt_vm_plugin.blame import named
+
+            error = named(self.sub.host, exc)
+            return PlanEntry(name, "error", message=error.message, hint=error.hint)
 
     def disk(self, name: str, vm: VmDefinition) -> tuple[str, DiskCreation | None]:
         """The disk's format and, when it must be created, the creation."""
@@ -240,7 +188,7 @@ class Planner:
     def update(self, name: str, vm: VmDefinition, xml: str) -> PlanEntry:
         from bkt_vm_plugin.paths import expand_home
 
-        ctx = self.context(name, vm, "qcow2")
+        ctx = self.context(name, vm)
         parsed = self.mapping.parse(xml, ctx)
         # The image format is read only when the domain's disk is not the manifest's, or
         # its format is unknown; otherwise the domain's own record is trusted (reading it
@@ -257,7 +205,7 @@ class Planner:
             disk_format = str(fmt.value)
         else:
             disk_format, creation = self.disk(name, vm)
-        ctx = self.context(name, vm, disk_format, parsed.cdroms())
+        ctx = self.context(name, vm, disk_format, parsed)
         changes = self.mapping.diff(parsed, vm, ctx)
         if not changes:
             return PlanEntry(name, "unchanged", warnings=ctx.warnings)
@@ -304,17 +252,13 @@ class Payload:
 def make_planner(
     sub: VmSubsystem, names: Sequence[str], *, allow_firmware_change: bool = False
 ) -> Planner:
-    from bkt_vm_plugin.iso import cache_dir
-    from bkt_vm_plugin.paths import home_dir
     from bkt_vm_plugin.provision import ProvisionContext
 
     virsh = sub.virsh
     return Planner(
         sub=sub,
         virsh=virsh,
-        observation=observe(virsh, names),
-        home=home_dir(),
-        iso_cache=str(cache_dir()),
+        resolver=Resolver.of_host(observe(virsh, names)),
         provision=ProvisionContext(virsh),
         allow_firmware_change=allow_firmware_change,
     )
@@ -361,12 +305,20 @@ class PostSyncContext:
     virsh: Virsh
     observation: Observation
     failures: dict[str, str] = field(default_factory=dict)
+    #: The hint of each failure that has one.
+    hints: dict[str, str] = field(default_factory=dict)
 
     def vm(self, name: str) -> VmDefinition:
         return self.manifest.vms[name]
 
-    def fail(self, name: str, message: str) -> None:
-        self.failures.setdefault(name, message)
+    def fail(self, name: str, message: str, *, hint: str | None = None) -> None:
+        """Mark VM ``name`` failed with ``message`` (and ``hint``, what the user can do);
+        the first failure of a VM is the one reported."""
+        if name in self.failures:
+            return
+        self.failures[name] = message
+        if hint is not None:
+            self.hints[name] = hint
 
 
 def sync(
@@ -398,10 +350,16 @@ def sync(
         return execute(planner, the_plan, manifest)
 
 
+#: Why each failed VM failed: its error's message and hint.
+Failures = dict[str, BktError]
+
+
 def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncReport:
     sub, virsh = planner.sub, planner.virsh
-    failed: dict[str, str] = {
-        e.name: e.message or "" for e in the_plan.entries if e.action == "error"
+    failed: Failures = {
+        e.name: OperationError(e.message or "", hint=e.hint)
+        for e in the_plan.entries
+        if e.action == "error"
     }
     creations = [
         e.payload.creation
@@ -409,13 +367,14 @@ def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncR
         if e.name not in failed and e.payload is not None and e.payload.creation is not None
     ]
     if creations:
-        from bkt_vm_plugin.provision import provision_all
+        from bkt_vm_plugin.provision import create_disks
 
-        created = provision_all(sub.host, creations, planner.provision)
+        created = create_disks(sub.host, creations, planner.provision)
         for entry in the_plan.entries:
             creation = entry.payload.creation if entry.payload is not None else None
-            if creation is not None and created.get(creation.path):
-                failed.setdefault(entry.name, created[creation.path] or "")
+            error = created.get(creation.path) if creation is not None else None
+            if error is not None:
+                failed.setdefault(entry.name, error)
 
     to_define = [
         e
@@ -431,7 +390,8 @@ def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncR
     context = PostSyncContext(manifest, virsh, planner.observation)
     _post_sync(sub, report, context)
     if context.failures:
-        failed.update({n: m for n, m in context.failures.items() if n not in failed})
+        for name, message in context.failures.items():
+            failed.setdefault(name, OperationError(message, hint=context.hints.get(name)))
         report = SyncReport(the_plan, dry_run=False, results=_results(the_plan, failed))
     return report
 
@@ -440,12 +400,12 @@ def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncR
 DEFINES_PER_BATCH = 256
 
 
-def _define(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, str]) -> None:
+def _define(virsh: Virsh, entries: Sequence[PlanEntry], failed: Failures) -> None:
     for start in range(0, len(entries), DEFINES_PER_BATCH):
         _define_batch(virsh, entries[start : start + DEFINES_PER_BATCH], failed)
 
 
-def _define_batch(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, str]) -> None:
+def _define_batch(virsh: Virsh, entries: Sequence[PlanEntry], failed: Failures) -> None:
     """Defines ``entries`` in one virsh process, each XML from memory (:func:`memory_files`:
     a definition never reaches a disk, nothing is left in a temporary directory)."""
     from bkt_vm_plugin.virsh import memory_files
@@ -455,18 +415,18 @@ def _define_batch(virsh: Virsh, entries: Sequence[PlanEntry], failed: dict[str, 
             replies = virsh.batch([["define", "--file", path] for path in paths])
         except BktError as exc:
             for entry in entries:
-                failed.setdefault(entry.name, exc.message)
+                failed.setdefault(entry.name, exc)
             return
     for entry, reply in zip(entries, replies, strict=True):
         if not reply.ok:
-            failed.setdefault(entry.name, reply.message)
+            failed.setdefault(entry.name, OperationError(reply.message))
 
 
 def _read_back(
     planner: Planner,
     entries: Sequence[PlanEntry],
     manifest: VmManifest,
-    failed: dict[str, str],
+    failed: Failures,
 ) -> None:
     """Reads every defined domain back (one virsh process) and fails each VM whose owned
     fields libvirt did not keep: a silent rewrite by libvirt is a failure, not a success."""
@@ -477,7 +437,7 @@ def _read_back(
         seen = observe(planner.virsh, names)
     except BktError as exc:
         for name in names:
-            failed.setdefault(name, f"cannot read it back: {exc.message}")
+            failed.setdefault(name, _unreadable(exc))
         return
     mapping = planner.mapping
     for entry in entries:
@@ -485,29 +445,33 @@ def _read_back(
             continue
         reply = seen.definitions.get(entry.name)
         if reply is None:
-            failed[entry.name] = "libvirt has no such domain after define"
+            failed[entry.name] = OperationError("libvirt has no such domain after define")
             continue
         if not reply.ok:
-            failed[entry.name] = f"cannot read it back: {reply.message}"
+            failed[entry.name] = OperationError(f"cannot read it back: {reply.message}")
             continue
         ctx = entry.payload.context
         try:
             changes = mapping.diff(mapping.parse(reply.stdout, ctx), manifest.vms[entry.name], ctx)
         except BktError as exc:
-            failed[entry.name] = f"cannot read it back: {exc.message}"
+            failed[entry.name] = _unreadable(exc)
             continue
         # Facts outside the XML (autostart) are applied by the post-sync hooks, after this.
         lost = [c for c in changes if mapping.needs_define([c])]
         if lost:
-            failed[entry.name] = "libvirt did not keep every field: " + "; ".join(
-                str(c) for c in lost
+            failed[entry.name] = OperationError(
+                "libvirt did not keep every field: " + "; ".join(str(c) for c in lost)
             )
 
 
-def _results(the_plan: SyncPlan, failed: dict[str, str]) -> tuple[EntryResult, ...]:
+def _unreadable(exc: BktError) -> BktError:
+    return OperationError(f"cannot read it back: {exc.message}", hint=exc.hint)
+
+
+def _results(the_plan: SyncPlan, failed: Failures) -> tuple[EntryResult, ...]:
     outcome = {"create": "created", "update": "updated", "unchanged": "unchanged"}
     return tuple(
-        EntryResult(e.name, "failed", failed[e.name])
+        EntryResult(e.name, "failed", failed[e.name].message, failed[e.name].hint)
         if e.name in failed
         else EntryResult(e.name, outcome[e.action])  # type: ignore[arg-type]
         for e in the_plan.entries
@@ -517,13 +481,16 @@ def _results(the_plan: SyncPlan, failed: dict[str, str]) -> tuple[EntryResult, .
 def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -> None:
     """Every post-sync implementation runs, even after another raised: a per-VM hook that
     raises fails that VM, a whole-run hook that raises fails every VM the run changed. A
-    :class:`BktError` is a refusal with its own message; anything else names the plugin."""
+    :class:`BktError` is a refusal with its own message and hint (naming the plugin when it
+    is not one of bkt's own); anything else names the plugin."""
+    from bkt_vm_plugin.blame import named
+
     host = sub.host
 
-    def failure(plugin: str, hook: str, exc: Exception) -> str:
-        return (
-            exc.message if isinstance(exc, BktError) else host.failure(plugin, hook, exc).message
-        )
+    def failure(plugin: str, hook: str, exc: Exception) -> BktError:
+        if isinstance(exc, BktError):
+            return named(host, exc)
+        return host.failure(plugin, hook, exc)
 
     results = {r.name: r for r in report.results or ()}
     for entry in report.plan.entries:
@@ -533,15 +500,16 @@ def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -
             try:
                 call()
             except Exception as exc:
-                context.fail(entry.name, failure(plugin, "bkt_post_sync_vm", exc))
+                error = failure(plugin, "bkt_post_sync_vm", exc)
+                context.fail(entry.name, error.message, hint=error.hint)
     for plugin, call in sub.hooks.post_sync(report, context):
         try:
             call()
         except Exception as exc:
-            message = failure(plugin, "bkt_post_sync", exc)
+            error = failure(plugin, "bkt_post_sync", exc)
             for entry in report.plan.entries:
                 if entry.changes_anything:
-                    context.fail(entry.name, message)
+                    context.fail(entry.name, error.message, hint=error.hint)
 
 
 def changed_fields(changes: Iterable[FieldChange]) -> list[str]:

@@ -449,7 +449,7 @@ def test_a_stalled_transfer_keeps_its_bytes_and_resumes_from_them(
 
 
 def test_urls_with_the_same_file_name_get_their_own_files(serve: Serve, tmp_path: Path) -> None:
-    from bkt_vm_plugin.domain_xml import resolve_context
+    from bkt_vm_plugin.observe import resolve_context
 
     body_a, body_b = body_of(MIB, seed=1), body_of(MIB, seed=2)
     a, b = serve("install.iso", body_a), serve("install.iso", body_b)

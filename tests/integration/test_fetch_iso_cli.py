@@ -105,7 +105,7 @@ def test_quiet_silences_the_result_lines(serve: Serve, run_bkt: RunBkt, tmp_path
 def test_a_vm_not_in_the_manifest_fails_with_a_hint(run_bkt: RunBkt, tmp_path: Path) -> None:
     setup = Setup(run_bkt, tmp_path, [{"url": "http://127.0.0.1:9/x.iso"}])
     result = setup.fetch(name="other")
-    assert (result.returncode, result.stdout) == (1, "")
+    assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
         f"error: VM other is not in {setup.manifests / 'vms.json'}\n"
         "hint: `bkt vm status` lists the VMs\n"

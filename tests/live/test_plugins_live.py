@@ -267,7 +267,8 @@ def test_base_image_makes_an_overlay_and_leaves_other_disks_to_the_default(
             result = bkt("vm", "sync")
             assert result.returncode == 1
             assert (
-                f"! error {c}: cannot create disk {disks}/{c}.qcow2 as an overlay: base image "
+                f"! error {c}: plugin bkt-base-image in bkt_disk_plan: cannot create disk "
+                f"{disks}/{c}.qcow2 as an overlay: base image "
                 f"{disks}/gone.qcow2 does not exist"
             ) in result.stdout
             assert not (disks / f"{c}.qcow2").exists()

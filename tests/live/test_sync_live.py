@@ -236,9 +236,10 @@ def test_status_shows_running_stopped_missing_and_unmanaged(
         named = bkt("vm", "status", other)
         assert named.stdout.splitlines()[-1].endswith("stopped  unmanaged")
         nowhere = bkt("vm", "status", "bkt-test-nowhere")
-        assert nowhere.returncode == 1
-        assert nowhere.stderr.startswith(
-            "error: bkt-test-nowhere is neither in the manifest nor a libvirt domain\n"
+        assert nowhere.returncode == 2
+        assert nowhere.stderr == (
+            f"error: VM bkt-test-nowhere is not in {tmp_path / 'manifests' / 'vms.json'}\n"
+            "hint: it is not a libvirt domain either; `bkt vm status --all` lists the VMs\n"
         )
         assert (
             bkt("vm", "stop", running, "--force").stdout == f"{running}: powered off (destroyed)\n"

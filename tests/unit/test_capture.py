@@ -21,9 +21,9 @@ from bkt_core.host import Host
 from bkt_core.output import Printer
 from bkt_core.plan import CaptureReport
 from bkt_vm_plugin import default_plugins
-from bkt_vm_plugin.capture import format_capture, print_capture
-from bkt_vm_plugin.domain_xml import resolve_context
 from bkt_vm_plugin.iso import cached_path
+from bkt_vm_plugin.observe import resolve_context
+from bkt_vm_plugin.report import format_capture, print_capture
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.virsh import Reply
 from tests.unit.domain_xml_hyperv import HypervPlugin

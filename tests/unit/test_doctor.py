@@ -25,8 +25,8 @@ from bkt_vm_plugin.doctor import (
     parse_qemu_conf,
     vm_problems,
 )
-from bkt_vm_plugin.domain_xml import resolve_context
 from bkt_vm_plugin.model import validate_vm
+from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.virsh import Reply
 from tests.unit.test_robustness import HEALTHY_HOST, MemoryLibvirt

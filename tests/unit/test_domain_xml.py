@@ -21,11 +21,11 @@ from bkt_vm_plugin.domain_xml import (
     make,
     parse_xml,
     remove,
-    resolve_context,
     serialize,
 )
 from bkt_vm_plugin.iso import cache_name
 from bkt_vm_plugin.mapping import target_index, target_name
+from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
 

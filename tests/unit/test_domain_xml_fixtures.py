@@ -24,9 +24,9 @@ from bkt_vm_plugin.domain_xml import (
     Parsed,
     PatchRefused,
     parse_xml,
-    resolve_context,
     serialize,
 )
+from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
 

@@ -13,7 +13,8 @@ from lxml import etree
 from bkt_core.host import Host
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.definition import VmDefinition
-from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, resolve_context
+from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping
+from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
 from tests.strategies import HOME, ISO_CACHE, definitions, disk_formats, exists, vm_names

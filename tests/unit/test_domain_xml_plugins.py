@@ -16,7 +16,8 @@ from bkt_core.errors import PluginError
 from bkt_core.host import Host
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.definition import VmDefinition
-from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, parse_xml, resolve_context
+from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, parse_xml
+from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
 from tests.strategies import HOME, ISO_CACHE, definitions, exists

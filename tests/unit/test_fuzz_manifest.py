@@ -29,8 +29,8 @@ from bkt_core.host import Host
 from bkt_core.manifest import load_manifest
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.definition import VmManifest
-from bkt_vm_plugin.domain_xml import resolve_context
 from bkt_vm_plugin.model import to_manifest
+from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.strategies import HOME, ISO_CACHE
 

@@ -25,9 +25,9 @@ from bkt_vm_plugin.domain_xml import (
     DomainContext,
     DomainMapping,
     parse_xml,
-    resolve_context,
     serialize,
 )
+from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
 

@@ -150,7 +150,10 @@ def test_provisioning_runs_qemu_img_with_the_backing_file(tmp_path: Path, base: 
     assert runner.calls[-1][:2] == ("qemu-img", "info"), "bkt checked what was made"
     # A disk that appeared since planning is never replaced.
     again = provision_all(sub.host, [creation], ctx)
-    assert again == {disk: f"disk {disk} appeared after planning; it is left as it is"}
+    assert again == {
+        disk: f"plugin bkt-base-image in bkt_disk_provision: disk {disk} appeared after "
+        "planning; it is left as it is"
+    }
 
 
 def test_a_real_overlay_records_its_base(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ import pytest
 from bkt_core import Host, ManifestError
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.definition import VmDefinition
-from bkt_vm_plugin.domain_xml import DomainContext, parse_xml, resolve_context
+from bkt_vm_plugin.domain_xml import DomainContext, parse_xml
+from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 
 WIN11: dict[str, Any] = {

@@ -1,0 +1,267 @@
+"""What libvirt holds, and what a VM's context is: the one place sync, status and capture
+learn both.
+
+Reading libvirt costs one virsh process however many VMs there are: the domain lists and
+every ``dumpxml --inactive --security-info`` go into one batch (:func:`observe`).
+
+A VM's :class:`~bkt_vm_plugin.domain_xml.DomainContext` holds the facts its manifest entry
+does not: the expanded disk path, the image's format, the ISO files to attach, the observed
+facts about the domain. :func:`resolve_context` decides them from the manifest entry alone;
+a :class:`Resolver` holds this host's part (home, ISO cache, the observation) and, once a
+domain is parsed, resolves the context in which the domain's own state counts
+(:meth:`Resolver.of_domain`: its CD-ROMs, and its own disk format).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bkt_vm_plugin.firmware import HostFirmware
+
+if TYPE_CHECKING:
+    from bkt_vm_plugin.definition import VmDefinition
+    from bkt_vm_plugin.domain_xml import DomainContext, Parsed
+    from bkt_vm_plugin.virsh import Reply, Virsh
+
+__all__ = ["Observation", "Resolver", "observe", "resolve_context"]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What libvirt holds, as far as sync, status and capture need it: every domain, the
+    active ones (running or paused), those with autostart, and the inactive definition of
+    each domain asked for that exists; with ``live``, also the running definition of each
+    active one."""
+
+    domains: frozenset[str]
+    active: frozenset[str]
+    autostart: frozenset[str]
+    definitions: dict[str, Reply] = field(default_factory=dict)
+    firmware: HostFirmware | None = None
+    live: dict[str, Reply] = field(default_factory=dict)
+
+    def state(self, name: str) -> str:
+        """``running``, ``stopped`` or ``missing``."""
+        if name in self.active:
+            return "running"
+        return "stopped" if name in self.domains else "missing"
+
+    def facts(self, name: str) -> dict[str, Any]:
+        """The facts about domain ``name`` that its XML does not hold, among them the host's
+        firmware, which decides what a UEFI domain without firmware features boots with."""
+        return {
+            "autostart": name in self.autostart,
+            "active": name in self.active,
+            "firmware": self.firmware,
+        }
+
+
+def _names(reply: Reply) -> frozenset[str]:
+    return frozenset(line for line in reply.check().splitlines() if line.strip())
+
+
+def observe(virsh: Virsh, names: Iterable[str], *, live: bool = False) -> Observation:
+    """The domain lists and the definitions of ``names``, in one virsh process. With
+    ``live``, the same process also reads each one's running definition (``dumpxml`` without
+    ``--inactive``): which domains run is not known before the process, so it is asked for
+    every name and kept for the active ones."""
+    wanted = list(dict.fromkeys(names))
+    commands: list[list[str]] = [
+        ["list", "--all", "--name"],
+        ["list", "--name"],
+        ["list", "--all", "--name", "--autostart"],
+    ]
+    commands += [["dumpxml", "--inactive", "--security-info", "--domain", n] for n in wanted]
+    if live:
+        commands += [["dumpxml", "--security-info", "--domain", n] for n in wanted]
+    replies = virsh.batch(commands)
+    domains, active, autostart = (_names(r) for r in replies[:3])
+    n = len(wanted)
+    definitions = {name: r for name, r in zip(wanted, replies[3 : 3 + n], strict=True)}
+    running = {name: r for name, r in zip(wanted, replies[3 + n :], strict=False)}
+    return Observation(
+        domains,
+        active,
+        autostart,
+        {name: r for name, r in definitions.items() if name in domains},
+        HostFirmware(virsh.uri),
+        {name: r for name, r in running.items() if name in active},
+    )
+
+
+def resolve_context(
+    name: str,
+    vm: VmDefinition,
+    *,
+    home: str | None,
+    iso_cache: str,
+    disk_format: str = "qcow2",
+    exists: Callable[[str], bool],
+    facts: Mapping[str, Any] | None = None,
+    present: Iterable[str] = (),
+) -> DomainContext:
+    """The :class:`DomainContext` of VM ``name``: ``~`` expands with ``home``; a URL source's
+    file is the one fetch-iso writes, ``iso_cache/`` and :func:`bkt_vm_plugin.iso.cache_name`.
+    This is the one place that decides which CD-ROMs a domain should have: a local ISO whose
+    file exists, a URL source whose file is cached, and a source whose file is missing but
+    whose CD-ROM the domain already has (``present``: the files of the domain's CD-ROMs,
+    :meth:`Parsed.cdroms`), which is kept."""
+    from bkt_vm_plugin.domain_xml import AttachedIso, DomainContext
+    from bkt_vm_plugin.paths import expand_home
+
+    kept = set(present)
+    attached: list[AttachedIso] = []
+    missing: list[AttachedIso] = []
+    left_out: list[str] = []
+    warnings: list[str] = []
+    for source in vm.iso_sources:
+        fate, path, warning = _iso_fate(name, source, home, iso_cache, exists, kept)
+        if warning is not None:
+            warnings.append(warning)
+        if fate == "attached":
+            attached.append(AttachedIso(source, path))
+        elif fate == "missing":
+            missing.append(AttachedIso(source, path))
+        else:
+            left_out.append(path)
+    return DomainContext(
+        name=name,
+        disk_path=expand_home(vm.disk_path, home),
+        disk_format=disk_format,
+        isos=tuple(iso.path for iso in attached),
+        facts=dict(facts or {}),
+        attached=tuple(attached),
+        missing=tuple(missing),
+        left_out=tuple(left_out),
+        warnings=tuple(warnings),
+        home=home,
+        iso_cache=iso_cache,
+    )
+
+
+def _iso_fate(
+    name: str,
+    source: Any,
+    home: str | None,
+    iso_cache: str,
+    exists: Callable[[str], bool],
+    kept: set[str],
+) -> tuple[str, str, str | None]:
+    """What becomes of one ISO source of VM ``name``: (``attached``, ``missing`` or
+    ``left_out``; its file, or for a URL left out the URL; the warning to give, if any)."""
+    import posixpath
+
+    from bkt_vm_plugin.definition import IsoUrl
+    from bkt_vm_plugin.iso import cache_name
+    from bkt_vm_plugin.paths import expand_home
+
+    if isinstance(source, IsoUrl):
+        try:
+            path: str | None = posixpath.join(iso_cache, cache_name(source.url))
+        except ValueError:
+            path = None
+        if path is not None and exists(path):
+            return "attached", path, None
+        if path is not None and path in kept:
+            # The domain already has this cached file as a CD-ROM and the cache was emptied:
+            # kept, as a missing local ISO's is, so that status, capture and sync read the
+            # source as it is and never turn it into a path into the cache.
+            return (
+                "attached",
+                path,
+                f"ISO {source.url} is no longer in the ISO cache ({path}); the domain keeps "
+                f"its CD-ROM, but the VM cannot start until `bkt vm fetch-iso {name}` "
+                "downloads it again",
+            )
+        shown = path or f"{iso_cache}/?"
+        return (
+            "left_out",
+            source.url,
+            f"ISO {source.url} is not in the ISO cache ({shown}); its CD-ROM is left "
+            f"out until it is: `bkt vm fetch-iso {name}` downloads it",
+        )
+    path = expand_home(source.path, home)
+    if exists(path):
+        return "attached", path, None
+    if path in kept:
+        # The domain already has this CD-ROM: keep it rather than remove a drive because
+        # its file is gone for now, so that capture then sync stays a no-op.
+        return (
+            "attached",
+            path,
+            f"ISO {path} does not exist; the domain keeps its CD-ROM, but the VM "
+            "cannot start until the file is back",
+        )
+    return "missing", path, f"ISO {path} does not exist; its CD-ROM is left out until it does"
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """Resolves VM contexts on this host: ``home`` expands ``~``, ``iso_cache`` holds the
+    downloaded ISOs, ``exists`` says whether a local file exists, and ``observation`` (when
+    libvirt was read) gives each domain's observed facts."""
+
+    home: str | None
+    iso_cache: str
+    exists: Callable[[str], bool] = os.path.exists
+    observation: Observation | None = None
+
+    @classmethod
+    def of_host(
+        cls,
+        observation: Observation | None = None,
+        *,
+        exists: Callable[[str], bool] = os.path.exists,
+    ) -> Resolver:
+        """The resolver of the user running bkt: their home and ISO cache."""
+        from bkt_vm_plugin.iso import cache_dir
+        from bkt_vm_plugin.paths import home_dir
+
+        return cls(home_dir(), str(cache_dir()), exists, observation)
+
+    def context(
+        self,
+        name: str,
+        vm: VmDefinition,
+        *,
+        disk_format: str = "qcow2",
+        present: Iterable[str] = (),
+        facts: Mapping[str, Any] | None = None,
+    ) -> DomainContext:
+        """:func:`resolve_context` on this host; ``facts`` default to the observed ones."""
+        if facts is None:
+            facts = self.observation.facts(name) if self.observation is not None else {}
+        return resolve_context(
+            name,
+            vm,
+            home=self.home,
+            iso_cache=self.iso_cache,
+            disk_format=disk_format,
+            exists=self.exists,
+            facts=facts,
+            present=present,
+        )
+
+    def of_domain(
+        self,
+        name: str,
+        vm: VmDefinition,
+        parsed: Parsed,
+        *,
+        disk_format: str | None = None,
+        facts: Mapping[str, Any] | None = None,
+    ) -> DomainContext:
+        """The context of VM ``name`` once its domain is parsed: the domain's CD-ROMs are
+        kept (a missing file does not remove its drive), and the disk format is
+        ``disk_format`` or else the domain's own (qcow2 when it cannot be read cleanly)."""
+        if disk_format is None:
+            reading = parsed.readings.get("disk_format")
+            disk_format = (
+                str(reading.value) if reading is not None and reading.is_clean else "qcow2"
+            )
+        return self.context(
+            name, vm, disk_format=disk_format, present=parsed.cdroms(), facts=facts
+        )
