@@ -961,10 +961,10 @@ class ManifestDir:
         """The ``vms.json`` of this directory."""
         return self.path / "vms.json"
 
-    def write(self, vms: Mapping[str, Mapping[str, Any]], **top: Any) -> Path:
+    def write(self, vms: Mapping[str, Any], **top: Any) -> Path:
         """Write ``vms.json`` with the VMs ``vms`` (name -> fields) and the top-level keys
         ``top`` (``**{"$schema": ...}``), indented as bkt writes it; its path."""
-        document = {**top, "vms": {name: dict(fields) for name, fields in vms.items()}}
+        document = {**top, "vms": dict(vms)}
         self.file.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         return self.file
 
