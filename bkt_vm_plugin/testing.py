@@ -406,6 +406,24 @@ class FakeLibvirt:
         target.write_bytes(FAKE_IMAGE_MAGIC + json.dumps(facts).encode() + b"\n")
         return target
 
+    def set_state(self, name: str, state: str) -> FakeDomain:
+        """Put domain ``name`` in ``state`` as if it happened outside bkt (the guest shut
+        itself down, someone started it): ``running`` or ``paused`` boot an inactive domain
+        with its persistent XML; ``shut off`` or ``crashed`` end an active one (a transient
+        one goes away)."""
+        domain = self.domains[name]
+        if state in ("shut off", "crashed"):
+            if domain.active:
+                self._halt(domain)
+            domain.state = state
+        elif not domain.active:
+            assert domain.xml is not None
+            self._boot(domain, domain.xml, paused=state == "paused")
+            domain.state = state
+        else:
+            domain.state = state
+        return domain
+
     def fail(
         self, command: str, target: str | None = None, message: str = "", *, once: bool = False
     ) -> Failure:
