@@ -72,7 +72,7 @@ DEFAULT_VERSION = (
     "Compiled against library: libvirt 9.0.0\n"
     "Using library: libvirt 9.0.0\n"
     "Using API: QEMU 9.0.0\n"
-    "Running hypervisor: QEMU 7.2.0\n\n"
+    "Running hypervisor: QEMU 7.2.0\n"
 )
 
 #: What ``virsh domcapabilities`` answers by default, for every domain type: a host where
@@ -554,7 +554,7 @@ class FakeLibvirt:
         return found
 
     def _do_uri(self, c: _Command, uri: str) -> str:
-        return uri + "\n\n"
+        return uri + "\n"
 
     def _do_version(self, c: _Command, uri: str) -> str:
         return self.version
@@ -577,7 +577,7 @@ class FakeLibvirt:
         # virsh lists running domains by ID, then the others by name.
         chosen.sort(key=lambda d: (d.id is None, d.id or 0, d.name))
         if c.has("name") and c.has("uuid"):
-            lines = [f"{d.uuid}  {d.name}" for d in chosen]
+            lines = [f"{d.uuid} {d.name}" for d in chosen]
         elif c.has("name"):
             lines = [d.name for d in chosen]
         elif c.has("uuid"):
@@ -586,7 +586,7 @@ class FakeLibvirt:
             lines = [
                 f" {d.id if d.id is not None else '-':<4} {d.name:<30} {d.state}" for d in chosen
             ]
-        return "".join(f"{line}\n" for line in lines) + "\n"
+        return "".join(f"{line}\n" for line in lines)
 
     def _do_dumpxml(self, c: _Command, uri: str) -> str:
         domain = self._domain(c)
@@ -684,18 +684,16 @@ class FakeLibvirt:
 
     def _do_domstate(self, c: _Command, uri: str) -> str:
         domain = self._domain(c)
-        return domain.state + (" (unknown)" if c.has("reason") else "") + "\n\n"
+        return domain.state + (" (unknown)" if c.has("reason") else "") + "\n"
 
     def _do_domuuid(self, c: _Command, uri: str) -> str:
-        return self._domain(c).uuid + "\n\n"
+        return self._domain(c).uuid + "\n"
 
     def _do_start(self, c: _Command, uri: str) -> str:
         domain = self._domain(c)
         if domain.active:
-            raise _Failed(
-                f"error: Failed to start domain '{domain.name}'\n"
-                "error: Requested operation is not valid: domain is already running\n"
-            )
+            # virsh checks this itself, before asking libvirt.
+            raise _Failed("error: Domain is already active\n")
         assert domain.xml is not None
         self._boot(domain, domain.xml, paused=c.has("paused"))
         return ""
@@ -749,7 +747,7 @@ class FakeLibvirt:
         physical = os.stat(device).st_size
         return (
             f"Capacity:       {facts['virtual-size']}\nAllocation:     {physical}\n"
-            f"Physical:       {physical}\n\n"
+            f"Physical:       {physical}\n"
         )
 
     def _do_domcapabilities(self, c: _Command, uri: str) -> str:
@@ -776,14 +774,11 @@ class FakeLibvirt:
         if c.has("no-autostart"):
             chosen = [n for n in chosen if not n.autostart]
         if c.has("name"):
-            return "".join(f"{n.name}\n" for n in chosen) + "\n"
-        return (
-            "".join(
-                f" {n.name:<20} {'active' if n.active else 'inactive':<10} "
-                f"{'yes' if n.autostart else 'no':<10} yes\n"
-                for n in chosen
-            )
-            + "\n"
+            return "".join(f"{n.name}\n" for n in chosen)
+        return "".join(
+            f" {n.name:<20} {'active' if n.active else 'inactive':<10} "
+            f"{'yes' if n.autostart else 'no':<10} yes\n"
+            for n in chosen
         )
 
     def _do_pool_list(self, c: _Command, uri: str) -> str:
@@ -794,14 +789,12 @@ class FakeLibvirt:
             if (p.active and not c.has("inactive")) or (every and not p.active)
         ]
         if c.has("name"):
-            return "".join(f"{p.name}\n" for p in chosen) + "\n"
-        return (
-            "".join(
-                f" {p.name:<20} {'active' if p.active else 'inactive':<10} "
-                f"{'yes' if p.autostart else 'no'}\n"
-                for p in chosen
-            )
-            + "\n"
+            # virsh pads each pool name to the width of its table column.
+            return "".join(f"{p.name:<20}\n" for p in chosen)
+        return "".join(
+            f" {p.name:<20} {'active' if p.active else 'inactive':<10} "
+            f"{'yes' if p.autostart else 'no'}\n"
+            for p in chosen
         )
 
     def _pool(self, c: _Command) -> FakePool:
@@ -825,7 +818,7 @@ class FakeLibvirt:
                 f"error: Requested operation is not valid: storage pool '{pool.name}' is not "
                 "active\n"
             )
-        return "".join(f" {v.name:<20} {v.path}\n" for _, v in sorted(pool.volumes.items())) + "\n"
+        return "".join(f" {v.name:<20} {v.path}\n" for _, v in sorted(pool.volumes.items()))
 
     def _do_vol_dumpxml(self, c: _Command, uri: str) -> str:
         name = c.get("vol")
