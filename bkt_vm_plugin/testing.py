@@ -505,6 +505,9 @@ class FakeLibvirt:
                 uri = rest.pop(0)
             elif flag not in ("-q", "--quiet"):
                 return Completed(argv, 1, "", f"error: unsupported option '{flag}'\n")
+        if not rest:
+            # virsh would start its interactive shell, which bkt never asks for.
+            return Completed(argv, 1, "", "error: FakeLibvirt has no interactive shell\n")
         try:
             lines = split_virsh_line(rest[0]) if len(rest) == 1 else [rest]
         except ValueError as exc:
@@ -530,7 +533,11 @@ class FakeLibvirt:
     def _one(self, c: _Command, uri: str) -> tuple[str, str]:
         """What command ``c`` prints on stdout and stderr."""
         if c.name == "echo":
-            words = [a for a in c.argv[1:] if a not in ("--err", "--")]
+            words = list(c.argv[1:])
+            if words[:1] == ["--err"]:
+                words = words[1:]
+            if words[:1] == ["--"]:
+                words = words[1:]
             text = " ".join(words)
             return ("", f"error: {text}\n") if c.has("err") else (text, "")
         for failure in self.failures:
