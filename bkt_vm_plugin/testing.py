@@ -329,6 +329,10 @@ class FakeLibvirt:
         self.processes: list[list[tuple[str, ...]]] = []
         #: The argv of every ``qemu-img`` process, in order.
         self.qemu_img: list[tuple[str, ...]] = []
+        #: The argv of every process, virsh and qemu-img alike, in order.
+        self.calls: list[tuple[str, ...]] = []
+        #: Images known by path alone, with no file (see :meth:`add_image`).
+        self.images: dict[str, dict[str, object]] = {}
         #: The failures :meth:`fail` injected that are still armed.
         self.failures: list[Failure] = []
         #: What every virsh process prints on stderr while :meth:`disconnect` holds.
@@ -394,15 +398,21 @@ class FakeLibvirt:
         size: int = 1 << 30,
         backing: str | None = None,
         backing_format: str | None = None,
+        virtual: bool = False,
     ) -> Path:
         """Write a disk image file at ``path`` (its directory must exist) that ``qemu-img
         info`` and ``virsh domblkinfo`` read as a ``format`` image of virtual ``size`` bytes
-        (with ``backing``: an overlay on that file)."""
+        (with ``backing``: an overlay on that file). ``virtual``: write no file; qemu-img
+        knows the image by its path alone (for tests that describe a file system to bkt,
+        ``ProvisionContext(look=...)``, instead of making one)."""
         facts: dict[str, object] = {"format": format, "virtual-size": size}
         if backing is not None:
             facts["backing-filename"] = backing
             facts["backing-filename-format"] = backing_format or "raw"
         target = Path(path)
+        if virtual:
+            self.images[os.fspath(path)] = facts
+            return target
         target.write_bytes(FAKE_IMAGE_MAGIC + json.dumps(facts).encode() + b"\n")
         return target
 
@@ -430,9 +440,10 @@ class FakeLibvirt:
         """Make ``command`` fail: a virsh command (``define``, ``start``, ``vol-create-as``,
         ...) or ``qemu-img info`` / ``qemu-img create``, for every run whose arguments
         include ``target`` (a domain name, a pool, a path; None: every run). ``message`` is
-        what it prints on stderr (``error: `` is added to lines without it; empty: a generic
-        error naming the command). The command does nothing else; the other commands of
-        its batch still run, as with virsh. ``once``: only the next matching run fails."""
+        what it prints on stderr (for virsh, ``error: `` is added to lines without it; for
+        qemu-img, it is printed as given; empty: a generic error naming the command). The
+        command does nothing else; the other commands of its batch still run, as with virsh.
+        ``once``: only the next matching run fails."""
         if not message:
             message = f"internal error: injected failure of {command}"
         lines = [
@@ -479,6 +490,7 @@ class FakeLibvirt:
         """Answer ``argv`` as virsh or qemu-img would (see the module's documentation);
         any other program is reported as not installed (``CommandError``, kind ``spawn``)."""
         argv = tuple(argv)
+        self.calls.append(argv)
         if self.delay:
             time.sleep(self.delay)
         program = os.path.basename(argv[0]) if argv else ""
@@ -748,10 +760,10 @@ class FakeLibvirt:
                 f"error: invalid argument: invalid path {device} not assigned to domain\n"
             )
         try:
-            facts = _image_facts(device)
+            facts = self._image_facts(device)
         except OSError as exc:
             raise _Failed(f"error: cannot stat file '{device}': {exc.strerror or exc}\n") from None
-        physical = os.stat(device).st_size
+        physical = os.stat(device).st_size if device not in self.images else 0
         return (
             f"Capacity:       {facts['virtual-size']}\nAllocation:     {physical}\n"
             f"Physical:       {physical}\n"
@@ -876,7 +888,9 @@ class FakeLibvirt:
             if failure.matches(f"qemu-img {sub}", argv[2:]):
                 if failure.once:
                     self.failures.remove(failure)
-                said = failure.message.replace("error: ", "qemu-img: ")
+                said = "".join(
+                    line.removeprefix("error: ") for line in failure.message.splitlines(True)
+                )
                 return Completed(argv, 1, "", said)
         try:
             if sub == "info":
@@ -893,6 +907,23 @@ class FakeLibvirt:
             f"qemu-img: Command not found: {sub} (FakeLibvirt models only info and create)\n",
         )
 
+    def _image_facts(self, path: str) -> dict[str, object]:
+        """What ``qemu-img info`` says of the image at ``path``: an image known by its path
+        alone, else the facts a fake image file records, else a raw image of the file's
+        size. Raises ``OSError``."""
+        facts: dict[str, object]
+        if path in self.images:
+            facts = dict(self.images[path])
+        else:
+            with open(path, "rb") as file:
+                if file.read(len(FAKE_IMAGE_MAGIC)) == FAKE_IMAGE_MAGIC:
+                    facts = json.loads(file.readline())
+                else:
+                    facts = {"format": "raw", "virtual-size": os.stat(path).st_size}
+        if "backing-filename" in facts:
+            facts["full-backing-filename"] = facts["backing-filename"]
+        return facts
+
     def _qemu_img_info(self, args: Sequence[str]) -> str:
         paths = [a for a in args if not a.startswith("-")]
         if "--output=json" not in args or len(paths) != 1:
@@ -902,8 +933,8 @@ class FakeLibvirt:
             )
         path = paths[0]
         try:
-            facts = _image_facts(path)
-            actual = os.stat(path).st_size
+            facts = self._image_facts(path)
+            actual = os.stat(path).st_size if path not in self.images else 0
         except OSError as exc:
             raise _Failed(
                 f"qemu-img: Could not open '{path}': Could not open '{path}': "
@@ -1151,19 +1182,6 @@ def _disk_sources(xml: str) -> list[str]:
         if target is not None and target.get("dev"):
             out.append(str(target.get("dev")))
     return out
-
-
-def _image_facts(path: str) -> dict[str, object]:
-    """What ``qemu-img info`` says of the file at ``path``: the facts a fake image records,
-    else a raw image of the file's size. Raises ``OSError``."""
-    with open(path, "rb") as file:
-        head = file.read(len(FAKE_IMAGE_MAGIC))
-        if head == FAKE_IMAGE_MAGIC:
-            facts: dict[str, object] = json.loads(file.readline())
-            if "backing-filename" in facts:
-                facts["full-backing-filename"] = facts["backing-filename"]
-            return facts
-    return {"format": "raw", "virtual-size": os.stat(path).st_size}
 
 
 def _size(text: str) -> int:
