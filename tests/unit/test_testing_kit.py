@@ -298,6 +298,17 @@ def test_qemu_img_creates_and_reads_images(tmp_path: Path) -> None:
     assert [argv[1] for argv in fake.qemu_img] == ["create", "info", "info", "info", "create"]
 
 
+def test_an_image_known_by_its_path_alone_has_no_file() -> None:
+    fake = FakeLibvirt()
+    fake.add_image("/srv/vm/a.qcow2", format="raw", size=3 << 30, virtual=True)
+    assert not Path("/srv/vm/a.qcow2").exists()
+    ctx = ProvisionContext(Virsh(fake), remote=False)
+    info = json.loads(ctx.qemu_img(["info", "--output=json", "-U", "--", "/srv/vm/a.qcow2"]))
+    assert (info["format"], info["virtual-size"]) == ("raw", 3 << 30)
+    assert batch(fake, ["list", "--all", "--name"])[0].ok
+    assert [argv[0] for argv in fake.calls] == ["qemu-img", "virsh"], "every process, in order"
+
+
 def test_domblkinfo_reads_the_disk_of_the_domain(tmp_path: Path) -> None:
     fake = FakeLibvirt()
     disk = fake.add_image(tmp_path / "a.qcow2", size=5 << 30)
