@@ -8,71 +8,24 @@ import io
 import json
 import os
 import threading
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from bkt_core.errors import ManifestError, OperationError
-from bkt_core.host import Host
 from bkt_core.output import Printer
 from bkt_core.plan import CaptureReport
-from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.iso import cached_path
 from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.report import format_capture, print_capture
 from bkt_vm_plugin.subsystem import VmSubsystem
-from bkt_vm_plugin.virsh import Reply
+from bkt_vm_plugin.testing import FakeLibvirt, vm_subsystem
 from tests.unit.domain_xml_hyperv import HypervPlugin
 
 GIB = 1024**3
-
-
-@dataclass
-class FakeVirsh:
-    """Answers the commands capture batches: the domain lists, ``dumpxml`` and
-    ``domblkinfo`` (``sizes``: disk file -> bytes; absent: the file does not exist)."""
-
-    domains: dict[str, str] = field(default_factory=dict)
-    autostart: set[str] = field(default_factory=set)
-    sizes: dict[str, int | str] = field(default_factory=dict)
-    delay: float = 0.0
-    processes: list[list[tuple[str, ...]]] = field(default_factory=list)
-    uri: str | None = None
-
-    def batch(self, commands: Sequence[Sequence[str]]) -> list[Reply]:
-        self.processes.append([tuple(c) for c in commands])
-        time.sleep(self.delay)
-        return [self._one(tuple(c)) for c in commands]
-
-    def _one(self, c: tuple[str, ...]) -> Reply:
-        def ok(out: str) -> Reply:
-            return Reply(c, out, "", True)
-
-        def fail(message: str) -> Reply:
-            return Reply(c, "", f"error: {message}\n", False)
-
-        if c[:2] == ("list", "--all"):
-            names = self.autostart if "--autostart" in c else self.domains
-            return ok("".join(f"{n}\n" for n in sorted(names)))
-        if c[0] == "list":
-            return ok("")
-        name = c[c.index("--domain") + 1]
-        if name not in self.domains:
-            return fail(f"failed to get domain '{name}'")
-        if c[0] == "dumpxml":
-            return ok(self.domains[name])
-        if c[0] == "domblkinfo":
-            size = self.sizes.get(c[c.index("--device") + 1])
-            if size is None:
-                return fail("Failed to open file 'x': No such file or directory")
-            if isinstance(size, str):
-                return fail(size)
-            return ok(f"Capacity:       {size}\nAllocation:     0\nPhysical:       0\n")
-        raise AssertionError(c)
 
 
 @dataclass
@@ -80,7 +33,7 @@ class World:
     """A manifest directory, a home, and the host capturing into it."""
 
     tmp: Path
-    virsh: FakeVirsh
+    libvirt: FakeLibvirt
     plugins: tuple[tuple[str, object], ...] = ()
 
     @property
@@ -92,17 +45,15 @@ class World:
         return self.dir / "vms.json"
 
     def sub(self) -> VmSubsystem:
-        host = Host(self.dir, entry_points=False, plugins=[*default_plugins(), *self.plugins])
-        sub = cast(VmSubsystem, host.subsystem("vm"))
-        sub.__dict__["virsh"] = self.virsh  # the cached property, replaced
-        return sub
+        return vm_subsystem(self.libvirt.host(self.dir, self.plugins))
 
     def capture(self, *names: str, all: bool = False, dry_run: bool = False) -> CaptureReport:
         return self.sub().capture(names, all=all, dry_run=dry_run)
 
     def disk(self, name: str, size: int = GIB) -> str:
+        """The path of VM ``name``'s disk, a qcow2 image of ``size`` bytes."""
         path = str(self.tmp / "disks" / f"{name}.qcow2")
-        self.virsh.sizes[path] = size
+        self.libvirt.add_image(path, size=size)
         return path
 
     def vm(self, name: str, **fields: Any) -> dict[str, Any]:
@@ -137,7 +88,7 @@ class World:
         if edit is not None:
             assert edit[0] in xml, edit[0]
             xml = xml.replace(*edit)
-        self.virsh.domains[name] = xml
+        self.libvirt.define(xml)
         return xml
 
     def write(self, vms: dict[str, Any], **top: Any) -> None:
@@ -159,9 +110,9 @@ class World:
                 home=str(self.tmp),
                 iso_cache=str(self.tmp / "cache" / "bkt" / "isos"),
                 exists=os.path.exists,
-                facts={"autostart": name in self.virsh.autostart},
+                facts={"autostart": self.libvirt.domains[name].autostart},
             )
-            parsed = sub.mapping.parse(self.virsh.domains[name], ctx)
+            parsed = sub.mapping.parse(self.libvirt.xml(name), ctx)
             fmt = parsed.readings["disk_format"].value
             ctx = resolve_context(
                 name,
@@ -170,7 +121,7 @@ class World:
                 iso_cache=str(self.tmp / "cache" / "bkt" / "isos"),
                 disk_format=str(fmt),
                 exists=os.path.exists,
-                facts={"autostart": name in self.virsh.autostart},
+                facts={"autostart": self.libvirt.domains[name].autostart},
             )
             assert sub.mapping.diff(parsed, vm, ctx) == [], name
 
@@ -180,7 +131,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "disks").mkdir()
-    yield World(tmp_path, FakeVirsh())
+    yield World(tmp_path, FakeLibvirt())
 
 
 def kinds(report: CaptureReport) -> dict[str, str]:
@@ -193,7 +144,7 @@ def kinds(report: CaptureReport) -> dict[str, str]:
 def test_a_domain_is_added_with_every_field_and_sync_then_sees_no_drift(world: World) -> None:
     vm = world.vm("web", memory_gb=2, vcpus=2, graphics="vnc", tpm="2.0", boot="uefi")
     world.define("web", vm)
-    world.virsh.sizes[vm["disk_path"]] = 20 * GIB
+    world.disk("web", 20 * GIB)
     report = world.capture("web")
     assert kinds(report) == {"web": "added"}
     assert report.written and report.created and report.warnings == ()
@@ -212,12 +163,12 @@ def test_virsh_processes_do_not_grow_with_the_number_of_domains(world: World) ->
     world.write({n: world.vm(n) for n in ("a", "b")})
     # The manifest's VMs: one observation batch, one domblkinfo batch.
     world.capture()
-    assert [p[0][0] for p in world.virsh.processes] == ["list", "domblkinfo"]
+    assert [p[0][0] for p in world.libvirt.processes] == ["list", "domblkinfo"]
     # --all: the domain list first, then the definitions of the domains the manifest lacks.
-    world.virsh.processes.clear()
+    world.libvirt.processes.clear()
     world.capture(all=True)
-    assert [p[0][0] for p in world.virsh.processes] == ["list", "list", "domblkinfo"]
-    assert len(world.virsh.processes[2]) == 5
+    assert [p[0][0] for p in world.libvirt.processes] == ["list", "list", "domblkinfo"]
+    assert len(world.libvirt.processes[2]) == 5
 
 
 def test_a_new_domain_that_cannot_round_trip_is_skipped_naming_each_field(world: World) -> None:
@@ -234,7 +185,7 @@ def test_a_new_domain_that_cannot_round_trip_is_skipped_naming_each_field(world:
 def test_several_interfaces_are_lossy_so_a_new_vm_is_skipped(world: World) -> None:
     xml = world.define("two", world.vm("two"))
     iface = xml[xml.index("<interface") : xml.index("</interface>") + len("</interface>")]
-    world.virsh.domains["two"] = xml.replace(iface, iface + "\n    " + iface)
+    world.libvirt.define(xml.replace(iface, iface + "\n    " + iface))
     (entry,) = world.capture("two").entries
     assert entry.kind == "skipped"
     assert entry.reasons[0].startswith("network: 2 interfaces")
@@ -243,7 +194,7 @@ def test_several_interfaces_are_lossy_so_a_new_vm_is_skipped(world: World) -> No
 def test_a_domain_without_a_disk_file_is_skipped(world: World) -> None:
     vm = world.vm("nodisk")
     world.define("nodisk", vm)
-    del world.virsh.sizes[vm["disk_path"]]
+    os.remove(vm["disk_path"])
     (entry,) = world.capture("nodisk").entries
     assert entry.reasons == ("disk_size_gb: the disk file does not exist",)
 
@@ -272,7 +223,7 @@ def test_a_cdrom_whose_file_is_missing_is_captured_and_kept_by_sync(world: World
 
 def test_a_name_that_cannot_be_a_manifest_name_is_skipped(world: World) -> None:
     world.define("ok", world.vm("ok"))
-    world.virsh.domains["-bad"] = world.virsh.domains["ok"]
+    world.libvirt.define(world.libvirt.xml("ok").replace("<name>ok<", "<name>-bad<"))
     report = world.capture(all=True)
     assert kinds(report) == {"-bad": "skipped", "ok": "added"}
     assert report.entries[0].reasons[0].startswith("its name cannot be a manifest VM name:")
@@ -300,7 +251,7 @@ def test_a_field_that_cannot_round_trip_keeps_its_value_with_a_warning(world: Wo
     world.write({"db": world.vm("db")})
     xml = world.render("db", world.vm("db", vcpus=3))
     xml = xml.replace(">1048576<", ">1572864<")
-    world.virsh.domains["db"] = xml
+    world.libvirt.define(xml)
     report = world.capture("db")
     assert report.warnings == (
         "VM db: memory_gb keeps its manifest value: 1572864 KiB is not a whole number of GiB",
@@ -397,10 +348,10 @@ def test_disk_size_is_the_disks_real_size_when_it_is_a_whole_gib(world: World) -
     )
     for name in ("big", "odd", "err", "gone"):
         world.define(name, world.vm(name))
-    world.virsh.sizes[world.disk("big")] = 30 * GIB
-    world.virsh.sizes[world.disk("odd")] = GIB + 512
-    world.virsh.sizes[world.disk("err")] = "Permission denied"
-    del world.virsh.sizes[world.disk("gone")]
+    world.disk("big", 30 * GIB)
+    world.disk("odd", GIB + 512)
+    world.libvirt.fail("domblkinfo", world.disk("err"), "Permission denied")
+    os.remove(world.disk("gone"))
     report = world.capture()
     vms = world.manifest()["vms"]
     assert [vms[n]["disk_size_gb"] for n in ("big", "odd", "err", "gone")] == [30, 5, 5, 5]
@@ -458,26 +409,20 @@ def test_two_vms_on_one_disk_skip_the_new_one_instead_of_failing_the_capture(
 
 def test_autostart_comes_from_libvirt_when_its_plugin_is_installed(world: World) -> None:
     world.define("auto", world.vm("auto"))
-    world.virsh.autostart.add("auto")
+    world.libvirt.domains["auto"].autostart = True
     world.capture("auto")
     assert world.manifest()["vms"]["auto"]["autostart"] is True
     world.in_sync("auto")
-    world.virsh.autostart.clear()
+    world.libvirt.domains["auto"].autostart = False
     (entry,) = world.capture("auto").entries
     assert entry.changes == (("autostart", "true", ABSENT),)
 
 
 def test_without_the_autostart_plugin_there_is_no_autostart_field(world: World) -> None:
     world.define("auto", world.vm("auto"))
-    world.virsh.autostart.add("auto")
-    host = Host(
-        world.dir,
-        entry_points=False,
-        plugins=[p for p in default_plugins() if p[0] != "autostart"],
-    )
-    sub = cast(VmSubsystem, host.subsystem("vm"))
-    sub.__dict__["virsh"] = world.virsh
-    sub.capture(["auto"])
+    world.libvirt.domains["auto"].autostart = True
+    host = world.libvirt.host(world.dir, disabled=["autostart"])
+    vm_subsystem(host).capture(["auto"])
     assert "autostart" not in world.manifest()["vms"]["auto"]
 
 
@@ -488,7 +433,7 @@ def test_a_plugin_field_is_captured_like_a_built_in_one(world: World) -> None:
     assert world.manifest()["vms"]["win"]["hyperv"] is True
     world.in_sync("win")
     # Its reading that cannot round-trip keeps the manifest value.
-    world.virsh.domains["win"] = world.virsh.domains["win"].replace("hypervclock", "rtc")
+    world.libvirt.define(world.libvirt.xml("win").replace("hypervclock", "rtc"))
     report = world.capture("win")
     assert report.warnings == (
         "VM win: hyperv keeps its manifest value: Hyper-V enlightenments without the "
@@ -502,7 +447,7 @@ def test_a_plugin_field_is_captured_like_a_built_in_one(world: World) -> None:
 def test_the_file_is_sorted_indented_in_schema_order_with_a_final_newline(world: World) -> None:
     for name in ("zz", "aa"):
         world.define(name, world.vm(name, autostart=True, tpm="2.0"))
-        world.virsh.autostart.add(name)
+        world.libvirt.domains[name].autostart = True
     world.capture(all=True)
     text = world.file.read_text()
     assert text.endswith("}\n") and not text.endswith("\n\n")
@@ -564,7 +509,7 @@ def test_concurrent_captures_lose_no_write(world: World) -> None:
     for name in names:
         world.define(name, world.vm(name))
     world.write({})
-    world.virsh.delay = 0.05
+    world.libvirt.delay = 0.05
     errors: list[BaseException] = []
 
     def one(name: str) -> None:

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
 
 import pytest
 
-from bkt_core import Host
-from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.doctor import (
     HostFacts,
     Place,
@@ -28,8 +24,8 @@ from bkt_vm_plugin.doctor import (
 from bkt_vm_plugin.model import validate_vm
 from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
+from bkt_vm_plugin.testing import DEFAULT_DOMCAPABILITIES, FakeLibvirt, ManifestDir, vm_subsystem
 from bkt_vm_plugin.virsh import Reply
-from tests.unit.test_robustness import HEALTHY_HOST, MemoryLibvirt
 
 #: What QEMU prints on a nested host whose KVM cannot set the guest's MSRs: libvirt's
 #: capabilities offer kvm, and the guest dies as it starts.
@@ -44,23 +40,12 @@ NO_KVM = (
 )
 
 
-class SickLibvirt(MemoryLibvirt):
-    """A libvirt whose answers to the host checks are scripted: ``broken`` maps a command
-    (its first words) to what virsh printed on stderr."""
-
-    def __init__(self, broken: dict[tuple[str, ...], str]) -> None:
-        super().__init__()
-        self.broken = broken
-
-    def batch(self, commands: Sequence[Sequence[str]]) -> list[Reply]:
-        replies = super().batch(commands)
-        out = []
-        for reply in replies:
-            for prefix, stderr in self.broken.items():
-                if reply.command[: len(prefix)] == prefix:
-                    reply = Reply(reply.command, "", stderr, False)
-            out.append(reply)
-        return out
+def sick(command: str, target: str | None, said: str) -> FakeLibvirt:
+    """A libvirt where ``command`` (for ``target``, else always) prints ``said`` on stderr
+    and fails."""
+    libvirt = FakeLibvirt()
+    libvirt.fail(command, target, said)
+    return libvirt
 
 
 def vm(disks: Path, name: str, **fields: object) -> dict[str, object]:
@@ -78,28 +63,24 @@ def vm(disks: Path, name: str, **fields: object) -> dict[str, object]:
     return base
 
 
-def subsystem(tmp_path: Path, libvirt: MemoryLibvirt, vms: dict[str, object]) -> VmSubsystem:
-    manifests = tmp_path / "manifests"
-    manifests.mkdir(exist_ok=True)
-    (manifests / "vms.json").write_text(json.dumps({"vms": vms}))
-    host = Host(manifests, entry_points=False, plugins=default_plugins())
-    sub = cast(VmSubsystem, host.subsystem("vm"))
-    sub.__dict__["virsh"] = libvirt  # the cached property, replaced
-    return sub
+def subsystem(tmp_path: Path, libvirt: FakeLibvirt, vms: dict[str, object]) -> VmSubsystem:
+    manifests = ManifestDir(tmp_path / "manifests")
+    manifests.write(vms)
+    return vm_subsystem(libvirt.host(manifests))
 
 
 @pytest.mark.parametrize(
     ("broken", "said"),
     [
-        ({("create",): MSR_ASSERTION}, "kvm_buf_set_msrs: Assertion"),
-        ({("domcapabilities", "--virttype", "kvm"): NO_KVM}, "KVM is not supported"),
+        (("create", None, MSR_ASSERTION), "kvm_buf_set_msrs: Assertion"),
+        (("domcapabilities", "kvm", NO_KVM), "KVM is not supported"),
     ],
     ids=["qemu-assertion", "no-kvm-domains"],
 )
 def test_sync_warns_before_defining_a_kvm_vm_where_kvm_is_unusable(
-    tmp_path: Path, broken: dict[tuple[str, ...], str], said: str
+    tmp_path: Path, broken: tuple[str, str | None, str], said: str
 ) -> None:
-    libvirt = SickLibvirt(broken)
+    libvirt = sick(*broken)
     sub = subsystem(
         tmp_path,
         libvirt,
@@ -120,7 +101,7 @@ def test_sync_warns_before_defining_a_kvm_vm_where_kvm_is_unusable(
 
 
 def test_a_sync_that_defines_nothing_checks_nothing(tmp_path: Path) -> None:
-    libvirt = SickLibvirt({("create",): MSR_ASSERTION})
+    libvirt = sick("create", None, MSR_ASSERTION)
     sub = subsystem(tmp_path, libvirt, {"fast": vm(tmp_path, "fast")})
     sub.sync()
     libvirt.processes.clear()
@@ -133,7 +114,7 @@ def test_doctor_fails_kvm_naming_the_vms_that_ask_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
-    libvirt = SickLibvirt({("create",): MSR_ASSERTION})
+    libvirt = sick("create", None, MSR_ASSERTION)
     sub = subsystem(
         tmp_path,
         libvirt,
@@ -160,8 +141,8 @@ def test_doctor_warns_only_when_no_vm_needs_what_is_missing(
 ) -> None:
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
     bare = "<domainCapabilities><os supported='yes'/><devices/></domainCapabilities>"
-    monkeypatch.setitem(HEALTHY_HOST, "domcapabilities", bare)
-    libvirt = SickLibvirt({("domcapabilities", "--virttype", "kvm"): NO_KVM})
+    libvirt = FakeLibvirt(domcapabilities={"kvm": bare, "qemu": bare})
+    libvirt.fail("domcapabilities", "kvm", NO_KVM)
     quiet = subsystem(tmp_path, libvirt, {"q": vm(tmp_path, "q", virt_type="qemu")})
     checks = {c.check: c for c in doctor(quiet).checks}
     assert {k: checks[k].status for k in ("kvm", "uefi", "secure-boot", "swtpm")} == {
@@ -183,14 +164,10 @@ def test_doctor_warns_only_when_no_vm_needs_what_is_missing(
 def test_an_unreachable_libvirt_is_one_failed_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bkt_core.errors import CommandError
-
-    class Down(MemoryLibvirt):
-        def batch(self, commands: Sequence[Sequence[str]]) -> list[Reply]:
-            raise CommandError(("virsh",), "failed to connect to the hypervisor", kind="failed")
-
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
-    report = doctor(subsystem(tmp_path, Down(), {}))
+    down = FakeLibvirt()
+    down.disconnect()
+    report = doctor(subsystem(tmp_path, down, {}))
     assert [(c.check, c.status) for c in report.checks] == [
         ("virsh", "ok"),
         ("manifest", "ok"),
@@ -202,12 +179,13 @@ def test_without_virsh_nothing_else_is_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("shutil.which", lambda name: None)
-    libvirt = MemoryLibvirt()
+    libvirt = FakeLibvirt()
     report = doctor(subsystem(tmp_path, libvirt, {}))
     ((check),) = report.checks
     assert (check.check, check.status) == ("virsh", "fail")
     assert check.hint == "install virsh (Debian: apt-get install libvirt-clients)"
     assert libvirt.processes == []
+    assert libvirt.qemu_img == []
 
 
 def test_qemu_conf_settings() -> None:
@@ -287,7 +265,7 @@ def test_permission_rule(
 
 def test_vm_problems_of_a_healthy_host_are_none(tmp_path: Path) -> None:
     facts = HostFacts(
-        domcaps={"kvm": Reply(("domcapabilities",), HEALTHY_HOST["domcapabilities"], "", True)},
+        domcaps={"kvm": Reply(("domcapabilities",), DEFAULT_DOMCAPABILITIES, "", True)},
         probes={"kvm": Reply(("create",), "", "", True), "smm": Reply(("create",), "", "", True)},
         networks=(
             Reply(("net-list",), "default\n", "", True),

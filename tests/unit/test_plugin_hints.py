@@ -20,7 +20,8 @@ from bkt_core.output import Printer
 from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Element, Reading, child, make
 from bkt_vm_plugin.provision import DiskCreation, DiskRequest
 from bkt_vm_plugin.report import print_plan, print_results
-from tests.unit.test_robustness import MemoryLibvirt, World
+from bkt_vm_plugin.testing import FakeLibvirt
+from tests.unit.test_robustness import World
 
 HINT = "ask the paint shop"
 
@@ -29,7 +30,7 @@ HINT = "ask the paint shop"
 def world(tmp_path: Path) -> World:
     disks = tmp_path / "disks"
     disks.mkdir()
-    return World(tmp_path, disks, MemoryLibvirt())
+    return World(tmp_path, disks, FakeLibvirt())
 
 
 def refusal() -> OperationError:
@@ -158,13 +159,13 @@ def test_a_field_refusing_a_new_vm_names_the_plugin_and_keeps_the_hint(
     assert err == (f"hint: {HINT}\nerror: VM bad: {message}\nhint: {HINT}\n"), (
         "the plan's hint, then the result's"
     )
-    assert set(world.libvirt.xml) == {"good"}
+    assert set(world.libvirt.domains) == {"good"}
 
 
 def test_a_field_refusing_a_patch_names_the_plugin_and_keeps_the_hint(world: World) -> None:
     assert world.sync(Paint()).summary().created == 2
-    world.libvirt.xml["bad"] = world.libvirt.xml["bad"].replace(
-        "<title>blue</title>", "<title>green</title>"
+    world.libvirt.define(
+        world.libvirt.xml("bad").replace("<title>blue</title>", "<title>green</title>")
     )
     report = world.sync(Paint(refuse="patch"))
     message = (
@@ -176,7 +177,7 @@ def test_a_field_refusing_a_patch_names_the_plugin_and_keeps_the_hint(world: Wor
         "message": message,
         "hint": HINT,
     }
-    assert "<title>green</title>" in world.libvirt.xml["bad"], "nothing was defined"
+    assert "<title>green</title>" in world.libvirt.xml("bad"), "nothing was defined"
     out, err = printed(report)
     assert f"! error bad: {message}\n" in out
     assert err == f"hint: {HINT}\nerror: VM bad: {message}\nhint: {HINT}\n"
@@ -244,10 +245,7 @@ def test_a_vm_not_in_the_manifest_is_one_usage_error_in_every_command(
     from bkt_vm_plugin import ops
 
     sub = world.sub()
-    world.libvirt.xml["other"] = "<domain><name>other</name></domain>"
-    # The in-memory libvirt answers batches; start and stop list the domains in a process of
-    # their own.
-    world.libvirt.qemu.reply(lambda argv: "list" in argv, "other\n")
+    world.libvirt.define("<domain type='kvm'><name>other</name></domain>")
     calls: dict[str, Callable[[], object]] = {
         "sync": lambda: sub.sync(["nope"]),
         "dry-run": lambda: sub.sync(["nope"], dry_run=True),

@@ -1,13 +1,14 @@
-"""Disk planning and provisioning without a daemon: a scripted virsh and qemu-img, and a file
-system that is either described by a map or a real temporary directory."""
+"""Disk planning and provisioning without a daemon: the test kit's FakeLibvirt plays virsh
+and qemu-img, and the file system is either described by a map or a real temporary
+directory."""
 
 from __future__ import annotations
 
+import json
 import os
-import shlex
 import signal
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from bkt_vm_plugin.provision import (
     provision_all,
     volume_format_of,
 )
+from bkt_vm_plugin.testing import FAKE_IMAGE_MAGIC, FakeLibvirt
 from bkt_vm_plugin.virsh import Virsh
 
 
@@ -44,93 +46,30 @@ def pool_xml(name: str, target: str, kind: str = "dir") -> str:
     )
 
 
-@dataclass
-class Libvirt:
-    """Plays ``virsh -q`` (one command or a batch line) and ``qemu-img``, and counts processes.
+def libvirt_with(*pools: tuple[str, str | Path, bool]) -> FakeLibvirt:
+    """A FakeLibvirt with storage pools (name, target, active)."""
+    libvirt = FakeLibvirt()
+    for name, target, active in pools:
+        libvirt.add_pool(name, target, active=active)
+    return libvirt
 
-    ``pools``: name -> (XML, active). ``volumes``: (pool, name) -> format. ``formats``: what
-    ``qemu-img info`` says for a path (a str is stderr of a failure prefixed ``!``); a path
-    it does not list is read: a file ``create`` wrote is that image.
-    ``create_fails``: stderr of every ``qemu-img create``; else it writes ``QCOW FORMAT SIZE``
-    to the file.
-    """
 
-    pools: dict[str, tuple[str, bool]] = field(default_factory=dict)
-    volumes: dict[tuple[str, str], str] = field(default_factory=dict)
-    capacities: dict[tuple[str, str], int] = field(default_factory=dict)
-    formats: dict[str, str] = field(default_factory=dict)
-    create_fails: str | None = None
-    processes: list[str] = field(default_factory=list)
-    executed: list[list[str]] = field(default_factory=list)
+def programs(libvirt: FakeLibvirt) -> list[str]:
+    """The programs of every process started so far, in order."""
+    return [os.path.basename(argv[0]) for argv in libvirt.calls]
 
-    def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Completed:
-        argv = tuple(argv)
-        self.processes.append(argv[0])
-        if argv[0] == "qemu-img":
-            return self._qemu_img(argv)
-        rest = list(argv[2:])
-        if rest[:1] == ["-c"]:
-            rest = rest[2:]
-        commands: list[list[str]] = [[]]
-        for word in shlex.split(rest[0]) if len(rest) == 1 else rest:
-            if word == ";":
-                commands.append([])
-            else:
-                commands[-1].append(word)
-        out = err = ""
-        status = 0
-        for command in (c for c in commands if c):
-            o, e = self._virsh(command)
-            out, err, status = out + o, err + e, 1 if e else 0
-        return Completed(argv, status, out, err)
 
-    def _virsh(self, command: list[str]) -> tuple[str, str]:
-        self.executed.append(command)
-        name, args = command[0], command[1:]
-        if name == "echo":
-            text = " ".join(a for a in args if a not in ("--", "--err"))
-            return ("", f"error: {text}\n") if "--err" in args else (text, "")
-        if command == ["pool-list", "--all", "--name"]:
-            return "".join(f" {p}\n" for p in self.pools), ""
-        if command == ["pool-list", "--name"]:
-            return "".join(f" {p}\n" for p, (_, on) in self.pools.items() if on), ""
-        if name == "pool-dumpxml":
-            return self.pools[args[1]][0], ""
-        if name == "vol-dumpxml":
-            pool, vol = args[1], args[3]
-            if (pool, vol) not in self.volumes:
-                return "", "error: Storage volume not found: no storage vol with matching name\n"
-            fmt = self.volumes[pool, vol]
-            size = self.capacities.get((pool, vol), 0)
-            return (
-                f"<volume type='file'><capacity unit='bytes'>{size}</capacity>"
-                f"<target><format type='{fmt}'/></target></volume>"
-            ), ""
-        if name == "vol-create-as":
-            pool, vol = args[1], args[3]
-            if (pool, vol) in self.volumes:
-                return "", f"error: storage volume '{vol}' exists already\n"
-            self.volumes[pool, vol] = args[7]
-            self.capacities[pool, vol] = int(args[5].removesuffix("GiB")) << 30
-            return "", ""
-        raise AssertionError(f"unexpected virsh command {command}")
+def image_bytes(fmt: str, size: int) -> bytes:
+    """The content of a ``fmt`` image file of ``size`` bytes as FakeLibvirt's qemu-img reads
+    it (what a plugin that creates disks writes, in these tests)."""
+    return FAKE_IMAGE_MAGIC + json.dumps({"format": fmt, "virtual-size": size}).encode() + b"\n"
 
-    def _qemu_img(self, argv: tuple[str, ...]) -> Completed:
-        if argv[1] == "info":
-            path = argv[-1]
-            said = self.formats.get(path, f"!qemu-img: Could not open '{path}'")
-            size = 1
-            if path not in self.formats and os.path.isfile(path):
-                _, said, gib = Path(path).read_text().split()
-                size = int(gib.rstrip("G")) << 30
-            if said.startswith("!"):
-                return Completed(argv, 1, "", said[1:] + "\n")
-            return Completed(argv, 0, f'{{"format": "{said}", "virtual-size": {size}}}', "")
-        assert argv[1:5] == ("create", "-q", "-f", "qcow2"), argv
-        if self.create_fails is not None:
-            return Completed(argv, 1, "", self.create_fails)
-        Path(argv[-2]).write_text(f"QCOW {argv[4]} {argv[-1]}")
-        return Completed(argv, 0, "", "")
+
+def image_of(libvirt: FakeLibvirt, path: str | Path) -> tuple[str, int]:
+    """The format and virtual size ``qemu-img info`` reads at ``path``."""
+    argv = ["qemu-img", "info", "--output=json", "--", str(path)]
+    info = json.loads(libvirt.run(argv, timeout=1).stdout)
+    return str(info["format"]), int(info["virtual-size"])
 
 
 @dataclass
@@ -154,7 +93,7 @@ class Fs:
 
 
 def context(
-    libvirt: Libvirt, fs: Fs | None = None, *, remote: bool = False, uri: str | None = None
+    libvirt: FakeLibvirt, fs: Fs | None = None, *, remote: bool = False, uri: str | None = None
 ) -> ProvisionContext:
     virsh = Virsh(libvirt, uri)
     if fs is None:
@@ -218,13 +157,14 @@ def test_the_request_and_the_creation_describe_themselves() -> None:
 
 
 def test_an_existing_image_is_used_with_its_format_and_pools_are_not_read() -> None:
-    libvirt = Libvirt(formats={"/srv/vm/a.qcow2": "raw"})
+    libvirt = FakeLibvirt()
+    libvirt.add_image("/srv/vm/a.qcow2", format="raw", virtual=True)
     ctx = context(libvirt, Fs().with_("/srv/vm/a.qcow2", "file"))
     assert plan(ctx) is None
     assert disk_format("/srv/vm/a.qcow2", ctx) == "raw"
     assert not ctx.pools_read
-    assert libvirt.processes == ["qemu-img"]
-    libvirt.formats["/srv/vm/a.qcow2"] = "vmdk"
+    assert programs(libvirt) == ["qemu-img"]
+    libvirt.add_image("/srv/vm/a.qcow2", format="vmdk", virtual=True)
     with pytest.raises(OperationError) as caught:
         disk_format("/srv/vm/a.qcow2", ctx)
     assert caught.value.message == (
@@ -233,15 +173,13 @@ def test_an_existing_image_is_used_with_its_format_and_pools_are_not_read() -> N
 
 
 def test_an_unreadable_image_in_a_pool_takes_its_format_from_the_volume() -> None:
-    denied = "!qemu-img: Could not open '/srv/vm/a.qcow2': Permission denied"
-    libvirt = Libvirt(
-        pools={"images": (pool_xml("images", "/srv/vm"), True)},
-        volumes={("images", "a.qcow2"): "qcow2"},
-        formats={"/srv/vm/a.qcow2": denied},
-    )
+    denied = "qemu-img: Could not open '/srv/vm/a.qcow2': Permission denied"
+    libvirt = libvirt_with(("images", "/srv/vm", True))
+    libvirt.add_volume("images", "a.qcow2", format="qcow2")
+    libvirt.fail("qemu-img info", "/srv/vm/a.qcow2", denied)
     fs = Fs().with_("/srv/vm/a.qcow2", "file")
     assert disk_format("/srv/vm/a.qcow2", context(libvirt, fs)) == "qcow2"
-    libvirt.volumes.clear()
+    libvirt.pools["images"].volumes.clear()
     with pytest.raises(OperationError) as caught:
         disk_format("/srv/vm/a.qcow2", context(libvirt, fs))
     assert caught.value.message == (
@@ -251,7 +189,7 @@ def test_an_unreadable_image_in_a_pool_takes_its_format_from_the_volume() -> Non
 
 
 def test_an_absent_disk_without_create_if_missing_says_how_to_fix_it() -> None:
-    ctx = context(Libvirt(), Fs())
+    ctx = context(FakeLibvirt(), Fs())
     assert refusal(ctx, create=False) == (
         'disk /srv/vm/a.qcow2 does not exist: set "create_if_missing": true to create it, '
         "or create it yourself"
@@ -260,17 +198,12 @@ def test_an_absent_disk_without_create_if_missing_says_how_to_fix_it() -> None:
 
 
 def test_a_disk_in_an_active_pool_is_a_volume_of_it_and_pools_are_read_in_two_processes() -> None:
-    libvirt = Libvirt(
-        pools={
-            "other": (pool_xml("other", "/elsewhere"), True),
-            "lvm": (pool_xml("lvm", "/srv/vm", kind="logical"), True),
-            "images": (pool_xml("images", "/srv/vm/"), True),
-        }
-    )
+    libvirt = libvirt_with(("other", "/elsewhere", True), ("images", "/srv/vm/", True))
+    libvirt.add_pool("lvm", "/srv/vm", type="logical")
     ctx = context(libvirt, Fs())
     assert plan(ctx) == DiskCreation("/srv/vm/a.qcow2", 20, pool="images")
     assert plan(ctx, "/srv/vm/b.qcow2") == DiskCreation("/srv/vm/b.qcow2", 20, pool="images")
-    assert libvirt.processes == ["virsh", "virsh"], "read once, in two processes"
+    assert programs(libvirt) == ["virsh", "virsh"], "read once, in two processes"
 
 
 def test_a_pool_whose_target_is_a_symbolic_link_to_the_directory_is_that_directory(
@@ -279,14 +212,14 @@ def test_a_pool_whose_target_is_a_symbolic_link_to_the_directory_is_that_directo
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
-    libvirt = Libvirt(pools={"images": (pool_xml("images", str(tmp_path / "link")), True)})
+    libvirt = libvirt_with(("images", tmp_path / "link", True))
     ctx = context(libvirt)
     disk = str(real / "a.qcow2")
     assert plan(ctx, disk) == DiskCreation(disk, 20, pool="images")
 
 
 def test_outside_any_pool_the_user_must_be_able_to_write_the_directory() -> None:
-    libvirt = Libvirt(pools={"images": (pool_xml("images", "/var/lib/libvirt/images"), True)})
+    libvirt = libvirt_with(("images", "/var/lib/libvirt/images", True))
     fs = Fs()
     with pytest.raises(OperationError) as caught:
         plan(context(libvirt, fs))
@@ -300,17 +233,17 @@ def test_outside_any_pool_the_user_must_be_able_to_write_the_directory() -> None
     )
     fs.writable.add("/srv/vm")
     assert plan(context(libvirt, fs)) == DiskCreation("/srv/vm/a.qcow2", 20)
-    assert plan(context(Libvirt(), fs)) == DiskCreation("/srv/vm/a.qcow2", 20), "no pools"
+    assert plan(context(FakeLibvirt(), fs)) == DiskCreation("/srv/vm/a.qcow2", 20), "no pools"
 
 
 def test_an_inactive_pool_is_refused_and_an_active_one_preferred() -> None:
-    libvirt = Libvirt(pools={"sleepy": (pool_xml("sleepy", "/srv/vm"), False)})
+    libvirt = libvirt_with(("sleepy", "/srv/vm", False))
     fs = Fs(writable={"/srv/vm"})
     assert refusal(context(libvirt, fs)) == (
         "cannot create disk /srv/vm/a.qcow2: its directory /srv/vm is the target of storage "
         "pool sleepy, which is not active (`virsh pool-start sleepy` starts it)"
     )
-    libvirt.pools["awake"] = (pool_xml("awake", "/srv/vm"), True)
+    libvirt.add_pool("awake", "/srv/vm")
     assert plan(context(libvirt, fs)) == DiskCreation("/srv/vm/a.qcow2", 20, pool="awake")
 
 
@@ -390,10 +323,10 @@ def test_an_inactive_pool_is_refused_and_an_active_one_preferred() -> None:
 def test_every_path_rule_names_what_is_wrong(
     fs: Fs, disk: str, create: bool, message: str
 ) -> None:
-    libvirt = Libvirt()
+    libvirt = FakeLibvirt()
     fs.writable.update(fs.entries)
     assert refusal(context(libvirt, fs), disk, create) == message
-    assert libvirt.processes == [], "a refusal by path needs no process"
+    assert libvirt.calls == [], "a refusal by path needs no process"
 
 
 def test_the_real_file_system_is_looked_at_as_the_rules_need(tmp_path: Path) -> None:
@@ -431,12 +364,9 @@ def test_pool_and_volume_xml_are_read_for_file_pools_only() -> None:
 
 
 def test_pools_that_cannot_be_read_fail_planning_with_the_reason() -> None:
-    @dataclass
-    class Down:
-        def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Any:
-            return Completed(tuple(argv), 1, "", "error: failed to connect to the hypervisor\n")
-
-    ctx = ProvisionContext(Virsh(Down()), look=Fs().look, writable=lambda _d: True)
+    down = FakeLibvirt()
+    down.disconnect("error: failed to connect to the hypervisor\n")
+    ctx = ProvisionContext(Virsh(down), look=Fs().look, writable=lambda _d: True)
     with pytest.raises(OperationError) as caught:
         plan(ctx)
     assert caught.value.message.startswith("cannot list libvirt's storage pools: ")
@@ -446,7 +376,8 @@ def test_pools_that_cannot_be_read_fail_planning_with_the_reason() -> None:
 def test_creation_batches_pool_volumes_never_touches_what_appeared_and_cleans_up(
     tmp_path: Path,
 ) -> None:
-    libvirt = Libvirt(create_fails="qemu-img: out of space\n")
+    libvirt = libvirt_with(("images", tmp_path, True))
+    libvirt.fail("qemu-img create", None, "qemu-img: out of space\n")
     ctx = context(libvirt)
     there = tmp_path / "there.qcow2"
     there.write_bytes(b"precious")
@@ -462,7 +393,8 @@ def test_creation_batches_pool_volumes_never_touches_what_appeared_and_cleans_up
         DiskCreation(str(tmp_path / "v2.qcow2"), 2, pool="images"),
         DiskCreation(str(tmp_path / "v2.qcow2"), 2, pool="images"),
     ]
-    libvirt.volumes["images", "v2.qcow2"] = "raw"  # libvirt refuses this one
+    # libvirt refuses this one
+    libvirt.fail("vol-create-as", "v2.qcow2", "storage volume 'v2.qcow2' exists already")
     results = provision_all(host(), creations, ctx)
     appeared = "disk {} appeared after planning; it is left as it is"
     assert results == {
@@ -473,12 +405,12 @@ def test_creation_batches_pool_volumes_never_touches_what_appeared_and_cleans_up
         str(tmp_path / "v2.qcow2"): f"cannot create disk {tmp_path / 'v2.qcow2'} in storage "
         "pool images: storage volume 'v2.qcow2' exists already",
     }
-    assert libvirt.processes == ["qemu-img", "virsh"], "one qemu-img, one virsh for both"
-    assert [c for c in libvirt.executed if c[0] == "vol-create-as"] == [
-        ["vol-create-as", "--pool", "images", "--name", "v1.qcow2", "--capacity", "1GiB",
-         "--format", "qcow2"],
-        ["vol-create-as", "--pool", "images", "--name", "v2.qcow2", "--capacity", "2GiB",
-         "--format", "qcow2"],
+    assert programs(libvirt) == ["qemu-img", "virsh"], "one qemu-img, one virsh for both"
+    assert libvirt.commands("vol-create-as") == [
+        ("vol-create-as", "--pool", "images", "--name", "v1.qcow2", "--capacity", "1GiB",
+         "--format", "qcow2"),
+        ("vol-create-as", "--pool", "images", "--name", "v2.qcow2", "--capacity", "2GiB",
+         "--format", "qcow2"),
     ]  # fmt: skip
     assert there.read_bytes() == b"precious"
     assert not (tmp_path / "elsewhere").exists()
@@ -486,18 +418,18 @@ def test_creation_batches_pool_volumes_never_touches_what_appeared_and_cleans_up
 
 
 def test_a_disk_outside_any_pool_is_created_only_for_this_user(tmp_path: Path) -> None:
-    libvirt = Libvirt()
+    libvirt = FakeLibvirt()
     disk = tmp_path / "a.qcow2"
     assert provision_all(host(), [DiskCreation(str(disk), 3)], context(libvirt)) == {
         str(disk): None
     }
-    assert disk.read_bytes() == b"QCOW qcow2 3G"
+    assert image_of(libvirt, disk) == ("qcow2", 3 << 30)
     assert stat.S_IMODE(disk.stat().st_mode) == 0o600
     assert os.listdir(tmp_path) == ["a.qcow2"], "the private directory is gone"
 
 
 def test_a_creation_planned_by_another_plugin_is_left_to_it() -> None:
-    ctx = context(Libvirt(), Fs())
+    ctx = context(FakeLibvirt(), Fs())
     results = provision_all(host(), [DiskCreation("/srv/vm/x.qcow2", 1, plugin="gone")], ctx)
     assert results == {
         "/srv/vm/x.qcow2": "cannot create disk /srv/vm/x.qcow2: plugin gone, which planned it, "
@@ -533,7 +465,7 @@ def test_a_plugin_takes_over_the_disks_it_wants_and_the_default_keeps_the_rest(
     tmp_path: Path,
 ) -> None:
     thin = Thin()
-    libvirt = Libvirt(pools={"images": (pool_xml("images", str(tmp_path)), True)})
+    libvirt = libvirt_with(("images", tmp_path, True))
     ctx = context(libvirt)
     with_thin = host(thin)
     a, b = str(tmp_path / "thin-a.qcow2"), str(tmp_path / "b.qcow2")
@@ -544,13 +476,13 @@ def test_a_plugin_takes_over_the_disks_it_wants_and_the_default_keeps_the_rest(
     assert first is not None and second is not None
     assert provision_all(with_thin, [first, second], ctx) == {a: None, b: None}
     assert thin.created == [a]
-    assert ("images", "b.qcow2") in libvirt.volumes
+    assert "b.qcow2" in libvirt.pools["images"].volumes
 
 
 def test_without_the_default_plugin_a_missing_disk_is_refused_with_a_hint() -> None:
     bare = Host(entry_points=False, plugins=[p for p in default_plugins() if p[0] != "provision"])
     with pytest.raises(OperationError) as caught:
-        plan_disk(bare, "a", None, request(), context(Libvirt(), Fs(writable={"/srv/vm"})))
+        plan_disk(bare, "a", None, request(), context(FakeLibvirt(), Fs(writable={"/srv/vm"})))
     assert caught.value.message == (
         "cannot create disk /srv/vm/a.qcow2: no plugin plans the creation of disks"
     )
@@ -568,10 +500,8 @@ def test_remote_uris_are_recognised() -> None:
 
 def test_with_a_remote_libvirt_disks_are_known_only_through_its_pools() -> None:
     uri = "qemu+ssh://far/system"
-    libvirt = Libvirt(
-        pools={"images": (pool_xml("images", "/srv/vm"), True)},
-        volumes={("images", "old.qcow2"): "raw"},
-    )
+    libvirt = libvirt_with(("images", "/srv/vm", True))
+    libvirt.add_volume("images", "old.qcow2", format="raw")
 
     def never(_path: str) -> Entry:
         raise AssertionError("the local file system says nothing about a remote host")
@@ -590,7 +520,7 @@ def test_with_a_remote_libvirt_disks_are_known_only_through_its_pools() -> None:
         f"cannot check disk /home/u/a.qcow2: libvirt at {uri} may be on another host and "
         "/home/u is not the target of one of its storage pools"
     )
-    assert "qemu-img" not in libvirt.processes
+    assert "qemu-img" not in programs(libvirt)
     creation = DiskCreation("/srv/vm/new.qcow2", 20, pool="images")
     assert provision_all(host(), [creation], ctx) == {"/srv/vm/new.qcow2": None}
 
@@ -601,7 +531,7 @@ def test_with_a_remote_libvirt_disks_are_known_only_through_its_pools() -> None:
 def test_system_files_are_refused_as_disks_unless_the_vm_allows_them(tmp_path: Path) -> None:
     """/etc/passwd (or a link to it) was attached as a writable raw disk without a word."""
     (tmp_path / "passwd.img").symlink_to("/etc/passwd")
-    ctx = context(Libvirt())
+    ctx = context(FakeLibvirt())
     rule = (
         "a system directory: bkt attaches no file there to a VM unless the VM says "
         '"allow_system_paths": true'
@@ -638,7 +568,7 @@ def test_an_empty_file_is_not_taken_for_a_disk(tmp_path: Path) -> None:
     empty = tmp_path / "a.qcow2"
     empty.write_bytes(b"")
     (tmp_path / "link.qcow2").symlink_to(empty)
-    ctx = context(Libvirt())
+    ctx = context(FakeLibvirt())
     for disk, create in [(empty, True), (empty, False), (tmp_path / "link.qcow2", True)]:
         with pytest.raises(OperationError) as caught:
             plan(ctx, str(disk), create)
@@ -666,7 +596,7 @@ def test_a_directory_others_could_change_is_refused_for_creation(tmp_path: Path)
     if os.geteuid() == 0:
         os.chown(theirs, 65534, 65534)  # nobody
         os.lchown(sticky / "link", 65534, 65534)
-    ctx = context(Libvirt())
+    ctx = context(FakeLibvirt())
     why = ", and bkt creates disks only where no one but you and root can redirect them"
     assert refusal(ctx, str(open_dir / "a.qcow2")) == (
         f"cannot create disk {open_dir}/a.qcow2: directory {open_dir} (mode 0777) is writable "
@@ -693,17 +623,18 @@ def test_a_directory_others_could_change_is_refused_for_creation(tmp_path: Path)
     assert os.listdir(open_dir) == []
 
 
-@dataclass
-class Swapping(Libvirt):
+class Swapping(FakeLibvirt):
     """A qemu-img whose ``create`` first lets ``attack`` run: another user acting at the
     worst moment, once bkt's file or directory exists and before the image is written."""
 
-    attack: Any = None
+    def __init__(self, attack: Callable[[tuple[str, ...]], None]) -> None:
+        super().__init__()
+        self.attack = attack
 
-    def _qemu_img(self, argv: tuple[str, ...]) -> Completed:
-        if argv[1] == "create" and self.attack is not None:
-            self.attack(argv)
-        return super()._qemu_img(argv)
+    def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Completed:
+        if tuple(argv[:2]) == ("qemu-img", "create"):
+            self.attack(tuple(argv))
+        return super().run(argv, timeout=timeout, input=input)
 
 
 def test_a_link_swapped_in_during_creation_redirects_nothing(tmp_path: Path) -> None:
@@ -742,7 +673,7 @@ def test_qemu_img_writes_where_no_one_else_can_reach(tmp_path: Path) -> None:
     assert provision_all(host(), [DiskCreation(str(disk), 2)], context(libvirt)) == {
         str(disk): None
     }
-    assert len(seen) == 1 and disk.read_text() == "QCOW qcow2 2G"
+    assert len(seen) == 1 and image_of(libvirt, disk) == ("qcow2", 2 << 30)
 
 
 def test_ctrl_c_during_qemu_img_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -796,12 +727,12 @@ class Liar:
         (True, b"", "(plugin liar said its bkt_disk_provision created it): it is empty (0 bytes)"),
         (
             True,
-            b"QCOW raw 20G",
+            image_bytes("raw", 20 << 30),
             "(plugin liar said its bkt_disk_provision created it): it is a raw image, not qcow2",
         ),
         (
             True,
-            b"QCOW qcow2 2G",
+            image_bytes("qcow2", 2 << 30),
             "(plugin liar said its bkt_disk_provision created it): its virtual size is "
             "2147483648 bytes, not 20 GiB",
         ),
@@ -812,7 +743,7 @@ def test_a_disk_a_plugin_did_not_create_as_planned_fails(
 ) -> None:
     disk = str(tmp_path / "a.qcow2")
     with_liar = host(Liar(answer, write))
-    ctx = context(Libvirt())
+    ctx = context(FakeLibvirt())
     creation = plan_disk(with_liar, "a", None, request(disk), ctx)
     assert creation == DiskCreation(disk, 20, plugin="liar")
     message = provision_all(with_liar, [creation], ctx)[disk]
@@ -833,7 +764,7 @@ class Elsewhere:
 def test_a_plugin_that_plans_another_file_than_the_disk_fails_that_vm(tmp_path: Path) -> None:
     disk = str(tmp_path / "a.qcow2")
     with pytest.raises(PluginError) as caught:
-        plan_disk(host(Elsewhere()), "a", None, request(disk), context(Libvirt()))
+        plan_disk(host(Elsewhere()), "a", None, request(disk), context(FakeLibvirt()))
     assert str(caught.value) == (
         f"plugin elsewhere in bkt_disk_plan: planned disk {disk}.other for VM a, whose disk "
         f"is {disk}"
@@ -842,14 +773,14 @@ def test_a_plugin_that_plans_another_file_than_the_disk_fails_that_vm(tmp_path: 
 
 def test_a_plugin_is_believed_only_when_the_disk_is_as_planned(tmp_path: Path) -> None:
     disk = str(tmp_path / "a.qcow2")
-    honest = host(Liar(True, b"QCOW qcow2 20G"))
-    assert provision_all(honest, [DiskCreation(disk, 20, plugin="liar")], context(Libvirt())) == {
-        disk: None
-    }
+    honest = host(Liar(True, image_bytes("qcow2", 20 << 30)))
+    assert provision_all(
+        honest, [DiskCreation(disk, 20, plugin="liar")], context(FakeLibvirt())
+    ) == {disk: None}
     (tmp_path / "b.qcow2").symlink_to(disk)
     linked = str(tmp_path / "b.qcow2")
     results = provision_all(
-        host(Liar(True)), [DiskCreation(linked, 20, plugin="liar")], context(Libvirt())
+        host(Liar(True)), [DiskCreation(linked, 20, plugin="liar")], context(FakeLibvirt())
     )
     assert results[linked] == (
         f"cannot create disk {linked} (plugin liar said its bkt_disk_provision created it): "
@@ -858,7 +789,7 @@ def test_a_plugin_is_believed_only_when_the_disk_is_as_planned(tmp_path: Path) -
 
 
 def test_a_pool_volume_is_checked_as_libvirt_records_it_in_the_same_process() -> None:
-    libvirt = Libvirt(pools={"images": (pool_xml("images", "/srv/vm"), True)})
+    libvirt = libvirt_with(("images", "/srv/vm", True))
     ctx = context(libvirt, Fs())
     creations = [
         DiskCreation("/srv/vm/a.qcow2", 2, pool="images"),
@@ -878,9 +809,7 @@ def test_a_pool_volume_is_checked_as_libvirt_records_it_in_the_same_process() ->
         "/srv/vm/b.qcow2": "cannot create disk /srv/vm/b.qcow2 (plugin liar said its "
         "bkt_disk_provision created it): storage pool images has no volume b.qcow2",
     }
-    assert libvirt.processes == ["virsh"], "creation and check in one virsh process"
-    libvirt.capacities["images", "a.qcow2"] = 1 << 30
-    libvirt.volumes["images", "b.qcow2"] = "qcow2"
-    libvirt.capacities["images", "b.qcow2"] = 3 << 30
+    assert programs(libvirt) == ["virsh"], "creation and check in one virsh process"
+    libvirt.add_volume("images", "b.qcow2", format="qcow2", capacity=3 << 30)
     results = provision_all(host(PoolLiar()), creations[1:], ctx)
     assert results == {"/srv/vm/b.qcow2": None}

@@ -11,18 +11,18 @@ import re
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from pydantic import Field
 
 import bkt_core
-from bkt_core import Completed, FakeRunner, Host, PluginError, SyncReport, hookimpl
+from bkt_core import Completed, Host, PluginError, SyncReport, hookimpl
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Element, Reading
 from bkt_vm_plugin.provision import DiskCreation, DiskRequest
 from bkt_vm_plugin.subsystem import VmSubsystem
-from bkt_vm_plugin.virsh import Reply, Virsh
+from bkt_vm_plugin.testing import FakeLibvirt, vm_subsystem
 from tests.livelib import vm
 
 # -- the public surface ---------------------------------------------------------------------
@@ -56,78 +56,9 @@ def test_exported_members() -> None:
 # -- an in-memory libvirt ---------------------------------------------------------------------
 
 
-#: What the host checks of a sync (``bkt doctor``'s) read, from a host where all is well.
-HEALTHY_HOST = {
-    "uri": "qemu:///session\n",
-    "version": "Using library: libvirt 9.0.0\nRunning hypervisor: QEMU 7.2.22\n",
-    "domcapabilities": (
-        "<domainCapabilities><os supported='yes'><enum name='firmware'><value>efi</value>"
-        "</enum><loader supported='yes'><enum name='secure'><value>yes</value></enum></loader>"
-        "</os><devices><tpm supported='yes'><enum name='backendModel'><value>emulator</value>"
-        "</enum></tpm></devices></domainCapabilities>"
-    ),
-    "net-list": "default\n",
-    "create": "",
-    "destroy": "",
-}
-
-
-class MemoryLibvirt(Virsh):
-    """Answers the virsh batches bkt sends from a dict of domain XML. Every batch is recorded
-    in :attr:`processes`; ``qemu-img`` goes to a :class:`FakeRunner` that records it, and
-    whose ``create`` writes a few bytes (every disk is 1 GiB, as ``info`` says)."""
-
-    def __init__(self) -> None:
-        info = json.dumps({"format": "qcow2", "virtual-size": 1 << 30})
-        self.qemu = FakeRunner().reply(lambda argv: argv[:2] == ("qemu-img", "info"), info)
-        self.qemu.on(lambda argv: argv[:2] == ("qemu-img", "create"), self._create)
-        super().__init__(self.qemu)
-        self.xml: dict[str, str] = {}
-        self.autostart: set[str] = set()
-        self.processes: list[list[tuple[str, ...]]] = []
-
-    @staticmethod
-    def _create(argv: tuple[str, ...], _input: str | None) -> Completed:
-        Path(argv[-2]).write_bytes(b"QFI\xfb")
-        return Completed(argv, 0, "", "")
-
-    def batch(self, commands: Sequence[Sequence[str]]) -> list[Reply]:
-        if commands:
-            self.processes.append([tuple(c) for c in commands])
-        return [self._one(tuple(c)) for c in commands]
-
-    def _one(self, c: tuple[str, ...]) -> Reply:
-        def ok(out: str = "") -> Reply:
-            return Reply(c, out, "", True)
-
-        if c[0] == "list":
-            names = self.autostart if "--autostart" in c else self.xml if "--all" in c else ()
-            return ok("".join(f"{n}\n" for n in sorted(names)))
-        if c[0] == "pool-list":
-            return ok("")
-        if c[0] in HEALTHY_HOST:
-            return ok(HEALTHY_HOST[c[0]])
-        if c[0] == "define":
-            xml = Path(c[c.index("--file") + 1]).read_text()
-            found = re.search(r"<name>([^<]+)</name>", xml)
-            assert found
-            self.xml[found.group(1)] = xml
-            return ok()
-        name = c[-1]
-        if c[0] == "dumpxml":
-            return ok(self.xml[name]) if name in self.xml else Reply(c, "", "error: no\n", False)
-        if c[0] == "autostart":
-            self.autostart.add(name)
-            return ok()
-        raise AssertionError(c)
-
-    def defines(self) -> list[tuple[str, ...]]:
-        return [c for p in self.processes for c in p if c[0] == "define"]
-
-
 @pytest.fixture
-def libvirt() -> MemoryLibvirt:
-    return MemoryLibvirt()
+def libvirt() -> FakeLibvirt:
+    return FakeLibvirt()
 
 
 @pytest.fixture
@@ -141,7 +72,7 @@ class World:
     """A manifest of two VMs, ``bad`` (which the misbehaving plugins pick on) and ``good``,
     and a host with the default plugins plus ``plugins``."""
 
-    def __init__(self, tmp_path: Path, disks: Path, libvirt: MemoryLibvirt) -> None:
+    def __init__(self, tmp_path: Path, disks: Path, libvirt: FakeLibvirt) -> None:
         self.dir = tmp_path / "manifests"
         self.dir.mkdir()
         self.file = self.dir / "vms.json"
@@ -152,15 +83,7 @@ class World:
         self.libvirt = libvirt
 
     def sub(self, *plugins: object, disabled: Iterable[str] = ()) -> VmSubsystem:
-        host = Host(
-            self.dir,
-            entry_points=False,
-            plugins=[*default_plugins(), *plugins],
-            disabled=disabled,
-        )
-        sub = cast(VmSubsystem, host.subsystem("vm"))
-        sub.__dict__["virsh"] = self.libvirt  # the cached property, replaced
-        return sub
+        return vm_subsystem(self.libvirt.host(self.dir, plugins, disabled=disabled))
 
     def sync(self, *plugins: object) -> SyncReport:
         return self.sub(*plugins).sync()
@@ -168,12 +91,17 @@ class World:
     def untouched(self) -> None:
         """Nothing reached libvirt and the manifest is as it was."""
         assert self.libvirt.processes == []
-        assert self.libvirt.xml == {}
+        assert self.libvirt.qemu_img == []
+        assert self.libvirt.domains == {}
         assert self.file.read_text() == self.text
+
+    def autostarted(self) -> set[str]:
+        """The domains libvirt starts at boot."""
+        return {name for name, domain in self.libvirt.domains.items() if domain.autostart}
 
 
 @pytest.fixture
-def world(tmp_path: Path, disks: Path, libvirt: MemoryLibvirt) -> World:
+def world(tmp_path: Path, disks: Path, libvirt: FakeLibvirt) -> World:
     return World(tmp_path, disks, libvirt)
 
 
@@ -297,9 +225,9 @@ def test_a_render_that_raises_fails_that_vm_only(world: World) -> None:
         ),
         "good": ("created", None),
     }
-    assert set(world.libvirt.xml) == {"good"}
-    assert [c[0] for c in world.libvirt.defines()] == ["define"]
-    assert world.libvirt.autostart == {"good"}
+    assert set(world.libvirt.domains) == {"good"}
+    assert [c[0] for c in world.libvirt.commands("define")] == ["define"]
+    assert world.autostarted() == {"good"}
     assert not (world.disks / "bad.qcow2").exists(), "the failed VM's disk is not created"
     assert world.file.read_text() == world.text
 
@@ -310,7 +238,7 @@ def test_a_disk_plan_that_raises_fails_that_vm_only(world: World) -> None:
         "bad": ("failed", "plugin boom in bkt_disk_plan: OSError: the array is offline"),
         "good": ("created", None),
     }
-    assert set(world.libvirt.xml) == {"good"}
+    assert set(world.libvirt.domains) == {"good"}
     assert not (world.disks / "bad.qcow2").exists()
     assert (world.disks / "good.qcow2").exists()
     assert world.file.read_text() == world.text
@@ -322,7 +250,7 @@ def test_a_disk_provision_that_raises_fails_that_vm_before_it_is_defined(world: 
         "bad": ("failed", "plugin boom in bkt_disk_provision: ConnectionError: LVM said no"),
         "good": ("created", None),
     }
-    assert set(world.libvirt.xml) == {"good"}
+    assert set(world.libvirt.domains) == {"good"}
     assert world.file.read_text() == world.text
 
 
@@ -333,14 +261,14 @@ def test_a_per_vm_post_sync_hook_that_raises_fails_that_vm_only(world: World) ->
         "good": ("created", None),
     }
     # The other post-sync plugins still ran.
-    assert world.libvirt.autostart == {"good"}
+    assert world.autostarted() == {"good"}
 
 
 def test_a_post_sync_hook_that_raises_does_not_stop_the_others(world: World) -> None:
     report = world.sync(RaisingPostSync())
     message = "plugin boom in bkt_post_sync: RuntimeError: inventory is down"
     assert results(report) == {"bad": ("failed", message), "good": ("failed", message)}
-    assert world.libvirt.autostart == {"good"}, "autostart's post-sync action still ran"
+    assert world.autostarted() == {"good"}, "autostart's post-sync action still ran"
     assert world.file.read_text() == world.text
 
 
@@ -441,7 +369,7 @@ def test_a_disk_provision_that_answers_yes_is_not_taken_for_true(world: World) -
         "failed",
         "plugin boom in bkt_disk_provision: returned a str, expected bool or None",
     )
-    assert set(world.libvirt.xml) == {"good"}, "bad is not defined without its disk"
+    assert set(world.libvirt.domains) == {"good"}, "bad is not defined without its disk"
 
 
 def test_a_post_sync_hook_that_returns_something_fails_what_the_run_changed(
@@ -624,7 +552,7 @@ def test_sync_holds_the_manifest_lock_that_capture_takes(world: World) -> None:
 
 
 def test_the_define_batch_writes_no_file(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, disks: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The XML to define reaches virsh through an in-memory file: nothing in the temporary
     directory even while virsh runs (a signal or a crash can leave nothing behind)."""
@@ -634,18 +562,23 @@ def test_the_define_batch_writes_no_file(
     private.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private))
     seen: list[list[Path]] = []
-    define = world.libvirt._one
 
-    def one(c: tuple[str, ...]) -> Reply:
-        if c[0] == "define":
-            seen.append(list(private.iterdir()))
-            assert c[c.index("--file") + 1].startswith("/proc/")
-        return define(c)
+    class Watching(FakeLibvirt):
+        def run(
+            self, argv: Sequence[str], *, timeout: float, input: str | None = None
+        ) -> Completed:
+            done = super().run(argv, timeout=timeout, input=input)
+            if self.processes and any(c[0] == "define" for c in self.processes[-1]):
+                seen.append(list(private.iterdir()))
+            return done
 
-    world.libvirt._one = one  # type: ignore[method-assign]
+    world = World(tmp_path, disks, Watching())
     report = world.sync()
     assert results(report) == {"bad": ("created", None), "good": ("created", None)}
-    assert seen == [[], []]
+    assert seen == [[]], "one define process, and no file while it ran"
+    defines = world.libvirt.commands("define")
+    assert len(defines) == 2
+    assert all(c[c.index("--file") + 1].startswith("/proc/") for c in defines)
 
 
 # -- conflicts are start-up errors ---------------------------------------------------------------

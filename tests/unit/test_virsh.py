@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from bkt_core.errors import CommandError, OperationError
 from bkt_core.process import Completed, FakeRunner
+from bkt_vm_plugin.testing import split_virsh_line
 from bkt_vm_plugin.virsh import (
     CONNECT_HINT,
     DEFAULT_TIMEOUT,
@@ -47,62 +48,6 @@ HOSTILE = [
     "--looks-like-an-option",
     "",
 ]
-
-
-def split_virsh_line(line: str) -> list[list[str]]:
-    """Parse a command line the way virsh's command language does (vsh.c): outside quotes,
-    blanks separate arguments, ``;`` and newlines end a command, ``#`` starting an argument
-    comments out the rest of the line, ``\\`` takes the next character literally; inside
-    single quotes everything is literal; inside double quotes ``\\`` escapes."""
-    commands: list[list[str]] = []
-    command: list[str] = []
-    i = 0
-    n = len(line)
-
-    def end_command() -> None:
-        nonlocal command
-        if command:
-            commands.append(command)
-        command = []
-
-    while i < n:
-        ch = line[i]
-        if ch in " \t":
-            i += 1
-            continue
-        if ch in ";\n":
-            end_command()
-            i += 1
-            continue
-        if ch == "#":
-            while i < n and line[i] != "\n":
-                i += 1
-            continue
-        arg: list[str] = []
-        while i < n and line[i] not in " \t;\n":
-            ch = line[i]
-            if ch == "\\":
-                assert i + 1 < n, "dangling backslash"
-                arg.append(line[i + 1])
-                i += 2
-            elif ch == "'":
-                close = line.index("'", i + 1)  # ValueError: unterminated quote
-                arg.append(line[i + 1 : close])
-                i = close + 1
-            elif ch == '"':
-                i += 1
-                while line[i] != '"':
-                    if line[i] == "\\":
-                        i += 1
-                    arg.append(line[i])
-                    i += 1
-                i += 1
-            else:
-                arg.append(ch)
-                i += 1
-        command.append("".join(arg))
-    end_command()
-    return commands
 
 
 @dataclass

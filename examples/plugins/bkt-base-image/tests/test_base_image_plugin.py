@@ -7,15 +7,14 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import bkt_base_image
 import pytest
 from bkt_base_image.overlay import OverlayCreation
 
-from bkt_core import Completed, FakeRunner, Host, ManifestError, OperationError, SubprocessRunner
+from bkt_core import Host, ManifestError, OperationError, SubprocessRunner
 from bkt_core.process import CommandRunner
-from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.provision import (
     DiskCreation,
     ProvisionContext,
@@ -24,36 +23,27 @@ from bkt_vm_plugin.provision import (
     provision_all,
 )
 from bkt_vm_plugin.subsystem import VmSubsystem
-from bkt_vm_plugin.virsh import Reply, Virsh
+from bkt_vm_plugin.testing import FakeLibvirt, ManifestDir, vm_subsystem
+from bkt_vm_plugin.virsh import Virsh
 
 GIB = 1024**3
 
 
-class NoPools(Virsh):
-    """A libvirt without storage pools: every batched command succeeds and prints nothing."""
-
-    def batch(self, commands: Sequence[Sequence[str]]) -> list[Reply]:
-        return [Reply(tuple(c), "", "", True) for c in commands]
-
-
-def vm_sub(dir: Path | str = "manifests") -> VmSubsystem:
-    host = Host(
-        dir, entry_points=False, plugins=[*default_plugins(), ("bkt-base-image", bkt_base_image)]
-    )
-    return cast(VmSubsystem, host.subsystem("vm"))
+@pytest.fixture
+def bkt_plugins() -> Sequence[object]:
+    """The plugin under test, registered on ``bkt_host`` after bkt's default plugins."""
+    return [("bkt-base-image", bkt_base_image)]
 
 
-def fake_qemu_img(virtual_size: int = GIB, fmt: str = "qcow2") -> FakeRunner:
-    info = json.dumps({"format": fmt, "virtual-size": virtual_size})
-    return (
-        FakeRunner()
-        .reply(lambda argv: argv[:2] == ("qemu-img", "info"), stdout=info)
-        .reply(lambda argv: argv[:2] == ("qemu-img", "create"))
-    )
+@pytest.fixture
+def sub(bkt_host: Host) -> VmSubsystem:
+    return vm_subsystem(bkt_host)
 
 
 def context(runner: CommandRunner) -> ProvisionContext:
-    return ProvisionContext(NoPools(runner), runner, writable=lambda _: True, remote=False)
+    """What planning looks at: ``runner`` answers virsh (a libvirt without storage pools when
+    it is a fresh :class:`FakeLibvirt`) and qemu-img; every directory is writable."""
+    return ProvisionContext(Virsh(runner), writable=lambda _: True, remote=False)
 
 
 def entry(tmp_path: Path, name: str, **fields: Any) -> dict[str, Any]:
@@ -71,10 +61,9 @@ def entry(tmp_path: Path, name: str, **fields: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
-    path = tmp_path / "golden.qcow2"
-    path.write_bytes(b"QFI\xfb")
-    return path
+def base(tmp_path: Path, bkt_fake_libvirt: FakeLibvirt) -> Path:
+    """A qcow2 image of 1 GiB."""
+    return bkt_fake_libvirt.add_image(tmp_path / "golden.qcow2", size=GIB)
 
 
 def plan_for(sub: VmSubsystem, tmp_path: Path, ctx: ProvisionContext, **fields: Any) -> Any:
@@ -82,16 +71,16 @@ def plan_for(sub: VmSubsystem, tmp_path: Path, ctx: ProvisionContext, **fields: 
     return plan_disk(sub.host, "web", vm, disk_request("web", vm, None), ctx)
 
 
-def test_the_field_is_optional_and_in_the_schema() -> None:
-    sub = vm_sub()
+def test_the_field_is_optional_and_in_the_schema(sub: VmSubsystem) -> None:
     assert sub.field_owners["base_image"] == "bkt-base-image"
     props = sub.schema()["$defs"]["VmDefinition"]["properties"]
     assert props["base_image"]["type"] == "string"
 
 
-def test_a_vm_with_base_image_is_planned_as_an_overlay(tmp_path: Path, base: Path) -> None:
-    runner = fake_qemu_img()
-    creation = plan_for(vm_sub(), tmp_path, context(runner), base_image=str(base))
+def test_a_vm_with_base_image_is_planned_as_an_overlay(
+    tmp_path: Path, base: Path, sub: VmSubsystem, bkt_fake_libvirt: FakeLibvirt
+) -> None:
+    creation = plan_for(sub, tmp_path, context(bkt_fake_libvirt), base_image=str(base))
     assert isinstance(creation, OverlayCreation)
     assert (creation.plugin, creation.base, creation.base_format) == (
         "bkt-base-image",
@@ -102,11 +91,15 @@ def test_a_vm_with_base_image_is_planned_as_an_overlay(tmp_path: Path, base: Pat
         f"create disk {tmp_path}/web.qcow2 (2 GiB, qcow2 overlay on {base}, qcow2)"
     )
     assert creation.to_json()["base_image"] == str(base)
-    assert runner.calls == [("qemu-img", "info", "--output=json", "-U", "--", str(base))]
+    assert bkt_fake_libvirt.qemu_img == [
+        ("qemu-img", "info", "--output=json", "-U", "--", str(base))
+    ]
 
 
-def test_a_vm_without_base_image_is_left_to_the_default(tmp_path: Path) -> None:
-    creation = plan_for(vm_sub(), tmp_path, context(fake_qemu_img()))
+def test_a_vm_without_base_image_is_left_to_the_default(
+    tmp_path: Path, sub: VmSubsystem, bkt_fake_libvirt: FakeLibvirt
+) -> None:
+    creation = plan_for(sub, tmp_path, context(bkt_fake_libvirt))
     assert type(creation) is DiskCreation and creation.plugin == "provision"
 
 
@@ -118,36 +111,34 @@ def test_a_vm_without_base_image_is_left_to_the_default(tmp_path: Path) -> None:
     ],
 )
 def test_a_refusal_names_the_disk_and_the_reason(
-    tmp_path: Path, base: Path, fields: dict[str, Any], why: str
+    tmp_path: Path,
+    sub: VmSubsystem,
+    bkt_fake_libvirt: FakeLibvirt,
+    fields: dict[str, Any],
+    why: str,
 ) -> None:
+    base = bkt_fake_libvirt.add_image(tmp_path / "golden.qcow2", size=2 * GIB)
     fields = {"base_image": str(base), **fields}
     with pytest.raises(OperationError) as caught:
-        plan_for(vm_sub(), tmp_path, context(fake_qemu_img(virtual_size=2 * GIB)), **fields)
+        plan_for(sub, tmp_path, context(bkt_fake_libvirt), **fields)
     assert caught.value.message.startswith(f"cannot create disk {tmp_path}/web.qcow2 as an")
     assert why in caught.value.message
 
 
-def test_provisioning_runs_qemu_img_with_the_backing_file(tmp_path: Path, base: Path) -> None:
+def test_provisioning_runs_qemu_img_with_the_backing_file(
+    tmp_path: Path, sub: VmSubsystem, bkt_fake_libvirt: FakeLibvirt
+) -> None:
     disk = f"{tmp_path}/web.qcow2"
-    overlay = json.dumps({"format": "qcow2", "virtual-size": 2 * GIB})
-    runner = FakeRunner().reply(lambda argv: argv[-1] == disk, stdout=overlay)
-    runner.rules += fake_qemu_img(fmt="raw").rules
-
-    def create(argv: tuple[str, ...], _input: str | None) -> Completed:
-        Path(argv[-2]).write_bytes(b"QFI\xfb")
-        return Completed(argv, 0, "", "")
-
-    runner.rules.insert(1, (lambda argv: argv[:2] == ("qemu-img", "create"), create))
-    ctx = context(runner)
-    sub = vm_sub()
+    base = bkt_fake_libvirt.add_image(tmp_path / "golden.img", format="raw", size=GIB)
+    ctx = context(bkt_fake_libvirt)
     creation = plan_for(sub, tmp_path, ctx, base_image=str(base))
     assert provision_all(sub.host, [creation], ctx) == {creation.path: None}
-    created = runner.calls[-2]
+    created = bkt_fake_libvirt.qemu_img[-2]
     assert created[:10] == (
         "qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", "--",
     )  # fmt: skip
     assert created[10:] == (created[10].rsplit("/", 1)[0] + "/web.qcow2", "2G")
-    assert runner.calls[-1][:2] == ("qemu-img", "info"), "bkt checked what was made"
+    assert bkt_fake_libvirt.qemu_img[-1][:2] == ("qemu-img", "info"), "bkt checked what was made"
     # A disk that appeared since planning is never replaced.
     again = provision_all(sub.host, [creation], ctx)
     assert again == {
@@ -156,7 +147,7 @@ def test_provisioning_runs_qemu_img_with_the_backing_file(tmp_path: Path, base: 
     }
 
 
-def test_a_real_overlay_records_its_base(tmp_path: Path) -> None:
+def test_a_real_overlay_records_its_base(tmp_path: Path, sub: VmSubsystem) -> None:
     if shutil.which("qemu-img") is None:
         pytest.skip("qemu-img is not installed (qemu-utils)")
     runner = SubprocessRunner()
@@ -164,7 +155,6 @@ def test_a_real_overlay_records_its_base(tmp_path: Path) -> None:
     done = runner.run(["qemu-img", "create", "-q", "-f", "qcow2", str(golden), "1G"], timeout=60)
     assert done.returncode == 0, done.stderr
     ctx = context(runner)
-    sub = vm_sub()
     creation = plan_for(sub, tmp_path, ctx, base_image=str(golden))
     assert provision_all(sub.host, [creation], ctx) == {creation.path: None}
     info = runner.run(["qemu-img", "info", "--output=json", "-U", creation.path], timeout=60)
@@ -176,16 +166,18 @@ def test_a_real_overlay_records_its_base(tmp_path: Path) -> None:
     )
 
 
-def test_the_rules_are_reported_with_positions(tmp_path: Path) -> None:
+def test_the_rules_are_reported_with_positions(
+    tmp_path: Path, sub: VmSubsystem, bkt_manifest_dir: ManifestDir
+) -> None:
     vms = {
         "a": entry(tmp_path, "a", base_image="golden.qcow2"),
         "b": entry(tmp_path, "b", base_image=str(tmp_path / "b.qcow2")),
         "c": entry(tmp_path, "c", base_image=7),
     }
-    (tmp_path / "vms.json").write_text(json.dumps({"vms": vms}, indent=2) + "\n")
+    bkt_manifest_dir.write(vms)
     with pytest.raises(ManifestError) as caught:
-        vm_sub(tmp_path).validate()
-    shown = [str(d).removeprefix(f"{tmp_path}/vms.json:") for d in caught.value.diagnostics]
+        sub.validate()
+    shown = [str(d).removeprefix(f"{bkt_manifest_dir.file}:") for d in caught.value.diagnostics]
     assert shown == [
         "12:21: vms.a.base_image: must be an absolute path (after ~ expansion), "
         'not "golden.qcow2"',
