@@ -20,6 +20,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from bkt_core.diagnostics import Problem
     from bkt_core.errors import (
         BktError,
         CommandError,
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     )
     from bkt_core.hookspecs import hookimpl, hookspec
     from bkt_core.host import Host, PluginInfo
-    from bkt_core.manifest import Problem
     from bkt_core.plan import (
         CaptureEntry,
         CaptureReport,
@@ -59,7 +59,7 @@ _WHERE = {
     "hookspec": "hookspecs",
     "Host": "host",
     "PluginInfo": "host",
-    "Problem": "manifest",
+    "Problem": "diagnostics",
     "CaptureEntry": "plan",
     "CaptureReport": "plan",
     "EntryResult": "plan",

@@ -31,8 +31,8 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from bkt_core.diagnostics import Problem
     from bkt_core.host import Host
-    from bkt_core.manifest import Problem
     from bkt_core.plan import SyncReport
     from bkt_core.subsystem import Subsystem
 
@@ -65,7 +65,7 @@ RESULTS: dict[str, tuple[str, str]] = {
     "bkt_subsystems": ("iterable", "bkt_core.subsystem:Subsystem"),
     "bkt_cli_commands": ("none", ""),
     "bkt_manifest_fields": ("fields", "pydantic.fields:FieldInfo"),
-    "bkt_validate_manifest": ("iterable", "bkt_core.manifest:Problem"),
+    "bkt_validate_manifest": ("iterable", "bkt_core.diagnostics:Problem"),
     "bkt_domain_fields": ("iterable", "bkt_vm_plugin.domain_xml:DomainField"),
     "bkt_disk_plan": ("value", "bkt_vm_plugin.provision:DiskCreation"),
     "bkt_disk_provision": ("value", "builtins:bool"),

@@ -23,8 +23,8 @@ from bkt_core.hookspecs import hookimpl
 if TYPE_CHECKING:
     import click
 
+    from bkt_core.diagnostics import Problem
     from bkt_core.host import Host
-    from bkt_core.manifest import Problem
     from bkt_core.subsystem import Subsystem
 
 __all__ = [

@@ -431,7 +431,7 @@ def _facts(parsed: Parsed) -> dict[str, Any]:
 
 
 def _vm_path(name: str) -> str:
-    from bkt_core.manifest import format_path
+    from bkt_core.diagnostics import format_path
 
     return format_path(("vms", name))
 
@@ -516,7 +516,8 @@ def capture(
 
 
 def _read_existing(sub: VmSubsystem, home: str | None) -> _Existing | None:
-    from bkt_core.manifest import parse_json, read_manifest
+    from bkt_core.jsonpos import parse_json
+    from bkt_core.manifest import read_manifest
 
     text = read_manifest(Path(sub.manifest_path))
     if text is None:

@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from bkt_core.manifest import char_repr, json_type_name
+from bkt_core.diagnostics import char_repr, json_type_name
 
 if TYPE_CHECKING:
     from urllib.parse import SplitResult

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from bkt_core.errors import PluginError
 
 if TYPE_CHECKING:
+    from bkt_core.diagnostics import Problem
     from bkt_core.host import Host
-    from bkt_core.manifest import Problem
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
     from bkt_vm_plugin.domain_xml import DomainMapping
     from bkt_vm_plugin.model import VmDefinition, VmManifest
