@@ -16,22 +16,25 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Protocol, Union
 
 from pydantic import BaseModel, Discriminator, Tag, ValidationError
 from pydantic.fields import FieldInfo
 
 from bkt_core.errors import Diagnostic
-from bkt_core.jsonpos import JsonPath, PositionIndex, char_repr, shorten_key
+from bkt_core.jsonpos import JsonPath, Position, PositionIndex, char_repr, shorten_key
 
 __all__ = [
     "MAX_DIAGNOSTICS",
     "MAX_SUGGESTED_LENGTH",
+    "InFile",
+    "Locations",
     "Problem",
     "Validator",
     "char_repr",
     "format_path",
     "json_type_name",
+    "problem_diagnostic",
     "suggest",
     "unknown_field_message",
     "validation_diagnostics",
@@ -503,20 +506,54 @@ def _render(site: _Site) -> str:
     return render(site) if render else f"is not valid ({site.type})"
 
 
-def validation_diagnostics(
-    error: ValidationError,
-    document: Any,
-    index: PositionIndex,
-    model: type[BaseModel],
-    file_name: str,
-) -> list[Diagnostic]:
-    """Pydantic's errors for ``document`` as diagnostics, in pydantic's order.
+class Locations(Protocol):
+    """Where the values and keys of a document were written: which file, which line and
+    column. A place that cannot be found is reported at line 0, column 0 of the main file."""
 
-    Type, value and rule errors are placed at the value; an unknown field at its key; a
-    missing field at the object that lacks it, and not at all when an unknown key of that
-    object is a likely misspelling of it (one mistake, reported once). Only the first
-    :data:`MAX_DIAGNOSTICS` errors are worded.
-    """
+    def value(self, path: JsonPath) -> tuple[str, Position]:
+        """The file and position where the value at ``path`` starts."""
+        ...
+
+    def key(self, path: JsonPath) -> tuple[str, Position]:
+        """The file and position of the key of the object member at ``path``."""
+        ...
+
+    def number_literal(self, path: JsonPath) -> str | None:
+        """The number at ``path`` as it is written."""
+        ...
+
+
+@dataclass(frozen=True)
+class InFile:
+    """The :class:`Locations` of a document read from one text: ``file_name`` and ``index``."""
+
+    file_name: str
+    index: PositionIndex
+
+    def value(self, path: JsonPath) -> tuple[str, Position]:
+        return self.file_name, self.index.value(path) or _NOWHERE
+
+    def key(self, path: JsonPath) -> tuple[str, Position]:
+        return self.file_name, self.index.key(path) or _NOWHERE
+
+    def number_literal(self, path: JsonPath) -> str | None:
+        return self.index.number_literal(path)
+
+
+_NOWHERE = Position(0, 0)
+
+
+def problem_diagnostic(problem: Problem, locations: Locations) -> Diagnostic:
+    """A rule's :class:`Problem` as a diagnostic at its value, or at its key."""
+    at = locations.key if problem.at_key else locations.value
+    file_name, (line, column) = at(problem.path)
+    return Diagnostic(file_name, line, column, format_path(problem.path), problem.message)
+
+
+def _sites(
+    error: ValidationError, document: Any, model: type[BaseModel], locations: Locations
+) -> list[_Site]:
+    """The first :data:`MAX_DIAGNOSTICS` errors, each with what it is about."""
     sites: list[_Site] = []
     for entry in error.errors(include_url=False, include_input=False)[:MAX_DIAGNOSTICS]:
         loc: tuple[str | int, ...] = tuple(entry["loc"])
@@ -537,10 +574,26 @@ def validation_diagnostics(
         else:
             place = _follow(loc, document, model)
             number = isinstance(place.value, int | float)
-            literal = index.number_literal(place.path) if number else None
+            literal = locations.number_literal(place.path) if number else None
             site = _Site(kind, entry["msg"], ctx, place, literal)
         sites.append(site)
+    return sites
 
+
+def validation_diagnostics(
+    error: ValidationError,
+    document: Any,
+    locations: Locations,
+    model: type[BaseModel],
+) -> list[Diagnostic]:
+    """Pydantic's errors for ``document`` as diagnostics, in pydantic's order.
+
+    Type, value and rule errors are placed at the value; an unknown field at its key; a
+    missing field at the object that lacks it, and not at all when an unknown key of that
+    object is a likely misspelling of it (one mistake, reported once). Only the first
+    :data:`MAX_DIAGNOSTICS` errors are worded.
+    """
+    sites = _sites(error, document, model, locations)
     misspelt: dict[JsonPath, set[str]] = {}
     for site in sites:
         if site.type == "extra_forbidden":
@@ -554,12 +607,11 @@ def validation_diagnostics(
         if site.type == "missing":
             if site.key in misspelt.get(path, ()):
                 continue
-            position = index.value(path)
+            file_name, (line, column) = locations.value(path)
         elif site.type == "extra_forbidden":
             path = (*path, site.key)
-            position = index.key(path)
+            file_name, (line, column) = locations.key(path)
         else:
-            position = index.value(path)
-        line, column = position or (0, 0)
+            file_name, (line, column) = locations.value(path)
         diagnostics[Diagnostic(file_name, line, column, format_path(path), _render(site))] = None
     return list(diagnostics)

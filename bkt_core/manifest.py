@@ -15,21 +15,36 @@ import json
 import os
 import stat
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from bkt_core.diagnostics import MAX_DIAGNOSTICS, Validator, format_path, validation_diagnostics
+from bkt_core.diagnostics import (
+    MAX_DIAGNOSTICS,
+    Locations,
+    Validator,
+    format_path,
+    problem_diagnostic,
+    validation_diagnostics,
+)
 from bkt_core.errors import Diagnostic, ManifestError, OperationError
-from bkt_core.jsonpos import JsonSyntaxError, parse_json
+from bkt_core.jsonpos import JsonPath, JsonSyntaxError, Position, PositionIndex, parse_json
 
 __all__ = [
     "MAX_MANIFEST_BYTES",
+    "ManifestSource",
+    "SourceMap",
     "dump_manifest",
     "load_manifest",
     "locked",
+    "merge_documents",
+    "merge_sources",
+    "missing_manifest",
     "read_manifest",
+    "split_document",
+    "validate_sources",
     "validate_text",
     "write_atomic",
 ]
@@ -43,20 +58,202 @@ def _reason(exc: OSError) -> str:
     return reason[:1].lower() + reason[1:]
 
 
-def _check(
-    text: str,
-    file_name: str,
+@dataclass(frozen=True)
+class ManifestSource:
+    """One document of a subsystem's manifest: the file it was read from (what diagnostics
+    name, and where ``capture`` writes it back), its text, the parsed JSON ``document``
+    (plain dicts, lists, strings, numbers, booleans and None) and its :class:`PositionIndex`.
+
+    Build one with :meth:`read` or :meth:`parse`, which refuse what is not strict JSON with a
+    :class:`ManifestError` placed in this file.
+    """
+
+    path: Path
+    text: str
+    document: Any
+    index: PositionIndex
+
+    @classmethod
+    def parse(cls, path: Path, text: str) -> ManifestSource:
+        """The source of ``text``, read from ``path``. Raises ManifestError at the first
+        syntax error."""
+        try:
+            document, index = parse_json(text)
+        except JsonSyntaxError as exc:
+            line, column = exc.position
+            diagnostic = Diagnostic(str(path), line, column, "", exc.message)
+            raise _invalid(str(path), [diagnostic], False) from None
+        return cls(Path(path), text, document, index)
+
+    @classmethod
+    def read(cls, path: Path) -> ManifestSource | None:
+        """The source of the file at ``path``, or None when there is no such file (see
+        :func:`read_manifest`). Raises ManifestError or OperationError."""
+        text = read_manifest(Path(path))
+        return None if text is None else cls.parse(Path(path), text)
+
+
+# -- several documents as one ------------------------------------------------------------
+
+
+def merge_documents(base: Any, override: Any) -> Any:
+    """``override`` merged over ``base``: two objects merge member by member (recursively);
+    in every other case (a number, a string, an array, null, or an object over something
+    that is not one) the override's value replaces the base's whole."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return override
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge_documents(base[key], value) if key in base else value
+    return merged
+
+
+def merge_sources(sources: Sequence[ManifestSource]) -> tuple[Any, SourceMap]:
+    """The document that ``sources`` make, each merged over the ones before it
+    (:func:`merge_documents`), and where each of its values was written."""
+    if not sources:
+        raise ValueError("a manifest needs at least one source")
+    document = sources[0].document
+    for source in sources[1:]:
+        document = merge_documents(document, source.document)
+    return document, SourceMap(sources)
+
+
+_ABSENT = object()
+
+
+def _child(value: Any, segment: str | int) -> Any:
+    if isinstance(value, dict) and isinstance(segment, str):
+        return value.get(segment, _ABSENT)
+    if isinstance(value, list) and isinstance(segment, int) and 0 <= segment < len(value):
+        return value[segment]
+    return _ABSENT
+
+
+class SourceMap:
+    """The :class:`~bkt_core.diagnostics.Locations` of a merged document: a value is placed
+    in the source it won from, an object that several sources merge in the first of them
+    (where it was introduced), a key with its value."""
+
+    def __init__(self, sources: Sequence[ManifestSource]) -> None:
+        self.sources = tuple(sources)
+
+    def owner(self, path: JsonPath) -> ManifestSource | None:
+        """The source the merged value at ``path`` comes from (None: no source has it)."""
+        holders = [(source, source.document) for source in self.sources]
+        for segment in path:
+            holders = [
+                (source, child)
+                for source, value in holders
+                if (child := _child(value, segment)) is not _ABSENT
+            ]
+            if not holders:
+                return None
+            # A value that is not an object replaces everything before it; objects after the
+            # last such value merge.
+            plain = [i for i, (_, value) in enumerate(holders) if not isinstance(value, dict)]
+            if plain:
+                holders = (
+                    holders[plain[-1] :]
+                    if plain[-1] == len(holders) - 1
+                    else holders[plain[-1] + 1 :]
+                )
+        return holders[0][0] if holders else None
+
+    def _main(self) -> str:
+        return str(self.sources[0].path)
+
+    def value(self, path: JsonPath) -> tuple[str, Position]:
+        owner = self.owner(path)
+        if owner is None:
+            return self._main(), Position(0, 0)
+        return str(owner.path), owner.index.value(path) or Position(0, 0)
+
+    def key(self, path: JsonPath) -> tuple[str, Position]:
+        owner = self.owner(path)
+        if owner is None:
+            return self._main(), Position(0, 0)
+        return str(owner.path), owner.index.key(path) or Position(0, 0)
+
+    def number_literal(self, path: JsonPath) -> str | None:
+        owner = self.owner(path)
+        return None if owner is None else owner.index.number_literal(path)
+
+
+def split_document(documents: Sequence[Any], merged: Any) -> list[Any]:
+    """``documents`` changed so that merging them (:func:`merge_documents`, in order) gives
+    ``merged``: each value goes to the document the merge takes it from (the last one that
+    has it), a new member to the first document that has the object it joins, and a member
+    that ``merged`` lacks is left out of the one document that has it. Members come in the
+    order of ``merged``. Raises ValueError when that cannot be done: leaving out a member
+    that two documents have would change what the first of them says on its own."""
+    if len(documents) == 1:
+        return [merged]
+    if not (isinstance(merged, dict) and all(isinstance(d, dict) for d in documents)):
+        raise ValueError("only objects can be split over several documents")
+    result = _split_object(list(documents), merged, ())
+    final = result[0]
+    for document in result[1:]:
+        final = merge_documents(final, document)
+    if final != merged:
+        raise ValueError("the documents do not merge into the manifest")
+    return result
+
+
+def _split_object(values: list[Any], merged: dict[str, Any], path: JsonPath) -> list[Any]:
+    """:func:`split_document` for the objects ``values`` at ``path`` (``_ABSENT`` where a
+    document has no object there that the merge uses)."""
+    out: list[Any] = [_ABSENT if v is _ABSENT else {} for v in values]
+    first = next(i for i, v in enumerate(values) if v is not _ABSENT)
+    for key, want in merged.items():
+        had = [_child(v, key) if v is not _ABSENT else _ABSENT for v in values]
+        holders = [i for i, h in enumerate(had) if h is not _ABSENT]
+        for i in holders:  # what a later value hides stays as it is
+            out[i][key] = had[i]
+        if not holders:
+            out[first][key] = want
+            continue
+        plain = [i for i in holders if not isinstance(had[i], dict)]
+        merging = [i for i in holders if not plain or i > plain[-1]]
+        if isinstance(want, dict) and merging:
+            parts = _split_object(
+                [had[i] if i in merging else _ABSENT for i in range(len(values))],
+                want,
+                (*path, key),
+            )
+            for i in merging:
+                out[i][key] = parts[i]
+        else:
+            out[holders[-1]][key] = want
+    # A member that ``merged`` lacks is left out of ``out``: from the one document that has it.
+    for value in values:
+        if value is _ABSENT:
+            continue
+        for key in value:
+            if key in merged:
+                continue
+            holders = [v for v in values if v is not _ABSENT and key in v]
+            if len(holders) > 1:
+                raise ValueError(
+                    f"{format_path((*path, key))} cannot be left out of one document alone"
+                )
+    return out
+
+
+# -- validating --------------------------------------------------------------------------
+
+
+def _diagnose(
+    document: Any,
+    locations: Locations,
     model: type[BaseModel],
     validators: Sequence[Validator],
     context: dict[str, Any] | None,
+    order: Sequence[str],
 ) -> tuple[BaseModel | None, list[Diagnostic], bool]:
-    """The model of ``text``, or None and its problems (the first :data:`MAX_DIAGNOSTICS`
-    in the order of the text, each once), and whether there are more."""
-    try:
-        document, index = parse_json(text)
-    except JsonSyntaxError as exc:
-        line, column = exc.position
-        return None, [Diagnostic(file_name, line, column, "", exc.message)], False
+    """The model of ``document``, or None and its problems (the first
+    :data:`MAX_DIAGNOSTICS` in the order of the files, named in ``order``, and of their
+    text, each once), and whether there are more."""
     found: dict[Diagnostic, None] = {}  # in order, each once: a rule and the model may agree
     more = False
     result: BaseModel | None = None
@@ -64,17 +261,15 @@ def _check(
         result = model.model_validate(document, strict=True, context=context, by_name=False)
     except ValidationError as exc:
         more = exc.error_count() > MAX_DIAGNOSTICS
-        found.update(dict.fromkeys(validation_diagnostics(exc, document, index, model, file_name)))
+        found.update(dict.fromkeys(validation_diagnostics(exc, document, locations, model)))
     for validator in validators:
         for count, problem in enumerate(validator(document)):
             if count == MAX_DIAGNOSTICS:
                 more = True
                 break
-            position = index.key(problem.path) if problem.at_key else index.value(problem.path)
-            line, column = position or (0, 0)
-            path = format_path(problem.path)
-            found[Diagnostic(file_name, line, column, path, problem.message)] = None
-    diagnostics = sorted(found, key=lambda d: (d.line, d.column))
+            found[problem_diagnostic(problem, locations)] = None
+    rank = {name: i for i, name in enumerate(order)}
+    diagnostics = sorted(found, key=lambda d: (rank.get(d.file, 0), d.line, d.column))
     if len(diagnostics) > MAX_DIAGNOSTICS:
         diagnostics, more = diagnostics[:MAX_DIAGNOSTICS], True
     return (None if diagnostics else result), diagnostics, more
@@ -90,6 +285,24 @@ def _invalid(file_name: str, diagnostics: Sequence[Diagnostic], more: bool) -> M
     )
 
 
+def validate_sources(
+    sources: Sequence[ManifestSource],
+    model: type[BaseModel],
+    validators: Sequence[Validator] = (),
+    context: dict[str, Any] | None = None,
+) -> BaseModel:
+    """Validates the manifest that ``sources`` make (:func:`merge_sources`) whole, as
+    :func:`load_manifest` does; each problem names the file and the line of the value that
+    won the merge. The error names the files that have problems."""
+    document, locations = merge_sources(sources)
+    names = [str(source.path) for source in sources]
+    result, diagnostics, more = _diagnose(document, locations, model, validators, context, names)
+    if diagnostics or result is None:
+        files = [name for name in names if any(d.file == name for d in diagnostics)]
+        raise _invalid(" and ".join(files) or names[0], diagnostics, more)
+    return result
+
+
 def validate_text(
     text: str,
     file_name: str,
@@ -99,10 +312,18 @@ def validate_text(
 ) -> BaseModel:
     """Validates a manifest's text whole (see :func:`load_manifest`); ``file_name`` is what
     the diagnostics name."""
-    result, diagnostics, more = _check(text, file_name, model, validators, context)
-    if diagnostics or result is None:
-        raise _invalid(file_name, diagnostics, more)
-    return result
+    return validate_sources(
+        [ManifestSource.parse(Path(file_name), text)], model, validators, context
+    )
+
+
+def missing_manifest(path: Path) -> ManifestError:
+    """The error for a manifest that does not exist at ``path``."""
+    return ManifestError(
+        f"no manifest at {path}",
+        hint="pass --manifest-dir DIR or set BKT_MANIFEST_DIR to the directory that holds "
+        f"{Path(path).name}",
+    )
 
 
 #: The largest manifest read, in bytes. A manifest of a thousand VMs is a few hundred KiB;
@@ -182,14 +403,10 @@ def load_manifest(
     :class:`ManifestError`, in the order of the text. A missing file is a ManifestError too;
     a file that cannot be read, or is not UTF-8, an :class:`OperationError`.
     """
-    text = read_manifest(path)
-    if text is None:
-        raise ManifestError(
-            f"no manifest at {path}",
-            hint="pass --manifest-dir DIR or set BKT_MANIFEST_DIR to the directory that holds "
-            "vms.json",
-        )
-    return validate_text(text, str(path), model, validators, context)
+    source = ManifestSource.read(path)
+    if source is None:
+        raise missing_manifest(path)
+    return validate_sources([source], model, validators, context)
 
 
 # -- saving ------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ The plugins, each under its own entry-point name so that it can be blocked and r
 - ``cpu_model`` (:mod:`bkt_vm_plugin.cpu_model`): the ``cpu_model`` field and its ``<cpu>``;
 - ``autostart`` (:mod:`bkt_vm_plugin.autostart`): the ``autostart`` field and its post-sync action;
 - ``provision`` (:mod:`bkt_vm_plugin.provision`): disk provisioning (storage pool volumes,
-  else ``qemu-img``), behind the ``bkt_disk_plan`` / ``bkt_disk_provision`` hooks.
+  else ``qemu-img``), behind the ``bkt_disk_plan`` / ``bkt_disk_provision`` hooks;
+- ``host_overrides`` (:mod:`bkt_vm_plugin.host_overrides`): ``vms.<host>.json`` merged over
+  ``vms.json``, behind the ``bkt_manifest_sources`` hook.
 
 Importing this package imports nothing heavy: the work happens in the modules the hooks
 load when they run.
@@ -75,11 +77,12 @@ def default_plugins() -> list[tuple[str, object]]:
     points (``Host(entry_points=False, plugins=default_plugins())``)."""
     import sys
 
-    from bkt_vm_plugin import autostart, cpu_model, provision
+    from bkt_vm_plugin import autostart, cpu_model, host_overrides, provision
 
     return [
         ("vm", sys.modules[__name__]),
         ("cpu_model", cpu_model),
         ("autostart", autostart),
         ("provision", provision),
+        ("host_overrides", host_overrides),
     ]
