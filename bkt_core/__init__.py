@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     )
     from bkt_core.hookspecs import hookimpl, hookspec
     from bkt_core.host import Host, PluginInfo
+    from bkt_core.manifest import ManifestSource
     from bkt_core.plan import (
         CaptureEntry,
         CaptureReport,
@@ -59,6 +60,7 @@ _WHERE = {
     "hookspec": "hookspecs",
     "Host": "host",
     "PluginInfo": "host",
+    "ManifestSource": "manifest",
     "Problem": "diagnostics",
     "CaptureEntry": "plan",
     "CaptureReport": "plan",
@@ -90,6 +92,7 @@ __all__ = [
     "FieldChange",
     "Host",
     "ManifestError",
+    "ManifestSource",
     "OperationError",
     "PlanEntry",
     "PluginError",

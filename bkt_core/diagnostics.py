@@ -22,12 +22,11 @@ from pydantic import BaseModel, Discriminator, Tag, ValidationError
 from pydantic.fields import FieldInfo
 
 from bkt_core.errors import Diagnostic
-from bkt_core.jsonpos import JsonPath, Position, PositionIndex, char_repr, shorten_key
+from bkt_core.jsonpos import JsonPath, Position, char_repr, shorten_key
 
 __all__ = [
     "MAX_DIAGNOSTICS",
     "MAX_SUGGESTED_LENGTH",
-    "InFile",
     "Locations",
     "Problem",
     "Validator",
@@ -508,7 +507,8 @@ def _render(site: _Site) -> str:
 
 class Locations(Protocol):
     """Where the values and keys of a document were written: which file, which line and
-    column. A place that cannot be found is reported at line 0, column 0 of the main file."""
+    column (:class:`bkt_core.manifest.SourceMap` for a manifest of one or more files). A
+    place that cannot be found is reported at line 0, column 0 of the main file."""
 
     def value(self, path: JsonPath) -> tuple[str, Position]:
         """The file and position where the value at ``path`` starts."""
@@ -521,26 +521,6 @@ class Locations(Protocol):
     def number_literal(self, path: JsonPath) -> str | None:
         """The number at ``path`` as it is written."""
         ...
-
-
-@dataclass(frozen=True)
-class InFile:
-    """The :class:`Locations` of a document read from one text: ``file_name`` and ``index``."""
-
-    file_name: str
-    index: PositionIndex
-
-    def value(self, path: JsonPath) -> tuple[str, Position]:
-        return self.file_name, self.index.value(path) or _NOWHERE
-
-    def key(self, path: JsonPath) -> tuple[str, Position]:
-        return self.file_name, self.index.key(path) or _NOWHERE
-
-    def number_literal(self, path: JsonPath) -> str | None:
-        return self.index.number_literal(path)
-
-
-_NOWHERE = Position(0, 0)
 
 
 def problem_diagnostic(problem: Problem, locations: Locations) -> Diagnostic:

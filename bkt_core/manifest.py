@@ -1,10 +1,15 @@
-"""Manifest files: reading, validating whole, saving atomically, and the lock of writers.
+"""Manifest files: reading, merging, validating whole, saving atomically, and the writers' lock.
 
-A manifest is read whole and checked whole before anything acts on it. :func:`load_manifest`
-parses the file strictly (:mod:`bkt_core.jsonpos`), validates the document with a pydantic
-model and with the rules that need the raw document, and reports every problem as a
-:class:`~bkt_core.errors.Diagnostic` at its line and column (:mod:`bkt_core.diagnostics`
-words them). This module knows nothing about what a manifest describes.
+A manifest is read whole and checked whole before anything acts on it. It is made of one or
+more documents (:class:`ManifestSource`: a subsystem's file, and whatever the
+``bkt_manifest_sources`` plugins add, such as a per-host override), each parsed strictly
+(:mod:`bkt_core.jsonpos`) and merged over the ones before it (:func:`merge_documents`). The
+merged document is validated with a pydantic model and with the rules that need the raw
+document, and every problem is reported as a :class:`~bkt_core.errors.Diagnostic` in the file
+and at the line and column of the value that won the merge (:class:`SourceMap`;
+:mod:`bkt_core.diagnostics` words them). :func:`split_document` takes a merged document back
+apart, so that ``capture`` writes each value to the file it came from. This module knows
+nothing about what a manifest describes.
 """
 
 from __future__ import annotations

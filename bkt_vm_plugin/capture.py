@@ -756,9 +756,9 @@ def _write_sources(
     try:
         parts = split_document([s.document for s in sources], document)
     except ValueError as exc:
+        files = ", ".join(str(s.path) for s in sources)
         raise OperationError(
-            f"cannot write the captured manifest back to its files: {exc}",
-            hint="nothing was written",
+            f"cannot write the capture back to {files} (nothing was written): {exc}"
         ) from None
     for source, part in zip(sources, parts, strict=True):
         if part != source.document:
