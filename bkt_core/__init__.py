@@ -20,6 +20,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from bkt_core.diagnostics import Problem
     from bkt_core.errors import (
         BktError,
         CommandError,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     )
     from bkt_core.hookspecs import hookimpl, hookspec
     from bkt_core.host import Host, PluginInfo
-    from bkt_core.manifest import Problem
+    from bkt_core.manifest import ManifestSource
     from bkt_core.plan import (
         CaptureEntry,
         CaptureReport,
@@ -59,7 +60,8 @@ _WHERE = {
     "hookspec": "hookspecs",
     "Host": "host",
     "PluginInfo": "host",
-    "Problem": "manifest",
+    "ManifestSource": "manifest",
+    "Problem": "diagnostics",
     "CaptureEntry": "plan",
     "CaptureReport": "plan",
     "EntryResult": "plan",
@@ -90,6 +92,7 @@ __all__ = [
     "FieldChange",
     "Host",
     "ManifestError",
+    "ManifestSource",
     "OperationError",
     "PlanEntry",
     "PluginError",

@@ -31,10 +31,13 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import click
 
+    from bkt_core.diagnostics import Problem
     from bkt_core.host import Host
-    from bkt_core.manifest import Problem
+    from bkt_core.manifest import ManifestSource
     from bkt_core.subsystem import Subsystem
 
 PROJECT = "bkt"
@@ -45,7 +48,9 @@ __all__ = ["CALLED_ONE_BY_ONE", "PROJECT", "RESULTS", "hookimpl", "hookspec"]
 
 #: The hooks bkt calls implementation by implementation, so that every result and every
 #: failure is tied to its plugin; wrappers on them are refused at start-up.
-CALLED_ONE_BY_ONE = frozenset({"bkt_subsystems", "bkt_manifest_fields", "bkt_validate_manifest"})
+CALLED_ONE_BY_ONE = frozenset(
+    {"bkt_subsystems", "bkt_manifest_fields", "bkt_validate_manifest", "bkt_manifest_sources"}
+)
 
 #: What each hook's implementations may return, checked on every result (the annotations
 #: below are strings, and evaluating them at run time would cost start-up): ``(shape, type)``
@@ -58,7 +63,8 @@ RESULTS: dict[str, tuple[str, str]] = {
     "bkt_subsystems": ("iterable", "bkt_core.subsystem:Subsystem"),
     "bkt_cli_commands": ("none", ""),
     "bkt_manifest_fields": ("fields", "pydantic.fields:FieldInfo"),
-    "bkt_validate_manifest": ("iterable", "bkt_core.manifest:Problem"),
+    "bkt_validate_manifest": ("iterable", "bkt_core.diagnostics:Problem"),
+    "bkt_manifest_sources": ("iterable", "bkt_core.manifest:ManifestSource"),
 }
 
 
@@ -131,6 +137,31 @@ def bkt_validate_manifest(
     together with shape errors; look only at values of the type you expect) and the user's
     home directory. Return :class:`~bkt_core.Problem` objects: each carries the JSON path it is
     about and is reported with file:line:col. Every result is kept.
+    """
+
+
+@hookspec
+def bkt_manifest_sources(
+    subsystem: str,
+    manifest_dir: Path,
+    file_name: str,
+    sources: Sequence[ManifestSource],
+) -> Iterable[ManifestSource] | None:
+    """Contribute or transform the documents that make up a subsystem's manifest.
+
+    Called each time a manifest of ``subsystem`` is loaded (and by ``capture``), before it is
+    validated. ``manifest_dir`` is the manifest directory, ``file_name`` the subsystem's file
+    in it (``vms.json``), ``sources`` the :class:`~bkt_core.manifest.ManifestSource` documents
+    so far: the subsystem's file when it exists, as earlier implementations left them. Return
+    the new sequence (keep, drop, reorder, add or replace documents; build one with
+    ``ManifestSource.read(path)`` or ``ManifestSource.parse(path, text)``), or None to leave it
+    as it is. Implementations run one after the other in pluggy's order, each receiving the
+    previous one's result; the per-host overrides that ship with bkt are ``trylast``.
+
+    The documents are merged in order, each over the ones before it: two objects merge
+    member by member, any other value replaces the earlier one whole. Problems are reported
+    in the file and at the line of the value that won. ``capture`` writes a field back, as
+    JSON, to the document it came from. No document at all is "no manifest".
     """
 
 

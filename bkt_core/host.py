@@ -34,7 +34,8 @@ from bkt_core.errors import BktError, PluginError, Signalled, UsageError
 if TYPE_CHECKING:
     import click
 
-    from bkt_core.manifest import Problem
+    from bkt_core.diagnostics import Problem
+    from bkt_core.manifest import ManifestSource
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
     from bkt_core.process import CommandRunner
     from bkt_core.subsystem import Subsystem
@@ -493,6 +494,34 @@ class Host:
                 impl.plugin_name,
                 functools.partial(impl.function, **{name: kwargs[name] for name in impl.argnames}),
             )
+
+    def manifest_sources(
+        self, subsystem: str, manifest_dir: Path, file_name: str
+    ) -> list[ManifestSource]:
+        """The documents that make up ``subsystem``'s manifest: ``file_name`` in
+        ``manifest_dir`` when it exists, then as each implementation of
+        :func:`~bkt_core.hookspecs.bkt_manifest_sources` makes them, in pluggy's order (each
+        gets the previous one's result). Raises ManifestError or OperationError for a file
+        that cannot be read or is not JSON, PluginError for a failing plugin."""
+        from bkt_core.manifest import ManifestSource
+
+        base = ManifestSource.read(Path(manifest_dir) / file_name)
+        sources: tuple[ManifestSource, ...] = () if base is None else (base,)
+        caller: pluggy.HookCaller = self.pluginmanager.hook.bkt_manifest_sources
+        for impl in reversed(caller.get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            arguments = {
+                "subsystem": subsystem,
+                "manifest_dir": Path(manifest_dir),
+                "file_name": file_name,
+                "sources": sources,
+            }
+            # The guard checked the result: None or a tuple of ManifestSource.
+            result: Any = impl.function(**{name: arguments[name] for name in impl.argnames})
+            if result is not None:
+                sources = tuple(result)
+        return list(sources)
 
     def blame(self, hook_name: str, exc: BaseException) -> PluginError:
         """The :class:`PluginError` for ``exc``, raised while ``hook_name`` ran: the plugin is

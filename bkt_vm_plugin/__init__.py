@@ -8,7 +8,9 @@ The plugins, each under its own entry-point name so that it can be blocked and r
 - ``cpu_model`` (:mod:`bkt_vm_plugin.cpu_model`): the ``cpu_model`` field and its ``<cpu>``;
 - ``autostart`` (:mod:`bkt_vm_plugin.autostart`): the ``autostart`` field and its post-sync action;
 - ``provision`` (:mod:`bkt_vm_plugin.provision`): disk provisioning (storage pool volumes,
-  else ``qemu-img``), behind the ``bkt_disk_plan`` / ``bkt_disk_provision`` hooks.
+  else ``qemu-img``), behind the ``bkt_disk_plan`` / ``bkt_disk_provision`` hooks;
+- ``host_overrides`` (:mod:`bkt_vm_plugin.host_overrides`): ``vms.<host>.json`` merged over
+  ``vms.json``, behind the ``bkt_manifest_sources`` hook.
 
 Importing this package imports nothing heavy: the work happens in the modules the hooks
 load when they run.
@@ -24,8 +26,8 @@ from bkt_core.hookspecs import hookimpl
 if TYPE_CHECKING:
     import click
 
+    from bkt_core.diagnostics import Problem
     from bkt_core.host import Host
-    from bkt_core.manifest import Problem
     from bkt_core.subsystem import Subsystem
     from bkt_vm_plugin.domain_xml import DomainField
 
@@ -85,11 +87,12 @@ def default_plugins() -> list[tuple[str, object]]:
     points (``Host(entry_points=False, plugins=default_plugins())``)."""
     import sys
 
-    from bkt_vm_plugin import autostart, cpu_model, provision
+    from bkt_vm_plugin import autostart, cpu_model, host_overrides, provision
 
     return [
         ("vm", sys.modules[__name__]),
         ("cpu_model", cpu_model),
         ("autostart", autostart),
         ("provision", provision),
+        ("host_overrides", host_overrides),
     ]

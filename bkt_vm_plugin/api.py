@@ -36,9 +36,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bkt_core.diagnostics import Problem
     from bkt_core.errors import CommandError, OperationError
     from bkt_core.hookspecs import hookimpl
-    from bkt_core.manifest import Problem
     from bkt_vm_plugin.definition import IsoPath, IsoSource, IsoUrl, VmDefinition, VmManifest
     from bkt_vm_plugin.domain_xml import (
         DomainContext,
@@ -112,7 +112,7 @@ _WHERE = {
     "hookimpl": "bkt_core.hookspecs",
     "OperationError": "bkt_core.errors",
     "CommandError": "bkt_core.errors",
-    "Problem": "bkt_core.manifest",
+    "Problem": "bkt_core.diagnostics",
 }
 
 __all__ = [

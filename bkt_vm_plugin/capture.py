@@ -37,10 +37,12 @@ from bkt_vm_plugin.capture_merge import (
     Merged,
     compact_json,
     field_changes,
+    plain_json,
     vm_path,
 )
 
 if TYPE_CHECKING:
+    from bkt_core.manifest import ManifestSource
     from bkt_vm_plugin.definition import VmDefinition, VmManifest
     from bkt_vm_plugin.domain_xml import DomainContext, Parsed
     from bkt_vm_plugin.observe import Observation
@@ -97,10 +99,12 @@ def _validate(sub: VmSubsystem, text: str, home: str | None) -> VmManifest:
 
 @dataclass
 class _Existing:
-    """The manifest as it is on disk: its model, and its document as written."""
+    """The manifest as it is on disk: its model, its document as written (the sources
+    merged), and the sources it was merged from."""
 
     vms: Mapping[str, VmDefinition]
     document: dict[str, Json]
+    sources: Sequence[ManifestSource] = ()
 
 
 def capture(
@@ -132,14 +136,22 @@ def capture(
 
 
 def _read_existing(sub: VmSubsystem, home: str | None) -> _Existing | None:
-    from bkt_core.manifest import parse_json, read_manifest
+    from bkt_core.manifest import merge_sources, validate_sources
+    from bkt_vm_plugin.model import to_manifest
 
-    text = read_manifest(Path(sub.manifest_path))
-    if text is None:
+    sources = sub.sources()
+    if not sources:
         return None
-    manifest = _validate(sub, text, home)
-    document, _index = parse_json(text)
-    return _Existing(manifest.vms, document)
+    manifest = to_manifest(
+        validate_sources(
+            sources,
+            sub.manifest_model,
+            validators=[functools.partial(sub.validate_document, home=home)],
+            context={"home": home},
+        )
+    )
+    document, _locations = merge_sources(sources)
+    return _Existing(manifest.vms, document, sources)
 
 
 def _observe(virsh: Virsh, known: Sequence[str], all: bool) -> Observation:
@@ -245,7 +257,10 @@ def _capture(
         text = dump_manifest(document)
         # What capture writes must load again; anything else is a bug, and nothing is written.
         _validate(sub, text, capturer.home)
-        _write(sub, path, text, created, notes)
+        if existing is not None and len(existing.sources) > 1:
+            _write_sources(capturer, existing, document, notes)
+        else:
+            _write(sub, path, text, created, notes)
         written = True
     return CaptureReport(
         entries=ordered,
@@ -396,6 +411,54 @@ def _write(sub: VmSubsystem, path: Path, text: str, created: bool, notes: list[s
         return
     write_atomic(schema, dump_manifest(sub.schema()))
     notes.append(f"created {path} and {schema}")
+
+
+def _write_sources(
+    capturer: Capturer, existing: _Existing, document: dict[str, Json], notes: list[str]
+) -> None:
+    """Writes ``document`` back into the sources it was merged from: each field to the file
+    it came from (an override file for a field it overrides, ``vms.json`` otherwise), every
+    changed file atomically. No file is created."""
+    from bkt_core.manifest import dump_manifest, split_document, write_atomic
+
+    sources = existing.sources
+    _keep_overridden_defaults(capturer, sources, document)
+    try:
+        parts = split_document([s.document for s in sources], document)
+    except ValueError as exc:
+        files = ", ".join(str(s.path) for s in sources)
+        raise OperationError(
+            f"cannot write the capture back to {files} (nothing was written): {exc}"
+        ) from None
+    for source, part in zip(sources, parts, strict=True):
+        if part != source.document:
+            write_atomic(source.path, dump_manifest(part))
+            notes.append(f"wrote {source.path}")
+
+
+def _keep_overridden_defaults(
+    capturer: Capturer, sources: Sequence[ManifestSource], document: dict[str, Json]
+) -> None:
+    """A field capture leaves out (it has its default) that one file sets over another is
+    written as its default value instead: leaving it out of the override would let the value
+    of the file below win."""
+    for name, entry in document.get("vms", {}).items():
+        layout = capturer.vm_fields
+        for field_name in layout.names:
+            if field_name in entry or layout.is_required(field_name):
+                continue
+            holders = [s for s in sources if _has(s.document, ("vms", name, field_name))]
+            if len(holders) > 1:
+                entry[field_name] = plain_json(layout.default(field_name))
+        document["vms"][name] = _in_order(entry, capturer.fields)
+
+
+def _has(document: Json, path: tuple[str, ...]) -> bool:
+    for key in path:
+        if not isinstance(document, dict) or key not in document:
+            return False
+        document = document[key]
+    return True
 
 
 def _check_together(

@@ -402,7 +402,7 @@ def _facts(parsed: Parsed) -> dict[str, Any]:
 
 def vm_path(name: str) -> str:
     """The JSON path of VM ``name`` as diagnostics show it (``vms.NAME``)."""
-    from bkt_core.manifest import format_path
+    from bkt_core.diagnostics import format_path
 
     return format_path(("vms", name))
 

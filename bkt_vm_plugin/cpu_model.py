@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from bkt_core.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from bkt_core.manifest import Problem
+    from bkt_core.diagnostics import Problem
 
 HOST_PASSTHROUGH = "host-passthrough"
 HOST_MODEL = "host-model"

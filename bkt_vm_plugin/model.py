@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from bkt_core.manifest import char_repr, json_type_name
+from bkt_core.diagnostics import char_repr, json_type_name
 from bkt_vm_plugin.definition import (
     Boot,
     Graphics,

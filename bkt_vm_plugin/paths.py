@@ -71,7 +71,7 @@ def xml_problem(text: str) -> str | None:
     if has_control(found.group()):
         return CONTROL_MESSAGE
     # Only here: the module that words characters brings pydantic with it.
-    from bkt_core.manifest import char_repr
+    from bkt_core.jsonpos import char_repr
 
     return f"must not contain {char_repr(found.group())}, a character XML cannot hold"
 

@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bkt_core.manifest import JsonPath, Problem, char_repr, unknown_field_message
+from bkt_core.diagnostics import Problem, char_repr, unknown_field_message
+from bkt_core.jsonpos import JsonPath
 from bkt_vm_plugin.cpu_model import HOST_PASSTHROUGH
 from bkt_vm_plugin.definition import IsoPath, IsoUrl
 from bkt_vm_plugin.paths import CONTROL_MESSAGE, expand_home, has_control, local_path_problem

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from bkt_core.errors import PluginError
 
 if TYPE_CHECKING:
+    from bkt_core.diagnostics import Problem
     from bkt_core.host import Host
-    from bkt_core.manifest import Problem
+    from bkt_core.manifest import ManifestSource
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
     from bkt_vm_plugin.definition import VmDefinition, VmFields, VmManifest
     from bkt_vm_plugin.domain_xml import DomainMapping
@@ -179,15 +180,25 @@ class VmSubsystem:
     def manifest_path(self) -> Any:
         return self.host.manifest_dir / MANIFEST_FILE
 
+    def sources(self) -> list[ManifestSource]:
+        """The documents that make up the manifest (``vms.json``, then what the
+        :func:`~bkt_core.hookspecs.bkt_manifest_sources` plugins make of it, such as a per-host
+        override). Raises ManifestError or OperationError for a file that cannot be read."""
+        return self.host.manifest_sources(self.name, self.host.manifest_dir, MANIFEST_FILE)
+
     def load(self) -> VmManifest:
-        """Read and validate ``vms.json`` whole. Raises ManifestError listing every problem."""
-        from bkt_core.manifest import load_manifest
+        """Read and validate the manifest whole (:meth:`sources`, merged). Raises
+        ManifestError listing every problem, each in the file that holds it."""
+        from bkt_core.manifest import missing_manifest, validate_sources
         from bkt_vm_plugin.model import to_manifest
         from bkt_vm_plugin.paths import home_dir
 
+        sources = self.sources()
+        if not sources:
+            raise missing_manifest(self.manifest_path)
         home = home_dir()
-        validated = load_manifest(
-            self.manifest_path,
+        validated = validate_sources(
+            sources,
             self.manifest_model,
             validators=[functools.partial(self.validate_document, home=home)],
             context={"home": home},

@@ -54,6 +54,33 @@ def test_validate_says_ok(run_bkt: RunBkt, tmp_path: Path) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, "ok: 2 VMs\n", "")
 
 
+def test_validate_reads_this_hosts_override_and_names_its_errors(
+    run_bkt: RunBkt, tmp_path: Path
+) -> None:
+    directory = tmp_path / "m"
+    write_manifest(directory, GOOD)
+    override = directory / "vms.laptop.json"
+    override.write_text('{"vms": {"a": {"vcpus": 0}},\n "c": 1}\n')
+    laptop = {"BKT_HOSTNAME": "laptop"}
+    result = run_bkt("vm", "validate", "-C", str(directory), env=laptop)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        f"{override}:1:25: vms.a.vcpus: must be >= 1",
+        f'{override}:2:2: c: unknown field "c" (expected one of: $schema, vms)',
+        f"error: {override} is not valid (2 errors); nothing was changed",
+    ]
+    # Another host, or the plugin blocked: vms.json alone.
+    elsewhere = run_bkt("vm", "validate", "-C", str(directory), env={"BKT_HOSTNAME": "desk"})
+    assert (elsewhere.returncode, elsewhere.stdout) == (0, "ok: 2 VMs\n")
+    blocked = ("--disable-plugin", "host_overrides", "vm", "validate", "-C", str(directory))
+    assert run_bkt(*blocked, env=laptop).returncode == 0
+    override.write_text('{"vms": {"c": {"memory_gb": 1, "vcpus": 1, "disk_path": "/c.qcow2",'
+                        ' "disk_size_gb": 1, "boot": "bios", "network": "none",'
+                        ' "graphics": "none"}}}')  # fmt: skip
+    added = run_bkt("vm", "validate", "-C", str(directory), env=laptop)
+    assert (added.returncode, added.stdout) == (0, "ok: 3 VMs\n"), added.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -230,6 +257,7 @@ def test_blocking_vm_names_each_plugin_that_implements_a_vm_hook(
         "cpu_model": "invalid",
         "autostart": "invalid",
         "provision": "invalid",
+        "host_overrides": "active",
     }
 
 

@@ -397,3 +397,39 @@ def test_the_cli_prints_the_capture_and_its_notes(
     (directory / "vms.json").write_text('{"vms": {"a": {"memory_gb": 0}}}\n')
     invalid = run_bkt(*args, env=env(tmp_path))
     assert invalid.returncode == 2
+
+
+def test_a_per_host_override_is_read_and_capture_writes_each_field_to_its_file(
+    lab: Lab, tmp_path: Path, run_bkt: RunBkt
+) -> None:
+    name = lab.name("ovr")
+    iso = tmp_path / "ovr.iso"
+    iso.write_bytes(b"\0" * 2048)
+    lab.define(hand_made(name, disk(tmp_path, "ovr"), str(iso)))
+    directory = tmp_path / "manifests"
+    capture(directory, name)
+    base_before = manifest(directory)
+    override = directory / "vms.labhost.json"
+    override.write_text(json.dumps({"vms": {name: {"vcpus": 2}}}) + "\n")
+    laptop = {**env(tmp_path), "BKT_HOSTNAME": "labhost"}
+    elsewhere = {**env(tmp_path), "BKT_HOSTNAME": "elsewhere"}
+    bkt = ("-c", URI, "-C", str(directory), "vm")
+
+    # By hand: 4 vCPUs (the override's field) and spice (vms.json's).
+    xml = lab.dumpxml(name)
+    xml = xml.replace("<vcpu placement='static'>2</vcpu>", "<vcpu placement='static'>4</vcpu>")
+    lab.define(xml.replace("type='vnc'", "type='spice'"))
+    status = run_bkt(*bkt, "status", "--json", name, env=laptop)
+    assert set(json.loads(status.stdout)["vms"][0]["drift"]) == {"vcpus", "graphics"}, status
+
+    done = run_bkt(*bkt, "capture", name, env=laptop)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(override.read_text()) == {"vms": {name: {"vcpus": 4}}}
+    vm = manifest(directory)["vms"][name]
+    assert (vm["vcpus"], vm["graphics"]) == (base_before["vms"][name]["vcpus"], "spice")
+    assert f"wrote {override}" in done.stderr
+
+    in_sync = run_bkt(*bkt, "status", "--json", name, env=laptop)
+    assert json.loads(in_sync.stdout)["vms"][0]["in_sync"] is True, in_sync.stdout
+    drifted = run_bkt(*bkt, "status", "--json", name, env=elsewhere)
+    assert json.loads(drifted.stdout)["vms"][0]["drift"] == ["vcpus"], drifted.stdout

@@ -569,3 +569,95 @@ def test_one_vm_is_singular_and_warnings_come_first(world: World) -> None:
         ("warning", "VM away is not defined in libvirt; its manifest entry is kept as it is"),
         ("out", "captured 1 VM: 0 added, 0 changed, 1 unchanged; skipped 0"),
     ]
+
+
+# -- per-host overrides ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def laptop(world: World, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The override file of this machine, ``laptop`` (not created)."""
+    monkeypatch.setenv("BKT_HOSTNAME", "laptop")
+    return world.dir / "vms.laptop.json"
+
+
+def test_each_captured_field_goes_back_to_the_file_that_owns_it(
+    world: World, laptop: Path
+) -> None:
+    world.write({"db": world.vm("db", memory_gb=16), "web": world.vm("web")})
+    laptop.write_text(json.dumps({"vms": {"db": {"memory_gb": 4}}}))
+    world.define("db", world.vm("db", memory_gb=8, vcpus=2))
+    world.define("web", world.vm("web"))
+    report = world.capture()
+    assert kinds(report) == {"db": "changed", "web": "unchanged"}
+    assert report.entries[0].changes == (("memory_gb", "4", "8"), ("vcpus", "1", "2"))
+    # memory_gb is the override's, vcpus vms.json's; vms.json's own memory_gb stays.
+    assert json.loads(laptop.read_text()) == {"vms": {"db": {"memory_gb": 8}}}
+    assert world.manifest()["vms"]["db"] == world.vm("db", memory_gb=16, vcpus=2)
+    assert report.notes == (f"wrote {world.file}", f"wrote {laptop}")
+    world.in_sync("db", "web")
+
+
+def test_only_the_file_that_changes_is_written(world: World, laptop: Path) -> None:
+    world.write({"db": world.vm("db")})
+    laptop.write_text('{"vms": {"db": {"vcpus": 1}}}')
+    world.define("db", world.vm("db", vcpus=4))
+    before = world.file.read_text()
+    report = world.capture()
+    assert world.file.read_text() == before
+    assert json.loads(laptop.read_text()) == {"vms": {"db": {"vcpus": 4}}}
+    assert report.notes == (f"wrote {laptop}",)
+
+
+def test_capture_never_creates_an_override_file(world: World, laptop: Path) -> None:
+    world.write({"db": world.vm("db")})
+    world.define("db", world.vm("db", memory_gb=2))
+    world.define("new", world.vm("new"))
+    world.capture(all=True)
+    assert not laptop.exists()
+    assert set(world.manifest()["vms"]) == {"db", "new"}
+
+
+def test_a_vm_of_the_override_alone_stays_in_the_override(world: World, laptop: Path) -> None:
+    world.write({"db": world.vm("db")})
+    laptop.write_text(json.dumps({"vms": {"lab": world.vm("lab")}}))
+    world.define("db", world.vm("db"))
+    world.define("lab", world.vm("lab", vcpus=2, tpm="2.0"))
+    world.define("new", world.vm("new"))
+    world.capture(all=True)
+    assert json.loads(laptop.read_text()) == {"vms": {"lab": world.vm("lab", vcpus=2, tpm="2.0")}}
+    assert set(world.manifest()["vms"]) == {"db", "new"}
+    world.in_sync("db", "lab", "new")
+
+
+def test_a_default_the_override_sets_over_vms_json_is_written_explicitly(
+    world: World, laptop: Path
+) -> None:
+    world.write({"db": world.vm("db", tpm="2.0")})
+    laptop.write_text('{"vms": {"db": {"tpm": "2.0"}}}')
+    world.define("db", world.vm("db"))  # no TPM: capture leaves tpm out, its default
+    world.capture()
+    # Left out of the override, vms.json's "2.0" would win again.
+    assert json.loads(laptop.read_text()) == {"vms": {"db": {"tpm": "none"}}}
+    assert world.manifest()["vms"]["db"]["tpm"] == "2.0"
+    world.in_sync("db")
+
+
+def test_an_invalid_override_is_refused_naming_it(world: World, laptop: Path) -> None:
+    world.write({"db": world.vm("db")})
+    laptop.write_text('{"vms": {"db": {"vcpus": 0}}}')
+    world.define("db", world.vm("db", vcpus=2))
+    with pytest.raises(ManifestError) as caught:
+        world.capture()
+    assert [Path(d.file).name for d in caught.value.diagnostics] == ["vms.laptop.json"]
+    assert json.loads(laptop.read_text()) == {"vms": {"db": {"vcpus": 0}}}
+
+
+def test_status_compares_the_domain_with_the_merged_manifest(world: World, laptop: Path) -> None:
+    world.write({"db": world.vm("db", memory_gb=16)})
+    world.define("db", world.vm("db", memory_gb=4))
+    (row,) = world.sub().status().rows
+    assert (row.in_sync, row.drift) == (False, ("memory_gb",))
+    laptop.write_text('{"vms": {"db": {"memory_gb": 4}}}')
+    (row,) = world.sub().status().rows
+    assert (row.in_sync, row.drift) == (True, ())

@@ -330,6 +330,7 @@ def test_a_vm_hook_with_vm_blocked_is_an_error_naming_plugin_hook_and_the_block(
         "cpu_model": "invalid",
         "autostart": "invalid",
         "provision": "invalid",
+        "host_overrides": "active",
         "bad-fields": "invalid",
     }
 

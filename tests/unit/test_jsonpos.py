@@ -1,4 +1,4 @@
-"""The positioned strict JSON reader of bkt_core.manifest: values, positions, syntax errors."""
+"""The positioned strict JSON reader of bkt_core.jsonpos: values, positions, syntax errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bkt_core.manifest import (
+from bkt_core.jsonpos import (
     MAX_DEPTH,
     MAX_NUMBER_LENGTH,
     MAX_VALUES,

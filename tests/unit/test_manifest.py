@@ -24,20 +24,22 @@ from typing import Annotated, Any, Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bkt_core.diagnostics import (
+    MAX_DIAGNOSTICS,
+    MAX_SUGGESTED_LENGTH,
+    Problem,
+    format_path,
+    suggest,
+    unknown_field_message,
+)
 from bkt_core.errors import EXIT_USAGE, Diagnostic, ManifestError, OperationError
 from bkt_core.hookspecs import hookimpl
 from bkt_core.host import Host
 from bkt_core.manifest import (
-    MAX_DIAGNOSTICS,
     MAX_MANIFEST_BYTES,
-    MAX_SUGGESTED_LENGTH,
-    Problem,
     dump_manifest,
-    format_path,
     load_manifest,
     locked,
-    suggest,
-    unknown_field_message,
     validate_text,
     write_atomic,
 )

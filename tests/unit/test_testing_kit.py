@@ -398,7 +398,13 @@ def test_the_fixtures_are_wired_together(
 ) -> None:
     assert bkt_host.manifest_dir == bkt_manifest_dir.path == tmp_path / "manifests"
     assert bkt_host.runner() is bkt_fake_libvirt
-    assert [p.name for p in bkt_host.plugins()] == ["autostart", "cpu_model", "provision", "vm"]
+    assert [p.name for p in bkt_host.plugins()] == [
+        "autostart",
+        "cpu_model",
+        "host_overrides",
+        "provision",
+        "vm",
+    ]
     bkt_manifest_dir.write({"a": vm(tmp_path, "a")}, **{"$schema": "vms.schema.json"})
     assert bkt_manifest_dir.read()["$schema"] == "vms.schema.json"
     assert bkt_host.validate("vm") == 1
