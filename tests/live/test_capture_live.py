@@ -49,7 +49,7 @@ def host(directory: Path) -> Host:
 
 
 def capture(directory: Path, *names: str, **options: Any) -> CaptureReport:
-    return host(directory).capture(names=names, **options)
+    return host(directory).capture("vm", names, **options)
 
 
 def manifest(directory: Path) -> dict[str, Any]:
