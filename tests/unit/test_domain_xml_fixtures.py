@@ -22,12 +22,11 @@ from bkt_vm_plugin.domain_xml import (
     DomainMapping,
     Parsed,
     PatchRefused,
-    parse_xml,
     resolve_context,
-    serialize,
 )
 from bkt_vm_plugin.model import VmDefinition
 from bkt_vm_plugin.subsystem import VmSubsystem
+from bkt_vm_plugin.xmltree import parse_xml, serialize
 from tests.firmware import DEBIAN12
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "libvirt-domains"
