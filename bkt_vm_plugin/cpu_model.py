@@ -7,6 +7,22 @@ plugin (``--disable-plugin cpu_model``) and install one that declares the field 
 
 The plugin holds all of the field: its declaration (:func:`bkt_manifest_fields`), its rules
 (:func:`cpu_model_rules`) and its part of the domain XML (:class:`CpuModelField`).
+
+``<cpu>`` is shared with other fields, by these rules:
+
+- ``cpu_model`` owns ``<cpu>``'s attributes (``mode``, ``match``, ``check``, ``migratable``)
+  and its ``<model>`` and ``<vendor>``; a change of model replaces exactly those.
+- ``vcpus`` owns ``<topology>``.
+- A ``<feature>`` belongs to the field that names it (a plugin that adds ``<feature
+  name='vmx'/>`` owns the features named ``vmx``); features no field names are the user's.
+  ``cpu_model`` keeps every feature, whatever the model becomes.
+- libvirt refuses features in a ``<cpu>`` of custom mode without a model ("Non-empty feature
+  list specified without CPU model"), which is what libvirt's default CPU is under
+  ``virt_type: "qemu"``. So when ``<cpu>`` holds a feature and neither a mode other than
+  ``custom`` nor a model, ``cpu_model`` names libvirt's default explicitly
+  (``<cpu mode='custom'><model>qemu64</model>``, in :meth:`CpuModelField.settle`), which reads
+  back as the default, so it is neither drift nor captured. It is left in place when the
+  features go: it is the same CPU.
 """
 
 from __future__ import annotations
@@ -19,13 +35,13 @@ from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
 from bkt_vm_plugin.xmltree import (
     append,
     child,
+    children,
     elements,
     ensure_child,
     insert_before,
     make,
     remove,
     retain_attrs,
-    retain_children,
     text_of,
 )
 
@@ -51,8 +67,8 @@ HOST_MODEL = "host-model"
 #: The CPU model libvirt gives an x86 guest that names none.
 QEMU_DEFAULT_CPU_MODEL = "qemu64"
 
-# The <cpu> children that describe the guest's layout rather than its model.
-_CPU_LAYOUT = ("topology", "numa", "cache", "maxphysaddr")
+#: The ``<cpu>`` children that are this field's (its attributes are all its own too).
+OWNED_CHILDREN = ("model", "vendor")
 
 #: Unicode White_Space, what makes a value blank. (``str.strip()`` would also strip
 #: U+001C..U+001F, which are control characters and reported as such.)
@@ -160,7 +176,8 @@ def _set_model(cpu: Element, model: str | None) -> None:
 
 
 class CpuModelField(DomainField):
-    """``cpu_model`` -> ``<cpu mode=...>`` and its ``<model>`` (the topology is vcpus')."""
+    """``cpu_model`` -> ``<cpu mode=...>`` and its ``<model>``; the rest of ``<cpu>`` (the
+    topology, features, NUMA cells) belongs to other fields or to the user."""
 
     fields = ("cpu_model",)
 
@@ -200,12 +217,27 @@ class CpuModelField(DomainField):
             if model is None:
                 return
             cpu = ensure_child(domain, "cpu")
-        # The old mode's attributes, model, vendor and features belong to the old model.
+        # The old mode's attributes, model and vendor belong to the old model; the topology,
+        # the features and everything else in <cpu> are not this field's.
         retain_attrs(cpu, ())
-        retain_children(cpu, _CPU_LAYOUT)
+        for tag in OWNED_CHILDREN:
+            for node in children(cpu, tag):
+                remove(node)
         _set_model(cpu, model)
         if model is None and not elements(cpu):
             remove(cpu)
+
+    def settle(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
+        """Names libvirt's default model in a ``<cpu>`` that holds features but neither a
+        mode other than custom nor a model (see the module's rules)."""
+        cpu = child(domain, "cpu")
+        if cpu is None or not children(cpu, "feature"):
+            return
+        if cpu.get("mode", "custom") != "custom" or child(cpu, "model") is not None:
+            return
+        # libvirt refuses features without a model. The model it gives such a CPU anyway,
+        # so that the guest sees the same CPU, plus the features.
+        _set_model(cpu, QEMU_DEFAULT_CPU_MODEL)
 
     def capture(
         self,

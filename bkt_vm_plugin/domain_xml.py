@@ -12,6 +12,23 @@ its render, parse and patch side by side. :class:`DomainMapping` runs every fiel
   own (UUID, MACs, addresses, extra devices, passwords, metadata, comments) survives;
 - :meth:`DomainMapping.diff` is the one definition of "in sync".
 
+Shared elements. Several fields may write into one element (``<cpu>``, ``<os>``,
+``<features>``, ``<devices>``, ``<clock>``). Each owns a part of it, and the rules are:
+
+1. A field reads, changes and removes only its own part: the attributes and children it
+   names (the ``cpu_model`` plugin owns ``<cpu>``'s attributes, ``<model>`` and ``<vendor>``;
+   ``vcpus`` owns ``<topology>``; a plugin that adds CPU features owns each ``<feature>``
+   whose ``name`` it names). What no field names belongs to the user and is kept.
+2. A field that needs the element creates it when missing (:func:`~bkt_vm_plugin.xmltree.
+   ensure_child`), and removes it only when it leaves it empty, so that no field's order of
+   application matters.
+3. A field whose part must agree with what others put into the element brings it in line in
+   :meth:`DomainField.settle`, which the mapping calls for every field after all of them
+   rendered or patched (libvirt refuses ``<feature>``\ s in a ``<cpu>`` without a CPU model,
+   so ``cpu_model`` names libvirt's default model when a feature is there: see
+   :mod:`bkt_vm_plugin.cpu_model`). Settling changes only the settling field's own part, and
+   nothing at all on a domain that already agrees, so the laws below hold with it.
+
 The laws, checked for every installed field by bkt's property tests: parse of render gives
 :meth:`DomainField.desired` back; patch changes only the parts a field owns, and parse of patch
 gives :meth:`DomainField.desired` back; patching a domain to the definition it is in sync with
@@ -262,6 +279,15 @@ class DomainField:
     gives :meth:`desired` back; patch changes only the part of the domain this field owns,
     and parse of patch gives :meth:`desired` back. The mapping calls :meth:`patch` only when
     the field is out of sync, but patch must be a no-op when it is not.
+
+    Sharing an element with other fields (``<cpu>``, ``<features>``, ``<os>``, ``<clock>``):
+    own a part of it (attributes, or children by name and, where several share a name, by an
+    attribute: ``<feature name='vmx'>``); read, change and remove only that part; create the
+    element with :func:`~bkt_vm_plugin.xmltree.ensure_child` and remove it only when it is
+    left empty. A field whose part must agree with what other fields put there does so in
+    :meth:`settle`. A field that adds ``<feature>``\ s to ``<cpu>`` needs nothing more:
+    under every ``cpu_model`` and both ``virt_type``\ s, the ``cpu_model`` plugin makes the
+    ``<cpu>`` one libvirt accepts.
     """
 
     fields: tuple[str, ...] = ()
@@ -290,6 +316,13 @@ class DomainField:
     def patch(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
         """Bring the elements this field owns in ``domain`` to ``vm``, changing nothing
         else. Raise :class:`PatchRefused` for a change bkt does not make."""
+
+    def settle(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
+        """Bring this field's part of an element it shares in line with the parts other
+        fields own, once every field rendered or patched ``domain`` (the mapping calls it for
+        every field, in order, each time). It must change only this field's own part, and
+        nothing when the parts already agree, so that a patch of a domain in sync stays a
+        no-op. The default does nothing."""
 
     def spell(self, name: str, value: Any) -> str:
         """``value`` of ``name`` as a field change shows it (and as diff compares it)."""
@@ -410,7 +443,14 @@ class DomainMapping:
         for f in self.fields:
             if f.in_xml:
                 self._call(f, "render", f.render, domain, vm, ctx)
+        self._settle(domain, vm, ctx)
         return serialize_pretty(domain)
+
+    def _settle(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
+        """Every field's :meth:`DomainField.settle`, once all of them wrote their parts."""
+        for f in self.fields:
+            if f.in_xml:
+                self._call(f, "settle", f.settle, domain, vm, ctx)
 
     def parse(self, xml: str, ctx: DomainContext) -> Parsed:
         """What ``xml`` (best ``dumpxml --inactive``) says about every field. Raises only
@@ -458,6 +498,7 @@ class DomainMapping:
             if not self._changes(f, self._readings(f, domain, ctx), vm, ctx):
                 continue
             self._call(f, "patch", f.patch, domain, vm, ctx)
+        self._settle(domain, vm, ctx)
         return serialize(domain)
 
     def _changes(
