@@ -1,4 +1,4 @@
-r"""Domain XML: render, parse and patch are one mapping.
+"""Domain XML: render, parse and patch are one mapping.
 
 The manifest owns a small set of elements of a libvirt domain. Each piece of that set is a
 :class:`DomainField`, contributed through the ``bkt_domain_fields`` hook (the built-in ones
@@ -19,12 +19,12 @@ Shared elements. Several fields may write into one element (``<cpu>``, ``<os>``,
    names (the ``cpu_model`` plugin owns ``<cpu>``'s attributes, ``<model>`` and ``<vendor>``;
    ``vcpus`` owns ``<topology>``; a plugin that adds CPU features owns each ``<feature>``
    whose ``name`` it names). What no field names belongs to the user and is kept.
-2. A field that needs the element creates it when missing (:func:`~bkt_vm_plugin.xmltree.
-   ensure_child`), and removes it only when it leaves it empty, so that no field's order of
-   application matters.
+2. A field that needs the element creates it when missing
+   (:func:`bkt_vm_plugin.xmltree.ensure_child`), and removes it only when it leaves it empty,
+   so that the order in which fields apply does not matter.
 3. A field whose part must agree with what others put into the element brings it in line in
    :meth:`DomainField.settle`, which the mapping calls for every field after all of them
-   rendered or patched (libvirt refuses ``<feature>``\ s in a ``<cpu>`` without a CPU model,
+   rendered or patched (libvirt refuses ``<feature>`` elements in a ``<cpu>`` without a CPU model,
    so ``cpu_model`` names libvirt's default model when a feature is there: see
    :mod:`bkt_vm_plugin.cpu_model`). Settling changes only the settling field's own part, and
    nothing at all on a domain that already agrees, so the laws below hold with it.
@@ -116,14 +116,17 @@ class Reading:
 
     @classmethod
     def clean(cls, value: Any) -> Reading:
+        """The domain holds ``value``, and nothing the manifest cannot describe."""
         return cls(value)
 
     @classmethod
     def unsupported(cls, reason: str) -> Reading:
+        """No manifest value describes the domain, because of ``reason``."""
         return cls(None, reason)
 
     @classmethod
     def lossy_(cls, value: Any, reason: str) -> Reading:
+        """The domain holds ``value`` and more (``reason``) that the manifest cannot say."""
         return cls(value, reason, lossy=True)
 
     @property
@@ -285,8 +288,8 @@ class DomainField:
     attribute: ``<feature name='vmx'>``); read, change and remove only that part; create the
     element with :func:`~bkt_vm_plugin.xmltree.ensure_child` and remove it only when it is
     left empty. A field whose part must agree with what other fields put there does so in
-    :meth:`settle`. A field that adds ``<feature>``\ s to ``<cpu>`` needs nothing more:
-    under every ``cpu_model`` and both ``virt_type``\ s, the ``cpu_model`` plugin makes the
+    :meth:`settle`. A field that adds ``<feature>`` elements to ``<cpu>`` needs nothing more:
+    under every ``cpu_model`` and both virt_types, the ``cpu_model`` plugin makes the
     ``<cpu>`` one libvirt accepts.
     """
 
@@ -427,6 +430,7 @@ class DomainMapping:
             raise error from exc
 
     def field_of(self, name: str) -> DomainField:
+        """The field that compares ``name``. Raises :class:`KeyError` for no such field."""
         for mapping_field in self.fields:
             if name in mapping_field.compared:
                 return mapping_field
@@ -460,6 +464,7 @@ class DomainMapping:
         return self.parse_tree(domain, ctx)
 
     def parse_tree(self, domain: Element, ctx: DomainContext) -> Parsed:
+        """:meth:`parse` of a ``<domain>`` already parsed."""
         readings: dict[str, Reading] = {}
         for f in self.fields:
             readings.update(self._readings(f, domain, ctx))
@@ -487,8 +492,9 @@ class DomainMapping:
 
     def patch(self, xml: str, vm: VmDefinition, ctx: DomainContext) -> str:
         """``xml`` (``dumpxml --inactive --security-info``) with every owned element brought
-        to ``vm``. A field in sync is not touched, so an in-sync domain comes back as it was
-        (as lxml writes it). The name is never changed. Raises :class:`PatchRefused`."""
+        to ``vm``. A field in sync is not touched and settling changes nothing on a domain
+        whose parts agree, so an in-sync domain comes back as it was (as lxml writes it). The
+        name is never changed. Raises :class:`PatchRefused`."""
         domain = parse_xml(xml)
         for f in self.fields:
             if not f.in_xml:

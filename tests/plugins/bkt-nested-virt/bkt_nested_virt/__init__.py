@@ -8,7 +8,7 @@ null), the guest gets neither.
 topology), so this field keeps to its own part: the ``<feature>`` elements named ``vmx`` or
 ``svm``. It adds and removes only those, creates ``<cpu>`` when a domain has none, and removes
 ``<cpu>`` only when it leaves it empty. It works under every ``cpu_model`` and both
-``virt_type``\\ s with nothing more: where the CPU has no model (libvirt's default under
+virt_types with nothing more: where the CPU has no model (libvirt's default under
 ``virt_type: "qemu"``), which libvirt refuses together with features, ``cpu_model`` names the
 default model itself.
 """
@@ -42,7 +42,7 @@ ASKING = ("require", "force")
 
 
 def _owned(cpu: Element | None) -> list[Element]:
-    """The ``<feature>``\\ s of ``cpu`` this field owns."""
+    """The ``<feature>`` elements of ``cpu`` this field owns."""
     found = children(cpu, "feature") if cpu is not None else []
     return [f for f in found if f.get("name") in FEATURES]
 
