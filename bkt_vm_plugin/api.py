@@ -40,17 +40,19 @@ if TYPE_CHECKING:
     from bkt_core.errors import CommandError, OperationError
     from bkt_core.hookspecs import hookimpl
     from bkt_vm_plugin.definition import IsoPath, IsoSource, IsoUrl, VmDefinition, VmManifest
-    from bkt_vm_plugin.domain_xml import (
-        DomainContext,
-        DomainField,
+    from bkt_vm_plugin.domain_xml import DomainContext, DomainField, PatchRefused, Reading
+    from bkt_vm_plugin.paths import expand_home, home_dir, local_path_problem
+    from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
+    from bkt_vm_plugin.sync import PostSyncContext
+    from bkt_vm_plugin.virsh import Reply, Virsh
+    from bkt_vm_plugin.xmltree import (
         Element,
-        PatchRefused,
-        Reading,
         append,
         at,
         child,
         children,
         devices,
+        elements,
         ensure_child,
         insert_after,
         insert_before,
@@ -63,10 +65,6 @@ if TYPE_CHECKING:
         set_text,
         text_of,
     )
-    from bkt_vm_plugin.paths import expand_home, home_dir, local_path_problem
-    from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
-    from bkt_vm_plugin.sync import PostSyncContext
-    from bkt_vm_plugin.virsh import Reply, Virsh
 
 #: The version of this API: ``MAJOR.MINOR``; see the compatibility promise above.
 API_VERSION = "1.0"
@@ -83,23 +81,24 @@ _WHERE = {
     "Reading": "bkt_vm_plugin.domain_xml",
     "DomainContext": "bkt_vm_plugin.domain_xml",
     "PatchRefused": "bkt_vm_plugin.domain_xml",
-    "Element": "bkt_vm_plugin.domain_xml",
-    "parse_xml": "bkt_vm_plugin.domain_xml",
-    "serialize": "bkt_vm_plugin.domain_xml",
-    "child": "bkt_vm_plugin.domain_xml",
-    "children": "bkt_vm_plugin.domain_xml",
-    "at": "bkt_vm_plugin.domain_xml",
-    "devices": "bkt_vm_plugin.domain_xml",
-    "text_of": "bkt_vm_plugin.domain_xml",
-    "set_text": "bkt_vm_plugin.domain_xml",
-    "make": "bkt_vm_plugin.domain_xml",
-    "append": "bkt_vm_plugin.domain_xml",
-    "insert_after": "bkt_vm_plugin.domain_xml",
-    "insert_before": "bkt_vm_plugin.domain_xml",
-    "insert_child": "bkt_vm_plugin.domain_xml",
-    "ensure_child": "bkt_vm_plugin.domain_xml",
-    "remove": "bkt_vm_plugin.domain_xml",
-    "replace": "bkt_vm_plugin.domain_xml",
+    "Element": "bkt_vm_plugin.xmltree",
+    "parse_xml": "bkt_vm_plugin.xmltree",
+    "serialize": "bkt_vm_plugin.xmltree",
+    "child": "bkt_vm_plugin.xmltree",
+    "children": "bkt_vm_plugin.xmltree",
+    "elements": "bkt_vm_plugin.xmltree",
+    "at": "bkt_vm_plugin.xmltree",
+    "devices": "bkt_vm_plugin.xmltree",
+    "text_of": "bkt_vm_plugin.xmltree",
+    "set_text": "bkt_vm_plugin.xmltree",
+    "make": "bkt_vm_plugin.xmltree",
+    "append": "bkt_vm_plugin.xmltree",
+    "insert_after": "bkt_vm_plugin.xmltree",
+    "insert_before": "bkt_vm_plugin.xmltree",
+    "insert_child": "bkt_vm_plugin.xmltree",
+    "ensure_child": "bkt_vm_plugin.xmltree",
+    "remove": "bkt_vm_plugin.xmltree",
+    "replace": "bkt_vm_plugin.xmltree",
     "DiskRequest": "bkt_vm_plugin.provision",
     "DiskCreation": "bkt_vm_plugin.provision",
     "ProvisionContext": "bkt_vm_plugin.provision",
@@ -141,6 +140,7 @@ __all__ = [
     "child",
     "children",
     "devices",
+    "elements",
     "ensure_child",
     "expand_home",
     "home_dir",

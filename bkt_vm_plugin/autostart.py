@@ -11,10 +11,26 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bkt_core.hookspecs import hookimpl
+from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
 
 if TYPE_CHECKING:
     from bkt_core.plan import SyncReport
     from bkt_vm_plugin.sync import PostSyncContext
+    from bkt_vm_plugin.xmltree import Element
+
+__all__ = ["AutostartField", "bkt_domain_fields", "bkt_manifest_fields", "bkt_post_sync"]
+
+
+class AutostartField(DomainField):
+    """``autostart``: not in the domain XML. Observed as ``ctx.facts["autostart"]`` (from
+    ``virsh list --autostart``) and applied by :func:`bkt_post_sync`, so a change of it alone
+    needs no ``virsh define``."""
+
+    fields = ("autostart",)
+    in_xml = False
+
+    def parse(self, domain: Element, ctx: DomainContext) -> Mapping[str, Reading]:
+        return {"autostart": Reading.clean(bool(ctx.facts.get("autostart", False)))}
 
 
 @hookimpl
@@ -35,8 +51,7 @@ def bkt_manifest_fields(subsystem: str) -> Mapping[str, tuple[Any, Any]] | None:
 
 @hookimpl
 def bkt_domain_fields() -> Iterable[Any]:
-    from bkt_vm_plugin.mapping import AutostartField
-
+    """:class:`AutostartField`."""
     return [AutostartField()]
 
 

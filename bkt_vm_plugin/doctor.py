@@ -37,8 +37,9 @@ from bkt_vm_plugin.virsh import CONNECT_HINT, INSTALL_HINT, Reply, Virsh, memory
 if TYPE_CHECKING:
     from bkt_core.plan import PlanEntry
     from bkt_vm_plugin.definition import VmDefinition, VmManifest
-    from bkt_vm_plugin.domain_xml import DomainContext, Element
+    from bkt_vm_plugin.domain_xml import DomainContext
     from bkt_vm_plugin.subsystem import VmSubsystem
+    from bkt_vm_plugin.xmltree import Element
 
 __all__ = [
     "Check",
@@ -139,7 +140,7 @@ class HostFacts:
         reply = self.domcaps.get(virt_type)
         if reply is None or not reply.ok:
             return None
-        from bkt_vm_plugin.domain_xml import DomainXmlError, parse_xml
+        from bkt_vm_plugin.xmltree import DomainXmlError, parse_xml
 
         try:
             return parse_xml(reply.stdout, "domainCapabilities")
@@ -246,7 +247,7 @@ def smm_problem(facts: HostFacts) -> str | None:
 
 
 def _enum_values(node: Element | None, name: str) -> set[str]:
-    from bkt_vm_plugin.domain_xml import children, text_of
+    from bkt_vm_plugin.xmltree import children, text_of
 
     if node is None:
         return set()
@@ -260,7 +261,7 @@ def _enum_values(node: Element | None, name: str) -> set[str]:
 
 def firmware_problem(facts: HostFacts, virt_type: str, secure: bool) -> str | None:
     """Why libvirt has no UEFI (``secure``: Secure Boot) firmware for ``virt_type`` guests."""
-    from bkt_vm_plugin.domain_xml import at
+    from bkt_vm_plugin.xmltree import at
 
     reply = facts.domcaps.get(virt_type)
     if reply is None:
@@ -278,7 +279,7 @@ def firmware_problem(facts: HostFacts, virt_type: str, secure: bool) -> str | No
 
 
 def swtpm_problem(facts: HostFacts, virt_type: str) -> str | None:
-    from bkt_vm_plugin.domain_xml import at
+    from bkt_vm_plugin.xmltree import at
 
     reply = facts.domcaps.get(virt_type)
     if reply is None:

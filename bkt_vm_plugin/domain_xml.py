@@ -1,9 +1,9 @@
 """Domain XML: render, parse and patch are one mapping.
 
-The manifest owns a small set of elements of a libvirt domain. Each
-piece of that set is a :class:`DomainField`, contributed through the ``bkt_domain_fields``
-hook (the built-in ones live in :mod:`bkt_vm_plugin.mapping`), with its render, parse and patch
-side by side. :class:`DomainMapping` runs every field:
+The manifest owns a small set of elements of a libvirt domain. Each piece of that set is a
+:class:`DomainField`, contributed through the ``bkt_domain_fields`` hook (the built-in ones
+live in :mod:`bkt_vm_plugin.mapping` and in the ``cpu_model`` and ``autostart`` plugins), with
+its render, parse and patch side by side. :class:`DomainMapping` runs every field:
 
 - :meth:`DomainMapping.render` builds a complete domain for a new VM;
 - :meth:`DomainMapping.parse` reads each field back, saying why when it cannot round-trip;
@@ -12,25 +12,54 @@ side by side. :class:`DomainMapping` runs every field:
   own (UUID, MACs, addresses, extra devices, passwords, metadata, comments) survives;
 - :meth:`DomainMapping.diff` is the one definition of "in sync".
 
-This is the only module of the VM plugin (with :mod:`bkt_vm_plugin.mapping`) that imports
-lxml, and it has the one parser: no network, no entity expansion, no DTD, no huge trees.
-Documents are edited as lxml trees, so a manifest value is always an attribute value or a text
-node and can never add markup.
+Shared elements. Several fields may write into one element (``<cpu>``, ``<os>``,
+``<features>``, ``<devices>``, ``<clock>``). Each owns a part of it, and the rules are:
+
+1. A field reads, changes and removes only its own part: the attributes and children it
+   names (the ``cpu_model`` plugin owns ``<cpu>``'s attributes, ``<model>`` and ``<vendor>``;
+   ``vcpus`` owns ``<topology>``; a plugin that adds CPU features owns each ``<feature>``
+   whose ``name`` it names). What no field names belongs to the user and is kept.
+2. A field that needs the element creates it when missing
+   (:func:`bkt_vm_plugin.xmltree.ensure_child`), and removes it only when it leaves it empty,
+   so that the order in which fields apply does not matter.
+3. A field whose part must agree with what others put into the element brings it in line in
+   :meth:`DomainField.settle`, which the mapping calls for every field after all of them
+   rendered or patched (libvirt refuses ``<feature>`` elements in a ``<cpu>`` without a CPU model,
+   so ``cpu_model`` names libvirt's default model when a feature is there: see
+   :mod:`bkt_vm_plugin.cpu_model`). Settling changes only the settling field's own part, and
+   nothing at all on a domain that already agrees, so the laws below hold with it.
+
+The laws, checked for every installed field by bkt's property tests: parse of render gives
+:meth:`DomainField.desired` back; patch changes only the parts a field owns, and parse of patch
+gives :meth:`DomainField.desired` back; patching a domain to the definition it is in sync with
+gives it back byte for byte; capture reads every field back, the fields that share an element
+too.
+
+The XML itself (the hardened parser, serialization, the tree helpers) is
+:mod:`bkt_vm_plugin.xmltree`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lxml import etree
-
 from bkt_core.errors import BktError, PluginError
 from bkt_core.plan import FieldChange
+from bkt_vm_plugin.xmltree import (
+    child,
+    insert_child,
+    make,
+    parse_xml,
+    serialize,
+    serialize_pretty,
+    text_of,
+)
 
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition
+    from bkt_vm_plugin.xmltree import Element
 
 __all__ = [
     "MARKER_NAMESPACE",
@@ -38,15 +67,10 @@ __all__ = [
     "DomainContext",
     "DomainField",
     "DomainMapping",
-    "DomainXmlError",
-    "Element",
     "Parsed",
     "PatchRefused",
     "Reading",
-    "parse_xml",
 ]
-
-Element = etree._Element
 
 #: The namespace of bkt's marker in ``<metadata>``: ``<bkt:vm xmlns:bkt="urn:bkt:vm:1"/>``.
 MARKER_NAMESPACE = "urn:bkt:vm:1"
@@ -57,13 +81,6 @@ MARKER_TAG = f"{{{MARKER_NAMESPACE}}}{MARKER_NAME}"
 HOOK = "bkt_domain_fields"
 
 
-# -- errors --------------------------------------------------------------------------------
-
-
-class DomainXmlError(BktError):
-    """A text that is not a domain XML bkt can read."""
-
-
 class PatchRefused(BktError):
     """A change that bkt does not make to this domain (a NUMA guest's memory, ...)."""
 
@@ -71,334 +88,6 @@ class PatchRefused(BktError):
         super().__init__(f"cannot change {field}: {reason}")
         self.field = field
         self.reason = reason
-
-
-# -- parsing and serialization ---------------------------------------------------------------
-
-# Whitespace and comments are kept (remove_blank_text off) so that a patched document differs
-# from the original only where an owned element changed.
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    huge_tree=False,
-    load_dtd=False,
-    dtd_validation=False,
-    remove_blank_text=False,
-    remove_comments=False,
-    remove_pis=False,
-    encoding="utf-8",
-)
-
-
-def parse_xml(text: str, root_tag: str = "domain") -> Element:
-    """The ``<domain>`` (or ``root_tag``) element of ``text``. Raises :class:`DomainXmlError`."""
-    # Parsed as UTF-8 bytes (the parser's encoding overrides any declaration): lxml refuses
-    # str input that carries an encoding declaration.
-    try:
-        root = etree.fromstring(text.encode("utf-8", "surrogatepass"), _PARSER)
-    except (etree.XMLSyntaxError, UnicodeError, ValueError) as exc:
-        raise DomainXmlError(f"domain XML is not well-formed: {exc}") from None
-    if root is None:  # pragma: no cover - lxml raises for an empty document
-        raise DomainXmlError("domain XML is not well-formed: no root element")
-    docinfo = root.getroottree().docinfo
-    if docinfo.internalDTD is not None or docinfo.doctype:
-        # libvirt never writes a DOCTYPE; refusing it rules out entity tricks entirely.
-        raise DomainXmlError("domain XML is not well-formed: a DOCTYPE is not allowed")
-    if root.tag != root_tag:
-        qname = etree.QName(root)
-        shown = f"{root.prefix}:{qname.localname}" if root.prefix else qname.localname
-        raise DomainXmlError(f"not a domain XML: the root element is <{shown}>, not <{root_tag}>")
-    return root
-
-
-def serialize(root: Element) -> str:
-    """The document of ``root`` as text, kept as it is (patch output), with a final newline."""
-    # Comments and processing instructions around the root each go on a line of their own
-    # (libxml2 keeps no text outside the root element).
-    before = [etree.tostring(n, encoding="unicode", with_tail=False) for n in _outside(root, True)]
-    after = [etree.tostring(n, encoding="unicode", with_tail=False) for n in _outside(root, False)]
-    body = etree.tostring(root, encoding="unicode", with_tail=False)
-    return "\n".join([*before, body, *after]) + "\n"
-
-
-def _outside(root: Element, preceding: bool) -> list[Element]:
-    found = list(root.itersiblings(preceding=preceding))
-    return found[::-1] if preceding else found
-
-
-def serialize_pretty(root: Element) -> str:
-    """``root`` indented with two spaces per level (render output), with a final newline."""
-    etree.indent(root, space="  ")
-    return etree.tostring(root, encoding="unicode") + "\n"
-
-
-# -- tree helpers ----------------------------------------------------------------------------
-
-# Where a new element goes when its parent has none of the same name: libvirt's own order
-# (the order of `virsh dumpxml`), so a rendered domain reads like a defined one and an
-# inserted element lands where libvirt would put it.
-CHILD_ORDER: dict[str, tuple[str, ...]] = {
-    "domain": (
-        "name", "uuid", "genid", "title", "description", "metadata", "maxMemory", "memory",
-        "currentMemory", "blkiotune", "memtune", "memoryBacking", "vcpu", "vcpus",
-        "iothreads", "iothreadids", "defaultiothread", "cputune", "numatune", "resource",
-        "sysinfo", "bootloader", "bootloader_args", "os", "idmap", "features", "cpu", "clock",
-        "on_poweroff", "on_reboot", "on_crash", "on_lockfailure", "pm", "perf", "devices",
-        "seclabel", "keywrap", "launchSecurity",
-    ),
-    "os": (
-        "type", "firmware", "loader", "nvram", "kernel", "initrd", "cmdline", "shim", "dtb",
-        "acpi", "boot", "bootmenu", "smbios", "bios", "init", "initarg", "initenv", "initdir",
-        "inituser", "initgroup",
-    ),
-    "features": (
-        "acpi", "apic", "pae", "hap", "viridian", "privnet", "hyperv", "kvm", "xen",
-        "pvspinlock", "capabilities", "pmu", "vmport", "gic", "smm", "ioapic", "hpt",
-        "vmcoreinfo", "htm", "nested-hv", "msrs", "ccf-assist", "cfpc", "sbbc", "ibs", "tcg",
-        "async-teardown", "ras",
-    ),
-    "cpu": ("model", "vendor", "topology", "cache", "maxphysaddr", "feature", "numa"),
-    "interface": (
-        "mac", "source", "virtualport", "ip", "route", "script", "downscript",
-        "backenddomain", "target", "guest", "model", "driver", "backend", "filterref", "tune",
-        "teaming", "link", "mtu", "bandwidth", "vlan", "port", "coalesce", "rom", "boot",
-        "acpi", "alias", "address",
-    ),
-    "disk": (
-        "driver", "auth", "source", "backingStore", "backenddomain", "geometry", "blockio",
-        "target", "iotune", "boot", "readonly", "shareable", "transient", "serial", "wwn",
-        "vendor", "product", "encryption", "alias", "address",
-    ),
-    "devices": (
-        "emulator", "disk", "controller", "lease", "filesystem", "interface", "smartcard",
-        "serial", "parallel", "console", "channel", "input", "tpm", "graphics", "sound",
-        "audio", "video", "hostdev", "redirdev", "redirfilter", "hub", "watchdog",
-        "memballoon", "rng", "panic", "shmem", "memory", "iommu", "vsock", "crypto", "pstore",
-    ),
-}  # fmt: skip
-
-INDENT = "  "
-
-
-def elements(parent: Element) -> list[Element]:
-    """The child elements of ``parent``, in document order."""
-    return [c for c in parent if isinstance(c.tag, str)]
-
-
-def children(parent: Element, tag: str) -> list[Element]:
-    """The child elements ``<tag>`` (in no namespace) of ``parent``."""
-    return [c for c in parent if c.tag == tag]
-
-
-def child(parent: Element | None, tag: str) -> Element | None:
-    """The first child element ``<tag>`` of ``parent``; None when there is none (or no
-    ``parent``)."""
-    if parent is None:
-        return None
-    for c in parent:
-        if c.tag == tag:
-            return c
-    return None
-
-
-def at(parent: Element | None, *path: str) -> Element | None:
-    """The element at ``path`` below ``parent``, following the first match at each step."""
-    node = parent
-    for tag in path:
-        node = child(node, tag)
-    return node
-
-
-def devices(domain: Element, tag: str) -> list[Element]:
-    """The ``<devices>`` children ``<tag>`` of ``domain``, in document order."""
-    found = child(domain, "devices")
-    return children(found, tag) if found is not None else []
-
-
-def text_of(node: Element) -> str:
-    """The element's own text, exactly (comments and child elements are not text)."""
-    return "".join([node.text or "", *(c.tail or "" for c in node)])
-
-
-def set_text(node: Element, text: str) -> None:
-    """Replaces the element's content with ``text``."""
-    for c in list(node):
-        node.remove(c)
-    node.text = text
-
-
-def depth(node: Element) -> int:
-    """How many elements enclose ``node`` (0 for the root)."""
-    return sum(1 for _ in node.iterancestors())
-
-
-def _blank(text: str | None) -> bool:
-    return text is None or text.strip() == ""
-
-
-def _leading(node: Element) -> str | None:
-    """The text right before ``node``: its previous sibling's tail, or its parent's text."""
-    prev = node.getprevious()
-    if prev is not None:
-        return prev.tail
-    parent = node.getparent()
-    return parent.text if parent is not None else None
-
-
-def _set_leading(node: Element, text: str | None) -> None:
-    prev = node.getprevious()
-    if prev is not None:
-        prev.tail = text
-    else:
-        parent = node.getparent()
-        if parent is not None:
-            parent.text = text
-
-
-def _indent_before(node: Element) -> str:
-    """The whitespace that puts an element on its own line at ``node``'s level."""
-    leading = _leading(node)
-    if leading is not None and _blank(leading) and "\n" in leading:
-        return "\n" + leading.rsplit("\n", 1)[1]
-    return "\n" + INDENT * depth(node)
-
-
-def _layout(new: Element, indent: str) -> None:
-    """Lays out the inside of a new element whose own line starts with ``indent``: each child
-    on a line of its own, one level deeper."""
-    kids = elements(new)
-    if not kids:
-        return
-    inner = indent + INDENT
-    if _blank(new.text):
-        new.text = inner
-    for kid in kids:
-        if _blank(kid.tail):
-            kid.tail = inner
-        _layout(kid, inner)
-    if _blank(kids[-1].tail):
-        kids[-1].tail = indent
-
-
-def insert_after(anchor: Element, new: Element) -> Element:
-    """Inserts ``new`` right after ``anchor``, on a line of its own, indented like it."""
-    indent = _indent_before(anchor)
-    new.tail = anchor.tail
-    anchor.addnext(new)
-    anchor.tail = indent
-    _layout(new, indent)
-    return new
-
-
-def insert_before(anchor: Element, new: Element) -> Element:
-    """Inserts ``new`` right before ``anchor``, on a line of its own, indented like it."""
-    indent = _indent_before(anchor)
-    anchor.addprevious(new)
-    new.tail = indent
-    _layout(new, indent)
-    return new
-
-
-def append(parent: Element, new: Element) -> Element:
-    """Inserts ``new`` as the last child element of ``parent``."""
-    last = elements(parent)
-    if last:
-        return insert_after(last[-1], new)
-    # No element inside: one level deeper than the parent's own line.
-    outer = _indent_before(parent) if parent.getparent() is not None else "\n"
-    inner = outer + INDENT
-    if list(parent):  # only comments or processing instructions inside
-        tail_holder = parent[-1]
-        tail_holder.tail = inner
-        tail_holder.addnext(new)
-    else:
-        if _blank(parent.text):
-            parent.text = inner
-        parent.append(new)
-    new.tail = outer
-    _layout(new, inner)
-    return new
-
-
-def insert_child(parent: Element, new: Element) -> Element:
-    """Inserts ``new`` into ``parent``: after the last element of the same name, else at its
-    place in :data:`CHILD_ORDER` (at the end for names the table does not know)."""
-    tag = new.tag
-    same = children(parent, tag) if isinstance(tag, str) else []
-    if same:
-        return insert_after(same[-1], new)
-    order = CHILD_ORDER.get(parent.tag if isinstance(parent.tag, str) else "", ())
-    if isinstance(tag, str) and tag in order:
-        rank = order.index(tag)
-        kids = elements(parent)
-        before = [k for k in kids if k.tag in order and order.index(k.tag) < rank]
-        if before:
-            return insert_after(before[-1], new)
-        after = [k for k in kids if k.tag in order and order.index(k.tag) > rank]
-        if after:
-            return insert_before(after[0], new)
-    return append(parent, new)
-
-
-def ensure_child(parent: Element, tag: str) -> Element:
-    """The first ``<tag>`` child of ``parent``, created at its place if there is none."""
-    found = child(parent, tag)
-    return found if found is not None else insert_child(parent, etree.Element(tag))
-
-
-def remove(node: Element) -> None:
-    """Removes ``node`` together with the whitespace that indents it."""
-    parent = node.getparent()
-    if parent is None:
-        return
-    leading = _leading(node)
-    tail = node.tail
-    if _blank(leading):
-        _set_leading(node, tail)
-    else:
-        _set_leading(node, (leading or "") + (tail or ""))
-    node.tail = None
-    parent.remove(node)
-
-
-def replace(old: Element, new: Element) -> Element:
-    """Puts ``new`` where ``old`` is."""
-    new.tail = old.tail
-    parent = old.getparent()
-    if parent is not None:
-        parent.replace(old, new)
-    _layout(new, _indent_before(new))
-    return new
-
-
-def retain_children(node: Element, keep: Iterable[str]) -> None:
-    """Removes every child element of ``node`` but those named in ``keep``."""
-    kept = set(keep)
-    for c in elements(node):
-        if c.tag not in kept:
-            remove(c)
-
-
-def retain_attrs(node: Element, keep: Iterable[str]) -> None:
-    """Removes every attribute of ``node`` but those named in ``keep``."""
-    kept = set(keep)
-    for name in list(node.attrib):
-        if name not in kept:
-            del node.attrib[name]
-
-
-def make(
-    tag: str, attrs: Sequence[tuple[str, str]] = (), *kids: Element, text: str = ""
-) -> Element:
-    """A new element with attributes in order, children and text (values escaped by lxml)."""
-    node = etree.Element(tag)
-    for name, value in attrs:
-        node.set(name, value)
-    if text:
-        node.text = text
-    for kid in kids:
-        node.append(kid)
-    return node
 
 
 def has_marker(domain: Element) -> bool:
@@ -426,14 +115,17 @@ class Reading:
 
     @classmethod
     def clean(cls, value: Any) -> Reading:
+        """The domain holds ``value``, and nothing the manifest cannot describe."""
         return cls(value)
 
     @classmethod
     def unsupported(cls, reason: str) -> Reading:
+        """No manifest value describes the domain, because of ``reason``."""
         return cls(None, reason)
 
     @classmethod
     def lossy_(cls, value: Any, reason: str) -> Reading:
+        """The domain holds ``value`` and more (``reason``) that the manifest cannot say."""
         return cls(value, reason, lossy=True)
 
     @property
@@ -493,7 +185,7 @@ def spell(value: Any) -> str:
 
 
 class DomainField:
-    """One piece of the manifest <-> domain XML mapping: the manifest fields in ``fields``
+    r"""One piece of the manifest <-> domain XML mapping: the manifest fields in ``fields``
     (in diff order), with their render, parse and patch side by side.
 
     Subclass it, set ``fields``, and implement :meth:`parse` plus (when ``in_xml``)
@@ -504,9 +196,18 @@ class DomainField:
     mapping is built, so that its failures name it.
 
     The laws, checked for every installed field by bkt's property tests: parse of render
-    gives :meth:`desired` back; patch changes only elements this field owns, and parse of
-    patch gives :meth:`desired` back. The mapping calls :meth:`patch` only when the field is
-    out of sync, but patch must be a no-op when it is not.
+    gives :meth:`desired` back; patch changes only the part of the domain this field owns,
+    and parse of patch gives :meth:`desired` back. The mapping calls :meth:`patch` only when
+    the field is out of sync, but patch must be a no-op when it is not.
+
+    Sharing an element with other fields (``<cpu>``, ``<features>``, ``<os>``, ``<clock>``):
+    own a part of it (attributes, or children by name and, where several share a name, by an
+    attribute: ``<feature name='vmx'>``); read, change and remove only that part; create the
+    element with :func:`~bkt_vm_plugin.xmltree.ensure_child` and remove it only when it is
+    left empty. A field whose part must agree with what other fields put there does so in
+    :meth:`settle`. A field that adds ``<feature>`` elements to ``<cpu>`` needs nothing more:
+    under every ``cpu_model`` and both virt_types, the ``cpu_model`` plugin makes the
+    ``<cpu>`` one libvirt accepts.
     """
 
     fields: tuple[str, ...] = ()
@@ -535,6 +236,13 @@ class DomainField:
     def patch(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
         """Bring the elements this field owns in ``domain`` to ``vm``, changing nothing
         else. Raise :class:`PatchRefused` for a change bkt does not make."""
+
+    def settle(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
+        """Bring this field's part of an element it shares in line with the parts other
+        fields own, once every field rendered or patched ``domain`` (the mapping calls it for
+        every field, in order, each time). It must change only this field's own part, and
+        nothing when the parts already agree, so that a patch of a domain in sync stays a
+        no-op. The default does nothing."""
 
     def spell(self, name: str, value: Any) -> str:
         """``value`` of ``name`` as a field change shows it (and as diff compares it)."""
@@ -646,6 +354,7 @@ class DomainMapping:
             raise PluginError(mapping_field.plugin, HOOK, detail) from exc
 
     def field_of(self, name: str) -> DomainField:
+        """The field that compares ``name``. Raises :class:`KeyError` for no such field."""
         for mapping_field in self.fields:
             if name in mapping_field.compared:
                 return mapping_field
@@ -655,22 +364,31 @@ class DomainMapping:
 
     def render(self, vm: VmDefinition, ctx: DomainContext) -> str:
         """The domain XML of a new VM ``ctx.name`` described by ``vm``."""
-        domain = etree.Element("domain")
+        domain = make("domain")
         insert_child(domain, make("name", text=ctx.name))
-        metadata = insert_child(domain, make("metadata"))
-        metadata.append(etree.Element(MARKER_TAG, nsmap={MARKER_PREFIX: MARKER_NAMESPACE}))
+        marker = make(MARKER_TAG, nsmap={MARKER_PREFIX: MARKER_NAMESPACE})
+        insert_child(domain, make("metadata", [], marker))
         for f in self.fields:
             if f.in_xml:
                 self._call(f, "render", f.render, domain, vm, ctx)
+        self._settle(domain, vm, ctx)
         return serialize_pretty(domain)
+
+    def _settle(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
+        """Every field's :meth:`DomainField.settle`, once all of them wrote their parts."""
+        for f in self.fields:
+            if f.in_xml:
+                self._call(f, "settle", f.settle, domain, vm, ctx)
 
     def parse(self, xml: str, ctx: DomainContext) -> Parsed:
         """What ``xml`` (best ``dumpxml --inactive``) says about every field. Raises only
-        :class:`DomainXmlError` (and :class:`PluginError` for a failing plugin)."""
+        :class:`~bkt_vm_plugin.xmltree.DomainXmlError` (and :class:`PluginError` for a failing
+        plugin)."""
         domain = parse_xml(xml)
         return self.parse_tree(domain, ctx)
 
     def parse_tree(self, domain: Element, ctx: DomainContext) -> Parsed:
+        """:meth:`parse` of a ``<domain>`` already parsed."""
         readings: dict[str, Reading] = {}
         for f in self.fields:
             readings.update(self._readings(f, domain, ctx))
@@ -698,8 +416,9 @@ class DomainMapping:
 
     def patch(self, xml: str, vm: VmDefinition, ctx: DomainContext) -> str:
         """``xml`` (``dumpxml --inactive --security-info``) with every owned element brought
-        to ``vm``. A field in sync is not touched, so an in-sync domain comes back as it was
-        (as lxml writes it). The name is never changed. Raises :class:`PatchRefused`."""
+        to ``vm``. A field in sync is not touched and settling changes nothing on a domain
+        whose parts agree, so an in-sync domain comes back as it was (as lxml writes it). The
+        name is never changed. Raises :class:`PatchRefused`."""
         domain = parse_xml(xml)
         for f in self.fields:
             if not f.in_xml:
@@ -709,6 +428,7 @@ class DomainMapping:
             if not self._changes(f, self._readings(f, domain, ctx), vm, ctx):
                 continue
             self._call(f, "patch", f.patch, domain, vm, ctx)
+        self._settle(domain, vm, ctx)
         return serialize(domain)
 
     def _changes(

@@ -55,12 +55,11 @@ from bkt_core.errors import BktError, CommandError, OperationError, PluginError
 from bkt_core.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    import xml.etree.ElementTree as ET
-
     from bkt_core.host import Host
     from bkt_core.process import CommandRunner
     from bkt_vm_plugin.definition import VmDefinition
     from bkt_vm_plugin.virsh import Reply, Virsh
+    from bkt_vm_plugin.xmltree import Element
 
 __all__ = [
     "FILE_POOL_TYPES",
@@ -592,13 +591,13 @@ def _volume(pool: str, name: str, reply: Reply) -> Volume | None:
     return Volume(root.get("type"), found, size)
 
 
-def _parse(xml: str) -> ET.Element | None:
-    # libvirt's own output, read only for a few elements: no entities, no DTDs to fear.
-    import xml.etree.ElementTree as ET
+def _parse(xml: str) -> Element | None:
+    """The root of a pool's or volume's XML; None when it is not XML bkt can read."""
+    from bkt_vm_plugin.xmltree import DomainXmlError, parse_xml
 
     try:
-        return ET.fromstring(xml)
-    except ET.ParseError:
+        return parse_xml(xml, root_tag=None)
+    except DomainXmlError:
         return None
 
 

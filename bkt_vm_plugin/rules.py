@@ -14,20 +14,14 @@ from typing import Any
 
 from bkt_core.diagnostics import Problem, char_repr, unknown_field_message
 from bkt_core.jsonpos import JsonPath
-from bkt_vm_plugin.cpu_model import HOST_PASSTHROUGH
 from bkt_vm_plugin.definition import IsoPath, IsoUrl
-from bkt_vm_plugin.paths import CONTROL_MESSAGE, expand_home, has_control, local_path_problem
+from bkt_vm_plugin.paths import expand_home, local_path_problem
 
-__all__ = ["cpu_model_rules", "name_problem", "vm_rules"]
+__all__ = ["name_problem", "vm_rules"]
 
 NAME_MAX = 64
 NAME_PUNCTUATION = "._-"
 _GOOD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
-
-#: Unicode White_Space, what makes a value blank. (``str.strip()`` would also strip
-#: U+001C..U+001F, which are control characters and reported as such.)
-_WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
-_WHITE_SPACE += "\u2028\u2029\u202f\u205f\u3000"
 
 #: Every key of an ISO source, of either form, in schema order.
 _ISO_KEYS = list(dict.fromkeys(f.name for t in (IsoPath, IsoUrl) for f in dataclasses.fields(t)))
@@ -101,30 +95,4 @@ def _iso_source_keys(sources: Any, at: JsonPath) -> list[Problem]:
                 problems.append(
                     Problem((*at, i, key), unknown_field_message(key, _ISO_KEYS), at_key=True)
                 )
-    return problems
-
-
-def cpu_model_rules(document: Any) -> list[Problem]:
-    """``cpu_model`` is not blank, holds no control characters, and is not
-    ``host-passthrough`` under ``virt_type: "qemu"`` (that cannot start)."""
-    problems: list[Problem] = []
-    for name, vm in _vms(document).items():
-        if not isinstance(vm, dict):
-            continue
-        model = vm.get("cpu_model")
-        if not isinstance(model, str):
-            continue
-        at: JsonPath = ("vms", name, "cpu_model")
-        if not model.strip(_WHITE_SPACE):
-            problems.append(Problem(at, "must not be empty"))
-        elif has_control(model):
-            problems.append(Problem(at, CONTROL_MESSAGE))
-        elif model == HOST_PASSTHROUGH and vm.get("virt_type") == "qemu":
-            problems.append(
-                Problem(
-                    at,
-                    '"host-passthrough" cannot start under virt_type "qemu" (software '
-                    'emulation); use "host-model", a named model, or leave cpu_model out',
-                )
-            )
     return problems

@@ -9,11 +9,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bkt_core.hookspecs import hookimpl
-from bkt_vm_plugin.domain_xml import (
-    DomainContext,
-    DomainField,
+from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
+from bkt_vm_plugin.xmltree import (
     Element,
-    Reading,
     child,
     children,
     ensure_child,

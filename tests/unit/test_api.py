@@ -35,6 +35,7 @@ API_1_0 = {
     "child",
     "children",
     "devices",
+    "elements",
     "ensure_child",
     "expand_home",
     "home_dir",

@@ -13,20 +13,15 @@ from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.domain_xml import (
     DomainContext,
     DomainMapping,
-    DomainXmlError,
     Parsed,
     PatchRefused,
     Reading,
-    insert_child,
-    make,
-    parse_xml,
-    remove,
-    serialize,
 )
 from bkt_vm_plugin.iso import cache_name
-from bkt_vm_plugin.mapping import target_index, target_name
+from bkt_vm_plugin.mapping_disks import target_index, target_name
 from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
+from bkt_vm_plugin.xmltree import DomainXmlError, insert_child, make, parse_xml, remove, serialize
 from tests.firmware import DEBIAN12
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))

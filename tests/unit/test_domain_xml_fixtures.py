@@ -23,11 +23,10 @@ from bkt_vm_plugin.domain_xml import (
     DomainMapping,
     Parsed,
     PatchRefused,
-    parse_xml,
-    serialize,
 )
 from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
+from bkt_vm_plugin.xmltree import parse_xml, serialize
 from tests.firmware import DEBIAN12
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "libvirt-domains"

@@ -23,14 +23,10 @@ import pytest
 from bkt_core.host import Host
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.definition import VmDefinition
-from bkt_vm_plugin.domain_xml import (
-    DomainContext,
-    DomainMapping,
-    parse_xml,
-    serialize,
-)
+from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping
 from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
+from bkt_vm_plugin.xmltree import parse_xml, serialize
 from tests.firmware import DEBIAN12
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

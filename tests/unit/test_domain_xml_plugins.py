@@ -16,9 +16,10 @@ from bkt_core.errors import PluginError
 from bkt_core.host import Host
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.definition import VmDefinition
-from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, parse_xml
+from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping
 from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
+from bkt_vm_plugin.xmltree import parse_xml
 from tests.firmware import DEBIAN12
 from tests.strategies import HOME, ISO_CACHE, definitions, exists
 from tests.unit.domain_xml_hyperv import BrokenPlugin, ClashingPlugin, HypervPlugin

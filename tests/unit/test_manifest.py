@@ -44,9 +44,10 @@ from bkt_core.manifest import (
     write_atomic,
 )
 from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.cpu_model import cpu_model_rules
 from bkt_vm_plugin.definition import VmManifest
 from bkt_vm_plugin.model import to_manifest
-from bkt_vm_plugin.rules import cpu_model_rules, name_problem, vm_rules
+from bkt_vm_plugin.rules import name_problem, vm_rules
 from bkt_vm_plugin.subsystem import VmSubsystem
 
 HOME = "/home/tester"

@@ -17,10 +17,11 @@ from pydantic import Field
 from bkt_core import SyncReport, hookimpl
 from bkt_core.errors import OperationError
 from bkt_core.output import Printer
-from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Element, Reading, child, make
+from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
 from bkt_vm_plugin.provision import DiskCreation, DiskRequest
 from bkt_vm_plugin.report import print_plan, print_results
 from bkt_vm_plugin.testing import FakeLibvirt
+from bkt_vm_plugin.xmltree import Element, child, make
 from tests.unit.test_robustness import World
 
 HINT = "ask the paint shop"

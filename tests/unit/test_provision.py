@@ -363,6 +363,23 @@ def test_pool_and_volume_xml_are_read_for_file_pools_only() -> None:
     assert volume_format_of("<volume/>") is None
 
 
+def test_pool_xml_is_read_by_the_hardened_parser() -> None:
+    # libvirt never writes a DOCTYPE: a pool XML with one (entities that could expand or
+    # reach a file) is not read at all.
+    entity = (
+        '<!DOCTYPE pool [<!ENTITY t "/var/lib/images">]>'
+        "<pool type='dir'><target><path>&t;</path></target></pool>"
+    )
+    assert pool_target(entity) is None
+    external = (
+        '<!DOCTYPE pool [<!ENTITY t SYSTEM "file:///etc/hostname">]>'
+        "<pool type='dir'><target><path>/x&t;</path></target></pool>"
+    )
+    assert pool_target(external) is None
+    commented = "<pool type='dir'><!-- c --><target><path>/p</path></target></pool>"
+    assert pool_target(commented) == "/p"
+
+
 def test_pools_that_cannot_be_read_fail_planning_with_the_reason() -> None:
     down = FakeLibvirt()
     down.disconnect("error: failed to connect to the hypervisor\n")

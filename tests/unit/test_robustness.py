@@ -19,10 +19,11 @@ from pydantic import Field
 import bkt_core
 from bkt_core import Completed, Host, PluginError, SyncReport, hookimpl
 from bkt_vm_plugin import default_plugins
-from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Element, Reading
+from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
 from bkt_vm_plugin.provision import DiskCreation, DiskRequest
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.testing import FakeLibvirt, vm_subsystem
+from bkt_vm_plugin.xmltree import Element
 from tests.livelib import vm
 
 # -- the public surface ---------------------------------------------------------------------
@@ -604,7 +605,7 @@ class MyCpuModel:
 
     @hookimpl
     def bkt_domain_fields(self) -> Iterable[DomainField]:
-        from bkt_vm_plugin.mapping import CpuModelField
+        from bkt_vm_plugin.cpu_model import CpuModelField
 
         return [CpuModelField()]
 

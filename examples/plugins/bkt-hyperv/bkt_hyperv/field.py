@@ -19,11 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from bkt_vm_plugin.domain_xml import (
-    DomainContext,
-    DomainField,
+from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
+from bkt_vm_plugin.xmltree import (
     Element,
-    Reading,
     child,
     children,
     ensure_child,
@@ -145,7 +143,7 @@ class HypervField(DomainField):
 def _insert_in_order(hyperv: Element, node: Element, index: int) -> None:
     """Puts ``node`` after the last enlightenment of our set that libvirt writes before it, so
     that a patched domain reads like one libvirt wrote (unknown ones stay where they are)."""
-    from bkt_vm_plugin.domain_xml import append, insert_after, insert_before
+    from bkt_vm_plugin.xmltree import append, insert_after, insert_before
 
     earlier = [c for c in hyperv if c.tag in _ORDER[:index]]
     if earlier:

@@ -16,9 +16,10 @@ import pytest
 from bkt_core import Host, ManifestError
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.definition import VmDefinition
-from bkt_vm_plugin.domain_xml import DomainContext, parse_xml
+from bkt_vm_plugin.domain_xml import DomainContext
 from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
+from bkt_vm_plugin.xmltree import parse_xml
 
 WIN11: dict[str, Any] = {
     "memory_gb": 8,

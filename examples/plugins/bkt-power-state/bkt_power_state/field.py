@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Element, Reading
+from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
+from bkt_vm_plugin.xmltree import Element
 
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition
