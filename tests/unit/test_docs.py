@@ -1,0 +1,89 @@
+"""The documentation cannot drift from the code: docs/api.md is what
+``scripts/api_reference.py`` writes, and every Python block of the guides compiles (blocks
+marked ``<!-- fragment -->`` on the line before are pieces of a larger file, and skipped).
+The guide's complete plugin and its tests are installed and run by
+tests/integration/test_example_plugins.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.conftest import ROOT
+
+GUIDES = [ROOT / "docs" / "plugins.md", ROOT / "docs" / "architecture.md"]
+FRAGMENT = "<!-- fragment -->"
+_BLOCK = re.compile(r"(?P<before>[^\n]*)\n```python\n(?P<body>.*?)```\n", re.S)
+
+
+def api_reference() -> ModuleType:
+    path = ROOT / "scripts" / "api_reference.py"
+    spec = importlib.util.spec_from_file_location("api_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def python_blocks(path: Path) -> list[tuple[int, str, bool]]:
+    """Each ```python block of ``path``: its first line's number, its text, and whether it is
+    marked as a fragment."""
+    text = path.read_text(encoding="utf-8")
+    return [
+        (text.count("\n", 0, m.start("body")) + 1, m["body"], m["before"].strip() == FRAGMENT)
+        for m in _BLOCK.finditer(text)
+    ]
+
+
+def test_the_api_reference_is_what_the_code_says() -> None:
+    generator = api_reference()
+    written = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    assert written == generator.render(), "docs/api.md is stale: python scripts/api_reference.py"
+
+
+def test_the_api_reference_covers_every_hook_and_name() -> None:
+    from bkt_core import hookspecs as core_specs
+    from bkt_vm_plugin import api
+    from bkt_vm_plugin import hookspecs as vm_specs
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    for hook in [*core_specs.hook_names(), *vm_specs.hook_names()]:
+        assert f"def {hook}(" in text, hook
+    for name in api.__all__:
+        assert re.search(rf"^#### (class )?`{re.escape(name)}\b", text, re.M), name
+
+
+def test_the_check_mode_fails_on_a_stale_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generator = api_reference()
+    stale = tmp_path / "api.md"
+    stale.write_text("# an old reference\n", encoding="utf-8")
+    monkeypatch.setattr(generator, "TARGET", stale)
+    assert generator.main(["api_reference.py", "--check"]) == 1
+    assert generator.main(["api_reference.py"]) == 0
+    assert generator.main(["api_reference.py", "--check"]) == 0
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda p: p.name)
+def test_every_python_block_of_a_guide_compiles(guide: Path) -> None:
+    blocks = python_blocks(guide)
+    checked = [(line, body) for line, body, fragment in blocks if not fragment]
+    assert checked or guide.name == "architecture.md"
+    for line, body in checked:
+        try:
+            compile(body, f"{guide.name}:{line}", "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            pytest.fail(f"{guide.name}, block at line {line}: {exc}")
+
+
+def test_a_broken_block_is_found() -> None:
+    text = "prose\n```python\ndef f(:\n```\n" + FRAGMENT + "\n```python\nx = (\n```\n"
+    path = ROOT / "docs" / "plugins.md"
+    assert python_blocks(path)  # the guide has blocks
+    found = [(m["body"], m["before"].strip() == FRAGMENT) for m in _BLOCK.finditer(text)]
+    assert found == [("def f(:\n", False), ("x = (\n", True)]
