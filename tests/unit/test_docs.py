@@ -1,8 +1,8 @@
 """The documentation cannot drift from the code: docs/api.md is what
 ``scripts/api_reference.py`` writes, and every Python block of the guides compiles (blocks
 marked ``<!-- fragment -->`` on the line before are pieces of a larger file, and skipped).
-The guide's complete plugin and its tests are installed and run by
-tests/integration/test_example_plugins.py."""
+Blocks marked ``<!-- runs -->`` are self-contained modules and are run. The guide's complete
+plugin and its tests are installed and run by tests/integration/test_example_plugins.py."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 
 GUIDES = [ROOT / "docs" / "plugins.md", ROOT / "docs" / "architecture.md"]
 FRAGMENT = "<!-- fragment -->"
+RUNS = "<!-- runs -->"
 _BLOCK = re.compile(r"(?P<before>[^\n]*)\n```python\n(?P<body>.*?)```\n", re.S)
 
 
@@ -29,12 +30,12 @@ def api_reference() -> ModuleType:
     return module
 
 
-def python_blocks(path: Path) -> list[tuple[int, str, bool]]:
-    """Each ```python block of ``path``: its first line's number, its text, and whether it is
-    marked as a fragment."""
+def python_blocks(path: Path) -> list[tuple[int, str, str]]:
+    """Each ```python block of ``path``: its first line's number, its text, and the line
+    before it (a marker, or anything else)."""
     text = path.read_text(encoding="utf-8")
     return [
-        (text.count("\n", 0, m.start("body")) + 1, m["body"], m["before"].strip() == FRAGMENT)
+        (text.count("\n", 0, m.start("body")) + 1, m["body"], m["before"].strip())
         for m in _BLOCK.finditer(text)
     ]
 
@@ -72,7 +73,7 @@ def test_the_check_mode_fails_on_a_stale_reference(
 @pytest.mark.parametrize("guide", GUIDES, ids=lambda p: p.name)
 def test_every_python_block_of_a_guide_compiles(guide: Path) -> None:
     blocks = python_blocks(guide)
-    checked = [(line, body) for line, body, fragment in blocks if not fragment]
+    checked = [(line, body) for line, body, before in blocks if before != FRAGMENT]
     assert checked or guide.name == "architecture.md"
     for line, body in checked:
         try:
@@ -81,9 +82,18 @@ def test_every_python_block_of_a_guide_compiles(guide: Path) -> None:
             pytest.fail(f"{guide.name}, block at line {line}: {exc}")
 
 
-def test_a_broken_block_is_found() -> None:
+def test_the_guides_self_contained_examples_run() -> None:
+    # Their imports are the API's, their classes build: a renamed name fails here.
+    blocks = [(line, body) for line, body, before in python_blocks(GUIDES[0]) if before == RUNS]
+    assert len(blocks) >= 4
+    for line, body in blocks:
+        namespace: dict[str, object] = {"__name__": f"guide_block_{line}"}
+        exec(compile(body, f"plugins.md:{line}", "exec", dont_inherit=True), namespace)
+        hooks = [name for name in namespace if name.startswith("bkt_")]
+        assert hooks or "NestedVirtField" in namespace, f"block at line {line} defines no hook"
+
+
+def test_blocks_and_their_markers_are_found() -> None:
     text = "prose\n```python\ndef f(:\n```\n" + FRAGMENT + "\n```python\nx = (\n```\n"
-    path = ROOT / "docs" / "plugins.md"
-    assert python_blocks(path)  # the guide has blocks
-    found = [(m["body"], m["before"].strip() == FRAGMENT) for m in _BLOCK.finditer(text)]
-    assert found == [("def f(:\n", False), ("x = (\n", True)]
+    found = [(m["body"], m["before"].strip()) for m in _BLOCK.finditer(text)]
+    assert found == [("def f(:\n", "prose"), ("x = (\n", FRAGMENT)]
