@@ -6,6 +6,7 @@ plugin and its tests are installed and run by tests/integration/test_example_plu
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -97,3 +98,20 @@ def test_blocks_and_their_markers_are_found() -> None:
     text = "prose\n```python\ndef f(:\n```\n" + FRAGMENT + "\n```python\nx = (\n```\n"
     found = [(m["body"], m["before"].strip()) for m in _BLOCK.finditer(text)]
     assert found == [("def f(:\n", "prose"), ("x = (\n", FRAGMENT)]
+
+
+def test_the_guides_code_imports_only_the_api() -> None:
+    # Plugins import bkt_core and bkt_vm_plugin.api; tests add the test kit; an embedder
+    # takes the default plugins from bkt_vm_plugin itself.
+    allowed = {"bkt_vm_plugin", "bkt_vm_plugin.api", "bkt_vm_plugin.testing"}
+    for line, body, _ in python_blocks(GUIDES[0]):
+        for node in ast.walk(ast.parse(body)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] == "bkt_vm_plugin":
+                    assert module in allowed, f"plugins.md:{line} imports {module}"
