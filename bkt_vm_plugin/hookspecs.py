@@ -71,8 +71,9 @@ def bkt_disk_plan(
 
     Called during planning (``sync``, also ``--dry-run``) for each VM whose disk file does not
     exist. ``vm`` is its :class:`~bkt_vm_plugin.definition.VmDefinition`, ``disk`` the
-    :class:`~bkt_vm_plugin.provision.DiskRequest` (expanded path, size, format wanted) and
-    ``context`` the :class:`~bkt_vm_plugin.provision.ProvisionContext` (virsh, pools). Return
+    :class:`~bkt_vm_plugin.provision.DiskRequest` (the expanded path and the size) and
+    ``context`` the :class:`~bkt_vm_plugin.provision.ProvisionContext` (virsh, qemu-img,
+    pools, the file system). Return
     a :class:`~bkt_vm_plugin.provision.DiskCreation` describing what will be created, or raise
     :class:`~bkt_core.OperationError` to refuse (that VM fails). First non-None result wins;
     the default (storage pool volume, else ``qemu-img``) is ``trylast``. Must not change

@@ -1,11 +1,13 @@
-"""The plugin guide and the examples, checked from the outside: the guide's minimal plugin,
-copied out of ``docs/plugins.md`` exactly as a reader would, installs with pip and works;
-every hook is documented; the example projects are complete and type-check with
-``mypy --strict``, as does the embedding example."""
+"""The plugin guide and the examples, checked from the outside: the guide's complete plugin,
+copied out of ``docs/plugins.md`` exactly as a reader would, installs with pip and works, and
+its test file, copied out too, passes with pytest against the installed copy (and fails
+against a broken one); every hook is documented; the example projects are complete and
+type-check with ``mypy --strict``, as does the embedding example."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -50,14 +52,37 @@ def test_the_guide_documents_every_hook() -> None:
     assert missing == []
 
 
-def test_the_guides_minimal_plugin_works_when_copied(run_bkt: RunBkt, tmp_path: Path) -> None:
+def copy_the_guides_plugin(tmp_path: Path) -> Path:
+    """The guide's plugin project, written out as a reader would, and pip-installed into a
+    directory of its own; that directory."""
     files = guide_files()
-    assert sorted(files) == ["bkt-owner/bkt_owner.py", "bkt-owner/pyproject.toml"]
+    assert sorted(files) == [
+        "bkt-owner/bkt_owner.py",
+        "bkt-owner/pyproject.toml",
+        "bkt-owner/tests/test_bkt_owner.py",
+    ]
     for path, body in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(body)
     site = tmp_path / "site"
     pip_install_target(tmp_path / "bkt-owner", site)
+    return site
+
+
+def run_the_guides_tests(project: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    """pytest on the guide's test file, in the project's directory, with the installed copy
+    of the plugin on the path, not the source next to the tests (``-P``: the working
+    directory is not put on ``sys.path``)."""
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "tests"],
+        cwd=project, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_the_guides_plugin_works_when_copied(run_bkt: RunBkt, tmp_path: Path) -> None:
+    site = copy_the_guides_plugin(tmp_path)
 
     listed = json.loads(run_bkt("plugins", "--json", pythonpath=[site]).stdout)["plugins"]
     owner = next(p for p in listed if p["name"] == "bkt-owner")
@@ -66,9 +91,9 @@ def test_the_guides_minimal_plugin_works_when_copied(run_bkt: RunBkt, tmp_path: 
         "0.1.0",
         "active",
     )
-    assert owner["hooks"] == ["bkt_manifest_fields", "bkt_validate_manifest"]
+    assert owner["hooks"] == ["bkt_domain_fields", "bkt_manifest_fields", "bkt_validate_manifest"]
     table = run_bkt("plugins", pythonpath=[site]).stdout
-    assert re.search(r"^bkt-owner +bkt-owner +0\.1\.0 +bkt_manifest_fields", table, re.M)
+    assert re.search(r"^bkt-owner +bkt-owner +0\.1\.0 +bkt_domain_fields", table, re.M)
 
     schema = json.loads(run_bkt("schema", "vms", pythonpath=[site]).stdout)
     prop = schema["$defs"]["VmDefinition"]["properties"]["owner"]
@@ -90,10 +115,37 @@ def test_the_guides_minimal_plugin_works_when_copied(run_bkt: RunBkt, tmp_path: 
     gone = run_bkt("vm", "validate")
     assert gone.returncode == 2 and 'vms.a.owner: unknown field "owner"' in gone.stderr
 
+    project = tmp_path / "bkt-owner"
     checked = subprocess.run(
-        [*MYPY, "bkt_owner.py"], cwd=tmp_path / "bkt-owner", capture_output=True, text=True
+        [*MYPY, "bkt_owner.py", "tests"], cwd=project, capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout
+    signatures = subprocess.run(
+        [sys.executable, "-m", "bkt_core.typecheck", "bkt_owner"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+    )
+    assert signatures.returncode == 0, signatures.stdout + signatures.stderr
+
+
+def test_the_guides_tests_pass_and_catch_a_broken_plugin(tmp_path: Path) -> None:
+    site = copy_the_guides_plugin(tmp_path)
+    project = tmp_path / "bkt-owner"
+    passed = run_the_guides_tests(project, site)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert re.search(r"^5 passed", passed.stdout, re.M), passed.stdout
+
+    # The tests test the installed plugin: one whose patch leaves the old owner in place fails.
+    installed = site / "bkt_owner.py"
+    text = installed.read_text()
+    broken = text.replace("            set_text(node, owner)\n", "            pass\n")
+    assert broken != text
+    installed.write_text(broken)
+    failed = run_the_guides_tests(project, site)
+    assert failed.returncode == 1, failed.stdout
+    assert "test_a_new_owner_changes_only_the_owner" in failed.stdout
 
 
 @pytest.mark.parametrize("project", PROJECTS)
