@@ -116,8 +116,9 @@ class CommandError(OperationError):
     """A child process failed, timed out or could not be started.
 
     ``argv`` is the command line (kept as a tuple), ``message`` and ``hint`` as for any
-    :class:`BktError`. ``returncode`` is None when the process was killed (timeout) or never ran. ``stderr`` is
-    what it printed on stderr. ``kind`` is ``"failed"``, ``"timeout"`` or ``"spawn"``.
+    :class:`BktError`. ``returncode`` is None when the process was killed (timeout) or never
+    ran. ``stderr`` is what it printed on stderr. ``kind`` is ``"failed"``, ``"timeout"`` or
+    ``"spawn"``.
     """
 
     def __init__(

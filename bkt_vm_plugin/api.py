@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from bkt_core.diagnostics import Problem
     from bkt_core.errors import CommandError, OperationError
     from bkt_core.hookspecs import hookimpl
-    from bkt_vm_plugin.definition import IsoPath, IsoSource, IsoUrl, VmDefinition, VmManifest
     from bkt_vm_plugin import default_plugins
+    from bkt_vm_plugin.definition import IsoPath, IsoSource, IsoUrl, VmDefinition, VmManifest
     from bkt_vm_plugin.domain_xml import (
         DomainContext,
         DomainField,

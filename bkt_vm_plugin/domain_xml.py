@@ -437,9 +437,9 @@ class DomainMapping:
 
     def patch(self, xml: str, vm: VmDefinition, ctx: DomainContext) -> str:
         """``xml`` (``dumpxml --inactive --security-info``) with every owned element brought
-        to ``vm`` in the context ``ctx``. A field in sync is not touched and settling changes nothing on a domain
-        whose parts agree, so an in-sync domain comes back as it was (as lxml writes it). The
-        name is never changed. Raises :class:`PatchRefused`."""
+        to ``vm`` in the context ``ctx``. A field in sync is not touched and settling changes
+        nothing on a domain whose parts agree, so an in-sync domain comes back as it was (as
+        lxml writes it). The name is never changed. Raises :class:`PatchRefused`."""
         domain = parse_xml(xml)
         for f in self.fields:
             if not f.in_xml:
@@ -478,7 +478,8 @@ class DomainMapping:
 
     def diff(self, parsed: Parsed, vm: VmDefinition, ctx: DomainContext) -> list[FieldChange]:
         """The changes that bring the domain observed in ``parsed`` to ``vm`` (in the context
-        ``ctx``), old -> new in manifest spelling, in :data:`DIFF_ORDER`. Empty means in sync: the one definition of it."""
+        ``ctx``), old -> new in manifest spelling, in :data:`DIFF_ORDER`. Empty means in
+        sync: the one definition of it."""
         changes = [
             change for f in self.fields for change in self._changes(f, parsed.readings, vm, ctx)
         ]

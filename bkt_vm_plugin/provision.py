@@ -127,7 +127,8 @@ def disk_request(name: str, vm: VmDefinition, home: str | None) -> DiskRequest:
 class DiskCreation:
     """A disk a plugin will create: what the plan shows, and what provisioning is given.
 
-    The file at ``path``, of ``size_gb`` GiB, in ``format`` (``qcow2`` or ``raw``). ``pool`` is the storage pool it is created in (None: a file outside any pool).
+    The file at ``path``, of ``size_gb`` GiB, in ``format`` (``qcow2`` or ``raw``). ``pool`` is
+    the storage pool it is created in (None: a file outside any pool).
     ``plugin`` names the plugin that planned it, so that only that plugin creates it.
 
     Frozen: subclass it (a frozen dataclass too) to carry what your plugin needs to create
