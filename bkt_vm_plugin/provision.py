@@ -491,8 +491,11 @@ class ProvisionContext:
 
     def create_image(self, creation: DiskCreation, options: Sequence[str] = ()) -> None:
         """Create ``creation`` as a file outside any pool with ``qemu-img create -f FORMAT
-        [OPTIONS] ... SIZE`` (``options`` such as ``-b BASE -F qcow2``), so that no one else
-        can redirect it: see :func:`_create_file`. Raises :class:`OperationError`."""
+        [OPTIONS] ... SIZE`` (``options`` such as ``-b BASE -F qcow2``), the way bkt creates
+        its own: no one else can redirect or swap the file while it is made, it is readable by
+        this user only, and a file that appeared at ``creation.path`` since planning is never
+        replaced. Raises :class:`OperationError` (``disk PATH appeared after planning`` for
+        the latter, or what went wrong)."""
         _create_file(creation, self, options)
 
     # -- qemu-img ---------------------------------------------------------------------------
