@@ -8,8 +8,10 @@ Write plugins against this module and :mod:`bkt_core` only::
 **Compatibility.** :data:`API_VERSION` is ``"1.0"``. Every name in ``__all__`` keeps working,
 with the same meaning, for every 1.x version of this API: later 1.x versions only add names
 (and optional arguments, and hook arguments an implementation may ignore). Removing or
-changing a name takes 2.0. Anything imported from another module of ``bkt_vm_plugin`` is
-internal and may change in any release.
+changing a name takes 2.0. The promise covers each name's documented attributes and methods,
+except the members of ``VmSubsystem`` its docstring calls bkt's own. Anything imported from
+another module of ``bkt_vm_plugin`` is internal and may change in any release; the test kit
+is :mod:`bkt_vm_plugin.testing` (and its pytest fixtures), a public module of its own.
 
 The names, by kind:
 

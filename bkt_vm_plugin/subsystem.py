@@ -32,7 +32,12 @@ class VmSubsystem:
     """The ``vm`` subsystem of ``host``, a :class:`~bkt_core.Host`: what
     ``host.subsystem("vm")`` returns (:func:`bkt_vm_plugin.testing.vm_subsystem` types it).
     bkt builds it through the ``bkt_subsystems`` hook; embedders and tests use its methods.
-    Its properties are computed once, on first use."""
+    Its properties are computed once, on first use.
+
+    :attr:`hooks`, :attr:`vm_model`, :attr:`manifest_model`, :attr:`vm_fields` and
+    :meth:`validate_document` are bkt's own: they are not part of the plugin API's
+    compatibility promise (``bkt_vm_plugin.api``), and may change in any release.
+    """
 
     name = "vm"
     manifest_file = MANIFEST_FILE
