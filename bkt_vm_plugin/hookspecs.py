@@ -116,12 +116,13 @@ def bkt_post_sync_vm(
 ) -> None:
     """Act on one VM after ``sync`` has executed its plan (never in a dry run or ``--check``).
 
-    Called once per VM of the plan, after every definition was written and read back, and
-    before :func:`bkt_post_sync`. ``entry`` is the VM's :class:`~bkt_core.PlanEntry` (what was
-    planned: create, update with its field changes, unchanged, error), ``result`` its
-    :class:`~bkt_core.EntryResult` so far (None when the plan did not run it), ``context`` as
-    in :func:`bkt_post_sync`. Every implementation runs; one that raises fails that VM only,
-    naming the plugin. Prefer :func:`bkt_post_sync` to batch virsh commands over all VMs.
+    Called once per VM of the plan, ``name``, after every definition was written and read
+    back, and before :func:`bkt_post_sync`. ``entry`` is the VM's
+    :class:`~bkt_core.PlanEntry` (what was planned: create, update with its field changes,
+    unchanged, error), ``result`` its :class:`~bkt_core.EntryResult` so far (None when the
+    plan did not run it), ``context`` as in :func:`bkt_post_sync`. Every implementation runs;
+    one that raises fails that VM only, naming the plugin. Prefer :func:`bkt_post_sync` to
+    batch virsh commands over all VMs.
     Returns nothing.
     """
 

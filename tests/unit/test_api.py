@@ -189,3 +189,18 @@ def test_the_docstring_check_sees_a_parameter_left_out() -> None:
     assert all(_mentions(documented.__doc__ or "", p) for p in _parameters(documented))
     assert not any(_mentions(undocumented.__doc__ or "", p) for p in _parameters(undocumented))
     assert not _mentions("the paths", "path") and _mentions("``path``.", "path")
+
+
+def test_every_hook_documents_its_parameters() -> None:
+    import bkt_core.hookspecs
+    import bkt_vm_plugin.hookspecs
+
+    missing = []
+    for module in (bkt_core.hookspecs, bkt_vm_plugin.hookspecs):
+        for name in module.hook_names():
+            spec = getattr(module, name)
+            doc = spec.__doc__ or ""
+            unnamed = [p for p in _parameters(spec) if not _mentions(doc, p)]
+            if not doc.strip() or unnamed:
+                missing.append(f"{name}: {', '.join(unnamed) or 'no docstring'}")
+    assert missing == []
