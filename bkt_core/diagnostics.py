@@ -50,7 +50,7 @@ MAX_SUGGESTED_LENGTH = 64
 
 @dataclass(frozen=True)
 class Problem:
-    """A problem that a rule found in the raw document.
+    """A problem that a rule found in the raw document: ``message`` says what is wrong.
 
     ``path`` is the JSON path it is about; it is reported at the value there, or at its key
     (the opening quote) when ``at_key`` is set, as for a misspelt key or a bad VM name.

@@ -28,7 +28,8 @@ __all__ = [
 
 
 class BktError(Exception):
-    """An error bkt reports to the user: a message, an optional hint and an exit code."""
+    """An error bkt reports to the user: a ``message``, an optional ``hint`` (a line of
+    advice printed after it, and in ``--json``) and an exit code."""
 
     exit_code: int = EXIT_FAILURE
     #: The plugin whose hook implementation raised it, and that hook: set by the host when
@@ -114,8 +115,10 @@ class PluginError(BktError):
 class CommandError(OperationError):
     """A child process failed, timed out or could not be started.
 
-    ``returncode`` is None when the process was killed (timeout) or never ran. ``stderr`` is
-    what it printed on stderr. ``kind`` is ``"failed"``, ``"timeout"`` or ``"spawn"``.
+    ``argv`` is the command line (kept as a tuple), ``message`` and ``hint`` as for any
+    :class:`BktError`. ``returncode`` is None when the process was killed (timeout) or never
+    ran. ``stderr`` is what it printed on stderr. ``kind`` is ``"failed"``, ``"timeout"`` or
+    ``"spawn"``.
     """
 
     def __init__(

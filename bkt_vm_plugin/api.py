@@ -8,19 +8,27 @@ Write plugins against this module and :mod:`bkt_core` only::
 **Compatibility.** :data:`API_VERSION` is ``"1.0"``. Every name in ``__all__`` keeps working,
 with the same meaning, for every 1.x version of this API: later 1.x versions only add names
 (and optional arguments, and hook arguments an implementation may ignore). Removing or
-changing a name takes 2.0. Anything imported from another module of ``bkt_vm_plugin`` is
-internal and may change in any release.
+changing a name takes 2.0. The promise covers each name's documented attributes and methods,
+except the members of ``VmSubsystem`` its docstring calls bkt's own. Anything imported from
+another module of ``bkt_vm_plugin`` is internal and may change in any release; the test kit
+is :mod:`bkt_vm_plugin.testing` (and its pytest fixtures), a public module of its own.
 
 The names, by kind:
 
 - the VM definition a plugin is handed: ``VmDefinition``, ``VmManifest``, and an ISO's source,
   ``IsoSource``, which is either an ``IsoPath`` or an ``IsoUrl``;
+- the VM subsystem of a host, for embedders and tests: ``VmSubsystem`` (what
+  ``host.subsystem("vm")`` is), its ``DomainMapping`` (every field of the host, with
+  ``render``, ``parse``, ``patch``, ``diff`` and ``capture_values``) and what its ``parse``
+  returns, ``Parsed``; and ``default_plugins``, bkt's own plugins for a host built without
+  entry points;
 - the domain XML mapping: ``DomainField`` (a piece of the mapping, returned from
   ``bkt_domain_fields``), ``Reading``, ``DomainContext``, ``PatchRefused``, and ``Element``
   (an lxml element) with the tree helpers that keep libvirt's element order and the hardened
   parser (``parse_xml``, ``serialize``, ``child``, ``children``, ``at``, ``devices``,
   ``text_of``, ``set_text``, ``make``, ``append``, ``insert_after``, ``insert_before``,
-  ``insert_child``, ``ensure_child``, ``remove``, ``replace``);
+  ``insert_child``, ``ensure_child``, ``remove``, ``replace``, ``elements``), and
+  ``DomainXmlError``, what the parser raises for XML it refuses;
 - disk provisioning: ``DiskRequest``, ``DiskCreation``, ``ProvisionContext``;
 - post-sync actions: ``PostSyncContext``, ``Virsh`` and its ``Reply``;
 - paths: ``expand_home``, ``home_dir``, ``local_path_problem``;
@@ -39,13 +47,23 @@ if TYPE_CHECKING:
     from bkt_core.diagnostics import Problem
     from bkt_core.errors import CommandError, OperationError
     from bkt_core.hookspecs import hookimpl
+    from bkt_vm_plugin import default_plugins
     from bkt_vm_plugin.definition import IsoPath, IsoSource, IsoUrl, VmDefinition, VmManifest
-    from bkt_vm_plugin.domain_xml import DomainContext, DomainField, PatchRefused, Reading
+    from bkt_vm_plugin.domain_xml import (
+        DomainContext,
+        DomainField,
+        DomainMapping,
+        Parsed,
+        PatchRefused,
+        Reading,
+    )
     from bkt_vm_plugin.paths import expand_home, home_dir, local_path_problem
     from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
+    from bkt_vm_plugin.subsystem import VmSubsystem
     from bkt_vm_plugin.sync import PostSyncContext
     from bkt_vm_plugin.virsh import Reply, Virsh
     from bkt_vm_plugin.xmltree import (
+        DomainXmlError,
         Element,
         append,
         at,
@@ -81,6 +99,11 @@ _WHERE = {
     "Reading": "bkt_vm_plugin.domain_xml",
     "DomainContext": "bkt_vm_plugin.domain_xml",
     "PatchRefused": "bkt_vm_plugin.domain_xml",
+    "DomainMapping": "bkt_vm_plugin.domain_xml",
+    "Parsed": "bkt_vm_plugin.domain_xml",
+    "VmSubsystem": "bkt_vm_plugin.subsystem",
+    "default_plugins": "bkt_vm_plugin",
+    "DomainXmlError": "bkt_vm_plugin.xmltree",
     "Element": "bkt_vm_plugin.xmltree",
     "parse_xml": "bkt_vm_plugin.xmltree",
     "serialize": "bkt_vm_plugin.xmltree",
@@ -121,11 +144,14 @@ __all__ = [
     "DiskRequest",
     "DomainContext",
     "DomainField",
+    "DomainMapping",
+    "DomainXmlError",
     "Element",
     "IsoPath",
     "IsoSource",
     "IsoUrl",
     "OperationError",
+    "Parsed",
     "PatchRefused",
     "PostSyncContext",
     "Problem",
@@ -135,10 +161,12 @@ __all__ = [
     "Virsh",
     "VmDefinition",
     "VmManifest",
+    "VmSubsystem",
     "append",
     "at",
     "child",
     "children",
+    "default_plugins",
     "devices",
     "elements",
     "ensure_child",

@@ -50,7 +50,7 @@ def bkt_manifest_fields(subsystem: str) -> Mapping[str, tuple[Any, Any]] | None:
 
 
 @hookimpl
-def bkt_domain_fields() -> Iterable[Any]:
+def bkt_domain_fields() -> Iterable[DomainField]:
     """:class:`AutostartField`."""
     return [AutostartField()]
 

@@ -110,7 +110,7 @@ def bkt_validate_manifest(subsystem: str, document: Mapping[str, Any]) -> Iterab
 
 
 @hookimpl
-def bkt_domain_fields() -> Iterable[Any]:
+def bkt_domain_fields() -> Iterable[DomainField]:
     """:class:`CpuModelField`."""
     return [CpuModelField()]
 

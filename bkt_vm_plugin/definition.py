@@ -44,7 +44,7 @@ VirtType: TypeAlias = Literal["kvm", "qemu"]
 
 @dataclass(frozen=True, slots=True)
 class IsoPath:
-    """A local installer ISO."""
+    """A local installer ISO, the file at ``path``."""
 
     #: The ISO file's path as the manifest writes it (``~`` not expanded).
     path: str
@@ -56,7 +56,8 @@ class IsoPath:
 
 @dataclass(frozen=True, slots=True)
 class IsoUrl:
-    """An installer ISO to download with ``bkt vm fetch-iso`` into the ISO cache."""
+    """An installer ISO to download with ``bkt vm fetch-iso`` into the ISO cache, from
+    ``url``, checked against ``sha256`` when it is given."""
 
     #: The http or https URL the ISO is downloaded from.
     url: str
@@ -119,6 +120,16 @@ class VmDefinition:
     wrote (:attr:`written`) and the host's :attr:`layout` do not count. A definition is
     hashable when its values are (plugin values that are lists or dicts are hashed by
     content).
+
+    Build one with :meth:`bkt_vm_plugin.api.VmSubsystem.vm_definition` (which validates) or
+    from the manifest (:class:`VmManifest`). The built-in fields, as attributes:
+    ``memory_gb`` (GiB), ``vcpus``, ``disk_path`` (as written, ``~`` not expanded),
+    ``disk_size_gb`` (used when the disk is created), ``create_if_missing``,
+    ``allow_system_paths``, ``boot`` (``uefi`` or ``bios``), ``tpm`` (``2.0`` or ``none``),
+    ``network``, ``graphics`` (``spice``, ``vnc`` or ``none``), ``iso_sources`` (a tuple of
+    :data:`IsoSource`), ``virt_type`` (``kvm`` or ``qemu``), ``secure_boot``.
+    ``plugin_values`` holds each plugin field's value, ``written`` the fields the author
+    wrote and ``layout`` the fields of the host with their defaults.
     """
 
     #: Memory in GiB.
@@ -249,7 +260,8 @@ BUILTIN_FIELDS = VmFields(
 
 @dataclass(frozen=True, slots=True)
 class VmManifest:
-    """The ``vms.json`` manifest: its VMs by name (the libvirt domain name), in file order."""
+    """The ``vms.json`` manifest: its VMs by name (the libvirt domain name), in file order, in
+    the read-only mapping ``vms``; ``schema`` is the ``$schema`` the file names, or None."""
 
     #: Each VM's definition by its name; read-only.
     vms: Mapping[str, VmDefinition]

@@ -82,7 +82,9 @@ HOOK = "bkt_domain_fields"
 
 
 class PatchRefused(BktError):
-    """A change that bkt does not make to this domain (a NUMA guest's memory, ...)."""
+    """A change that bkt does not make to this domain (a NUMA guest's memory, ...): raised
+    by :meth:`DomainField.patch` with the manifest ``field`` and the ``reason``; the message
+    is ``cannot change FIELD: REASON``."""
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"cannot change {field}: {reason}")
@@ -106,7 +108,9 @@ class Reading:
     Clean: ``reason`` is None and ``value`` is the field's value. Lossy: the owned element
     holds ``value`` but the domain has more than the manifest can describe; drift compares the
     value, capture does not write it. Unsupported: no manifest value describes it (``value``
-    is None); it is drift against any manifest, and patch replaces it.
+    is None); it is drift against any manifest, and patch replaces it. ``lossy`` tells a
+    lossy reading from an unsupported one. Build one with :meth:`clean`,
+    :meth:`unsupported` or :meth:`lossy_`.
     """
 
     value: Any | None = None
@@ -130,6 +134,7 @@ class Reading:
 
     @property
     def is_clean(self) -> bool:
+        """Whether the reading is clean: capture writes its value."""
         return self.reason is None
 
     @property
@@ -157,6 +162,11 @@ class DomainContext:
     order; a source left out because its file is missing (``missing``) or not cached
     (``left_out``) is not drift, and ``warnings`` say so. ``facts`` are observed facts about
     the domain that its XML does not hold (``autostart``, ``active``).
+
+    ``name`` is the VM's name (the domain's). ``attached`` pairs each ISO source that is
+    attached with its file (``isos`` are those files). ``home`` is the home directory ``~``
+    expands with, ``iso_cache`` the directory downloaded ISOs are cached in. Sync, status and
+    capture build it; tests of a field may build one with ``name`` and ``disk_path`` alone.
     """
 
     name: str
@@ -221,25 +231,30 @@ class DomainField:
         return self.fields + self.extra
 
     def render(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
-        """Add this field's elements to ``domain``, a new domain being built."""
+        """Add this field's elements to ``domain``, a new domain being built for the
+        definition ``vm`` in the context ``ctx``. The default adds nothing."""
 
     def parse(self, domain: Element, ctx: DomainContext) -> Mapping[str, Reading]:
-        """A :class:`Reading` for each name in :attr:`compared`. Must not raise for any
-        well-formed ``<domain>``."""
+        """A :class:`Reading` for each name in :attr:`compared`, read from the ``<domain>``
+        element ``domain`` in the context ``ctx`` (``ctx.facts`` for a field not in the XML).
+        Must not raise for any well-formed ``<domain>``."""
         raise NotImplementedError
 
     def desired(self, vm: VmDefinition, ctx: DomainContext) -> Mapping[str, Any]:
         """What :meth:`parse` must read once ``vm`` is applied, for each name in
-        :attr:`compared`. The default: the definition's values of :attr:`fields`."""
+        :attr:`compared`, in the context ``ctx``. The default: the definition's values of
+        :attr:`fields`."""
         return {name: vm.field(name) for name in self.fields}
 
     def patch(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
-        """Bring the elements this field owns in ``domain`` to ``vm``, changing nothing
-        else. Raise :class:`PatchRefused` for a change bkt does not make."""
+        """Bring the elements this field owns in ``domain`` to ``vm`` (in the context
+        ``ctx``), changing nothing else. Raise :class:`PatchRefused` for a change bkt does not
+        make. The default changes nothing."""
 
     def settle(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
         """Bring this field's part of an element it shares in line with the parts other
-        fields own, once every field rendered or patched ``domain`` (the mapping calls it for
+        fields own, once every field rendered or patched ``domain`` for ``vm`` in the context
+        ``ctx`` (the mapping calls it for
         every field, in order, each time). It must change only this field's own part, and
         nothing when the parts already agree, so that a patch of a domain in sync stays a
         no-op. The default does nothing."""
@@ -264,8 +279,10 @@ class DomainField:
 
 @dataclass(frozen=True)
 class Parsed:
-    """What :meth:`DomainMapping.parse` observed: the ``<name>``, whether bkt's marker is in
-    ``<metadata>`` (never part of the manifest), and a reading for each compared value."""
+    """What :meth:`DomainMapping.parse` observed: ``name``, the domain's ``<name>``;
+    ``has_marker``, whether bkt's marker is in ``<metadata>`` (never part of the manifest);
+    ``readings``, a :class:`Reading` for each compared value by name; and
+    ``manifest_fields``, the names of those values that are manifest fields."""
 
     name: str | None
     has_marker: bool
@@ -307,7 +324,9 @@ def _failed(mapping_field: DomainField, method: str, args: Iterable[Any]) -> str
 
 
 class DomainMapping:
-    """Every :class:`DomainField` of a host, in the order they apply."""
+    """Every :class:`DomainField` of a host, ``fields``, in the order they apply. A host
+    builds its own (:attr:`VmSubsystem.mapping <bkt_vm_plugin.api.VmSubsystem.mapping>`);
+    raises :class:`~bkt_core.PluginError` when two fields compare the same value."""
 
     def __init__(self, fields: Iterable[DomainField]) -> None:
         self.fields: tuple[DomainField, ...] = tuple(fields)
@@ -381,14 +400,16 @@ class DomainMapping:
                 self._call(f, "settle", f.settle, domain, vm, ctx)
 
     def parse(self, xml: str, ctx: DomainContext) -> Parsed:
-        """What ``xml`` (best ``dumpxml --inactive``) says about every field. Raises only
+        """What ``xml`` (best ``dumpxml --inactive``) says about every field, in the context
+        ``ctx``. Raises only
         :class:`~bkt_vm_plugin.xmltree.DomainXmlError` (and :class:`PluginError` for a failing
         plugin)."""
         domain = parse_xml(xml)
         return self.parse_tree(domain, ctx)
 
     def parse_tree(self, domain: Element, ctx: DomainContext) -> Parsed:
-        """:meth:`parse` of a ``<domain>`` already parsed."""
+        """:meth:`parse` of ``domain``, a ``<domain>`` element already parsed, in the
+        context ``ctx``."""
         readings: dict[str, Reading] = {}
         for f in self.fields:
             readings.update(self._readings(f, domain, ctx))
@@ -416,9 +437,9 @@ class DomainMapping:
 
     def patch(self, xml: str, vm: VmDefinition, ctx: DomainContext) -> str:
         """``xml`` (``dumpxml --inactive --security-info``) with every owned element brought
-        to ``vm``. A field in sync is not touched and settling changes nothing on a domain
-        whose parts agree, so an in-sync domain comes back as it was (as lxml writes it). The
-        name is never changed. Raises :class:`PatchRefused`."""
+        to ``vm`` in the context ``ctx``. A field in sync is not touched and settling changes
+        nothing on a domain whose parts agree, so an in-sync domain comes back as it was (as
+        lxml writes it). The name is never changed. Raises :class:`PatchRefused`."""
         domain = parse_xml(xml)
         for f in self.fields:
             if not f.in_xml:
@@ -456,8 +477,9 @@ class DomainMapping:
         return changes
 
     def diff(self, parsed: Parsed, vm: VmDefinition, ctx: DomainContext) -> list[FieldChange]:
-        """The changes that bring the observed domain to ``vm``, old -> new in manifest
-        spelling, in :data:`DIFF_ORDER`. Empty means in sync: the one definition of it."""
+        """The changes that bring the domain observed in ``parsed`` to ``vm`` (in the context
+        ``ctx``), old -> new in manifest spelling, in :data:`DIFF_ORDER`. Empty means in
+        sync: the one definition of it."""
         changes = [
             change for f in self.fields for change in self._changes(f, parsed.readings, vm, ctx)
         ]
@@ -473,7 +495,8 @@ class DomainMapping:
         base: VmDefinition | None = None,
         ctx: DomainContext | None = None,
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """What capture writes: ``values`` of every manifest field read cleanly (in manifest
+        """What capture writes of the domain observed in ``parsed``: ``values`` of every
+        manifest field read cleanly (in manifest
         spelling; with ``base`` and its ``ctx``, the disk path and ISO sources keep
         ``base``'s spelling), and ``kept``: the fields that keep ``base``'s value, with why."""
         values: dict[str, Any] = {}

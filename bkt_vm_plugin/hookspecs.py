@@ -50,7 +50,7 @@ RESULTS: dict[str, tuple[str, str]] = {
 def bkt_domain_fields() -> Iterable[DomainField] | None:
     """Contribute pieces of the manifest <-> libvirt domain XML mapping.
 
-    Called once per host. Return :class:`bkt_vm_plugin.domain_xml.DomainField` objects; each
+    Called once per host. Return :class:`bkt_vm_plugin.api.DomainField` objects; each
     owns one or more manifest fields and has their ``render`` (a new domain), ``parse``
     (capture and drift) and ``patch`` (an update that changes only what it owns) side by side,
     so the round-trip laws hold for every field, built-in or not. Fields are applied in the
@@ -70,11 +70,11 @@ def bkt_disk_plan(
     """Plan the creation of VM ``name``'s missing disk (``create_if_missing: true``).
 
     Called during planning (``sync``, also ``--dry-run``) for each VM whose disk file does not
-    exist. ``vm`` is its :class:`~bkt_vm_plugin.definition.VmDefinition`, ``disk`` the
-    :class:`~bkt_vm_plugin.provision.DiskRequest` (the expanded path and the size) and
-    ``context`` the :class:`~bkt_vm_plugin.provision.ProvisionContext` (virsh, qemu-img,
-    pools, the file system). Return
-    a :class:`~bkt_vm_plugin.provision.DiskCreation` describing what will be created, or raise
+    exist. ``vm`` is its :class:`~bkt_vm_plugin.api.VmDefinition`, ``disk`` the
+    :class:`~bkt_vm_plugin.api.DiskRequest` (the VM's name, the expanded path, the size) and
+    ``context`` the :class:`~bkt_vm_plugin.api.ProvisionContext` (virsh, qemu-img, pools, the
+    file system). Return a :class:`~bkt_vm_plugin.api.DiskCreation` describing what will be
+    created, or raise
     :class:`~bkt_core.OperationError` to refuse (that VM fails). First non-None result wins;
     the default (storage pool volume, else ``qemu-img``) is ``trylast``. Must not change
     anything: ``bkt_disk_provision`` does.
@@ -86,7 +86,7 @@ def bkt_disk_provision(creation: DiskCreation, context: ProvisionContext) -> boo
     """Create a disk planned by :func:`bkt_disk_plan`.
 
     Called during ``sync`` (never in a dry run) before the domains are defined. ``creation``
-    is the :class:`~bkt_vm_plugin.provision.DiskCreation` a plugin returned, ``context`` as in
+    is the :class:`~bkt_vm_plugin.api.DiskCreation` a plugin returned, ``context`` as in
     ``bkt_disk_plan``. Return True when this plugin created it (None to leave it to another
     plugin, typically when ``creation.plugin`` is not yours), or raise
     :class:`~bkt_core.OperationError`; the VM then fails and the others go on. Any other
@@ -104,8 +104,8 @@ def bkt_post_sync(report: SyncReport, context: PostSyncContext) -> None:
     """Act after ``sync`` has executed its plan (never in a dry run or ``--check``).
 
     ``report`` is the :class:`~bkt_core.SyncReport` with every VM's plan entry and result;
-    ``context`` (:class:`~bkt_vm_plugin.sync.PostSyncContext`) gives the manifest, the
-    :class:`~bkt_vm_plugin.virsh.Virsh` to batch commands through, and ``fail(name,
+    ``context`` (:class:`~bkt_vm_plugin.api.PostSyncContext`) gives the manifest, the
+    :class:`~bkt_vm_plugin.api.Virsh` to batch commands through, and ``fail(name,
     message)`` to mark a VM failed. Every implementation runs, even when another raised:
     an exception fails every VM the run touched, naming the plugin. Returns nothing.
     """
@@ -117,12 +117,13 @@ def bkt_post_sync_vm(
 ) -> None:
     """Act on one VM after ``sync`` has executed its plan (never in a dry run or ``--check``).
 
-    Called once per VM of the plan, after every definition was written and read back, and
-    before :func:`bkt_post_sync`. ``entry`` is the VM's :class:`~bkt_core.PlanEntry` (what was
-    planned: create, update with its field changes, unchanged, error), ``result`` its
-    :class:`~bkt_core.EntryResult` so far (None when the plan did not run it), ``context`` as
-    in :func:`bkt_post_sync`. Every implementation runs; one that raises fails that VM only,
-    naming the plugin. Prefer :func:`bkt_post_sync` to batch virsh commands over all VMs.
+    Called once per VM of the plan, ``name``, after every definition was written and read
+    back, and before :func:`bkt_post_sync`. ``entry`` is the VM's
+    :class:`~bkt_core.PlanEntry` (what was planned: create, update with its field changes,
+    unchanged, error), ``result`` its :class:`~bkt_core.EntryResult` so far (None when the
+    plan did not run it), ``context`` as in :func:`bkt_post_sync`. Every implementation runs;
+    one that raises fails that VM only, naming the plugin. Prefer :func:`bkt_post_sync` to
+    batch virsh commands over all VMs.
     Returns nothing.
     """
 

@@ -42,8 +42,8 @@ def home_dir() -> str | None:
 
 
 def expand_home(path: str, home: str | None) -> str:
-    """Expands ``~`` and ``~/...`` with ``home``; ``~user`` is left as it is (and is then not
-    absolute, which validation reports)."""
+    """``path`` with ``~`` and ``~/...`` expanded with ``home`` (None: left as it is);
+    ``~user`` is left as it is (and is then not absolute, which validation reports)."""
     if home is not None and (path == "~" or path.startswith("~/")):
         return posixpath.join(home, path[1:].lstrip("/"))
     return path
@@ -77,7 +77,9 @@ def xml_problem(text: str) -> str | None:
 
 
 def local_path_problem(path: str, home: str | None) -> str | None:
-    """Why ``path`` cannot be a disk or ISO path, if it cannot."""
+    """Why ``path`` cannot be a disk or ISO path, if it cannot (None when it can): control
+    characters, or not absolute once ``~`` is expanded with ``home`` (None: ``$HOME`` is not
+    set, so a path starting with ``~`` is refused)."""
     if has_control(path):
         return CONTROL_MESSAGE
     if path.startswith("~") and home is None:

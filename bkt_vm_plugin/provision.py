@@ -99,7 +99,9 @@ QEMU_IMG_TIMEOUT = 120.0
 
 @dataclass(frozen=True)
 class DiskRequest:
-    """A VM's disk as sync wants it: ``path`` is ``disk_path`` with ``~`` expanded."""
+    """A VM's disk as sync wants it: the disk of VM ``vm`` (its name) at ``path``, the
+    manifest's ``disk_path`` with ``~`` expanded, of ``size_gb`` GiB; ``create_if_missing``
+    and ``allow_system_paths`` are the VM's fields of those names."""
 
     vm: str
     path: str
@@ -125,8 +127,12 @@ def disk_request(name: str, vm: VmDefinition, home: str | None) -> DiskRequest:
 class DiskCreation:
     """A disk a plugin will create: what the plan shows, and what provisioning is given.
 
-    ``pool`` is the storage pool it is created in (None: a file outside any pool).
+    The file at ``path``, of ``size_gb`` GiB, in ``format`` (``qcow2`` or ``raw``). ``pool`` is
+    the storage pool it is created in (None: a file outside any pool).
     ``plugin`` names the plugin that planned it, so that only that plugin creates it.
+
+    Frozen: subclass it (a frozen dataclass too) to carry what your plugin needs to create
+    the disk, and override :meth:`describe` and :meth:`to_json` to show it.
     """
 
     path: str
@@ -141,6 +147,8 @@ class DiskCreation:
         return f"create disk {self.path} ({self.size_gb} GiB, {self.format}){where}"
 
     def to_json(self) -> dict[str, Any]:
+        """The plan's ``create_disk`` in ``--json``: path, size_gb, format, and pool when
+        there is one."""
         out: dict[str, Any] = {"path": self.path, "size_gb": self.size_gb, "format": self.format}
         if self.pool is not None:
             out["pool"] = self.pool
@@ -380,7 +388,10 @@ class ProvisionContext:
     this user may create files in a directory (default: :func:`os.access` for the effective
     user), ``confined`` why a file bkt creates at a path could be redirected by someone else
     (default: :func:`confinement_problem`; None: it cannot); ``remote`` whether libvirt is on
-    another host (default: from the virsh's URI).
+    another host (default: from the virsh's URI). ``virsh`` is the
+    :class:`~bkt_vm_plugin.virsh.Virsh` of the sync; ``look`` says what is at a path
+    (:func:`look`: ``look(path).kind`` is ``missing``, ``file``, ``dir``...);
+    ``qemu_img_timeout`` the seconds one ``qemu-img`` process may take.
     Pools are read on first need and kept for the life of the context (one sync).
     """
 
@@ -480,14 +491,19 @@ class ProvisionContext:
 
     def create_image(self, creation: DiskCreation, options: Sequence[str] = ()) -> None:
         """Create ``creation`` as a file outside any pool with ``qemu-img create -f FORMAT
-        [OPTIONS] ... SIZE`` (``options`` such as ``-b BASE -F qcow2``), so that no one else
-        can redirect it: see :func:`_create_file`. Raises :class:`OperationError`."""
+        [OPTIONS] ... SIZE`` (``options`` such as ``-b BASE -F qcow2``), the way bkt creates
+        its own: no one else can redirect or swap the file while it is made, it is readable by
+        this user only, and a file that appeared at ``creation.path`` since planning is never
+        replaced. Raises :class:`OperationError` (``disk PATH appeared after planning`` for
+        the latter, or what went wrong)."""
         _create_file(creation, self, options)
 
     # -- qemu-img ---------------------------------------------------------------------------
 
     def qemu_img(self, args: Sequence[str]) -> str:
-        """Run ``qemu-img ARGS``; its stdout, or :class:`CommandError` with what it said."""
+        """Run ``qemu-img`` with the arguments ``args``; its stdout, or raise
+        :class:`CommandError` with what it said (its ``message`` is qemu-img's stderr, or the
+        exit status)."""
         argv = ("qemu-img", *args)
         done = self.runner.run(argv, timeout=self.qemu_img_timeout)
         if done.returncode != 0:

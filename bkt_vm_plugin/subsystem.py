@@ -29,7 +29,15 @@ MANIFEST_FILE = "vms.json"
 
 
 class VmSubsystem:
-    """The ``vm`` subsystem of one :class:`~bkt_core.Host`."""
+    """The ``vm`` subsystem of ``host``, a :class:`~bkt_core.Host`: what
+    ``host.subsystem("vm")`` returns (:func:`bkt_vm_plugin.testing.vm_subsystem` types it).
+    bkt builds it through the ``bkt_subsystems`` hook; embedders and tests use its methods.
+    Its properties are computed once, on first use.
+
+    :attr:`hooks`, :attr:`vm_model`, :attr:`manifest_model`, :attr:`vm_fields` and
+    :meth:`validate_document` are bkt's own: they are not part of the plugin API's
+    compatibility promise (``bkt_vm_plugin.api``), and may change in any release.
+    """
 
     name = "vm"
     manifest_file = MANIFEST_FILE
@@ -178,6 +186,7 @@ class VmSubsystem:
 
     @property
     def manifest_path(self) -> Any:
+        """The path of ``vms.json`` in the host's manifest directory."""
         return self.host.manifest_dir / MANIFEST_FILE
 
     def sources(self) -> list[ManifestSource]:
@@ -207,15 +216,19 @@ class VmSubsystem:
 
     def validate_document(self, document: Any, *, home: str | None) -> list[Problem]:
         """Every plugin's :func:`~bkt_core.hookspecs.bkt_validate_manifest` problems with the
-        raw ``document``."""
+        raw ``document``, ``~`` meaning ``home``."""
         return self.host.validate_manifest(self.name, document, home)
 
     def validate(self) -> int:
+        """Load and validate the manifest (:meth:`load`); the number of VMs. Raises
+        ManifestError."""
         return len(self.load().vms)
 
     # -- operations (bkt_vm_plugin.sync, .status, .capture) --------------------------------------
 
     def plan(self, names: Sequence[str] = (), *, allow_firmware_change: bool = False) -> SyncPlan:
+        """What :meth:`sync` would do to the VMs ``names`` (none: every VM of the manifest),
+        reading libvirt and changing nothing; ``allow_firmware_change`` as for :meth:`sync`."""
         from bkt_vm_plugin import sync
 
         return sync.plan(self, names, allow_firmware_change=allow_firmware_change)
@@ -227,7 +240,8 @@ class VmSubsystem:
         dry_run: bool = False,
         allow_firmware_change: bool = False,
     ) -> SyncReport:
-        """``allow_firmware_change``: let sync turn Secure Boot off, or switch an existing
+        """Sync the VMs ``names`` (none: every VM) with the manifest; with ``dry_run``, only
+        plan. ``allow_firmware_change``: let sync turn Secure Boot off, or switch an existing
         domain to another kind of UEFI firmware while it keeps its NVRAM; without it such a
         VM fails, and nothing of it is changed."""
         from bkt_vm_plugin import sync
@@ -235,6 +249,8 @@ class VmSubsystem:
         return sync.sync(self, names, dry_run=dry_run, allow_firmware_change=allow_firmware_change)
 
     def status(self, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
+        """The status of the VMs ``names`` (none: every VM of the manifest; with ``all``,
+        the domains the manifest does not have too)."""
         from bkt_vm_plugin import status
 
         return status.status(self, names, all=all)
@@ -242,6 +258,9 @@ class VmSubsystem:
     def capture(
         self, names: Sequence[str] = (), *, all: bool = False, dry_run: bool = False
     ) -> CaptureReport:
+        """Write what libvirt has of the VMs ``names`` (none: every VM of the manifest; with
+        ``all``, the domains it does not have too) back into the manifest; with ``dry_run``,
+        only report what would be written."""
         from bkt_vm_plugin import capture
 
         return capture.capture(self, names, all=all, dry_run=dry_run)

@@ -298,8 +298,11 @@ def _plan(
 
 @dataclass
 class PostSyncContext:
-    """What post-sync hooks get besides the report: the manifest, the virsh to batch their
-    commands through, and :meth:`fail` to mark a VM failed (with a message for the user)."""
+    """What post-sync hooks get besides the report: the ``manifest``, the ``virsh`` to batch
+    their commands through, and :meth:`fail` to mark a VM failed (with a message for the
+    user). ``observation`` is what sync observed of libvirt before it changed anything (bkt's
+    own; a plugin need not read it); ``failures`` and ``hints`` are what :meth:`fail`
+    recorded, by VM name. bkt builds it: a plugin is handed one."""
 
     manifest: VmManifest
     virsh: Virsh
@@ -309,6 +312,7 @@ class PostSyncContext:
     hints: dict[str, str] = field(default_factory=dict)
 
     def vm(self, name: str) -> VmDefinition:
+        """The definition of manifest VM ``name`` (KeyError when the manifest has none)."""
         return self.manifest.vms[name]
 
     def fail(self, name: str, message: str, *, hint: str | None = None) -> None:

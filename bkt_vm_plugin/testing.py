@@ -96,13 +96,14 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
 
 @dataclass
 class FakeDomain:
-    """One libvirt domain.
+    """One libvirt domain, ``name`` with its ``uuid``.
 
     ``xml`` is the persistent definition (None for a transient domain, one made by
     ``create``); ``live_xml`` the running definition (None while the domain is not active).
     ``state`` is what ``virsh domstate`` prints (``shut off``, ``running``, ``paused``...),
     ``id`` the domain's ID while it is active. ``obeys_acpi``: whether a ``shutdown``
     request stops it (at once); False plays a guest that ignores the power button.
+    ``autostart``: whether ``virsh list --autostart`` lists it.
     """
 
     name: str
@@ -128,7 +129,8 @@ class FakeDomain:
 @dataclass
 class FakePool:
     """One storage pool: its XML says ``type`` and ``target`` (a directory); ``active``
-    whether it is started. ``volumes`` by name."""
+    whether it is started, ``autostart`` whether libvirt starts it with the host. ``uuid``
+    is its UUID (a new one by default). ``volumes`` by name."""
 
     name: str
     target: str
@@ -170,7 +172,8 @@ class FakeVolume:
 
 @dataclass
 class FakeNetwork:
-    """One virtual network as ``virsh net-list`` lists it."""
+    """One virtual network, ``name``, as ``virsh net-list`` lists it: ``active`` and
+    ``autostart`` are its columns."""
 
     name: str
     active: bool = True
@@ -373,7 +376,8 @@ class FakeLibvirt:
     def add_pool(
         self, name: str, target: str | os.PathLike[str], *, active: bool = True, type: str = "dir"
     ) -> FakePool:
-        """A storage pool ``name`` whose target is the directory ``target``."""
+        """A storage pool ``name`` of ``type`` (``dir``...) whose target is the directory
+        ``target``; ``active``: whether it is started."""
         pool = FakePool(name, os.fspath(target), type=type, active=active)
         self.pools[name] = pool
         return pool
@@ -381,7 +385,8 @@ class FakeLibvirt:
     def add_volume(
         self, pool: str, name: str, *, format: str = "qcow2", capacity: int = 1 << 30
     ) -> FakeVolume:
-        """A volume ``name`` of storage pool ``pool``; its file is written too (see
+        """A volume ``name`` of storage pool ``pool``, a ``format`` image of ``capacity``
+        bytes; its file is written too (see
         :meth:`add_image`) when the pool's target directory exists."""
         found = self.pools[pool]
         volume = FakeVolume(name, os.path.join(found.target, name), format, capacity)
@@ -402,7 +407,8 @@ class FakeLibvirt:
     ) -> Path:
         """Write a disk image file at ``path`` (its directory must exist) that ``qemu-img
         info`` and ``virsh domblkinfo`` read as a ``format`` image of virtual ``size`` bytes
-        (with ``backing``: an overlay on that file). ``virtual``: write no file; qemu-img
+        (with ``backing``: an overlay on that file, a ``backing_format`` image, ``raw`` by
+        default). ``virtual``: write no file; qemu-img
         knows the image by its path alone (for tests that describe a file system to bkt,
         ``ProvisionContext(look=...)``, instead of making one)."""
         facts: dict[str, object] = {"format": format, "virtual-size": size}
@@ -487,7 +493,8 @@ class FakeLibvirt:
     # -- the CommandRunner ------------------------------------------------------------------
 
     def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Completed:
-        """Answer ``argv`` as virsh or qemu-img would (see the module's documentation);
+        """Answer ``argv`` as virsh or qemu-img would (see the module's documentation), at
+        once: ``timeout`` and ``input`` are accepted as any runner's and not used;
         any other program is reported as not installed (``CommandError``, kind ``spawn``)."""
         argv = tuple(argv)
         self.calls.append(argv)

@@ -169,7 +169,9 @@ def _commands_placeholder(n: int) -> str:
 
 @dataclass(frozen=True)
 class Reply:
-    """What one command of :meth:`Virsh.batch` printed, and whether it succeeded."""
+    """What one command of :meth:`Virsh.batch` printed, and whether it succeeded:
+    ``command`` is the command's arguments, ``stdout`` and ``stderr`` what virsh printed for
+    it, ``ok`` whether it succeeded."""
 
     command: tuple[str, ...]
     stdout: str
@@ -198,7 +200,7 @@ class Reply:
 
     def check(self, vm: str | None = None) -> str:
         """stdout if the command succeeded; otherwise raise :meth:`error` (an
-        :class:`~bkt_core.errors.OperationError`)."""
+        :class:`~bkt_core.errors.OperationError`), naming VM ``vm`` when it is given."""
         if not self.ok:
             raise self.error(vm)
         return self.stdout
@@ -271,8 +273,9 @@ def _pieces(text: str, opens: Sequence[str]) -> list[str | None]:
 
 
 class Virsh:
-    """virsh on one connection URI (``None``: virsh's default, which honours
-    ``LIBVIRT_DEFAULT_URI``).
+    """virsh on one connection URI ``uri`` (``None``: virsh's default, which honours
+    ``LIBVIRT_DEFAULT_URI``), its processes started by ``runner`` (a
+    :class:`~bkt_core.CommandRunner`; in tests, :class:`~bkt_vm_plugin.testing.FakeLibvirt`).
 
     ``timeout`` is the seconds one process may take (a batch gets more, see
     :data:`PER_COMMAND_TIMEOUT`). ``trace``, for ``-vv``, is called with each command line
@@ -299,7 +302,8 @@ class Virsh:
         return self.timeout + PER_COMMAND_TIMEOUT * n_commands
 
     def run(self, args: Sequence[str]) -> str:
-        """Run one virsh command in its own process; its stdout if virsh exits 0, else raise
+        """Run one virsh command, ``args`` (``["domstate", "--domain", "web"]``), in its own
+        process; its stdout if virsh exits 0, else raise
         :class:`~bkt_core.errors.CommandError`."""
         argv = self._prefix + _check_command(args)
         self._trace(" ".join(argv))

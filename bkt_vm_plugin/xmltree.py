@@ -228,12 +228,13 @@ def add_device(domain: Element, new: Element) -> Element:
 
 
 def text_of(node: Element) -> str:
-    """The element's own text, exactly (comments and child elements are not text)."""
+    """The own text of element ``node``, exactly (comments and child elements are not
+    text)."""
     return "".join([node.text or "", *(c.tail or "" for c in node)])
 
 
 def set_text(node: Element, text: str) -> None:
-    """Replaces the element's content with ``text``."""
+    """Replaces the content of element ``node`` (its children too) with ``text``."""
     for c in list(node):
         node.remove(c)
     node.text = text
@@ -406,7 +407,8 @@ def make(
     text: str = "",
     nsmap: Mapping[str, str] | None = None,
 ) -> Element:
-    """A new element with attributes in order, children and text (values escaped by lxml).
+    """A new element ``tag`` with the attributes ``attrs`` (name, value pairs) in order, the
+    children ``kids`` and ``text`` (values escaped by lxml).
     ``tag`` may be ``{namespace}name``, with ``nsmap`` giving the prefix to write
     (``{"bkt": "urn:bkt:vm:1"}``)."""
     from lxml import etree

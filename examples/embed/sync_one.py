@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from bkt_core import BktError, Host, ManifestError, SyncPlan, SyncReport
-from bkt_vm_plugin import default_plugins
+from bkt_vm_plugin.api import default_plugins
 
 
 def build_host(manifest_dir: str, uri: str | None) -> Host:

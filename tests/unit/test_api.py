@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import bkt_vm_plugin.api as api
 
@@ -16,11 +19,14 @@ API_1_0 = {
     "DiskRequest",
     "DomainContext",
     "DomainField",
+    "DomainMapping",
+    "DomainXmlError",
     "Element",
     "IsoPath",
     "IsoSource",
     "IsoUrl",
     "OperationError",
+    "Parsed",
     "PatchRefused",
     "PostSyncContext",
     "Problem",
@@ -30,10 +36,12 @@ API_1_0 = {
     "Virsh",
     "VmDefinition",
     "VmManifest",
+    "VmSubsystem",
     "append",
     "at",
     "child",
     "children",
+    "default_plugins",
     "devices",
     "elements",
     "ensure_child",
@@ -104,3 +112,95 @@ def test_importing_the_api_imports_neither_pydantic_nor_lxml() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def _own_members(cls: type) -> Iterator[tuple[type, str, Any]]:
+    """The public methods and properties ``cls`` defines or inherits from bkt (not from
+    ``object``, ``Exception`` or another base outside bkt), each with the class that
+    defines it."""
+    for klass in cls.__mro__:
+        if not klass.__module__.startswith(("bkt_core", "bkt_vm_plugin")):
+            continue
+        for name, value in vars(klass).items():
+            if name.startswith("_") and name != "__init__":
+                continue
+            if isinstance(value, staticmethod | classmethod):
+                value = value.__func__
+            if inspect.isfunction(value) or isinstance(value, property):
+                yield klass, name, value
+            elif inspect.isfunction(getattr(value, "func", None)):  # a cached property
+                yield klass, name, value.func
+
+
+def _parameters(function: Callable[..., Any]) -> list[str]:
+    names = list(inspect.signature(function).parameters)
+    return [n for n in names if n not in ("self", "cls")]
+
+
+def _mentions(doc: str, name: str) -> bool:
+    return re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", doc) is not None
+
+
+def _documented_api() -> Iterator[tuple[str, Any, str]]:
+    """Every public function, method and property of the API and of the test kit with the
+    docstring that documents it: its own, or for a constructor, its class's."""
+    import bkt_vm_plugin.testing as testing
+
+    seen: set[str] = set()
+    for module, name in [
+        *((api, n) for n in api.__all__),
+        *((testing, n) for n in testing.__all__),
+    ]:
+        value = getattr(module, name)
+        if inspect.isroutine(value):
+            yield name, value, value.__doc__ or ""
+        elif inspect.isclass(value) and value.__module__.startswith(("bkt_core", "bkt_vm_plugin")):
+            for klass, member_name, member in _own_members(value):
+                where = f"{klass.__name__}.{member_name}"
+                if where in seen:
+                    continue
+                seen.add(where)
+                function = member.fget if isinstance(member, property) else member
+                doc = function.__doc__ or ""
+                if member_name == "__init__":
+                    doc = klass.__doc__ or ""  # a constructor is documented by its class
+                yield where, function, doc
+
+
+def test_every_public_method_has_a_docstring_naming_its_parameters() -> None:
+    missing: list[str] = []
+    for where, function, doc in _documented_api():
+        if not doc.strip():
+            missing.append(f"{where}: no docstring")
+            continue
+        unnamed = [p for p in _parameters(function) if not _mentions(doc, p)]
+        if unnamed:
+            missing.append(f"{where}: {', '.join(unnamed)} not described")
+    assert missing == []
+
+
+def test_the_docstring_check_sees_a_parameter_left_out() -> None:
+    def documented(size: int, path: str) -> None:
+        """Create ``path`` of ``size`` bytes."""
+
+    def undocumented(size: int, path: str) -> None:
+        """Create a file."""
+
+    assert all(_mentions(documented.__doc__ or "", p) for p in _parameters(documented))
+    assert not any(_mentions(undocumented.__doc__ or "", p) for p in _parameters(undocumented))
+    assert not _mentions("the paths", "path") and _mentions("``path``.", "path")
+
+
+def test_every_hook_documents_its_parameters() -> None:
+    import bkt_core.hookspecs
+    import bkt_vm_plugin.hookspecs
+
+    missing = []
+    for module in (bkt_core.hookspecs, bkt_vm_plugin.hookspecs):
+        for name in module.hook_names():
+            spec = getattr(module, name)
+            doc = spec.__doc__ or ""
+            unnamed = [p for p in _parameters(spec) if not _mentions(doc, p)]
+            if not doc.strip() or unnamed:
+                missing.append(f"{name}: {', '.join(unnamed) or 'no docstring'}")
+    assert missing == []

@@ -78,6 +78,24 @@ def test_the_default_and_the_example_plugins_match_their_hooks(
     assert report.checked == 23
 
 
+#: The test plugins that break the contract at import or registration, on purpose.
+BROKEN_ON_PURPOSE = ("bkt-bad-hook", "bkt-broken")
+
+
+def test_the_test_plugins_match_their_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    plugins = ROOT / "tests" / "plugins"
+    modules = []
+    for project in sorted(plugins.iterdir()):
+        if project.name in BROKEN_ON_PURPOSE or not project.is_dir():
+            continue
+        monkeypatch.syspath_prepend(str(project))
+        modules.append(project.name.replace("-", "_"))
+    assert len(modules) >= 8
+    report = check_modules(modules, host=vm_host())
+    assert report.problems == []
+    assert report.checked >= len(modules)
+
+
 def test_a_wrong_plugin_fails_with_mypys_messages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

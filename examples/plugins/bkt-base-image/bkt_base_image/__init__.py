@@ -21,8 +21,7 @@ from bkt_core import hookimpl
 if TYPE_CHECKING:
     from bkt_base_image.overlay import OverlayCreation
     from bkt_core import Problem
-    from bkt_vm_plugin.definition import VmDefinition
-    from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
+    from bkt_vm_plugin.api import DiskCreation, DiskRequest, ProvisionContext, VmDefinition
 
 __all__ = [
     "PLUGIN_NAME",

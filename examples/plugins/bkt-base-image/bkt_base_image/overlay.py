@@ -2,7 +2,7 @@
 
 Every check is made while planning (so ``sync --dry-run`` shows a refusal), and creation
 repeats the one that can change in between: the disk must still be absent. qemu-img runs
-through the :class:`~bkt_vm_plugin.provision.ProvisionContext` (bkt's one process runner),
+through the :class:`~bkt_vm_plugin.api.ProvisionContext` (bkt's one process runner),
 so it shows in ``-vv`` traces and unit tests can answer it.
 """
 
@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bkt_core import CommandError, OperationError, Problem
-from bkt_vm_plugin.paths import expand_home, home_dir, local_path_problem
-from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
+from bkt_vm_plugin.api import (
+    DiskCreation,
+    DiskRequest,
+    ProvisionContext,
+    expand_home,
+    home_dir,
+    local_path_problem,
+)
 
 __all__ = ["OverlayCreation", "plan", "provision", "rules"]
 

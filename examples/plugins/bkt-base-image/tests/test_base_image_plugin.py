@@ -1,5 +1,9 @@
 """bkt-base-image without a daemon: the field and its rules, the plan it makes for the VMs
-that set it (and leaves to the default for the others), and the overlay qemu-img creates."""
+that set it (and leaves to the default for the others), and the overlay qemu-img creates.
+
+The hooks are tested two ways: called directly with a :class:`ProvisionContext` on bkt's
+in-memory libvirt (what the plugin decides), and through a host's plan and sync (how bkt
+uses them, the default provisioning included)."""
 
 from __future__ import annotations
 
@@ -13,18 +17,9 @@ import bkt_base_image
 import pytest
 from bkt_base_image.overlay import OverlayCreation
 
-from bkt_core import Host, ManifestError, OperationError, SubprocessRunner
-from bkt_core.process import CommandRunner
-from bkt_vm_plugin.provision import (
-    DiskCreation,
-    ProvisionContext,
-    disk_request,
-    plan_disk,
-    provision_all,
-)
-from bkt_vm_plugin.subsystem import VmSubsystem
+from bkt_core import CommandRunner, Host, ManifestError, OperationError, SubprocessRunner
+from bkt_vm_plugin.api import DiskRequest, ProvisionContext, Virsh, VmSubsystem
 from bkt_vm_plugin.testing import FakeLibvirt, ManifestDir, vm_subsystem
-from bkt_vm_plugin.virsh import Virsh
 
 GIB = 1024**3
 
@@ -66,9 +61,18 @@ def base(tmp_path: Path, bkt_fake_libvirt: FakeLibvirt) -> Path:
     return bkt_fake_libvirt.add_image(tmp_path / "golden.qcow2", size=GIB)
 
 
-def plan_for(sub: VmSubsystem, tmp_path: Path, ctx: ProvisionContext, **fields: Any) -> Any:
+def plan_for(
+    sub: VmSubsystem, tmp_path: Path, ctx: ProvisionContext, **fields: Any
+) -> OverlayCreation | None:
+    """What the plugin's ``bkt_disk_plan`` plans for VM ``web`` with ``fields``."""
     vm = sub.vm_definition(entry(tmp_path, "web", **fields))
-    return plan_disk(sub.host, "web", vm, disk_request("web", vm, None), ctx)
+    disk = DiskRequest("web", vm.disk_path, vm.disk_size_gb, vm.create_if_missing)
+    return bkt_base_image.bkt_disk_plan("web", vm, disk, ctx)
+
+
+def created(libvirt: FakeLibvirt) -> list[tuple[str, ...]]:
+    """The ``qemu-img create`` command lines that ran."""
+    return [argv for argv in libvirt.qemu_img if argv[1] == "create"]
 
 
 def test_the_field_is_optional_and_in_the_schema(sub: VmSubsystem) -> None:
@@ -97,10 +101,23 @@ def test_a_vm_with_base_image_is_planned_as_an_overlay(
 
 
 def test_a_vm_without_base_image_is_left_to_the_default(
-    tmp_path: Path, sub: VmSubsystem, bkt_fake_libvirt: FakeLibvirt
+    tmp_path: Path,
+    base: Path,
+    sub: VmSubsystem,
+    bkt_manifest_dir: ManifestDir,
+    bkt_fake_libvirt: FakeLibvirt,
 ) -> None:
-    creation = plan_for(sub, tmp_path, context(bkt_fake_libvirt))
-    assert type(creation) is DiskCreation and creation.plugin == "provision"
+    assert plan_for(sub, tmp_path, context(bkt_fake_libvirt)) is None
+    bkt_manifest_dir.write(
+        {"plain": entry(tmp_path, "plain"), "thin": entry(tmp_path, "thin", base_image=str(base))}
+    )
+    plain, thin = sub.plan().entries
+    assert plain.details["create_disk"] == {
+        "path": f"{tmp_path}/plain.qcow2",
+        "size_gb": 2,
+        "format": "qcow2",
+    }
+    assert thin.details["create_disk"]["base_image"] == str(base)
 
 
 @pytest.mark.parametrize(
@@ -125,26 +142,51 @@ def test_a_refusal_names_the_disk_and_the_reason(
     assert why in caught.value.message
 
 
-def test_provisioning_runs_qemu_img_with_the_backing_file(
-    tmp_path: Path, sub: VmSubsystem, bkt_fake_libvirt: FakeLibvirt
+def test_a_refusal_fails_that_vm_and_names_the_plugin(
+    tmp_path: Path, sub: VmSubsystem, bkt_manifest_dir: ManifestDir
 ) -> None:
-    disk = f"{tmp_path}/web.qcow2"
+    bkt_manifest_dir.write(
+        {
+            "a": entry(tmp_path, "a", base_image="/nonexistent/golden.qcow2"),
+            "b": entry(tmp_path, "b"),
+        }
+    )
+    a, b = sub.plan().entries
+    assert (a.action, b.action) == ("error", "create")
+    assert a.message == (
+        f"plugin bkt-base-image in bkt_disk_plan: cannot create disk {tmp_path}/a.qcow2 as "
+        "an overlay: base image /nonexistent/golden.qcow2 does not exist"
+    )
+
+
+def test_sync_creates_the_overlay_with_qemu_img(
+    tmp_path: Path, sub: VmSubsystem, bkt_manifest_dir: ManifestDir, bkt_fake_libvirt: FakeLibvirt
+) -> None:
     base = bkt_fake_libvirt.add_image(tmp_path / "golden.img", format="raw", size=GIB)
-    ctx = context(bkt_fake_libvirt)
-    creation = plan_for(sub, tmp_path, ctx, base_image=str(base))
-    assert provision_all(sub.host, [creation], ctx) == {creation.path: None}
-    created = bkt_fake_libvirt.qemu_img[-2]
-    assert created[:10] == (
+    bkt_manifest_dir.write({"web": entry(tmp_path, "web", base_image=str(base))})
+    report = sub.sync()
+    assert [(r.name, r.result) for r in report.results or ()] == [("web", "created")]
+    (argv,) = created(bkt_fake_libvirt)
+    assert argv[:10] == (
         "qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", "--",
     )  # fmt: skip
-    assert created[10:] == (created[10].rsplit("/", 1)[0] + "/web.qcow2", "2G")
-    assert bkt_fake_libvirt.qemu_img[-1][:2] == ("qemu-img", "info"), "bkt checked what was made"
-    # A disk that appeared since planning is never replaced.
-    again = provision_all(sub.host, [creation], ctx)
-    assert again == {
-        disk: f"plugin bkt-base-image in bkt_disk_provision: disk {disk} appeared after "
-        "planning; it is left as it is"
-    }
+    assert argv[10:] == (argv[10].rsplit("/", 1)[0] + "/web.qcow2", "2G")
+    assert "web" in bkt_fake_libvirt.domains
+
+
+def test_a_disk_that_appeared_after_planning_is_never_replaced(
+    tmp_path: Path, base: Path, sub: VmSubsystem, bkt_fake_libvirt: FakeLibvirt
+) -> None:
+    ctx = context(bkt_fake_libvirt)
+    creation = plan_for(sub, tmp_path, ctx, base_image=str(base))
+    assert creation is not None
+    assert bkt_base_image.bkt_disk_provision(creation, ctx) is True
+    with pytest.raises(OperationError) as caught:
+        bkt_base_image.bkt_disk_provision(creation, ctx)
+    assert caught.value.message == (
+        f"disk {creation.path} appeared after planning; it is left as it is"
+    )
+    assert len(created(bkt_fake_libvirt)) == 1  # qemu-img did not run again
 
 
 def test_a_real_overlay_records_its_base(tmp_path: Path, sub: VmSubsystem) -> None:
@@ -156,7 +198,8 @@ def test_a_real_overlay_records_its_base(tmp_path: Path, sub: VmSubsystem) -> No
     assert done.returncode == 0, done.stderr
     ctx = context(runner)
     creation = plan_for(sub, tmp_path, ctx, base_image=str(golden))
-    assert provision_all(sub.host, [creation], ctx) == {creation.path: None}
+    assert creation is not None
+    assert bkt_base_image.bkt_disk_provision(creation, ctx) is True
     info = runner.run(["qemu-img", "info", "--output=json", "-U", creation.path], timeout=60)
     got = json.loads(info.stdout)
     assert (got["format"], got["backing-filename"], got["virtual-size"]) == (

@@ -19,7 +19,7 @@ from bkt_core import hookimpl
 
 if TYPE_CHECKING:
     from bkt_core import Problem
-    from bkt_vm_plugin.domain_xml import DomainField
+    from bkt_vm_plugin.api import DomainField
 
 __all__ = ["bkt_domain_fields", "bkt_manifest_fields", "bkt_validate_manifest"]
 

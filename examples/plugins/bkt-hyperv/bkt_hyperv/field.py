@@ -19,19 +19,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
-from bkt_vm_plugin.xmltree import (
+from bkt_vm_plugin.api import (
+    DomainContext,
+    DomainField,
     Element,
+    Reading,
+    append,
     child,
     children,
     ensure_child,
+    insert_after,
+    insert_before,
     insert_child,
     make,
     remove,
 )
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.definition import VmDefinition
+    from bkt_vm_plugin.api import VmDefinition
 
 __all__ = ["ENLIGHTENMENTS", "FIELD", "HypervField"]
 
@@ -143,8 +148,6 @@ class HypervField(DomainField):
 def _insert_in_order(hyperv: Element, node: Element, index: int) -> None:
     """Puts ``node`` after the last enlightenment of our set that libvirt writes before it, so
     that a patched domain reads like one libvirt wrote (unknown ones stay where they are)."""
-    from bkt_vm_plugin.xmltree import append, insert_after, insert_before
-
     earlier = [c for c in hyperv if c.tag in _ORDER[:index]]
     if earlier:
         insert_after(earlier[-1], node)

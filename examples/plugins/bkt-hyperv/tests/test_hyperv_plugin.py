@@ -8,18 +8,21 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import bkt_hyperv
 import pytest
 
 from bkt_core import Host, ManifestError
-from bkt_vm_plugin import default_plugins
-from bkt_vm_plugin.definition import VmDefinition
-from bkt_vm_plugin.domain_xml import DomainContext
-from bkt_vm_plugin.observe import resolve_context
-from bkt_vm_plugin.subsystem import VmSubsystem
-from bkt_vm_plugin.xmltree import parse_xml
+from bkt_vm_plugin.api import (
+    DomainContext,
+    Reading,
+    VmDefinition,
+    VmSubsystem,
+    default_plugins,
+    parse_xml,
+)
+from bkt_vm_plugin.testing import vm_subsystem
 
 WIN11: dict[str, Any] = {
     "memory_gb": 8,
@@ -63,7 +66,7 @@ def vm_sub(dir: Path | None = None) -> VmSubsystem:
         entry_points=False,
         plugins=[*default_plugins(), ("bkt-hyperv", bkt_hyperv)],
     )
-    return cast(VmSubsystem, host.subsystem("vm"))
+    return vm_subsystem(host)
 
 
 SUB = vm_sub()
@@ -75,10 +78,11 @@ def definition(**fields: Any) -> VmDefinition:
 
 
 def context(vm: VmDefinition) -> DomainContext:
-    return resolve_context("win", vm, home="/root", iso_cache="/tmp", exists=lambda _: True)
+    """The context of VM ``win`` (no ISO, a disk path without ``~``): what sync would pass."""
+    return DomainContext("win", vm.disk_path)
 
 
-def hyperv_of(xml: str, vm: VmDefinition) -> Any:
+def hyperv_of(xml: str, vm: VmDefinition) -> Reading:
     return MAPPING.parse(xml, context(vm)).readings["hyperv"]
 
 

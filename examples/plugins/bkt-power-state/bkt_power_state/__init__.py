@@ -20,8 +20,7 @@ from bkt_core import hookimpl
 
 if TYPE_CHECKING:
     from bkt_core import SyncReport
-    from bkt_vm_plugin.domain_xml import DomainField
-    from bkt_vm_plugin.sync import PostSyncContext
+    from bkt_vm_plugin.api import DomainField, PostSyncContext
 
 __all__ = ["bkt_domain_fields", "bkt_manifest_fields", "bkt_post_sync", "to_start"]
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
-from bkt_vm_plugin.xmltree import Element
+from bkt_vm_plugin.api import DomainContext, DomainField, Reading
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.definition import VmDefinition
+    from bkt_vm_plugin.api import Element, VmDefinition
 
 __all__ = ["RunningField"]
 

@@ -11,7 +11,7 @@ import bkt_power_state
 import pytest
 
 from bkt_core import Host
-from bkt_vm_plugin.subsystem import VmSubsystem
+from bkt_vm_plugin.api import VmSubsystem
 from bkt_vm_plugin.testing import FakeLibvirt, ManifestDir, vm_subsystem
 
 

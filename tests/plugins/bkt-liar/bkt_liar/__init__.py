@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import posixpath
 import subprocess
+from typing import cast
 
-from bkt_core.hookspecs import hookimpl
-from bkt_vm_plugin.provision import DiskCreation, DiskRequest
+from bkt_core import hookimpl
+from bkt_vm_plugin.api import DiskCreation, DiskRequest
 
 NAME = "liar"
 
@@ -24,12 +25,12 @@ def bkt_disk_plan(disk: DiskRequest) -> DiskCreation | None:
 
 
 @hookimpl
-def bkt_disk_provision(creation: DiskCreation) -> object:
+def bkt_disk_provision(creation: DiskCreation) -> bool | None:
     if creation.plugin != NAME:
         return None
     does = os.environ.get("BKT_LIAR_DOES", "yes")
     if does == "yes":
-        return "yes"
+        return cast(bool, "yes")  # the lie bkt must catch: a value that is not a bool
     if does == "empty":
         with open(creation.path, "xb"):
             pass

@@ -7,7 +7,8 @@ returns a list), ``cli-raise`` and ``cli-exit`` (the command hook raises or exit
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from bkt_core import hookimpl
 
@@ -31,8 +32,11 @@ def bkt_validate_manifest(subsystem: str, document: Any) -> None:
 
 
 @hookimpl
-def bkt_manifest_fields(subsystem: str) -> Any:
-    return ["notes"] if _asked("wrong-type") else None
+def bkt_manifest_fields(subsystem: str) -> Mapping[str, tuple[Any, Any]] | None:
+    if _asked("wrong-type"):
+        # The wrong type bkt must catch: a list where the hook returns a mapping.
+        return cast("Mapping[str, tuple[Any, Any]]", ["notes"])
+    return None
 
 
 @hookimpl

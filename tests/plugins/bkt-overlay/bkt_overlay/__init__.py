@@ -13,9 +13,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from bkt_core.errors import OperationError
-from bkt_core.hookspecs import hookimpl
-from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
+from bkt_core import OperationError, hookimpl
+from bkt_vm_plugin.api import DiskCreation, DiskRequest, ProvisionContext
 
 NAME = "overlay"
 
