@@ -673,8 +673,6 @@ def doctor(sub: VmSubsystem) -> DoctorReport:
     """Every check, for this host and the manifest (when there is a valid one)."""
     import shutil
 
-    from bkt_core.errors import ManifestError
-
     checks: list[Check] = []
     found = shutil.which("virsh")
     if found is None:
@@ -682,23 +680,8 @@ def doctor(sub: VmSubsystem) -> DoctorReport:
         return DoctorReport(tuple(checks))
     checks.append(Check("virsh", "ok", found))
 
-    manifest: VmManifest | None = None
-    if not sub.manifest_path.exists():
-        checks.append(
-            Check("manifest", "skip", f"no {sub.manifest_path}: only the host is checked")
-        )
-    else:
-        try:
-            manifest = sub.load()
-        except ManifestError as exc:
-            checks.append(
-                Check("manifest", "fail", exc.message, "`bkt vm validate` lists every problem")
-            )
-        except BktError as exc:
-            checks.append(Check("manifest", "fail", exc.message, exc.hint))
-        else:
-            n = len(manifest.vms)
-            checks.append(Check("manifest", "ok", f"{sub.manifest_path}: {n} VM{'s' * (n != 1)}"))
+    manifest_check, manifest = _manifest_check(sub)
+    checks.append(manifest_check)
     vms = dict(manifest.vms) if manifest is not None else {}
 
     try:
@@ -716,18 +699,7 @@ def doctor(sub: VmSubsystem) -> DoctorReport:
         )
         return DoctorReport(tuple(checks))
     place = Place.of(facts.uri_text or sub.host.uri or "")
-    checks.append(
-        Check("libvirt", "ok", f"{place.uri} reachable {_as_whom(place)}{_versions(facts)}")
-    )
-    for name in facts.leftovers:
-        checks.append(
-            Check(
-                "kvm-probe",
-                "warn",
-                f"the probe domain {name} could not be destroyed",
-                f"`virsh destroy {name}`",
-            )
-        )
+    checks += _libvirt_checks(facts, place)
 
     qemu = qemu_user() if place.local and place.system else None
     per_vm = _vm_problems(facts, place, qemu, vms)
@@ -737,6 +709,41 @@ def doctor(sub: VmSubsystem) -> DoctorReport:
     checks += _network_checks(facts, place, vms, per_vm)
     checks += _path_checks(place, qemu, vms, per_vm)
     return DoctorReport(tuple(checks))
+
+
+def _manifest_check(sub: VmSubsystem) -> tuple[Check, VmManifest | None]:
+    """Whether the manifest loads, and the manifest when it does (none: only the host is
+    checked)."""
+    from bkt_core.errors import ManifestError
+
+    if not sub.manifest_path.exists():
+        return Check("manifest", "skip", f"no {sub.manifest_path}: only the host is checked"), None
+    try:
+        manifest = sub.load()
+    except ManifestError as exc:
+        return Check(
+            "manifest", "fail", exc.message, "`bkt vm validate` lists every problem"
+        ), None
+    except BktError as exc:
+        return Check("manifest", "fail", exc.message, exc.hint), None
+    n = len(manifest.vms)
+    return Check("manifest", "ok", f"{sub.manifest_path}: {n} VM{'s' * (n != 1)}"), manifest
+
+
+def _libvirt_checks(facts: HostFacts, place: Place) -> list[Check]:
+    """libvirt is reachable (as whom, which versions), and no KVM probe domain was left
+    behind."""
+    checks = [Check("libvirt", "ok", f"{place.uri} reachable {_as_whom(place)}{_versions(facts)}")]
+    for name in facts.leftovers:
+        checks.append(
+            Check(
+                "kvm-probe",
+                "warn",
+                f"the probe domain {name} could not be destroyed",
+                f"`virsh destroy {name}`",
+            )
+        )
+    return checks
 
 
 def _connect_hint(exc: BktError) -> str | None:
