@@ -1008,7 +1008,9 @@ class ManifestDir:
     @property
     def file(self) -> Path:
         """The ``vms.json`` of this directory."""
-        return self.path / "vms.json"
+        from bkt_vm_plugin.subsystem import MANIFEST_FILE
+
+        return self.path / MANIFEST_FILE
 
     def write(self, vms: Mapping[str, Any], **top: Any) -> Path:
         """Write ``vms.json`` with the VMs ``vms`` (name -> fields) and the top-level keys
