@@ -259,16 +259,25 @@ def _enum_values(node: Element | None, name: str) -> set[str]:
     }
 
 
+def _domcaps(facts: HostFacts, virt_type: str) -> tuple[Element | None, str | None]:
+    """libvirt's domain capabilities for ``virt_type`` guests, or why they cannot be read
+    (both None: they were not asked for)."""
+    reply = facts.domcaps.get(virt_type)
+    if reply is None:
+        return None, None
+    tree = facts.domcaps_tree(virt_type)
+    if tree is None:
+        return None, f"cannot read libvirt's {virt_type} domain capabilities: {_said(reply)}"
+    return tree, None
+
+
 def firmware_problem(facts: HostFacts, virt_type: str, secure: bool) -> str | None:
     """Why libvirt has no UEFI (``secure``: Secure Boot) firmware for ``virt_type`` guests."""
     from bkt_vm_plugin.xmltree import at
 
-    reply = facts.domcaps.get(virt_type)
-    if reply is None:
-        return None
-    tree = facts.domcaps_tree(virt_type)
+    tree, problem = _domcaps(facts, virt_type)
     if tree is None:
-        return f"cannot read libvirt's {virt_type} domain capabilities: {_said(reply)}"
+        return problem
     os_ = at(tree, "os")
     loader = at(tree, "os", "loader")
     if "efi" not in _enum_values(os_, "firmware") or loader is None:
@@ -281,12 +290,9 @@ def firmware_problem(facts: HostFacts, virt_type: str, secure: bool) -> str | No
 def swtpm_problem(facts: HostFacts, virt_type: str) -> str | None:
     from bkt_vm_plugin.xmltree import at
 
-    reply = facts.domcaps.get(virt_type)
-    if reply is None:
-        return None
-    tree = facts.domcaps_tree(virt_type)
+    tree, problem = _domcaps(facts, virt_type)
     if tree is None:
-        return f"cannot read libvirt's {virt_type} domain capabilities: {_said(reply)}"
+        return problem
     tpm = at(tree, "devices", "tpm")
     # libvirt lists the emulator backend only when it finds swtpm.
     if tpm is None or "emulator" not in _enum_values(tpm, "backendModel"):
