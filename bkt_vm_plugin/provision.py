@@ -24,7 +24,7 @@ After provisioning, whoever did it, each disk is checked (:func:`_check_created`
 file (a pool's volume of type file) of the planned format and virtual size, or that VM fails.
 
 Sync calls :func:`plan_disk` for each VM (it looks at the path and asks the
-:func:`~bkt_core.hookspecs.bkt_disk_plan` hook only for a missing disk to be created),
+:func:`~bkt_vm_plugin.hookspecs.bkt_disk_plan` hook only for a missing disk to be created),
 :func:`disk_format` for a disk that exists, and :func:`provision_all` to execute the plan.
 The defaults here are ``trylast``, so a third-party plugin's answer wins.
 
