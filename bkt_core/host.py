@@ -629,12 +629,8 @@ class Host:
         return self.subsystem(subsystem).schema()
 
     def manifest_keys(self) -> dict[str, str]:
-        """Each subsystem's name by the key of its manifest, the file's name without
-        ``.json`` (``bkt schema KEY``)."""
-        return {
-            subsystem.manifest_file.removesuffix(".json"): name
-            for name, subsystem in self.subsystems().items()
-        }
+        """Each subsystem's name by the key of its manifest (``bkt schema KEY``)."""
+        return {subsystem.manifest_key: name for name, subsystem in self.subsystems().items()}
 
 
 def _default_name(plugin: object) -> str:
