@@ -82,7 +82,8 @@ def split_globals(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def resolve_manifest_dir(option: str | None) -> Path:
-    """Where ``vms.json`` lives: ``-C DIR``, else ``$BKT_MANIFEST_DIR``, else ``./manifests``."""
+    """The directory of the manifests: ``-C DIR``, else ``$BKT_MANIFEST_DIR``, else
+    ``./manifests``."""
     from pathlib import Path
 
     return Path(option or os.environ.get("BKT_MANIFEST_DIR") or "manifests")

@@ -53,7 +53,7 @@ class Problem:
     """A problem that a rule found in the raw document.
 
     ``path`` is the JSON path it is about; it is reported at the value there, or at its key
-    (the opening quote) when ``at_key`` is set, as for a misspelt key or a bad VM name.
+    (the opening quote) when ``at_key`` is set, as for a misspelt key or a bad entry name.
     """
 
     path: JsonPath

@@ -331,7 +331,7 @@ def missing_manifest(path: Path) -> ManifestError:
     )
 
 
-#: The largest manifest read, in bytes. A manifest of a thousand VMs is a few hundred KiB;
+#: The largest manifest read, in bytes. A manifest of a thousand entries is a few hundred KiB;
 #: the limit keeps a file that is huge, or grows while it is read, from exhausting memory.
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
