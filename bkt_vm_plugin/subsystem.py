@@ -190,12 +190,14 @@ class VmSubsystem:
         """Read and validate the manifest whole (:meth:`sources`, merged). Raises
         ManifestError listing every problem, each in the file that holds it."""
         from bkt_core.manifest import missing_manifest, validate_sources
-        from bkt_vm_plugin.model import to_manifest
         from bkt_vm_plugin.paths import home_dir
 
         sources = self.sources()
         if not sources:
             raise missing_manifest(self.manifest_path)
+        # Only now: a manifest that is missing or cannot be read needs no pydantic.
+        from bkt_vm_plugin.model import to_manifest
+
         home = home_dir()
         validated = validate_sources(
             sources,
