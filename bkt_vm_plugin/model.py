@@ -30,7 +30,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from bkt_core.diagnostics import char_repr, json_type_name
+from bkt_core.diagnostics import json_type_name
+from bkt_core.jsonpos import char_repr
 from bkt_vm_plugin.definition import (
     U32_MAX,
     Boot,
