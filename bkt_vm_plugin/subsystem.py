@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bkt_core.errors import PluginError
+from bkt_vm_plugin import SUBSYSTEM_NAME
 
 if TYPE_CHECKING:
     from bkt_core.diagnostics import Problem
@@ -31,7 +32,7 @@ MANIFEST_FILE = "vms.json"
 class VmSubsystem:
     """The ``vm`` subsystem of one :class:`~bkt_core.Host`."""
 
-    name = "vm"
+    name = SUBSYSTEM_NAME
     manifest_file = MANIFEST_FILE
     #: The manifest's key of the VMs, which names them in the JSON form of plans and reports.
     manifest_key = "vms"
