@@ -4,9 +4,9 @@ Creating a file at a path a manifest names is the one thing sync does outside li
 checks, so every rule is checked before anything is created, and each refusal names the rule:
 
 - the path is absolute and has no ``..`` (manifest validation says so too);
-- neither the path nor where its links lead is in a system directory (:data:`SYSTEM_DIRS`:
-  ``/etc``, ``/proc``, ``/usr``, ...) unless the VM says ``allow_system_paths`` (ISO paths
-  too: sync checks them);
+- neither the path nor where its links lead is in a system directory
+  (:data:`~bkt_vm_plugin.paths.SYSTEM_DIRS`: ``/etc``, ``/proc``, ``/usr``, ...) unless the
+  VM says ``allow_system_paths`` (ISO paths too: sync checks them);
 - whatever is at the path is a regular file (not a directory, a device, a FIFO) and not
   empty (a 0-byte file is what an interrupted creation leaves), and an existing file is
   only read (``qemu-img info``), never overwritten, truncated or resized;
@@ -210,47 +210,6 @@ def is_remote_uri(uri: str | None, environ: dict[str, str] | None = None) -> boo
         return bool(urlsplit(uri).hostname)
     except ValueError:
         return True
-
-
-#: The host's own directories: a disk or ISO there is the system's file (``/etc/passwd``,
-#: ``/proc/self/environ``), never a VM's, unless the VM says ``allow_system_paths``.
-SYSTEM_DIRS = (
-    "/bin",
-    "/boot",
-    "/dev",
-    "/etc",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/proc",
-    "/run",
-    "/sbin",
-    "/sys",
-    "/usr",
-    "/var/run",
-)
-
-
-def system_path_problem(path: str, what: str, *, resolve: bool = True) -> str | None:
-    """Why ``path`` (the file of a ``what``: "disk", "ISO") is refused as a system file, or
-    None. Both the path as written and, with ``resolve``, where its symbolic links lead are
-    checked: a link in a VM's directory to ``/etc/shadow`` is ``/etc/shadow``."""
-    written = posixpath.normpath(path)
-    places = [written]
-    if resolve:
-        real = os.path.realpath(written)
-        if real != written:
-            places.append(real)
-    for place in places:
-        for top in SYSTEM_DIRS:
-            if place == top or place.startswith(top + "/"):
-                leads = "" if place == written else f" leads to {place}, which"
-                return (
-                    f"{what} {path}{leads} is in {top}, a system directory: bkt attaches no "
-                    'file there to a VM unless the VM says "allow_system_paths": true'
-                )
-    return None
 
 
 def _writable_dir(path: str) -> bool:
@@ -737,6 +696,8 @@ def _planned_creation(
 
 
 def _system_rule(request: DiskRequest, *, resolve: bool) -> None:
+    from bkt_vm_plugin.paths import system_path_problem
+
     if not request.allow_system_paths:
         problem = system_path_problem(request.path, "disk", resolve=resolve)
         if problem is not None:
