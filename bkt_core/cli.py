@@ -82,7 +82,8 @@ def split_globals(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def resolve_manifest_dir(option: str | None) -> Path:
-    """Where ``vms.json`` lives: ``-C DIR``, else ``$BKT_MANIFEST_DIR``, else ``./manifests``."""
+    """The directory of the manifests: ``-C DIR``, else ``$BKT_MANIFEST_DIR``, else
+    ``./manifests``."""
     from pathlib import Path
 
     return Path(option or os.environ.get("BKT_MANIFEST_DIR") or "manifests")
@@ -131,58 +132,23 @@ def build_cli(
     the :class:`Cli` once the global options are parsed. A plugin whose ``bkt_cli_commands``
     fails is passed to ``warn`` (default: raised) and the other commands are still there, so
     that ``bkt plugins`` and ``--disable-plugin`` work whatever a plugin does."""
+    cli = _root_group(host, on_ready)
+    _add_core_commands(cli, host)
+    for failure in host.add_cli_commands(cli):
+        plugin = getattr(failure, "plugin", None)
+        if plugin and not failure.hint:
+            failure.hint = f"pass --disable-plugin {plugin} to run without it"
+        if warn is None:
+            raise failure
+        warn(failure)
+    return cli
+
+
+def _root_group(host: Host, on_ready: Callable[[Cli], None] | None) -> click.Group:
+    """The ``bkt`` group alone: its global options (:func:`_global_options`), which set up
+    ``host`` and the printer before any command runs."""
     import click
 
-    @click.group(
-        name="bkt",
-        context_settings={"help_option_names": ["-h", "--help"]},
-        help="Declarative libvirt VMs: make libvirt match manifests/vms.json, and back.",
-    )
-    @click.version_option(
-        version(), "-V", "--version", prog_name="bkt", message="%(prog)s %(version)s"
-    )
-    @click.option(
-        "-C",
-        "--manifest-dir",
-        metavar="DIR",
-        shell_complete=_complete_directory,
-        help="Where vms.json lives. [default: $BKT_MANIFEST_DIR, else ./manifests]",
-    )
-    @click.option(
-        "-c",
-        "--connect",
-        metavar="URI",
-        shell_complete=_complete_uri,
-        help="libvirt URI for virsh. [default: virsh's own]",
-    )
-    @click.option(
-        "-v",
-        "--verbose",
-        count=True,
-        # A counter takes no value: without an empty metavar the help would show its type
-        # (INTEGER RANGE), as if `-v 2` were the way to write it.
-        metavar="",
-        help="Say more; repeat for more: -v lists unchanged VMs too, -vv also traces every "
-        "virsh process.",
-    )
-    @click.option("-q", "--quiet", is_flag=True, help="Say less: only data and errors.")
-    @click.option(
-        "--color",
-        type=click.Choice(["auto", "always", "never"]),
-        default="auto",
-        show_default=True,
-        help="Colour when the stream is a terminal and NO_COLOR is not set (auto).",
-    )
-    @click.option(
-        "--disable-plugin",
-        "disabled",
-        metavar="NAME",
-        multiple=True,
-        shell_complete=lambda _ctx, _param, incomplete: [
-            info.name for info in host.plugins() if info.name.startswith(incomplete)
-        ],
-        help="Do not load this plugin (repeatable; also $BKT_DISABLE_PLUGINS=a,b).",
-    )
     @click.pass_context
     def cli(
         ctx: click.Context,
@@ -208,15 +174,68 @@ def build_cli(
         if on_ready is not None:
             on_ready(ctx.obj)
 
-    _add_core_commands(cli, host)
-    for failure in host.add_cli_commands(cli):
-        plugin = getattr(failure, "plugin", None)
-        if plugin and not failure.hint:
-            failure.hint = f"pass --disable-plugin {plugin} to run without it"
-        if warn is None:
-            raise failure
-        warn(failure)
-    return cli
+    # Applied as decorators are, the last first, so that help lists them in this order.
+    for option in reversed(_global_options(host)):
+        cli = option(cli)
+    return click.group(
+        name="bkt",
+        context_settings={"help_option_names": ["-h", "--help"]},
+        help="Declarative libvirt VMs: make libvirt match manifests/vms.json, and back.",
+    )(cli)
+
+
+def _global_options(host: Host) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """The options of ``bkt`` itself, in the order help lists them (``--disable-plugin``
+    completes the names of ``host``'s plugins)."""
+    import click
+
+    return [
+        click.version_option(
+            version(), "-V", "--version", prog_name="bkt", message="%(prog)s %(version)s"
+        ),
+        click.option(
+            "-C",
+            "--manifest-dir",
+            metavar="DIR",
+            shell_complete=_complete_directory,
+            help="Where vms.json lives. [default: $BKT_MANIFEST_DIR, else ./manifests]",
+        ),
+        click.option(
+            "-c",
+            "--connect",
+            metavar="URI",
+            shell_complete=_complete_uri,
+            help="libvirt URI for virsh. [default: virsh's own]",
+        ),
+        click.option(
+            "-v",
+            "--verbose",
+            count=True,
+            # A counter takes no value: without an empty metavar the help would show its type
+            # (INTEGER RANGE), as if `-v 2` were the way to write it.
+            metavar="",
+            help="Say more; repeat for more: -v lists unchanged VMs too, -vv also traces every "
+            "virsh process.",
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="Say less: only data and errors."),
+        click.option(
+            "--color",
+            type=click.Choice(["auto", "always", "never"]),
+            default="auto",
+            show_default=True,
+            help="Colour when the stream is a terminal and NO_COLOR is not set (auto).",
+        ),
+        click.option(
+            "--disable-plugin",
+            "disabled",
+            metavar="NAME",
+            multiple=True,
+            shell_complete=lambda _ctx, _param, incomplete: [
+                info.name for info in host.plugins() if info.name.startswith(incomplete)
+            ],
+            help="Do not load this plugin (repeatable; also $BKT_DISABLE_PLUGINS=a,b).",
+        ),
+    ]
 
 
 def _complete_directory(
@@ -497,34 +516,46 @@ def completion_class(shell: str) -> type[ShellComplete] | None:
             args, incomplete = self.get_completion_args()
             items = self.get_completions(args, incomplete)
             if self.name == "bash" and ":" in incomplete:
-                # bash replaces only what follows the word's last `:`.
-                cut = incomplete.rindex(":") + 1
-                for item in items:
-                    if item.value.startswith(incomplete[:cut]):
-                        item.value = item.value[cut:]
+                _after_last_colon(items, incomplete)
             return "\n".join(self.format_completion(item) for item in items)
 
         def get_completions(self, args: list[str], incomplete: str) -> list[CompletionItem]:
-            complete = super().get_completions
-            hoisted, rest = split_globals(args)
-            if "--" not in args:
-                # The value of a global option, wherever it stands: the root completes it.
-                if args and args[-1] in _VALUE_OPTIONS:
-                    return complete(split_globals(args[:-1])[0] + args[-1:], incomplete)  # type: ignore[no-any-return]
-                if "=" in incomplete and incomplete.split("=", 1)[0] in _VALUE_OPTIONS:
-                    return complete(hoisted, incomplete)  # type: ignore[no-any-return]
-            items: list[CompletionItem] = complete(hoisted + rest, incomplete)
-            if incomplete.startswith("-") and "--" not in args and rest:
-                # After a command: its own options first, then the global ones.
-                seen = {item.value for item in items}
-                items += [
-                    item
-                    for item in complete(hoisted, incomplete)
-                    if item.value not in seen and item.value in _GLOBAL_OPTIONS
-                ]
-            return items
+            return _globals_anywhere(super().get_completions, args, incomplete)
 
     return Completion
+
+
+def _after_last_colon(items: list[CompletionItem], incomplete: str) -> None:
+    """``items`` cut as bash wants them for a word that holds a ``:``: bash replaces only
+    what follows the word's last ``:``."""
+    cut = incomplete.rindex(":") + 1
+    for item in items:
+        if item.value.startswith(incomplete[:cut]):
+            item.value = item.value[cut:]
+
+
+def _globals_anywhere(
+    complete: Callable[[list[str], str], list[CompletionItem]], args: list[str], incomplete: str
+) -> list[CompletionItem]:
+    """Click's completions (``complete``) for ``incomplete`` after ``args``, with the global
+    options hoisted: the value of a global option wherever it stands, and after a command
+    its own options first, then the global ones."""
+    hoisted, rest = split_globals(args)
+    if "--" not in args:
+        # The value of a global option, wherever it stands: the root completes it.
+        if args and args[-1] in _VALUE_OPTIONS:
+            return complete(split_globals(args[:-1])[0] + args[-1:], incomplete)
+        if "=" in incomplete and incomplete.split("=", 1)[0] in _VALUE_OPTIONS:
+            return complete(hoisted, incomplete)
+    items = complete(hoisted + rest, incomplete)
+    if incomplete.startswith("-") and "--" not in args and rest:
+        seen = {item.value for item in items}
+        items += [
+            item
+            for item in complete(hoisted, incomplete)
+            if item.value not in seen and item.value in _GLOBAL_OPTIONS
+        ]
+    return items
 
 
 def wants_help(args: Sequence[str], groups: Callable[[], Collection[str]] = tuple) -> bool:

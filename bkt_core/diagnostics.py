@@ -16,13 +16,16 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Annotated, Any, Literal, Protocol, Union
-
-from pydantic import BaseModel, Discriminator, Tag, ValidationError
-from pydantic.fields import FieldInfo
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
 
 from bkt_core.errors import Diagnostic
 from bkt_core.jsonpos import JsonPath, Position, char_repr, shorten_key
+
+# pydantic only where its errors are worded: a rule's Problem, and a manifest that does not
+# reach validation, need none of it.
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+    from pydantic.fields import FieldInfo
 
 __all__ = [
     "MAX_DIAGNOSTICS",
@@ -53,7 +56,7 @@ class Problem:
     """A problem that a rule found in the raw document: ``message`` says what is wrong.
 
     ``path`` is the JSON path it is about; it is reported at the value there, or at its key
-    (the opening quote) when ``at_key`` is set, as for a misspelt key or a bad VM name.
+    (the opening quote) when ``at_key`` is set, as for a misspelt key or a bad entry name.
     """
 
     path: JsonPath
@@ -178,6 +181,9 @@ def _union_members(annotation: Any) -> tuple[Any, ...]:
 
 def _discriminator(shape: _Shape) -> str | None:
     """The field name that a union at ``shape`` is discriminated by, if it is."""
+    from pydantic import Discriminator
+    from pydantic.fields import FieldInfo
+
     candidates: list[Any] = [shape.field.discriminator if shape.field else None]
     if typing.get_origin(shape.raw) is Annotated:
         candidates += typing.get_args(shape.raw)[1:]
@@ -195,6 +201,8 @@ def _forms(shape: _Shape) -> dict[str, Any]:
     """The members of a union by the labels that pydantic puts in error locations: their
     tag (``Tag``, or the value of the discriminator field) or, for a union of models that
     is not tagged, their class name. Empty for anything but a union."""
+    from pydantic import Tag
+
     members = [m for m in _union_members(shape.annotation) if m is not type(None)]
     if len(members) < 2:  # X | None is validated as X, with no label
         return {}
@@ -217,6 +225,8 @@ def _forms(shape: _Shape) -> dict[str, Any]:
 
 
 def _is_model(annotation: Any) -> bool:
+    from pydantic import BaseModel
+
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 

@@ -54,7 +54,7 @@ class UsageError(BktError):
 
 
 class OperationError(BktError):
-    """An operation failed: libvirt refused, a VM did not stop in time, ... (exit 1)."""
+    """An operation failed: a tool refused, something did not happen in time, ... (exit 1)."""
 
 
 @dataclass(frozen=True)

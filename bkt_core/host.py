@@ -7,8 +7,8 @@ imported, and one that fails to import is recorded and reported, not fatal) and 
 the declared hooks, and an unknown hook is an error naming its plugin.
 
 Every hook implementation is called through a guard (:meth:`Host._guard`) that keeps the plugin
-contract: its result is checked against the hook's declared type (the host's hook modules'
-``RESULTS`` tables merged), and whatever it raises (``SystemExit`` and
+contract (:mod:`bkt_core.contract`): its result is checked against the hook's declared type (the
+host's hook modules' ``RESULTS`` tables merged), and whatever it raises (``SystemExit`` and
 ``KeyboardInterrupt`` too) or a run past the per-hook time limit becomes a
 :class:`~bkt_core.errors.PluginError` naming the plugin and the hook.
 """
@@ -16,8 +16,6 @@ contract: its result is checked against the hook's declared type (the host's hoo
 from __future__ import annotations
 
 import functools
-import importlib
-import itertools
 import math
 import os
 import types
@@ -29,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from bkt_core import hookspecs
+from bkt_core.contract import BadResult, HookTimeout, Watch, checked_result
 from bkt_core.errors import BktError, PluginError, Signalled, UsageError
 
 if TYPE_CHECKING:
@@ -59,9 +58,6 @@ DEFAULT_HOOK_TIMEOUT = 300.0
 # What the process's interval timer can hold: a limit outside is no limit at all (above) or
 # one that would fire before the hook even starts (below).
 HOOK_TIMEOUT_RANGE = (0.01, 1e6)
-
-#: Most items one hook call may return: an endless generator is a failure, not a hang.
-MAX_RESULT_ITEMS = 100_000
 
 
 def disabled_from_env(environ: dict[str, str] | None = None) -> list[str]:
@@ -317,9 +313,9 @@ class Host:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        watch = _Watch.start(self.hook_timeout)
+        watch = Watch.start(self.hook_timeout)
         try:
-            return _checked(self._results, hook_name, function(*args, **kwargs))
+            return checked_result(self._results, hook_name, function(*args, **kwargs))
         except BktError as exc:
             if exc.plugin is None:  # the innermost plugin raised it (hooks may nest)
                 exc.plugin, exc.hook = plugin, hook_name
@@ -329,7 +325,7 @@ class Host:
                 # The embedder's Ctrl-C, as Python would have raised it.
                 raise KeyboardInterrupt from None
             raise
-        except _HookTimeout:
+        except HookTimeout:
             raise PluginError(
                 plugin,
                 hook_name,
@@ -337,7 +333,7 @@ class Host:
                 hint=f"{HOOK_TIMEOUT_ENV}=SECONDS sets the limit (0: none); "
                 f"--disable-plugin {plugin} runs without the plugin",
             ) from None
-        except _BadResult as exc:
+        except BadResult as exc:
             raise PluginError(plugin, hook_name, str(exc)) from None
         except BaseException as exc:
             raise self.failure(plugin, hook_name, exc) from exc
@@ -629,134 +625,11 @@ class Host:
         return self.subsystem(subsystem).schema()
 
     def manifest_keys(self) -> dict[str, str]:
-        """Each subsystem's name by the key of its manifest, the file's name without
-        ``.json`` (``bkt schema KEY``)."""
-        return {
-            subsystem.manifest_file.removesuffix(".json"): name
-            for name, subsystem in self.subsystems().items()
-        }
+        """Each subsystem's name by the key of its manifest (``bkt schema KEY``)."""
+        return {subsystem.manifest_key: name for name, subsystem in self.subsystems().items()}
 
 
 def _default_name(plugin: object) -> str:
     if isinstance(plugin, types.ModuleType):
         return plugin.__name__
     return getattr(plugin, "__name__", None) or type(plugin).__name__
-
-
-# -- the plugin contract ---------------------------------------------------------------------
-
-
-class _HookTimeout(BaseException):
-    """Raised in the main thread by ``SIGALRM`` when a hook runs past its limit. Not an
-    ``Exception``, so that a plugin's ``except Exception`` does not swallow it."""
-
-
-class _BadResult(Exception):
-    """A hook implementation returned something its hook does not declare."""
-
-
-def _on_alarm(signum: int, frame: object) -> None:
-    raise _HookTimeout
-
-
-def _on_interrupt(signum: int, frame: object) -> None:
-    raise Signalled(signum)
-
-
-class _Watch:
-    """The watchdog of the hook call running now: a ``SIGALRM`` timer, and a SIGINT handler
-    that tells a real Ctrl-C (:class:`Signalled`) from a plugin raising ``KeyboardInterrupt``
-    (the CLI installs that handler itself; an embedder with Python's default gets it for the
-    duration of the call). Signals belong to the process: only the outermost hook call in the
-    main thread has one, and none when the embedder runs a timer of its own."""
-
-    running = False
-
-    def __init__(self, previous_alarm: Any, previous_sigint: Any) -> None:
-        self.previous_alarm = previous_alarm
-        self.previous_sigint = previous_sigint
-
-    @property
-    def sigint_was_default(self) -> bool:
-        import signal
-
-        return self.previous_sigint is signal.default_int_handler
-
-    @classmethod
-    def start(cls, limit: float | None) -> _Watch | None:
-        import signal
-
-        if cls.running or signal.getitimer(signal.ITIMER_REAL)[0]:
-            return None
-        try:
-            previous_sigint = signal.getsignal(signal.SIGINT)
-            previous_alarm = signal.signal(signal.SIGALRM, _on_alarm)
-        except ValueError:  # not the main thread: no signal handler can be set here
-            return None
-        watch = cls(previous_alarm, previous_sigint)
-        if watch.sigint_was_default:
-            signal.signal(signal.SIGINT, _on_interrupt)
-        if limit is not None:
-            signal.setitimer(signal.ITIMER_REAL, limit)
-        cls.running = True
-        return watch
-
-    def stop(self) -> None:
-        import signal
-
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self.previous_alarm or signal.SIG_DFL)
-        if self.sigint_was_default:
-            signal.signal(signal.SIGINT, self.previous_sigint)
-        _Watch.running = False
-
-
-@functools.cache
-def _result_type(spelling: str) -> type:
-    module, _, name = spelling.partition(":")
-    found: type = getattr(importlib.import_module(module), name)
-    return found
-
-
-def _a(value: object) -> str:
-    name = type(value).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
-
-
-def _checked(results: Mapping[str, tuple[str, str]], hook_name: str, result: Any) -> Any:
-    """``result`` if it is what ``hook_name`` declares in ``results`` (an iterable as a
-    tuple, a mapping as a dict), else raise :class:`_BadResult` saying what came and what was
-    expected."""
-    shape, spelling = results.get(hook_name, ("", ""))
-    if result is None or not shape:
-        return result
-    if shape == "none":
-        raise _BadResult(f"returned {_a(result)}, expected None")
-    kind = _result_type(spelling)
-    if shape == "value":
-        if isinstance(result, kind):
-            return result
-        raise _BadResult(f"returned {_a(result)}, expected {kind.__name__} or None")
-    if shape == "iterable":
-        expected = f"an iterable of {kind.__name__} (or None)"
-        if isinstance(result, str | bytes | Mapping) or not isinstance(result, Iterable):
-            raise _BadResult(f"returned {_a(result)}, expected {expected}")
-        items = tuple(itertools.islice(result, MAX_RESULT_ITEMS + 1))
-        if len(items) > MAX_RESULT_ITEMS:
-            raise _BadResult(f"returned more than {MAX_RESULT_ITEMS} items, expected {expected}")
-        for item in items:
-            if not isinstance(item, kind):
-                raise _BadResult(f"returned {_a(item)} among its items, expected {expected}")
-        return items
-    expected = f"a mapping of field names to (annotation, {kind.__name__}) pairs (or None)"
-    if not isinstance(result, Mapping):
-        raise _BadResult(f"returned {_a(result)}, expected {expected}")
-    fields = dict(itertools.islice(result.items(), MAX_RESULT_ITEMS + 1))
-    if len(fields) > MAX_RESULT_ITEMS:
-        raise _BadResult(f"returned more than {MAX_RESULT_ITEMS} fields, expected {expected}")
-    for key, spec in fields.items():
-        if not isinstance(key, str):
-            raise _BadResult(f"returned {_a(key)} as a field name, expected {expected}")
-        if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], kind)):
-            raise _BadResult(f"returned {_a(spec)} for field {key!r}, expected {expected}")
-    return fields

@@ -37,10 +37,11 @@ JsonPath = tuple[str | int, ...]
 #: Deeper nesting than any manifest needs; keeps a hostile file from exhausting the stack.
 MAX_DEPTH = 128
 
-#: The most values (of any type, keys not counted) in a document: room for two thousand VMs
-#: with every field. Each value costs validation time and memory, and a wrong one more: an
-#: empty VM object is as many errors as there are required fields (about 400 bytes each in
-#: pydantic, as much again as Python dicts), so this bounds memory to a few hundred MB.
+#: The most values (of any type, keys not counted) in a document: room for two thousand
+#: entries of two dozen values each. Each value costs validation time and memory, and a wrong
+#: one more: an empty entry object is as many errors as there are required fields (about 400
+#: bytes each in pydantic, as much again as Python dicts), so this bounds memory to a few
+#: hundred MB.
 MAX_VALUES = 50_000
 
 #: The longest number literal read, in characters. Far more than a float's 17 significant

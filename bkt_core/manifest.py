@@ -22,9 +22,7 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from bkt_core.diagnostics import (
     MAX_DIAGNOSTICS,
@@ -36,6 +34,10 @@ from bkt_core.diagnostics import (
 )
 from bkt_core.errors import Diagnostic, ManifestError, OperationError
 from bkt_core.jsonpos import JsonPath, JsonSyntaxError, Position, PositionIndex, parse_json
+
+# pydantic only to validate: reading, merging and writing manifests need none of it.
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "MAX_MANIFEST_BYTES",
@@ -259,6 +261,8 @@ def _diagnose(
     """The model of ``document``, or None and its problems (the first
     :data:`MAX_DIAGNOSTICS` in the order of the files, named in ``order``, and of their
     text, each once), and whether there are more."""
+    from pydantic import ValidationError
+
     found: dict[Diagnostic, None] = {}  # in order, each once: a rule and the model may agree
     more = False
     result: BaseModel | None = None
@@ -331,7 +335,7 @@ def missing_manifest(path: Path) -> ManifestError:
     )
 
 
-#: The largest manifest read, in bytes. A manifest of a thousand VMs is a few hundred KiB;
+#: The largest manifest read, in bytes. A manifest of a thousand entries is a few hundred KiB;
 #: the limit keeps a file that is huge, or grows while it is read, from exhausting memory.
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 

@@ -20,10 +20,16 @@ class Subsystem(Protocol):
     """The operations every subsystem offers. None of them prints or exits: they return data
     or raise :class:`~bkt_core.BktError`."""
 
-    #: The CLI group name and the key of ``bkt schema NAME`` (``vm``).
+    #: The name of the subsystem and of its CLI group (``vm``); ``Host.plan(name)`` and the
+    #: other operations of the host take it.
     name: str
     #: The manifest file inside the manifest directory (``vms.json``).
     manifest_file: str
+    #: The manifest's key of the entries (``vms``): the key under which the JSON form of its
+    #: plans and reports lists them (the ``key`` it passes to :class:`~bkt_core.SyncPlan`,
+    #: :class:`~bkt_core.StatusReport` and :class:`~bkt_core.CaptureReport`), and the
+    #: argument of ``bkt schema KEY``.
+    manifest_key: str
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of the manifest, the installed plugins' fields included."""

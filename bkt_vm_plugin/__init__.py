@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from bkt_vm_plugin.domain_xml import DomainField
 
 __all__ = [
+    "SUBSYSTEM_NAME",
     "bkt_add_hookspecs",
     "bkt_cli_commands",
     "bkt_domain_fields",
@@ -39,6 +40,10 @@ __all__ = [
     "bkt_validate_manifest",
     "default_plugins",
 ]
+
+#: The name of the VM subsystem: of its ``bkt vm`` commands, and the ``subsystem`` that the
+#: plugins' manifest hooks are asked about.
+SUBSYSTEM_NAME = "vm"
 
 
 @hookimpl
@@ -67,7 +72,7 @@ def bkt_cli_commands(cli: click.Group) -> None:
 def bkt_validate_manifest(
     subsystem: str, document: Mapping[str, Any], home: str | None
 ) -> Iterable[Problem] | None:
-    if subsystem != "vm":
+    if subsystem != SUBSYSTEM_NAME:
         return None
     from bkt_vm_plugin.rules import vm_rules
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bkt_core.hookspecs import hookimpl
+from bkt_vm_plugin import SUBSYSTEM_NAME
 from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class AutostartField(DomainField):
 
 @hookimpl
 def bkt_manifest_fields(subsystem: str) -> Mapping[str, tuple[Any, Any]] | None:
-    if subsystem != "vm":
+    if subsystem != SUBSYSTEM_NAME:
         return None
     from pydantic import Field
 

@@ -203,7 +203,6 @@ def _disk_sizes(virsh: Virsh, disks: Mapping[str, str]) -> dict[str, DiskSize]:
 def _capture(
     sub: VmSubsystem, names: Sequence[str], all: bool, dry_run: bool, notes: list[str]
 ) -> CaptureReport:
-    from bkt_core.manifest import dump_manifest
     from bkt_vm_plugin.rules import name_problem
 
     path = Path(sub.manifest_path)
@@ -221,30 +220,13 @@ def _capture(
     entries: dict[str, CaptureEntry] = {}
     warnings: list[str] = []
     read = _read_domains(capturer, wanted, observation, base_vms, entries, warnings)
-
-    disks = {n: p for n, (parsed, _) in read.items() if (p := capturer.disk_path(parsed))}
-    sizes = _disk_sizes(sub.virsh, disks)
-
-    merged: dict[str, Merged] = {}
-    for name, (parsed, ctx) in read.items():
-        raw = raw_vms.get(name)
-        merged[name] = capturer.merge(
-            name, base_vms.get(name), raw, parsed, ctx, sizes.get(name, DiskSize())
-        )
-
+    merged = _merge_domains(sub, capturer, read, base_vms, raw_vms)
     merged = _check_together(capturer, raw_vms, merged)
     order = capturer.fields
     new_vms = _apply(merged, raw_vms, order, entries, warnings)
 
-    document: dict[str, Json] = {}
-    if existing is None:
-        document["$schema"] = SCHEMA_REF
-    elif "$schema" in existing.document:
-        document["$schema"] = existing.document["$schema"]
-    document["vms"] = {n: _in_order(new_vms[n], order) for n in sorted(new_vms)}
+    document = _new_document(existing, new_vms, order)
     created = existing is None
-    changed = existing is None or document != existing.document
-
     ordered = tuple(entries[n] for n in sorted(entries))
     _note_nothing_captured(notes, path, wanted, ordered, created)
 
@@ -253,14 +235,8 @@ def _capture(
         if created:
             notes.append(f"{path} does not exist: capture would create it")
         notes.append("dry run: nothing was written")
-    elif changed:
-        text = dump_manifest(document)
-        # What capture writes must load again; anything else is a bug, and nothing is written.
-        _validate(sub, text, capturer.home)
-        if existing is not None and len(existing.sources) > 1:
-            _write_sources(capturer, existing, document, notes)
-        else:
-            _write(sub, path, text, created, notes)
+    elif existing is None or document != existing.document:
+        _write_document(sub, capturer, path, document, existing, notes)
         written = True
     return CaptureReport(
         entries=ordered,
@@ -272,6 +248,60 @@ def _capture(
         notes=tuple(notes),
         key=sub.manifest_key,
     )
+
+
+def _merge_domains(
+    sub: VmSubsystem,
+    capturer: Capturer,
+    read: Mapping[str, tuple[Parsed, DomainContext]],
+    base_vms: Mapping[str, VmDefinition],
+    raw_vms: Mapping[str, dict[str, Json]],
+) -> dict[str, Merged]:
+    """Each domain that was read merged into its manifest entry (the disks' virtual sizes
+    asked for in one virsh process)."""
+    disks = {n: p for n, (parsed, _) in read.items() if (p := capturer.disk_path(parsed))}
+    sizes = _disk_sizes(sub.virsh, disks)
+    return {
+        name: capturer.merge(
+            name, base_vms.get(name), raw_vms.get(name), parsed, ctx, sizes.get(name, DiskSize())
+        )
+        for name, (parsed, ctx) in read.items()
+    }
+
+
+def _new_document(
+    existing: _Existing | None, new_vms: Mapping[str, Mapping[str, Json]], order: Sequence[str]
+) -> dict[str, Json]:
+    """The manifest capture writes: ``$schema`` as it was (a new manifest gets
+    :data:`SCHEMA_REF`), then the VMs by name, each with its fields in schema order."""
+    document: dict[str, Json] = {}
+    if existing is None:
+        document["$schema"] = SCHEMA_REF
+    elif "$schema" in existing.document:
+        document["$schema"] = existing.document["$schema"]
+    document["vms"] = {n: _in_order(new_vms[n], order) for n in sorted(new_vms)}
+    return document
+
+
+def _write_document(
+    sub: VmSubsystem,
+    capturer: Capturer,
+    path: Path,
+    document: dict[str, Json],
+    existing: _Existing | None,
+    notes: list[str],
+) -> None:
+    """Write ``document``, once it has loaded again: back to the files it was merged from
+    when there are several, else to ``path``."""
+    from bkt_core.manifest import dump_manifest
+
+    text = dump_manifest(document)
+    # What capture writes must load again; anything else is a bug, and nothing is written.
+    _validate(sub, text, capturer.home)
+    if existing is not None and len(existing.sources) > 1:
+        _write_sources(capturer, existing, document, notes)
+    else:
+        _write(sub, path, text, existing is None, notes)
 
 
 def _check_requested(

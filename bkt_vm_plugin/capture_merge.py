@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bkt_vm_plugin.definition import GIB, U32_MAX
+
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition, VmFields
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
@@ -46,8 +48,6 @@ __all__ = [
     "vm_path",
 ]
 
-GIB = 1024**3
-U32_MAX = 2**32 - 1
 #: What a warning names when a VM keeps its whole manifest entry.
 ALL_FIELDS = "(all fields)"
 #: How a field change shows a field an entry does not have.

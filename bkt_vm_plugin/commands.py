@@ -14,6 +14,7 @@ import click
 
 from bkt_core.cli import Cli, pass_cli
 from bkt_core.errors import OperationError
+from bkt_vm_plugin import SUBSYSTEM_NAME
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -30,11 +31,11 @@ def _complete_names(
 
 
 def _vm(app: Cli) -> VmSubsystem:
-    sub: VmSubsystem = app.host.subsystem("vm")  # type: ignore[assignment]
+    sub: VmSubsystem = app.host.subsystem(SUBSYSTEM_NAME)  # type: ignore[assignment]
     return sub
 
 
-@click.group(name="vm", help="Manage libvirt VMs from vms.json.")
+@click.group(name=SUBSYSTEM_NAME, help="Manage libvirt VMs from vms.json.")
 def vm_group() -> None:
     pass
 
@@ -42,7 +43,7 @@ def vm_group() -> None:
 @vm_group.command(help="Validate vms.json: `ok: N VMs`, or every problem with file:line:col.")
 @pass_cli
 def validate(app: Cli) -> None:
-    count = app.host.validate("vm")
+    count = app.host.validate(SUBSYSTEM_NAME)
     app.printer.success(f"ok: {count} VM{'' if count == 1 else 's'}")
 
 

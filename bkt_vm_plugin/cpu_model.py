@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bkt_core.hookspecs import hookimpl
+from bkt_vm_plugin import SUBSYSTEM_NAME
 from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
 from bkt_vm_plugin.xmltree import (
     append,
@@ -82,7 +83,7 @@ _WHITE_SPACE += "\u2028\u2029\u202f\u205f\u3000"
 @hookimpl
 def bkt_manifest_fields(subsystem: str) -> Mapping[str, tuple[Any, Any]] | None:
     """Declares ``cpu_model``: a string, None for the default of the VM's ``virt_type``."""
-    if subsystem != "vm":
+    if subsystem != SUBSYSTEM_NAME:
         return None
     from pydantic import Field
 
@@ -104,7 +105,7 @@ def bkt_manifest_fields(subsystem: str) -> Mapping[str, tuple[Any, Any]] | None:
 @hookimpl
 def bkt_validate_manifest(subsystem: str, document: Mapping[str, Any]) -> Iterable[Problem] | None:
     """:func:`cpu_model_rules`."""
-    if subsystem != "vm":
+    if subsystem != SUBSYSTEM_NAME:
         return None
     return cpu_model_rules(document)
 

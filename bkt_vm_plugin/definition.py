@@ -19,6 +19,8 @@ from typing import Any, Literal, TypeAlias
 
 __all__ = [
     "BUILTIN_FIELDS",
+    "GIB",
+    "U32_MAX",
     "Boot",
     "Graphics",
     "IsoPath",
@@ -31,6 +33,12 @@ __all__ = [
     "VmManifest",
     "plain",
 ]
+
+#: Bytes in a GiB, the unit of ``memory_gb`` and ``disk_size_gb``.
+GIB = 1024**3
+#: The largest number a count field (``memory_gb``, ``vcpus``, ``disk_size_gb``) may hold:
+#: libvirt keeps them in unsigned 32-bit integers.
+U32_MAX = 2**32 - 1
 
 #: Firmware a VM boots with.
 Boot: TypeAlias = Literal["uefi", "bios"]

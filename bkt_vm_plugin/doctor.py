@@ -259,16 +259,25 @@ def _enum_values(node: Element | None, name: str) -> set[str]:
     }
 
 
+def _domcaps(facts: HostFacts, virt_type: str) -> tuple[Element | None, str | None]:
+    """libvirt's domain capabilities for ``virt_type`` guests, or why they cannot be read
+    (both None: they were not asked for)."""
+    reply = facts.domcaps.get(virt_type)
+    if reply is None:
+        return None, None
+    tree = facts.domcaps_tree(virt_type)
+    if tree is None:
+        return None, f"cannot read libvirt's {virt_type} domain capabilities: {_said(reply)}"
+    return tree, None
+
+
 def firmware_problem(facts: HostFacts, virt_type: str, secure: bool) -> str | None:
     """Why libvirt has no UEFI (``secure``: Secure Boot) firmware for ``virt_type`` guests."""
     from bkt_vm_plugin.xmltree import at
 
-    reply = facts.domcaps.get(virt_type)
-    if reply is None:
-        return None
-    tree = facts.domcaps_tree(virt_type)
+    tree, problem = _domcaps(facts, virt_type)
     if tree is None:
-        return f"cannot read libvirt's {virt_type} domain capabilities: {_said(reply)}"
+        return problem
     os_ = at(tree, "os")
     loader = at(tree, "os", "loader")
     if "efi" not in _enum_values(os_, "firmware") or loader is None:
@@ -281,12 +290,9 @@ def firmware_problem(facts: HostFacts, virt_type: str, secure: bool) -> str | No
 def swtpm_problem(facts: HostFacts, virt_type: str) -> str | None:
     from bkt_vm_plugin.xmltree import at
 
-    reply = facts.domcaps.get(virt_type)
-    if reply is None:
-        return None
-    tree = facts.domcaps_tree(virt_type)
+    tree, problem = _domcaps(facts, virt_type)
     if tree is None:
-        return f"cannot read libvirt's {virt_type} domain capabilities: {_said(reply)}"
+        return problem
     tpm = at(tree, "devices", "tpm")
     # libvirt lists the emulator backend only when it finds swtpm.
     if tpm is None or "emulator" not in _enum_values(tpm, "backendModel"):
@@ -673,8 +679,6 @@ def doctor(sub: VmSubsystem) -> DoctorReport:
     """Every check, for this host and the manifest (when there is a valid one)."""
     import shutil
 
-    from bkt_core.errors import ManifestError
-
     checks: list[Check] = []
     found = shutil.which("virsh")
     if found is None:
@@ -682,23 +686,8 @@ def doctor(sub: VmSubsystem) -> DoctorReport:
         return DoctorReport(tuple(checks))
     checks.append(Check("virsh", "ok", found))
 
-    manifest: VmManifest | None = None
-    if not sub.manifest_path.exists():
-        checks.append(
-            Check("manifest", "skip", f"no {sub.manifest_path}: only the host is checked")
-        )
-    else:
-        try:
-            manifest = sub.load()
-        except ManifestError as exc:
-            checks.append(
-                Check("manifest", "fail", exc.message, "`bkt vm validate` lists every problem")
-            )
-        except BktError as exc:
-            checks.append(Check("manifest", "fail", exc.message, exc.hint))
-        else:
-            n = len(manifest.vms)
-            checks.append(Check("manifest", "ok", f"{sub.manifest_path}: {n} VM{'s' * (n != 1)}"))
+    manifest_check, manifest = _manifest_check(sub)
+    checks.append(manifest_check)
     vms = dict(manifest.vms) if manifest is not None else {}
 
     try:
@@ -716,18 +705,7 @@ def doctor(sub: VmSubsystem) -> DoctorReport:
         )
         return DoctorReport(tuple(checks))
     place = Place.of(facts.uri_text or sub.host.uri or "")
-    checks.append(
-        Check("libvirt", "ok", f"{place.uri} reachable {_as_whom(place)}{_versions(facts)}")
-    )
-    for name in facts.leftovers:
-        checks.append(
-            Check(
-                "kvm-probe",
-                "warn",
-                f"the probe domain {name} could not be destroyed",
-                f"`virsh destroy {name}`",
-            )
-        )
+    checks += _libvirt_checks(facts, place)
 
     qemu = qemu_user() if place.local and place.system else None
     per_vm = _vm_problems(facts, place, qemu, vms)
@@ -737,6 +715,41 @@ def doctor(sub: VmSubsystem) -> DoctorReport:
     checks += _network_checks(facts, place, vms, per_vm)
     checks += _path_checks(place, qemu, vms, per_vm)
     return DoctorReport(tuple(checks))
+
+
+def _manifest_check(sub: VmSubsystem) -> tuple[Check, VmManifest | None]:
+    """Whether the manifest loads, and the manifest when it does (none: only the host is
+    checked)."""
+    from bkt_core.errors import ManifestError
+
+    if not sub.manifest_path.exists():
+        return Check("manifest", "skip", f"no {sub.manifest_path}: only the host is checked"), None
+    try:
+        manifest = sub.load()
+    except ManifestError as exc:
+        return Check(
+            "manifest", "fail", exc.message, "`bkt vm validate` lists every problem"
+        ), None
+    except BktError as exc:
+        return Check("manifest", "fail", exc.message, exc.hint), None
+    n = len(manifest.vms)
+    return Check("manifest", "ok", f"{sub.manifest_path}: {n} VM{'s' * (n != 1)}"), manifest
+
+
+def _libvirt_checks(facts: HostFacts, place: Place) -> list[Check]:
+    """libvirt is reachable (as whom, which versions), and no KVM probe domain was left
+    behind."""
+    checks = [Check("libvirt", "ok", f"{place.uri} reachable {_as_whom(place)}{_versions(facts)}")]
+    for name in facts.leftovers:
+        checks.append(
+            Check(
+                "kvm-probe",
+                "warn",
+                f"the probe domain {name} could not be destroyed",
+                f"`virsh destroy {name}`",
+            )
+        )
+    return checks
 
 
 def _connect_hint(exc: BktError) -> str | None:

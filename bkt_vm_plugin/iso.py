@@ -289,16 +289,9 @@ def fetch(
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OperationError(f"cannot create {dest_dir}: {exc.strerror or exc}") from None
-    if final.exists():
-        if expected is None:
-            return FetchResult(url, final, "cached", final.stat().st_size)
-        actual = sha256_of_file(final)
-        if actual == expected:
-            return FetchResult(url, final, "cached", final.stat().st_size, verified=True)
-        say(
-            f"{final} is in the cache but its sha256 is {actual}, not {expected}; "
-            "downloading it again"
-        )
+    cached = _cached_copy(url, final, expected, say)
+    if cached is not None:
+        return cached
 
     part = part_path(final)
     try:
@@ -323,25 +316,55 @@ def fetch(
                 _remove(part, validator_path(final))
             raise
         size = _size(handle)
-        verified = False
-        if expected is not None:
-            actual = sha256_of_file(part)
-            if actual != expected:
-                _remove(part, validator_path(final))
-                raise OperationError(
-                    f"the download of {download.shown} has sha256 {actual}, not {expected} as "
-                    "the manifest says; it was deleted"
-                )
-            verified = True
-        try:
-            handle.flush()
-            os.fsync(handle.fileno())
-            os.replace(part, final)
-        except OSError as exc:
-            raise OperationError(f"cannot move {part} to {final}: {exc.strerror or exc}") from None
+        verified = _verify(part, final, expected, download.shown)
+        _move_into_place(handle, part, final)
     _remove(validator_path(final))
     _fsync_dir(dest_dir)
     return FetchResult(url, final, "fetched", size, resumed=download.resumed, verified=verified)
+
+
+def _cached_copy(
+    url: str, final: Path, expected: str | None, say: Callable[[str], None]
+) -> FetchResult | None:
+    """The result for the copy of ``url`` already at ``final``, when it is a good one (with
+    no ``expected`` digest, any copy is); None when it must be downloaded."""
+    if not final.exists():
+        return None
+    if expected is None:
+        return FetchResult(url, final, "cached", final.stat().st_size)
+    actual = sha256_of_file(final)
+    if actual == expected:
+        return FetchResult(url, final, "cached", final.stat().st_size, verified=True)
+    say(
+        f"{final} is in the cache but its sha256 is {actual}, not {expected}; downloading it again"
+    )
+    return None
+
+
+def _verify(part: Path, final: Path, expected: str | None, shown: str) -> bool:
+    """Whether the download at ``part`` was checked against the ``expected`` digest (none:
+    not checked). One that does not match is deleted: raises :class:`OperationError`."""
+    if expected is None:
+        return False
+    actual = sha256_of_file(part)
+    if actual != expected:
+        _remove(part, validator_path(final))
+        raise OperationError(
+            f"the download of {shown} has sha256 {actual}, not {expected} as "
+            "the manifest says; it was deleted"
+        )
+    return True
+
+
+def _move_into_place(handle: IO[bytes], part: Path, final: Path) -> None:
+    """The complete download at ``part`` (open as ``handle``) made durable and renamed to
+    ``final``."""
+    try:
+        handle.flush()
+        os.fsync(handle.fileno())
+        os.replace(part, final)
+    except OSError as exc:
+        raise OperationError(f"cannot move {part} to {final}: {exc.strerror or exc}") from None
 
 
 def _lock(handle: IO[bytes], url: str, part: Path) -> None:

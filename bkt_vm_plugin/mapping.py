@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from bkt_vm_plugin.definition import GIB, U32_MAX
 from bkt_vm_plugin.domain_xml import DomainContext, DomainField, PatchRefused, Reading
 from bkt_vm_plugin.mapping_boot import BootField
 from bkt_vm_plugin.mapping_disks import DiskField, IsoField
@@ -59,8 +60,6 @@ __all__ = [
 
 
 KIB = 1024
-GIB = 1024**3
-U32_MAX = 2**32 - 1
 _UNSIGNED = re.compile(r"[0-9]+")
 
 

@@ -30,8 +30,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from bkt_core.diagnostics import char_repr, json_type_name
+from bkt_core.diagnostics import json_type_name
+from bkt_core.jsonpos import char_repr
 from bkt_vm_plugin.definition import (
+    U32_MAX,
     Boot,
     Graphics,
     IsoPath,
@@ -64,7 +66,6 @@ __all__ = [
     "validate_vm",
 ]
 
-U32_MAX = 4294967295
 _SHA256 = re.compile("[0-9a-fA-F]{64}")
 
 

@@ -1,6 +1,6 @@
 """What a manifest value may be when bkt writes it somewhere: a local path (``~`` expanded
-with ``$HOME``), an ISO URL the downloader can fetch, text the domain XML can hold, and what a
-``network`` value names.
+with ``$HOME``; not a system file unless the VM allows it), an ISO URL the downloader can
+fetch, text the domain XML can hold, and what a ``network`` value names.
 
 Manifest validation (:mod:`bkt_vm_plugin.model`, :mod:`bkt_vm_plugin.rules`), sync, the
 downloader and plugins share these rules. Nothing here imports pydantic.
@@ -20,6 +20,7 @@ __all__ = [
     "BRIDGE_PREFIX",
     "CONTROL_MESSAGE",
     "MAX_FILE_NAME",
+    "SYSTEM_DIRS",
     "expand_home",
     "has_control",
     "home_dir",
@@ -27,6 +28,7 @@ __all__ = [
     "local_path_problem",
     "network_kind",
     "parse_url",
+    "system_path_problem",
     "xml_problem",
 ]
 
@@ -183,3 +185,44 @@ def network_kind(network: str) -> tuple[Literal["network", "bridge", "user", "no
     if network.startswith(BRIDGE_PREFIX):
         return "bridge", network[len(BRIDGE_PREFIX) :]
     return "network", network
+
+
+#: The host's own directories: a disk or ISO there is the system's file (``/etc/passwd``,
+#: ``/proc/self/environ``), never a VM's, unless the VM says ``allow_system_paths``.
+SYSTEM_DIRS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/run",
+)
+
+
+def system_path_problem(path: str, what: str, *, resolve: bool = True) -> str | None:
+    """Why ``path`` (the file of a ``what``: "disk", "ISO") is refused as a system file, or
+    None. Both the path as written and, with ``resolve``, where its symbolic links lead are
+    checked: a link in a VM's directory to ``/etc/shadow`` is ``/etc/shadow``."""
+    written = posixpath.normpath(path)
+    places = [written]
+    if resolve:
+        real = os.path.realpath(written)
+        if real != written:
+            places.append(real)
+    for place in places:
+        for top in SYSTEM_DIRS:
+            if place == top or place.startswith(top + "/"):
+                leads = "" if place == written else f" leads to {place}, which"
+                return (
+                    f"{what} {path}{leads} is in {top}, a system directory: bkt attaches no "
+                    'file there to a VM unless the VM says "allow_system_paths": true'
+                )
+    return None

@@ -4,9 +4,9 @@ Creating a file at a path a manifest names is the one thing sync does outside li
 checks, so every rule is checked before anything is created, and each refusal names the rule:
 
 - the path is absolute and has no ``..`` (manifest validation says so too);
-- neither the path nor where its links lead is in a system directory (:data:`SYSTEM_DIRS`:
-  ``/etc``, ``/proc``, ``/usr``, ...) unless the VM says ``allow_system_paths`` (ISO paths
-  too: sync checks them);
+- neither the path nor where its links lead is in a system directory
+  (:data:`~bkt_vm_plugin.paths.SYSTEM_DIRS`: ``/etc``, ``/proc``, ``/usr``, ...) unless the
+  VM says ``allow_system_paths`` (ISO paths too: sync checks them);
 - whatever is at the path is a regular file (not a directory, a device, a FIFO) and not
   empty (a 0-byte file is what an interrupted creation leaves), and an existing file is
   only read (``qemu-img info``), never overwritten, truncated or resized;
@@ -24,7 +24,7 @@ After provisioning, whoever did it, each disk is checked (:func:`_check_created`
 file (a pool's volume of type file) of the planned format and virtual size, or that VM fails.
 
 Sync calls :func:`plan_disk` for each VM (it looks at the path and asks the
-:func:`~bkt_core.hookspecs.bkt_disk_plan` hook only for a missing disk to be created),
+:func:`~bkt_vm_plugin.hookspecs.bkt_disk_plan` hook only for a missing disk to be created),
 :func:`disk_format` for a disk that exists, and :func:`provision_all` to execute the plan.
 The defaults here are ``trylast``, so a third-party plugin's answer wins.
 
@@ -218,47 +218,6 @@ def is_remote_uri(uri: str | None, environ: dict[str, str] | None = None) -> boo
         return bool(urlsplit(uri).hostname)
     except ValueError:
         return True
-
-
-#: The host's own directories: a disk or ISO there is the system's file (``/etc/passwd``,
-#: ``/proc/self/environ``), never a VM's, unless the VM says ``allow_system_paths``.
-SYSTEM_DIRS = (
-    "/bin",
-    "/boot",
-    "/dev",
-    "/etc",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/proc",
-    "/run",
-    "/sbin",
-    "/sys",
-    "/usr",
-    "/var/run",
-)
-
-
-def system_path_problem(path: str, what: str, *, resolve: bool = True) -> str | None:
-    """Why ``path`` (the file of a ``what``: "disk", "ISO") is refused as a system file, or
-    None. Both the path as written and, with ``resolve``, where its symbolic links lead are
-    checked: a link in a VM's directory to ``/etc/shadow`` is ``/etc/shadow``."""
-    written = posixpath.normpath(path)
-    places = [written]
-    if resolve:
-        real = os.path.realpath(written)
-        if real != written:
-            places.append(real)
-    for place in places:
-        for top in SYSTEM_DIRS:
-            if place == top or place.startswith(top + "/"):
-                leads = "" if place == written else f" leads to {place}, which"
-                return (
-                    f"{what} {path}{leads} is in {top}, a system directory: bkt attaches no "
-                    'file there to a VM unless the VM says "allow_system_paths": true'
-                )
-    return None
 
 
 def _writable_dir(path: str) -> bool:
@@ -675,44 +634,61 @@ def plan_disk(
         _system_rule(request, resolve=False)
         if _remote_volume(path, ctx) is not None:
             return None
-    else:
-        entry = ctx.look(path)
-        if entry.kind == "dir":
-            raise OperationError(f"disk {path} is a directory, not a disk image")
-        if entry.kind == "device":
-            raise OperationError(
-                f"disk {path} is a device; bkt manages disk image files (qcow2 or raw)"
-            )
-        if entry.kind == "other":
-            raise OperationError(f"disk {path} is not a regular file")
-        if entry.kind == "unknown":
-            raise OperationError(f"cannot look at disk {path}: {entry.detail}")
-        # Before anything reads the file: qemu-img would read /proc/kmsg until it is killed.
-        _system_rule(request, resolve=True)
-        if entry.kind == "file":
-            return None
-        if entry.kind == "empty":
-            raise OperationError(
-                f"disk {path} is an empty file (0 bytes), which is what an interrupted "
-                "creation leaves, not a disk image: bkt does not use it",
-                hint="remove it (with create_if_missing, sync then creates the disk), or put an "
-                f"image there (`qemu-img create -f qcow2 {path} SIZE`)",
-            )
-        if entry.kind == "dangling":
-            if request.create_if_missing:
-                raise _refuse(
-                    path,
-                    f"it is a symbolic link to {entry.detail}, which does not exist, and bkt "
-                    "does not create disks through symbolic links (point disk_path at the "
-                    "real file)",
-                )
-            raise OperationError(
-                f"disk {path} is a symbolic link to {entry.detail}, which does not exist"
-            )
+    elif _local_disk_exists(request, ctx):
+        return None
     if not request.create_if_missing:
         raise _missing(path)
+    return _planned_creation(host, name, vm, request, ctx)
+
+
+def _local_disk_exists(request: DiskRequest, ctx: ProvisionContext) -> bool:
+    """Whether the local disk at ``request.path`` is a file to use as it is (False: it is
+    missing). Raises :class:`OperationError` for anything else at that path."""
+    path = request.path
+    entry = ctx.look(path)
+    if entry.kind == "dir":
+        raise OperationError(f"disk {path} is a directory, not a disk image")
+    if entry.kind == "device":
+        raise OperationError(
+            f"disk {path} is a device; bkt manages disk image files (qcow2 or raw)"
+        )
+    if entry.kind == "other":
+        raise OperationError(f"disk {path} is not a regular file")
+    if entry.kind == "unknown":
+        raise OperationError(f"cannot look at disk {path}: {entry.detail}")
+    # Before anything reads the file: qemu-img would read /proc/kmsg until it is killed.
+    _system_rule(request, resolve=True)
+    if entry.kind == "file":
+        return True
+    if entry.kind == "empty":
+        raise OperationError(
+            f"disk {path} is an empty file (0 bytes), which is what an interrupted "
+            "creation leaves, not a disk image: bkt does not use it",
+            hint="remove it (with create_if_missing, sync then creates the disk), or put an "
+            f"image there (`qemu-img create -f qcow2 {path} SIZE`)",
+        )
+    if entry.kind == "dangling":
+        if request.create_if_missing:
+            raise _refuse(
+                path,
+                f"it is a symbolic link to {entry.detail}, which does not exist, and bkt "
+                "does not create disks through symbolic links (point disk_path at the "
+                "real file)",
+            )
+        raise OperationError(
+            f"disk {path} is a symbolic link to {entry.detail}, which does not exist"
+        )
+    return False
+
+
+def _planned_creation(
+    host: Host, name: str, vm: Any, request: DiskRequest, ctx: ProvisionContext
+) -> DiskCreation:
+    """The ``bkt_disk_plan`` hook's plan for the missing disk, which must create exactly the
+    manifest's path."""
     from bkt_vm_plugin.hooks import VmHooks
 
+    path = request.path
     result = VmHooks(host).disk_plan(name, vm, request, ctx)
     if result is None:
         raise _refuse(
@@ -736,6 +712,8 @@ def plan_disk(
 
 
 def _system_rule(request: DiskRequest, *, resolve: bool) -> None:
+    from bkt_vm_plugin.paths import system_path_problem
+
     if not request.allow_system_paths:
         problem = system_path_problem(request.path, "disk", resolve=resolve)
         if problem is not None:
@@ -936,54 +914,61 @@ def _create_file(
     try:
         if _exists_in(folder, name):
             raise _appeared(path)
-        import secrets
-
-        private = f".{name}.bkt-{secrets.token_hex(4)}"
+        private, inner = _private_directory(folder, name, path)
         try:
-            os.mkdir(private, 0o700, dir_fd=folder)
-        except OSError as exc:
-            raise _refuse(
-                path, f"cannot create a directory in {directory}: {exc.strerror}"
-            ) from None
-        try:
-            inner = os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
-        except BaseException:
-            os.rmdir(private, dir_fd=folder)
-            raise
-        try:
-            os.close(
-                os.open(
-                    name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=inner
-                )
-            )
-            pinned = f"/proc/{os.getpid()}/fd/{inner}/{name}"
-            try:
-                context.qemu_img(
-                    [
-                        "create",
-                        "-q",
-                        "-f",
-                        creation.format,
-                        *options,
-                        "--",
-                        pinned,
-                        f"{creation.size_gb}G",
-                    ]
-                )
-            except CommandError as exc:
-                raise _refuse(path, exc.message.replace(pinned, path)) from None
-            try:
-                os.link(name, name, src_dir_fd=inner, dst_dir_fd=folder, follow_symlinks=False)
-            except FileExistsError:
-                raise _appeared(path) from None
-            except OSError as exc:
-                raise _refuse(
-                    path, f"cannot link the new image into place: {exc.strerror}"
-                ) from None
+            _create_and_link(creation, context, options, folder, inner, name)
         finally:
             _remove_private(folder, private, inner, name)
     finally:
         os.close(folder)
+
+
+def _private_directory(folder: int, name: str, path: str) -> tuple[str, int]:
+    """A fresh directory in ``folder`` that only this user may enter, for the image ``name``
+    while it is made: its name and an open descriptor of it."""
+    import secrets
+
+    private = f".{name}.bkt-{secrets.token_hex(4)}"
+    try:
+        os.mkdir(private, 0o700, dir_fd=folder)
+    except OSError as exc:
+        directory = posixpath.dirname(path)
+        raise _refuse(path, f"cannot create a directory in {directory}: {exc.strerror}") from None
+    try:
+        inner = os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+    except BaseException:
+        os.rmdir(private, dir_fd=folder)
+        raise
+    return private, inner
+
+
+def _create_and_link(
+    creation: DiskCreation,
+    context: ProvisionContext,
+    options: Sequence[str],
+    folder: int,
+    inner: int,
+    name: str,
+) -> None:
+    """qemu-img makes the image ``name`` in the private directory ``inner``, named through
+    this process's descriptor; the image is then hard-linked to ``name`` in ``folder``."""
+    path = creation.path
+    os.close(
+        os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=inner)
+    )
+    pinned = f"/proc/{os.getpid()}/fd/{inner}/{name}"
+    try:
+        context.qemu_img(
+            ["create", "-q", "-f", creation.format, *options, "--", pinned, f"{creation.size_gb}G"]
+        )
+    except CommandError as exc:
+        raise _refuse(path, exc.message.replace(pinned, path)) from None
+    try:
+        os.link(name, name, src_dir_fd=inner, dst_dir_fd=folder, follow_symlinks=False)
+    except FileExistsError:
+        raise _appeared(path) from None
+    except OSError as exc:
+        raise _refuse(path, f"cannot link the new image into place: {exc.strerror}") from None
 
 
 def _exists_in(folder: int, name: str) -> bool:

@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bkt_core.diagnostics import Problem, char_repr, unknown_field_message
-from bkt_core.jsonpos import JsonPath
+from bkt_core.diagnostics import Problem, unknown_field_message
+from bkt_core.jsonpos import JsonPath, char_repr
 from bkt_vm_plugin.definition import IsoPath, IsoUrl
 from bkt_vm_plugin.paths import expand_home, local_path_problem
 

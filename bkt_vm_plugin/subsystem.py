@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bkt_core.errors import PluginError
+from bkt_vm_plugin import SUBSYSTEM_NAME
 
 if TYPE_CHECKING:
     from bkt_core.diagnostics import Problem
@@ -39,7 +40,7 @@ class VmSubsystem:
     compatibility promise (``bkt_vm_plugin.api``), and may change in any release.
     """
 
-    name = "vm"
+    name = SUBSYSTEM_NAME
     manifest_file = MANIFEST_FILE
     #: The manifest's key of the VMs, which names them in the JSON form of plans and reports.
     manifest_key = "vms"
@@ -199,12 +200,14 @@ class VmSubsystem:
         """Read and validate the manifest whole (:meth:`sources`, merged). Raises
         ManifestError listing every problem, each in the file that holds it."""
         from bkt_core.manifest import missing_manifest, validate_sources
-        from bkt_vm_plugin.model import to_manifest
         from bkt_vm_plugin.paths import home_dir
 
         sources = self.sources()
         if not sources:
             raise missing_manifest(self.manifest_path)
+        # Only now: a manifest that is missing or cannot be read needs no pydantic.
+        from bkt_vm_plugin.model import to_manifest
+
         home = home_dir()
         validated = validate_sources(
             sources,

@@ -131,7 +131,7 @@ class Planner:
             # before anything read it): sync does not keep a VM on /etc/passwd either. URL
             # sources are files of bkt's own ISO cache.
             from bkt_vm_plugin.definition import IsoPath
-            from bkt_vm_plugin.provision import system_path_problem
+            from bkt_vm_plugin.paths import system_path_problem
 
             files = [("disk", ctx.disk_path)] + [
                 ("ISO", iso.path) for iso in ctx.attached if isinstance(iso.source, IsoPath)

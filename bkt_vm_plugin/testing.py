@@ -41,7 +41,7 @@ import uuid as uuid_module
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from bkt_core.errors import CommandError
 from bkt_core.process import Completed, display_argv
@@ -286,6 +286,34 @@ class _Command:
 
     def has(self, option: str) -> bool:
         return option in self.opts
+
+
+class _Listable(Protocol):
+    @property
+    def active(self) -> bool: ...
+
+    @property
+    def autostart(self) -> bool: ...
+
+
+_L = TypeVar("_L", bound=_Listable)
+
+
+def _listed(c: _Command, items: Iterable[_L]) -> list[_L]:
+    """What virsh's list commands (``list``, ``net-list``, ``pool-list``) show of ``items``:
+    the active ones, with ``--all`` the inactive ones too, with ``--inactive`` only those;
+    ``--autostart`` / ``--no-autostart`` keep those that do (not) start with the host."""
+    every = c.has("all") or c.has("inactive")
+    chosen = [
+        item
+        for item in items
+        if (item.active and not c.has("inactive")) or (every and not item.active)
+    ]
+    if c.has("autostart"):
+        chosen = [item for item in chosen if item.autostart]
+    if c.has("no-autostart"):
+        chosen = [item for item in chosen if not item.autostart]
+    return chosen
 
 
 class FakeLibvirt:
@@ -586,16 +614,7 @@ class FakeLibvirt:
         return self.version
 
     def _do_list(self, c: _Command, uri: str) -> str:
-        every = c.has("all") or c.has("inactive")
-        chosen = [
-            d
-            for d in self.domains.values()
-            if (d.active and not c.has("inactive")) or (every and not d.active)
-        ]
-        if c.has("autostart"):
-            chosen = [d for d in chosen if d.autostart]
-        if c.has("no-autostart"):
-            chosen = [d for d in chosen if not d.autostart]
+        chosen = _listed(c, self.domains.values())
         if c.has("persistent"):
             chosen = [d for d in chosen if d.persistent]
         if c.has("transient"):
@@ -789,16 +808,7 @@ class FakeLibvirt:
         return found
 
     def _do_net_list(self, c: _Command, uri: str) -> str:
-        every = c.has("all") or c.has("inactive")
-        chosen = [
-            n
-            for n in sorted(self.networks.values(), key=lambda n: n.name)
-            if (n.active and not c.has("inactive")) or (every and not n.active)
-        ]
-        if c.has("autostart"):
-            chosen = [n for n in chosen if n.autostart]
-        if c.has("no-autostart"):
-            chosen = [n for n in chosen if not n.autostart]
+        chosen = _listed(c, sorted(self.networks.values(), key=lambda n: n.name))
         if c.has("name"):
             return "".join(f"{n.name}\n" for n in chosen)
         return "".join(
@@ -808,12 +818,7 @@ class FakeLibvirt:
         )
 
     def _do_pool_list(self, c: _Command, uri: str) -> str:
-        every = c.has("all") or c.has("inactive")
-        chosen = [
-            p
-            for p in sorted(self.pools.values(), key=lambda p: p.name)
-            if (p.active and not c.has("inactive")) or (every and not p.active)
-        ]
+        chosen = _listed(c, sorted(self.pools.values(), key=lambda p: p.name))
         if c.has("name"):
             # virsh pads each pool name to the width of its table column.
             return "".join(f"{p.name:<20}\n" for p in chosen)
@@ -1015,7 +1020,9 @@ class ManifestDir:
     @property
     def file(self) -> Path:
         """The ``vms.json`` of this directory."""
-        return self.path / "vms.json"
+        from bkt_vm_plugin.subsystem import MANIFEST_FILE
+
+        return self.path / MANIFEST_FILE
 
     def write(self, vms: Mapping[str, Any], **top: Any) -> Path:
         """Write ``vms.json`` with the VMs ``vms`` (name -> fields) and the top-level keys

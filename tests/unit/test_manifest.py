@@ -976,3 +976,33 @@ def test_any_model_is_reported_in_the_same_words() -> None:
         "expected a number, found a string",
         'must match the pattern "^[a-z]+$"',
     ]
+
+
+def test_a_manifest_that_never_reaches_validation_imports_no_pydantic(tmp_path: Path) -> None:
+    # Reading a manifest, wording a rule's Problem, and failing before validation (no file,
+    # a JSON syntax error) need no pydantic; only validating does.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "vms.json").write_text('{"vms": {')
+    code = (
+        "import sys\n"
+        "from bkt_core import Host, ManifestError, Problem\n"
+        "from bkt_core.manifest import ManifestSource, dump_manifest\n"
+        "assert Problem(('vms',), 'x').message == 'x'\n"
+        "assert dump_manifest({'vms': {}})\n"
+        f"for d in ({str(tmp_path / 'none')!r}, {str(bad)!r}):\n"
+        "    try:\n"
+        "        Host(d).validate('vm')\n"
+        "    except ManifestError as exc:\n"
+        "        print(exc.message)\n"
+        "    else:\n"
+        "        raise AssertionError('validated')\n"
+        "bad = [m for m in sys.modules if m.startswith('pydantic')]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"no manifest at {tmp_path / 'none' / 'vms.json'}",
+        f"{bad / 'vms.json'} is not valid (1 error); nothing was changed",
+    ]

@@ -22,6 +22,7 @@ from bkt_core import (
 class ToySubsystem:
     name = "toy"
     manifest_file = "toys.json"
+    manifest_key = "toys"
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -33,18 +34,20 @@ class ToySubsystem:
         return 1
 
     def plan(self, names: Sequence[str] = ()) -> SyncPlan:
-        return SyncPlan("toy", (PlanEntry("teddy", "unchanged"),), key="toys")
+        return SyncPlan("toy", (PlanEntry("teddy", "unchanged"),), key=self.manifest_key)
 
     def sync(self, names: Sequence[str] = (), *, dry_run: bool = False) -> SyncReport:
         return SyncReport(self.plan(names), dry_run=dry_run)
 
     def status(self, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
-        return StatusReport((StatusRow("teddy", "running", True, True),), key="toys")
+        return StatusReport((StatusRow("teddy", "running", True, True),), key=self.manifest_key)
 
     def capture(
         self, names: Sequence[str] = (), *, all: bool = False, dry_run: bool = False
     ) -> CaptureReport:
-        return CaptureReport((), (), path="toys.json", written=False, dry_run=dry_run, key="toys")
+        return CaptureReport(
+            (), (), path="toys.json", written=False, dry_run=dry_run, key=self.manifest_key
+        )
 
 
 @hookimpl
