@@ -206,7 +206,8 @@ class Host:
             self._register(pm, plugin, name, None, None)
         self._building = pm
         try:
-            self._call(pm, "bkt_add_hookspecs", host=self)
+            with self._naming():
+                self._call(pm, "bkt_add_hookspecs", host=self)
         finally:
             self._building = None
         self._check_pending(pm)
@@ -427,7 +428,7 @@ class Host:
         plugin whose commands fail is skipped and the others still add theirs (its broken
         command must not take ``bkt plugins`` and ``--disable-plugin`` down with it); returns
         the failures."""
-        return self.call_tolerant("bkt_cli_commands", cli=cli)
+        return [self.named(exc) for exc in self.call_tolerant("bkt_cli_commands", cli=cli)]
 
     def manifest_fields(self, subsystem: str) -> list[tuple[str, Mapping[str, tuple[Any, Any]]]]:
         """Every plugin's :func:`~bkt_core.hookspecs.bkt_manifest_fields` for ``subsystem``,

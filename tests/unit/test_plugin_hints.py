@@ -337,6 +337,14 @@ class HostLevelRefusal:
     def bkt_subsystems(self) -> None:
         self._raise("bkt_subsystems")
 
+    @hookimpl
+    def bkt_add_hookspecs(self) -> None:
+        self._raise("bkt_add_hookspecs")
+
+    @hookimpl
+    def bkt_cli_commands(self) -> None:
+        self._raise("bkt_cli_commands")
+
 
 HOST_LEVEL_HOOKS = [
     "bkt_manifest_fields",
@@ -369,6 +377,44 @@ def test_a_host_level_failure_names_the_plugin_as_before(world: World, hook: str
         host.validate("vm")
     assert caught.value.message == f"plugin paint in {hook}: RuntimeError: oops"
     assert caught.value.hint is None
+
+
+def test_a_refusal_while_the_host_is_built_names_the_plugin(world: World) -> None:
+    from bkt_core.errors import PluginError
+
+    host = world.libvirt.host(world.dir, [HostLevelRefusal("bkt_add_hookspecs", refusal())])
+    with pytest.raises(PluginError) as caught:
+        host.plugins()
+    assert caught.value.message == "plugin paint in bkt_add_hookspecs: out of paint"
+    assert caught.value.hint == HINT
+
+
+def test_a_refusal_to_add_commands_is_a_failure_naming_the_plugin(world: World) -> None:
+    import click
+
+    from bkt_core.errors import PluginError
+
+    host = world.libvirt.host(world.dir, [HostLevelRefusal("bkt_cli_commands", refusal())])
+    (failure,) = host.add_cli_commands(click.Group("bkt"))
+    assert isinstance(failure, PluginError)
+    assert failure.message == "plugin paint in bkt_cli_commands: out of paint"
+    assert failure.hint == HINT
+
+
+def test_a_refusal_to_contribute_domain_fields_names_the_plugin(world: World) -> None:
+    from bkt_core.errors import PluginError
+
+    class NoFields:
+        bkt_plugin_name = "paint"
+
+        @hookimpl
+        def bkt_domain_fields(self) -> None:
+            raise refusal()
+
+    with pytest.raises(PluginError) as caught:
+        world.sync(NoFields())
+    assert caught.value.message == "plugin paint in bkt_domain_fields: out of paint"
+    assert caught.value.hint == HINT
 
 
 def test_a_manifest_error_from_a_plugins_source_names_it_and_keeps_its_positions(
