@@ -15,6 +15,7 @@ host's hook modules' ``RESULTS`` tables merged), and whatever it raises (``Syste
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -49,6 +50,9 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "bkt"
+#: The distribution bkt_core ships in: the plugins it registers under ENTRY_POINT_GROUP are
+#: bkt's own, which speak as bkt (their errors are not prefixed with the plugin's name).
+DISTRIBUTION = "bkt"
 DISABLE_ENV = "BKT_DISABLE_PLUGINS"
 HOOK_TIMEOUT_ENV = "BKT_HOOK_TIMEOUT"
 
@@ -198,7 +202,8 @@ class Host:
             self._register(pm, plugin, name, None, None)
         self._building = pm
         try:
-            self._call(pm, "bkt_add_hookspecs", host=self)
+            with self._naming():
+                self._call(pm, "bkt_add_hookspecs", host=self)
         finally:
             self._building = None
         self._check_pending(pm)
@@ -419,12 +424,13 @@ class Host:
         plugin whose commands fail is skipped and the others still add theirs (its broken
         command must not take ``bkt plugins`` and ``--disable-plugin`` down with it); returns
         the failures."""
-        return self.call_tolerant("bkt_cli_commands", cli=cli)
+        return [self.named(exc) for exc in self.call_tolerant("bkt_cli_commands", cli=cli)]
 
     def manifest_fields(self, subsystem: str) -> list[tuple[str, Mapping[str, tuple[Any, Any]]]]:
         """Every plugin's :func:`~bkt_core.hookspecs.bkt_manifest_fields` for ``subsystem``,
         each with the name of the plugin that declares them, in pluggy's order."""
-        return self.collect("bkt_manifest_fields", subsystem=subsystem)
+        with self._naming():
+            return self.collect("bkt_manifest_fields", subsystem=subsystem)
 
     def validate_manifest(
         self, subsystem: str, document: Mapping[str, Any], home: str | None
@@ -432,10 +438,12 @@ class Host:
         """Every plugin's :func:`~bkt_core.hookspecs.bkt_validate_manifest` problems with the
         raw ``document`` of a ``subsystem`` manifest, in pluggy's order."""
         problems: list[Problem] = []
-        for _plugin, found in self.collect(
-            "bkt_validate_manifest", subsystem=subsystem, document=document, home=home
-        ):
-            problems.extend(found)
+        with self._naming():
+            found = self.collect(
+                "bkt_validate_manifest", subsystem=subsystem, document=document, home=home
+            )
+        for _plugin, some in found:
+            problems.extend(some)
         return problems
 
     def call(self, hook_name: str, **kwargs: Any) -> Any:
@@ -514,10 +522,51 @@ class Host:
                 "sources": sources,
             }
             # The guard checked the result: None or a tuple of ManifestSource.
-            result: Any = impl.function(**{name: arguments[name] for name in impl.argnames})
+            with self._naming():
+                result: Any = impl.function(**{name: arguments[name] for name in impl.argnames})
             if result is not None:
                 sources = tuple(result)
         return list(sources)
+
+    def named(self, exc: BktError) -> BktError:
+        """``exc`` as bkt reports it. Raised on purpose by a hook implementation (the guard
+        records which: :attr:`BktError.plugin`, :attr:`BktError.hook`) of a plugin that is not
+        one of bkt's own, it becomes an error naming them, ``plugin NAME in HOOK: MESSAGE``,
+        with the same hint: a :class:`PluginError`, or for a :class:`ManifestError` a
+        ManifestError with the same positions. Otherwise (bkt's own plugins speak as bkt,
+        and an error raised outside any hook or already naming its plugin) ``exc`` itself."""
+        from bkt_core.errors import ManifestError
+
+        plugin, hook = exc.plugin, exc.hook
+        if isinstance(exc, PluginError) or plugin is None or hook is None:
+            return exc
+        obj = self.pluginmanager.get_plugin(plugin)
+        if obj is None or _is_own(obj):
+            return exc
+        error: BktError
+        if isinstance(exc, ManifestError):
+            error = ManifestError(
+                f"plugin {plugin} in {hook}: {exc.message}",
+                diagnostics=exc.diagnostics,
+                hint=exc.hint,
+            )
+            error.plugin, error.hook = plugin, hook
+        else:
+            error = PluginError(plugin, hook, exc.message, hint=exc.hint)
+        error.__cause__ = exc
+        return error
+
+    @contextlib.contextmanager
+    def _naming(self) -> Iterator[None]:
+        """Re-raises a :class:`BktError` from the hooks called in the block as
+        :meth:`named` says."""
+        try:
+            yield
+        except BktError as exc:
+            error = self.named(exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     def blame(self, hook_name: str, exc: BaseException) -> PluginError:
         """The :class:`PluginError` for ``exc``, raised while ``hook_name`` ran: the plugin is
@@ -560,7 +609,9 @@ class Host:
             found: dict[str, Subsystem] = {}
             owners: dict[str, str] = {}
             # The facade of bkt_subsystems: each subsystem is checked for a duplicate name.
-            for plugin, result in self.collect("bkt_subsystems", host=self):
+            with self._naming():
+                contributed = self.collect("bkt_subsystems", host=self)
+            for plugin, result in contributed:
                 for subsystem in result:
                     if subsystem.name in found:
                         raise PluginError(
@@ -627,6 +678,32 @@ class Host:
     def manifest_keys(self) -> dict[str, str]:
         """Each subsystem's name by the key of its manifest (``bkt schema KEY``)."""
         return {subsystem.manifest_key: name for name, subsystem in self.subsystems().items()}
+
+
+def _is_own(plugin: object) -> bool:
+    """Whether ``plugin`` (a module, a class or an instance) is defined in bkt_core or in a
+    package bkt's own distribution registers plugins from."""
+    if isinstance(plugin, types.ModuleType):
+        module = plugin.__name__
+    else:
+        found = getattr(plugin, "__module__", None)
+        module = found if isinstance(found, str) else type(plugin).__module__
+    return module.partition(".")[0] in _own_packages()
+
+
+@functools.cache
+def _own_packages() -> frozenset[str]:
+    """The top-level packages of bkt_core and of the plugins that bkt's distribution
+    registers (read from its entry points once, when an error needs it)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    own = {__name__.partition(".")[0]}
+    try:
+        entry_points = distribution(DISTRIBUTION).entry_points
+    except PackageNotFoundError:  # run from a source tree: only bkt_core is known to be own
+        return frozenset(own)
+    own.update(ep.module.partition(".")[0] for ep in entry_points if ep.group == ENTRY_POINT_GROUP)
+    return frozenset(own)
 
 
 def _default_name(plugin: object) -> str:

@@ -191,7 +191,8 @@ class StatusRow:
     """One entry as status reports it: ``state`` is running, stopped or missing; ``in_sync``
     is None when there is nothing to compare (missing, unmanaged); ``pending_restart`` lists
     the fields of a running entry whose persistent definition differs from the running one
-    (for VMs: a domain's live and persistent XML)."""
+    (for VMs: a domain's live and persistent XML). An entry whose definition could not be
+    read has a ``message`` saying why and, when its error gave one, a ``hint``."""
 
     name: str
     state: str
@@ -199,9 +200,11 @@ class StatusRow:
     in_sync: bool | None
     drift: tuple[str, ...] = ()
     pending_restart: tuple[str, ...] = ()
+    message: str | None = None
+    hint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "state": self.state,
             "managed": self.managed,
@@ -209,6 +212,11 @@ class StatusRow:
             "drift": list(self.drift),
             "pending_restart": list(self.pending_restart),
         }
+        if self.message is not None:
+            out["message"] = self.message
+        if self.hint is not None:
+            out["hint"] = self.hint
+        return out
 
 
 @dataclass(frozen=True)
@@ -218,6 +226,11 @@ class StatusReport:
     rows: tuple[StatusRow, ...]
     key: str = field(kw_only=True)
 
+    @property
+    def failed(self) -> list[str]:
+        """The entries whose status could not be read (each row has a ``message``)."""
+        return [r.name for r in self.rows if r.message is not None]
+
     def to_json(self) -> dict[str, Any]:
         return {self.key: [r.to_json() for r in self.rows]}
 
@@ -226,12 +239,14 @@ class StatusReport:
 class CaptureEntry:
     """One entry of a capture: ``kind`` is added, changed, unchanged or skipped. ``changes``
     are (field, old JSON, new JSON) for a changed entry, or (field, "", JSON) for an added one;
-    ``reasons`` say why an entry was skipped."""
+    ``reasons`` say why an entry was skipped, and ``hint`` what to do about it when the
+    error that skipped it gave one."""
 
     name: str
     kind: Literal["added", "changed", "unchanged", "skipped"]
     changes: tuple[tuple[str, str, str], ...] = ()
     reasons: tuple[str, ...] = ()
+    hint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
@@ -239,6 +254,8 @@ class CaptureEntry:
             out["changes"] = [{"field": f, "old": o, "new": n} for f, o, n in self.changes]
         if self.reasons:
             out["reasons"] = list(self.reasons)
+        if self.hint is not None:
+            out["hint"] = self.hint
         return out
 
 

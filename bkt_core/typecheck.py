@@ -13,9 +13,13 @@ passes, or whose return type is not what the hook declares, is mypy's error, pri
 module and the hook. The specifications are every module the installed plugins declare
 (:meth:`bkt_core.Host.hookspec_modules`: bkt's own and, for example, the VM subsystem's).
 
+A plugin whose hooks are methods of an object (an entry point ``module:object``) is named
+the same way, ``MODULE:OBJECT``: the object's bound ``bkt_*`` methods are checked.
+
 Exit status: 0 when every implementation matches, 1 when one does not (or names a parameter
-its hook does not have, or is not a hook), 2 when a module cannot be imported or mypy cannot
-run. Wrappers (``wrapper=True``) are not checked: their signature is pluggy's, not the hook's.
+its hook does not have, or is not a hook, or a module or object has no hook implementation
+at all), 2 when a module or object cannot be imported or mypy cannot run. Wrappers
+(``wrapper=True``) are not checked: their signature is pluggy's, not the hook's.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 
 from bkt_core.hookspecs import PROJECT
 
-__all__ = ["Report", "check_modules", "main", "write_stub"]
+__all__ = ["Report", "Target", "check_modules", "main", "write_stub"]
 
 _SPEC_ATTR = f"{PROJECT}_spec"
 _IMPL_ATTR = f"{PROJECT}_impl"
@@ -51,6 +55,68 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to check: the hook functions of ``module``, or with ``attribute`` (a dotted path
+    in the module) the hook methods of that object, as ``MODULE:OBJECT`` names it."""
+
+    module: ModuleType
+    attribute: str = ""
+
+    @classmethod
+    def load(cls, name: str) -> Target:
+        """The target ``MODULE`` or ``MODULE:OBJECT``. Raises ImportError."""
+        module_name, _, attribute = name.partition(":")
+        module = importlib.import_module(module_name)
+        target = cls(module, attribute)
+        try:
+            target.owner()
+        except AttributeError:
+            raise ImportError(f"module {module_name} has no {attribute!r}", name=name) from None
+        return target
+
+    @property
+    def label(self) -> str:
+        return self.module.__name__ + (f":{self.attribute}" if self.attribute else "")
+
+    def owner(self) -> object:
+        """The module, or the object its ``attribute`` names."""
+        found: object = self.module
+        for part in filter(None, self.attribute.split(".")):
+            found = getattr(found, part)
+        return found
+
+    def implementations(self) -> list[tuple[str, Any]]:
+        """Each ``bkt_*`` hook implementation (marked with :data:`bkt_core.hookimpl`) by
+        name: a module's own functions (not ones it imports), or an object's methods."""
+        owner = self.owner()
+        found = []
+        for name in sorted(dir(owner)):
+            if not name.startswith(f"{PROJECT}_"):
+                continue
+            function = getattr(owner, name, None)
+            if not callable(function) or getattr(function, _IMPL_ATTR, None) is None:
+                continue
+            if (
+                not self.attribute
+                and getattr(function, "__module__", None) != self.module.__name__
+            ):
+                continue
+            found.append((name, function))
+        return found
+
+    def objects_with_hooks(self) -> list[str]:
+        """The module's objects whose methods are hook implementations (what to name as
+        ``MODULE:OBJECT``)."""
+        return [
+            name
+            for name, value in sorted(vars(self.module).items())
+            if not isinstance(value, ModuleType | type)
+            and not name.startswith("_")
+            and Target(self.module, name).implementations()
+        ]
 
 
 def _specs(spec_modules: Iterable[object]) -> dict[str, tuple[Any, ModuleType]]:
@@ -106,26 +172,28 @@ def _accepted(function: Any, spec_args: Sequence[str]) -> tuple[list[str], list[
 
 
 def write_stub(
-    modules: Sequence[ModuleType], spec_modules: Iterable[object], report: Report
+    modules: Sequence[ModuleType | Target], spec_modules: Iterable[object], report: Report
 ) -> tuple[str, dict[int, str]]:
     """The stub's source, and for each of its lines that calls an implementation, which
-    ``module.hook`` it checks. Problems found without mypy go into ``report``."""
+    ``module.hook`` (``module:object.hook``) it checks. Problems found without mypy go into
+    ``report``, a module or object without any hook implementation among them."""
+    targets = [m if isinstance(m, Target) else Target(m) for m in modules]
     specs = _specs(spec_modules)
     head = ["from __future__ import annotations", "", "from collections.abc import Callable"]
     head += ["from typing import TYPE_CHECKING, Any", ""]
-    head += [f"import {m.__name__} as _plugin_{i}" for i, m in enumerate(modules)]
+    head += [f"import {t.module.__name__} as _plugin_{i}" for i, t in enumerate(targets)]
     imports = sorted({line for _, spec_module in specs.values() for line in _imports(spec_module)})
     head += ["", "if TYPE_CHECKING:", *(f"    {line}" for line in imports or ["pass"]), ""]
     body: list[str] = []
     owners: dict[int, str] = {}
-    for i, module in enumerate(modules):
-        for name, function in sorted(vars(module).items()):
-            if not (name.startswith(f"{PROJECT}_") and callable(function)):
-                continue
-            opts = getattr(function, _IMPL_ATTR, None)
-            if opts is None or getattr(function, "__module__", None) != module.__name__:
-                continue
-            where = f"{module.__name__}.{name}"
+    for i, target in enumerate(targets):
+        implementations = target.implementations()
+        if not implementations:
+            report.problems.append(_nothing_found(target))
+        holder = f"_plugin_{i}" + (f".{target.attribute}" if target.attribute else "")
+        for name, function in implementations:
+            opts = getattr(function, _IMPL_ATTR)
+            where = f"{target.label}.{name}"
             if name not in specs:
                 report.problems.append(f"{where}: error: {name} is not a hook of bkt")
                 continue
@@ -144,11 +212,11 @@ def write_stub(
             report.checked += 1
             params = ", ".join(f"{p.name}: {p.annotation}" for p in signature.parameters.values())
             returns = signature.return_annotation
-            call = f"_plugin_{i}.{name}({', '.join(f'{a}={a}' for a in passed)})"
+            call = f"{holder}.{name}({', '.join(f'{a}={a}' for a in passed)})"
             start = len(head) + len(body) + 1
             body.append(f"def _check_{len(owners)}({params}) -> {returns}:")
             if returns == "None":
-                body.append(f"    _returns: Callable[..., None] = _plugin_{i}.{name}")
+                body.append(f"    _returns: Callable[..., None] = {holder}.{name}")
                 body.append(f"    {call}")
             else:
                 body.append(f"    return {call}")
@@ -156,6 +224,19 @@ def write_stub(
             for line in range(start, start + 4):
                 owners[line] = where
     return "\n".join([*head, "", *body]) + "\n", owners
+
+
+def _nothing_found(target: Target) -> str:
+    """The problem of a module or object in which no hook implementation was found."""
+    problem = (
+        f"{target.label}: error: no hook implementation found (a {PROJECT}_* "
+        f"{'method' if target.attribute else 'function'} marked with @hookimpl)"
+    )
+    objects = [] if target.attribute else target.objects_with_hooks()
+    if objects:
+        named = " or ".join(f"{target.label}:{name}" for name in objects)
+        problem += f"; its hooks are methods of an object: check {named}"
+    return problem
 
 
 def _search_path(modules: Iterable[ModuleType]) -> list[str]:
@@ -174,17 +255,19 @@ def _search_path(modules: Iterable[ModuleType]) -> list[str]:
 
 
 def check_modules(names: Sequence[str], *, host: Any = None) -> Report:
-    """Check the plugin modules ``names`` against the hooks of ``host`` (default: a host with
-    every installed plugin). Raises ImportError for a module that cannot be imported, and
-    OSError or RuntimeError when mypy cannot run."""
+    """Check the plugins ``names`` (``MODULE``, or ``MODULE:OBJECT`` for hooks that are an
+    object's methods) against the hooks of ``host`` (default: a host with every installed
+    plugin). Raises ImportError for a module or object that cannot be imported, and OSError
+    or RuntimeError when mypy cannot run."""
     if host is None:
         from bkt_core.host import Host
 
         host = Host(strict=False)
-    modules = [importlib.import_module(name) for name in names]
+    targets = [Target.load(name) for name in names]
+    modules = [t.module for t in targets]
     report = Report()
     spec_modules = host.hookspec_modules
-    source, owners = write_stub(modules, spec_modules, report)
+    source, owners = write_stub(targets, spec_modules, report)
     if not report.checked:
         return report
     import bkt_core
@@ -240,10 +323,11 @@ def _cache_dir() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bkt_core.typecheck MODULE...``: check, print, return the exit status."""
+    """``python -m bkt_core.typecheck MODULE[:OBJECT]...``: check, print, return the exit
+    status."""
     names = list(sys.argv[1:] if argv is None else argv)
     if not names or any(n.startswith("-") for n in names):
-        sys.stderr.write("usage: python -m bkt_core.typecheck MODULE...\n")
+        sys.stderr.write("usage: python -m bkt_core.typecheck MODULE[:OBJECT]...\n")
         return 2
     try:
         report = check_modules(names)

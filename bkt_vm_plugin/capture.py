@@ -366,7 +366,7 @@ def _read_domains(
                 name, base_vms.get(name), reply.stdout, observation.facts(name)
             )
         except BktError as exc:
-            entries[name] = CaptureEntry(name, "skipped", reasons=(exc.message,))
+            entries[name] = CaptureEntry(name, "skipped", reasons=(exc.message,), hint=exc.hint)
     return read
 
 

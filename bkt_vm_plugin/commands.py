@@ -131,6 +131,13 @@ def run_status(app: Cli, names: tuple[str, ...] = (), *, all_: bool, as_json: bo
         app.printer.json(report.to_json())
     else:
         print_status(app.printer, report)
+    failed = report.failed
+    if failed:
+        # Like a VM sync could not sync: every VM is listed, and the run fails.
+        raise OperationError(
+            f"could not read {len(failed)} VM{'' if len(failed) == 1 else 's'}: "
+            + ", ".join(failed)
+        )
 
 
 @vm_group.command(help="Start a VM (one that already runs is success).")

@@ -34,10 +34,19 @@ class VmHooks:
     def domain_fields(self) -> list[tuple[str, DomainField]]:
         """Every :class:`DomainField` the plugins contribute
         (:func:`~bkt_vm_plugin.hookspecs.bkt_domain_fields`), each with the name of its
-        plugin, in the order they apply."""
+        plugin, in the order they apply. A refusal names its plugin (:meth:`Host.named`)."""
+        from bkt_core.errors import BktError
+
+        try:
+            collected = self.host.collect("bkt_domain_fields")
+        except BktError as exc:
+            error = self.host.named(exc)
+            if error is exc:
+                raise
+            raise error from exc
         return [
             (plugin, mapping_field)
-            for plugin, contributed in self.host.collect("bkt_domain_fields")
+            for plugin, contributed in collected
             for mapping_field in contributed
         ]
 

@@ -13,7 +13,7 @@ from typing import Literal
 from bkt_core.output import GREEN, RED, YELLOW, Printer
 from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
 
-Stream = Literal["out", "warning", "note"]
+Stream = Literal["out", "warning", "note", "hint"]
 
 
 def plural(n: int, word: str) -> str:
@@ -120,11 +120,18 @@ def print_status(printer: Printer, report: StatusReport) -> None:
                 f"(restart pending: {', '.join(row.pending_restart)})", YELLOW
             )
         printer.data(f"{row.name.ljust(width)}  {state}  {sync}")
+    # Why a definition could not be read, after the table, as sync reports a failed VM.
+    for row in report.rows:
+        if row.message is not None:
+            printer.error(f"VM {row.name}: {row.message}")
+            if row.hint:
+                printer.hint(row.hint)
 
 
 def format_capture(report: CaptureReport, verbosity: int = 0) -> list[tuple[Stream, str]]:
-    """What ``bkt vm capture`` prints, as (stream, line): ``warning`` and ``note`` lines go to
-    stderr (through ``Printer.warning`` / ``Printer.note``), ``out`` lines to stdout.
+    """What ``bkt vm capture`` prints, as (stream, line): ``warning``, ``note`` and ``hint``
+    lines go to stderr (through ``Printer.warning`` / ``.note`` / ``.hint``; a skipped VM's
+    hint follows its line), ``out`` lines to stdout.
     Warnings first, then each VM (``= unchanged N`` only at ``-v``), the summary, the notes."""
     lines: list[tuple[Stream, str]] = [("warning", w) for w in report.warnings]
     for entry in report.entries:
@@ -139,6 +146,8 @@ def format_capture(report: CaptureReport, verbosity: int = 0) -> list[tuple[Stre
                 lines.append(("out", f"= unchanged {entry.name}"))
         else:
             lines.append(("out", f"! skip {entry.name}: {'; '.join(entry.reasons)}"))
+            if entry.hint:
+                lines.append(("hint", entry.hint))
     added, changed = report.count("added"), report.count("changed")
     unchanged, skipped = report.count("unchanged"), report.count("skipped")
     total = added + changed + unchanged
@@ -163,6 +172,8 @@ def print_capture(printer: Printer, report: CaptureReport) -> None:
             printer.warning(line)
         elif stream == "note":
             printer.note(line)
+        elif stream == "hint":
+            printer.hint(line)
         else:
             mark = line[:1]
             if mark in _MARKS and line[1:2] == " ":

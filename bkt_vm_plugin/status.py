@@ -61,7 +61,7 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
         vm = manifest.vms[name]
         try:
             if not reply.ok:
-                raise OperationError(reply.message)
+                raise OperationError(f"cannot read its definition: {reply.message}")
             parsed = mapping.parse(reply.stdout, resolver.context(name, vm))
             # The disk format comes from the domain itself, and a CD-ROM it has stays.
             ctx = resolver.of_domain(name, vm, parsed)
@@ -69,8 +69,12 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
                 f for f in changed_fields(mapping.diff(parsed, vm, ctx)) if f != "disk_format"
             ]
             pending = _pending(mapping, observation.live.get(name), parsed, ctx)
-        except BktError:
-            drift, pending = [UNREADABLE], ()
+        except BktError as exc:
+            # The row stays (status lists every VM), with why it could not be read.
+            rows.append(
+                StatusRow(name, state, True, False, (UNREADABLE,), (), exc.message, exc.hint)
+            )
+            continue
         rows.append(StatusRow(name, state, True, not drift, tuple(drift), pending))
     rows += [StatusRow(name, observation.state(name), False, None) for name in others]
     return StatusReport(tuple(rows), key=sub.manifest_key)

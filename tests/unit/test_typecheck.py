@@ -129,3 +129,75 @@ def test_a_module_that_cannot_be_imported_is_a_usage_error(
     assert main(["no_such_plugin_module"]) == 2
     assert "cannot import no_such_plugin_module" in capsys.readouterr().err
     assert main([]) == 2
+
+
+OBJECT_PLUGIN = """
+from __future__ import annotations
+
+from bkt_core import hookimpl
+
+
+class Plugin:
+    @hookimpl
+    def bkt_disk_provision(self, creation: int, context: object) -> bool | None:
+        return None
+
+    @hookimpl
+    def bkt_manifest_fields(self, subsystem: str) -> None:
+        return None
+
+    def helper(self) -> None:
+        pass
+
+
+plugin = Plugin()
+"""
+
+
+def test_hooks_that_are_methods_of_an_object_are_checked_as_module_colon_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "object_plugin.py").write_text(OBJECT_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "object_plugin", raising=False)
+    report = check_modules(["object_plugin:plugin"], host=vm_host())
+    assert report.checked == 2
+    assert report.problems == [
+        'object_plugin:plugin.bkt_disk_provision: error: Argument "creation" to '
+        '"bkt_disk_provision" of "Plugin" has incompatible type "DiskCreation"; expected '
+        '"int"  [arg-type]'
+    ]
+    assert main(["object_plugin:plugin"]) == 1
+    assert 'expected "int"' in capsys.readouterr().out
+
+
+def test_a_module_without_hook_implementations_fails_and_says_where_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "object_plugin.py").write_text(OBJECT_PLUGIN)
+    (tmp_path / "empty_plugin.py").write_text("from bkt_core import hookimpl\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("object_plugin", "empty_plugin"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    report = check_modules(["object_plugin", "empty_plugin"], host=vm_host())
+    assert report.checked == 0
+    assert report.problems == [
+        "object_plugin: error: no hook implementation found (a bkt_* function marked with "
+        "@hookimpl); its hooks are methods of an object: check object_plugin:plugin",
+        "empty_plugin: error: no hook implementation found (a bkt_* function marked with "
+        "@hookimpl)",
+    ]
+    assert main(["empty_plugin"]) == 1
+    out = capsys.readouterr().out
+    assert "no hook implementation found" in out
+    assert "ok:" not in out
+
+
+def test_an_object_the_module_does_not_have_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "object_plugin.py").write_text(OBJECT_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "object_plugin", raising=False)
+    assert main(["object_plugin:nothing"]) == 2
+    assert "module object_plugin has no 'nothing'" in capsys.readouterr().err
