@@ -540,8 +540,7 @@ class Host:
         plugin, hook = exc.plugin, exc.hook
         if isinstance(exc, PluginError) or plugin is None or hook is None:
             return exc
-        obj = self.pluginmanager.get_plugin(plugin)
-        if obj is None or _is_own(obj):
+        if self.pluginmanager.get_plugin(plugin) is None or self.is_own_plugin(plugin):
             return exc
         error: BktError
         if isinstance(exc, ManifestError):
@@ -555,6 +554,13 @@ class Host:
             error = PluginError(plugin, hook, exc.message, hint=exc.hint)
         error.__cause__ = exc
         return error
+
+    def is_own_plugin(self, name: str) -> bool:
+        """Whether plugin ``name`` is one of bkt's own (defined in bkt_core or in a package
+        that bkt's distribution registers plugins from): its refusals speak as bkt, without
+        naming a plugin."""
+        plugin = self.pluginmanager.get_plugin(name)
+        return plugin is not None and _is_own(plugin)
 
     @contextlib.contextmanager
     def _naming(self) -> Iterator[None]:

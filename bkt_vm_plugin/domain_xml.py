@@ -326,10 +326,16 @@ def _failed(mapping_field: DomainField, method: str, args: Iterable[Any]) -> str
 class DomainMapping:
     """Every :class:`DomainField` of a host, ``fields``, in the order they apply. A host
     builds its own (:attr:`VmSubsystem.mapping <bkt_vm_plugin.api.VmSubsystem.mapping>`);
-    raises :class:`~bkt_core.PluginError` when two fields compare the same value."""
+    raises :class:`~bkt_core.PluginError` when two fields compare the same value.
+    ``own_plugin`` says whether a plugin, by name, is one of bkt's own
+    (:meth:`bkt_core.Host.is_own_plugin`): an error one of its fields raises on purpose is
+    reported as it is, another plugin's names that plugin (by default every plugin is named)."""
 
-    def __init__(self, fields: Iterable[DomainField]) -> None:
+    def __init__(
+        self, fields: Iterable[DomainField], own_plugin: Callable[[str], bool] | None = None
+    ) -> None:
         self.fields: tuple[DomainField, ...] = tuple(fields)
+        self._own_plugin = own_plugin or (lambda _name: False)
         owners: dict[str, str] = {}
         for mapping_field in self.fields:
             for name in mapping_field.compared:
@@ -360,14 +366,12 @@ class DomainMapping:
         try:
             return call(*args)
         except BktError as exc:
-            from bkt_vm_plugin.blame import is_own, plugin_error
-
             # A refusal on purpose: bkt's own fields speak as bkt; another plugin's names
             # the plugin and keeps its hint.
-            if isinstance(exc, PluginError) or is_own(type(mapping_field).__module__):
+            if isinstance(exc, PluginError) or self._own_plugin(mapping_field.plugin):
                 raise
             detail = f"{_failed(mapping_field, method, args)}: {exc.message}"
-            raise plugin_error(mapping_field.plugin, HOOK, detail, exc) from exc
+            raise PluginError(mapping_field.plugin, HOOK, detail, hint=exc.hint) from exc
         except (Exception, SystemExit) as exc:  # sys.exit() in a plugin is its failure too
             detail = f"{_failed(mapping_field, method, args)}: {type(exc).__name__}: {exc}"
             raise PluginError(mapping_field.plugin, HOOK, detail) from exc

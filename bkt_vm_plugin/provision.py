@@ -1008,10 +1008,9 @@ def create_disks(
     as planned, whoever made it.
 
     Returns each creation's path and its error (None: created); an error a plugin raised
-    names the plugin (:func:`bkt_vm_plugin.blame.named`) and keeps its hint. One failure
+    names the plugin (:meth:`bkt_core.Host.named`) and keeps its hint. One failure
     does not stop the others. A path planned twice is created once; the second one fails.
     """
-    from bkt_vm_plugin.blame import named
     from bkt_vm_plugin.hooks import VmHooks
 
     hooks = VmHooks(host)
@@ -1029,7 +1028,7 @@ def create_disks(
             try:
                 done = hooks.disk_provision(creation, ctx)
             except BktError as exc:
-                results[path] = named(host, exc)
+                results[path] = host.named(exc)
                 continue
             if done is None:
                 results[path] = (

@@ -167,7 +167,7 @@ class VmSubsystem:
                 owners[name] = plugin
             mapping_field.plugin = plugin
             fields.append(mapping_field)
-        return DomainMapping(fields)
+        return DomainMapping(fields, own_plugin=self.host.is_own_plugin)
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of ``vms.json`` for this host's plugins."""

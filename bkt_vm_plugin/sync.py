@@ -151,9 +151,7 @@ class Planner:
                 raise OperationError(f"cannot read its definition: {reply.message}")
             return self.update(name, vm, reply.stdout)
         except BktError as exc:
-            from bkt_vm_plugin.blame import named
-
-            error = named(self.sub.host, exc)
+            error = self.sub.host.named(exc)
             return PlanEntry(name, "error", message=error.message, hint=error.hint)
 
     def disk(self, name: str, vm: VmDefinition) -> tuple[str, DiskCreation | None]:
@@ -487,13 +485,11 @@ def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -
     raises fails that VM, a whole-run hook that raises fails every VM the run changed. A
     :class:`BktError` is a refusal with its own message and hint (naming the plugin when it
     is not one of bkt's own); anything else names the plugin."""
-    from bkt_vm_plugin.blame import named
-
     host = sub.host
 
     def failure(plugin: str, hook: str, exc: Exception) -> BktError:
         if isinstance(exc, BktError):
-            return named(host, exc)
+            return host.named(exc)
         return host.failure(plugin, hook, exc)
 
     results = {r.name: r for r in report.results or ()}
