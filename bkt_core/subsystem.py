@@ -20,7 +20,8 @@ class Subsystem(Protocol):
     """The operations every subsystem offers. None of them prints or exits: they return data
     or raise :class:`~bkt_core.BktError`."""
 
-    #: The CLI group name and the key of ``bkt schema NAME`` (``vm``).
+    #: The CLI group name (``vm``); ``bkt schema`` names a subsystem by its manifest file
+    #: instead (``vms``, from :attr:`manifest_file`).
     name: str
     #: The manifest file inside the manifest directory (``vms.json``).
     manifest_file: str

@@ -4,7 +4,7 @@ and ``iso_sources``.
 The managed disk is the first ``device='disk'`` ``<disk>``; the ISO CD-ROMs are the
 ``device='cdrom'`` file disks with a source. Other disks and drives (a second data disk, an
 empty CD-ROM drive, a host drive) are the user's. Which ISO files a VM should have is decided
-before the mapping runs (:func:`bkt_vm_plugin.domain_xml.resolve_context`, given here as
+before the mapping runs (:func:`bkt_vm_plugin.observe.resolve_context`, given here as
 ``ctx.isos``); these fields only put them into the domain and read them back.
 
 Not read, so never drift: bus, target and readonly of disks and CD-ROMs.
