@@ -23,14 +23,18 @@ The names, by kind:
   returns, ``Parsed``; and ``default_plugins``, bkt's own plugins for a host built without
   entry points;
 - the domain XML mapping: ``DomainField`` (a piece of the mapping, returned from
-  ``bkt_domain_fields``), ``Reading``, ``DomainContext``, ``PatchRefused``, and ``Element``
+  ``bkt_domain_fields``), ``Reading``, ``DomainContext`` (its ``attached`` ISOs are
+  ``AttachedIso``), ``PatchRefused``, and ``Element``
   (an lxml element) with the tree helpers that keep libvirt's element order and the hardened
   parser (``parse_xml``, ``serialize``, ``child``, ``children``, ``at``, ``devices``,
   ``text_of``, ``set_text``, ``make``, ``append``, ``insert_after``, ``insert_before``,
   ``insert_child``, ``ensure_child``, ``remove``, ``replace``, ``elements``), and
   ``DomainXmlError``, what the parser raises for XML it refuses;
-- disk provisioning: ``DiskRequest``, ``DiskCreation``, ``ProvisionContext``;
-- post-sync actions: ``PostSyncContext``, ``Virsh`` and its ``Reply``;
+- disk provisioning: ``DiskRequest``, ``DiskCreation``, ``ProvisionContext``, and what its
+  methods return: ``Pool`` (a storage pool, from ``pools`` and ``pool_of``) and ``PathEntry``
+  (what is at a path, from ``look``);
+- post-sync actions: ``PostSyncContext``, ``Virsh``, its ``Reply`` and ``DomainState`` (what
+  ``Virsh.domain_state`` returns);
 - paths: ``expand_home``, ``home_dir``, ``local_path_problem``;
 - from :mod:`bkt_core`, for convenience: ``hookimpl``, ``OperationError``, ``CommandError``,
   ``Problem``.
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     from bkt_vm_plugin import default_plugins
     from bkt_vm_plugin.definition import IsoPath, IsoSource, IsoUrl, VmDefinition, VmManifest
     from bkt_vm_plugin.domain_xml import (
+        AttachedIso,
         DomainContext,
         DomainField,
         DomainMapping,
@@ -58,10 +63,16 @@ if TYPE_CHECKING:
         Reading,
     )
     from bkt_vm_plugin.paths import expand_home, home_dir, local_path_problem
-    from bkt_vm_plugin.provision import DiskCreation, DiskRequest, ProvisionContext
+    from bkt_vm_plugin.provision import (
+        DiskCreation,
+        DiskRequest,
+        PathEntry,
+        Pool,
+        ProvisionContext,
+    )
     from bkt_vm_plugin.subsystem import VmSubsystem
     from bkt_vm_plugin.sync import PostSyncContext
-    from bkt_vm_plugin.virsh import Reply, Virsh
+    from bkt_vm_plugin.virsh import DomainState, Reply, Virsh
     from bkt_vm_plugin.xmltree import (
         DomainXmlError,
         Element,
@@ -98,6 +109,7 @@ _WHERE = {
     "DomainField": "bkt_vm_plugin.domain_xml",
     "Reading": "bkt_vm_plugin.domain_xml",
     "DomainContext": "bkt_vm_plugin.domain_xml",
+    "AttachedIso": "bkt_vm_plugin.domain_xml",
     "PatchRefused": "bkt_vm_plugin.domain_xml",
     "DomainMapping": "bkt_vm_plugin.domain_xml",
     "Parsed": "bkt_vm_plugin.domain_xml",
@@ -125,9 +137,12 @@ _WHERE = {
     "DiskRequest": "bkt_vm_plugin.provision",
     "DiskCreation": "bkt_vm_plugin.provision",
     "ProvisionContext": "bkt_vm_plugin.provision",
+    "Pool": "bkt_vm_plugin.provision",
+    "PathEntry": "bkt_vm_plugin.provision",
     "PostSyncContext": "bkt_vm_plugin.sync",
     "Virsh": "bkt_vm_plugin.virsh",
     "Reply": "bkt_vm_plugin.virsh",
+    "DomainState": "bkt_vm_plugin.virsh",
     "expand_home": "bkt_vm_plugin.paths",
     "home_dir": "bkt_vm_plugin.paths",
     "local_path_problem": "bkt_vm_plugin.paths",
@@ -139,12 +154,14 @@ _WHERE = {
 
 __all__ = [
     "API_VERSION",
+    "AttachedIso",
     "CommandError",
     "DiskCreation",
     "DiskRequest",
     "DomainContext",
     "DomainField",
     "DomainMapping",
+    "DomainState",
     "DomainXmlError",
     "Element",
     "IsoPath",
@@ -153,6 +170,8 @@ __all__ = [
     "OperationError",
     "Parsed",
     "PatchRefused",
+    "PathEntry",
+    "Pool",
     "PostSyncContext",
     "Problem",
     "ProvisionContext",

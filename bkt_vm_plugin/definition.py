@@ -6,7 +6,9 @@ Schema) and are never validated again: whoever builds one in code is trusted wit
 values. Nothing here imports pydantic, so reading a definition costs no validation machinery.
 
 A plugin reads any field, its own or a built-in one, with :meth:`VmDefinition.field`; the
-built-in fields are attributes too (``vm.memory_gb``).
+built-in fields are attributes too (``vm.memory_gb``). A plugin field's value is immutable
+all the way down (:func:`frozen`): what a plugin reads can neither be changed in place nor
+make a definition unhashable.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "VmDefinition",
     "VmFields",
     "VmManifest",
+    "frozen",
     "plain",
 ]
 
@@ -84,6 +87,29 @@ class IsoUrl:
 IsoSource: TypeAlias = IsoPath | IsoUrl
 
 
+def frozen(value: Any) -> Any:
+    """``value`` made immutable all the way down, as a definition holds a plugin field's
+    value: lists and tuples as tuples, dicts and other mappings as read-only mappings
+    (:class:`types.MappingProxyType` of a new dict), sets as frozensets, a pydantic model
+    (anything with ``model_dump``) dumped without its ``None`` fields and a dataclass
+    instance by its fields, both as read-only mappings; each item frozen in turn. Anything
+    else (strings, numbers, booleans, None, ISO sources) is returned as it is."""
+    if value is None or isinstance(value, str | int | float | IsoPath | IsoUrl):
+        return value
+    if isinstance(value, list | tuple):
+        return tuple(frozen(v) for v in value)
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({k: frozen(v) for k, v in value.items()})
+    if isinstance(value, set | frozenset):
+        return frozenset(frozen(v) for v in value)
+    dump = getattr(value, "model_dump", None)
+    if dump is not None and not isinstance(value, type):
+        return frozen(dump(exclude_none=True))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return frozen({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    return value
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class VmFields:
     """The fields a VM definition has on one host: the built-in ones, then every plugin's,
@@ -99,7 +125,8 @@ class VmFields:
     defaults: Mapping[str, Any]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
+        defaults = {name: frozen(value) for name, value in self.defaults.items()}
+        object.__setattr__(self, "defaults", types.MappingProxyType(defaults))
 
     @property
     def plugin_names(self) -> tuple[str, ...]:
@@ -126,8 +153,8 @@ class VmDefinition:
 
     Two definitions are equal when every field has the same value; which fields the author
     wrote (:attr:`written`) and the host's :attr:`layout` do not count. A definition is
-    hashable when its values are (plugin values that are lists or dicts are hashed by
-    content).
+    hashable: its plugin values are made immutable when it is built (:func:`frozen`), so
+    none can change in place.
 
     Build one with :meth:`bkt_vm_plugin.api.VmSubsystem.vm_definition` (which validates) or
     from the manifest (:class:`VmManifest`). The built-in fields, as attributes:
@@ -178,7 +205,8 @@ class VmDefinition:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "iso_sources", tuple(self.iso_sources))
-        object.__setattr__(self, "plugin_values", types.MappingProxyType(dict(self.plugin_values)))
+        values = {name: frozen(value) for name, value in self.plugin_values.items()}
+        object.__setattr__(self, "plugin_values", types.MappingProxyType(values))
         clash = sorted(_BUILTIN_NAMES.intersection(self.plugin_values))
         if clash:
             raise ValueError(f"plugin_values holds built-in field {clash[0]!r}")
@@ -196,7 +224,14 @@ class VmDefinition:
     def field(self, name: str) -> Any:
         """The value of field ``name``: a built-in or a plugin field (its default when the
         plugin is installed but the author left the field out). Raises KeyError for a field
-        the host does not have (a plugin field whose plugin is not installed)."""
+        the host does not have (a plugin field whose plugin is not installed).
+
+        A plugin field's value is plain and immutable, whatever type the plugin declared it
+        with: ``str``, ``int``, ``float``, ``bool`` or None; a tuple of such values for a
+        list or tuple; a read-only mapping (:class:`types.MappingProxyType`) of them for a
+        dict, a TypedDict or a pydantic model (a model's fields that are None are left out,
+        as capture writes them). Compare a list field with a tuple (``("a",)``, not
+        ``["a"]``); :meth:`as_json` gives JSON lists and dicts back."""
         if name in _BUILTIN_NAMES:
             return getattr(self, name)
         try:
@@ -285,15 +320,18 @@ class VmManifest:
 
 def plain(value: Any) -> Any:
     """``value`` as plain JSON data: ISO sources as the objects ``vms.json`` writes, tuples
-    and lists as lists, a plugin's model (anything with ``model_dump``) dumped without its
-    ``None`` fields; anything else as it is."""
+    and lists as lists, mappings (the read-only ones of :func:`frozen` too) as dicts, a
+    plugin's model (anything with ``model_dump``) dumped without its ``None`` fields;
+    anything else as it is."""
     if isinstance(value, IsoPath | IsoUrl):
         return value.as_json()
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
     dump = getattr(value, "model_dump", None)
-    if dump is not None:
-        return dump(exclude_none=True)
+    if dump is not None and not isinstance(value, type):
+        return plain(dump(exclude_none=True))
     return value
 
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bkt_core.errors import BktError, PluginError
 from bkt_core.plan import FieldChange
+from bkt_vm_plugin.definition import plain
 from bkt_vm_plugin.xmltree import (
     child,
     insert_child,
@@ -58,7 +59,7 @@ from bkt_vm_plugin.xmltree import (
 )
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.definition import VmDefinition
+    from bkt_vm_plugin.definition import IsoSource, VmDefinition
     from bkt_vm_plugin.xmltree import Element
 
 __all__ = [
@@ -145,9 +146,16 @@ class Reading:
 
 @dataclass(frozen=True)
 class AttachedIso:
-    """An ISO source of the manifest and the file that holds it."""
+    """An ISO source of the manifest and the file that holds it, as
+    :attr:`DomainContext.attached` (and ``missing``) pair them: ``source``, the manifest's
+    :data:`~bkt_vm_plugin.definition.IsoSource` (an ``IsoPath`` or an ``IsoUrl``), and
+    ``path``, the local file for it (an ``IsoPath``'s path with ``~`` expanded, or the file
+    in the ISO cache an ``IsoUrl`` is downloaded to; in ``missing``, a file that does not
+    exist)."""
 
-    source: Any
+    #: The ISO source as the manifest gives it.
+    source: IsoSource
+    #: The local file that holds it, attached as a CD-ROM.
     path: str
 
 
@@ -164,7 +172,9 @@ class DomainContext:
     the domain that its XML does not hold (``autostart``, ``active``).
 
     ``name`` is the VM's name (the domain's). ``attached`` pairs each ISO source that is
-    attached with its file (``isos`` are those files). ``home`` is the home directory ``~``
+    attached with its file, an :class:`AttachedIso` (``isos`` are those files); ``missing``
+    does the same for the sources whose file is missing, ``left_out`` names the URLs not
+    cached. ``home`` is the home directory ``~``
     expands with, ``iso_cache`` the directory downloaded ISOs are cached in. Sync, status and
     capture build it; tests of a field may build one with ``name`` and ``disk_path`` alone.
     """
@@ -184,13 +194,21 @@ class DomainContext:
 
 def spell(value: Any) -> str:
     """A value as the manifest spells it, for a field change: numbers in decimal,
-    enums as written, booleans ``true``/``false``, lists joined with ``, `` or ``none``."""
+    enums as written, booleans ``true``/``false``, lists joined with ``, `` or ``none``;
+    a mapping (or a model) as the dict of its plain data, so that a definition's read-only
+    mapping and the dict a field's parse reads spell alike."""
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value) if value else "none"
+        return ", ".join(_spell_item(v) for v in value) if value else "none"
+    return _spell_item(value)
+
+
+def _spell_item(value: Any) -> str:
+    if isinstance(value, Mapping | list | tuple) or hasattr(value, "model_dump"):
+        return str(plain(value))
     return str(value)
 
 

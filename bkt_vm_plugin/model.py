@@ -305,7 +305,9 @@ def fields_of(model: type[VmModel]) -> VmFields:
 
 def _runtime(name: str, value: Any) -> Any:
     """Field ``name``'s validated value as a definition holds it: ISO sources as plain
-    objects in a tuple; any other value as pydantic made it."""
+    objects in a tuple; any other value as pydantic made it, which the definition then makes
+    immutable (:func:`~bkt_vm_plugin.definition.frozen`: a plugin's model becomes a read-only
+    mapping of its dump without ``None`` fields, as capture writes it)."""
     if name != "iso_sources":
         return value
     return tuple(

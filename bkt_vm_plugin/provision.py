@@ -67,6 +67,7 @@ __all__ = [
     "DiskCreation",
     "DiskRequest",
     "Entry",
+    "PathEntry",
     "Pool",
     "ProvisionContext",
     "bkt_disk_plan",
@@ -156,35 +157,44 @@ class DiskCreation:
 
 
 class Pool(NamedTuple):
-    """A libvirt storage pool whose volumes are files in directory ``target``."""
+    """A libvirt storage pool whose volumes are files, as :meth:`ProvisionContext.pools`
+    reads it: ``name``, the pool's name; ``target``, the directory its volumes are files in
+    (as libvirt records it); ``active``, whether the pool is started (a volume can be created
+    only in an active pool)."""
 
     name: str
     target: str
     active: bool
 
 
-class Entry(NamedTuple):
-    """What is at a path, following a symbolic link that leads somewhere.
+class PathEntry(NamedTuple):
+    """What is at a path on the local file system, following a symbolic link that leads
+    somewhere, as :func:`look` (``ProvisionContext.look``) says.
 
     ``kind`` is ``missing``, ``file``, ``empty`` (a regular file of 0 bytes), ``dir``,
     ``device`` (block or character), ``other``
-    (FIFO, socket), ``dangling`` (a symbolic link to nothing; ``detail`` is its target) or
-    ``unknown`` (it cannot be looked at; ``detail`` says why).
+    (FIFO, socket), ``dangling`` (a symbolic link to nothing) or ``unknown`` (it cannot be
+    looked at). ``detail`` is the link's target for ``dangling``, why for ``unknown``, and
+    empty otherwise.
     """
 
     kind: str
     detail: str = ""
 
 
-def look(path: str) -> Entry:
+#: The name :class:`PathEntry` had before it was public; kept for code that imports it.
+Entry = PathEntry
+
+
+def look(path: str) -> PathEntry:
     """What is at ``path`` on the local file system."""
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         # Not there, or a directory above it is not one (the ancestors' rule names it).
-        return Entry("missing")
+        return PathEntry("missing")
     except OSError as exc:
-        return Entry("unknown", exc.strerror or str(exc))
+        return PathEntry("unknown", exc.strerror or str(exc))
     if stat.S_ISLNK(st.st_mode):
         try:
             st = os.stat(path)
@@ -193,16 +203,16 @@ def look(path: str) -> Entry:
                 target = os.readlink(path)
             except OSError:
                 target = "?"
-            return Entry("dangling", target)
+            return PathEntry("dangling", target)
         except OSError as exc:
-            return Entry("unknown", exc.strerror or str(exc))
+            return PathEntry("unknown", exc.strerror or str(exc))
     if stat.S_ISREG(st.st_mode):
-        return Entry("file" if st.st_size else "empty")
+        return PathEntry("file" if st.st_size else "empty")
     if stat.S_ISDIR(st.st_mode):
-        return Entry("dir")
+        return PathEntry("dir")
     if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode):
-        return Entry("device")
-    return Entry("other")
+        return PathEntry("device")
+    return PathEntry("other")
 
 
 def is_remote_uri(uri: str | None, environ: dict[str, str] | None = None) -> bool:
@@ -362,7 +372,7 @@ class ProvisionContext:
         writable: Callable[[str], bool] | None = None,
         confined: Callable[[str], str | None] = confinement_problem,
         remote: bool | None = None,
-        look: Callable[[str], Entry] = look,
+        look: Callable[[str], PathEntry] = look,
         qemu_img_timeout: float = QEMU_IMG_TIMEOUT,
     ) -> None:
         self.virsh = virsh

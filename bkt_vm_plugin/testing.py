@@ -24,8 +24,19 @@ all). Every process is recorded: :attr:`FakeLibvirt.processes` lists the command
 virsh process, :attr:`FakeLibvirt.qemu_img` each ``qemu-img`` argv.
 
 The fake keeps domain XML as it was given: libvirt would add its defaults (a ``<uuid>``,
-controllers, addresses); the fake only checks that the XML is well formed and names a
-domain, and keeps the UUID apart. What bkt reads back is therefore exactly what it wrote.
+controllers, addresses); the fake keeps the UUID apart, and what bkt reads back is exactly
+what it wrote. ``define`` and ``create`` refuse, with libvirt's own messages, only XML that
+is not well formed, whose root is not a ``<domain>`` with a ``type``, that has no
+``<name>``, whose ``<uuid>`` is malformed or taken by another domain, and a ``<cpu>`` in
+custom mode (the default) that has ``<feature>`` children but no ``<model>`` ("Non-empty
+feature list specified without CPU model"); everything else libvirt checks is accepted.
+
+A disk bkt creates outside any storage pool is written by ``qemu-img create`` into a private
+directory named through bkt's descriptor of it, then linked to its name: its ``create``
+argv in :attr:`FakeLibvirt.qemu_img` names ``/proc/PID/fd/N/NAME``, not the disk's path.
+The file is real, so ``qemu-img info`` and ``virsh domblkinfo`` read it at the disk's path
+afterwards; to check what was created, compare the argv's last path component, or look at
+the file at the disk's path.
 
 This module imports no pytest; the fixtures built on it are in
 :mod:`bkt_vm_plugin.pytest_plugin`.
@@ -330,6 +341,12 @@ class FakeLibvirt:
     domcapabilities`` print (``domcapabilities`` maps a domain type, ``kvm`` or ``qemu``,
     to its XML; a type it lacks fails as libvirt fails for a type the host cannot run).
     ``delay`` is the seconds each process takes (for tests of concurrency).
+
+    What it checks of a domain's XML, as libvirt does (see the module's documentation):
+    well-formedness, the ``<domain type=...>`` root, the ``<name>``, the ``<uuid>`` (well
+    formed, not another domain's), and a custom-mode ``<cpu>`` with ``<feature>`` children
+    but no ``<model>``, refused as libvirt refuses it ("Non-empty feature list specified
+    without CPU model").
     """
 
     def __init__(
@@ -358,7 +375,8 @@ class FakeLibvirt:
         #: The commands of every virsh process that ran, in order (the batch's markers left
         #: out), each command as its argv; a process refused whole is recorded too.
         self.processes: list[list[tuple[str, ...]]] = []
-        #: The argv of every ``qemu-img`` process, in order.
+        #: The argv of every ``qemu-img`` process, in order, as bkt gave it: a disk created
+        #: outside any pool is named ``/proc/PID/fd/N/NAME`` (see the module's documentation).
         self.qemu_img: list[tuple[str, ...]] = []
         #: The argv of every process, virsh and qemu-img alike, in order.
         self.calls: list[tuple[str, ...]] = []
@@ -1172,12 +1190,26 @@ def _domain_identity(xml: str) -> tuple[str, str | None]:
     if not name:
         raise _Failed("error: missing name information\n")
     found = root.findtext("uuid")
-    if found is None:
-        return name, None
-    try:
-        return name, str(uuid_module.UUID(found.strip()))
-    except ValueError:
-        raise _Failed("error: XML error: malformed uuid element\n") from None
+    given_uuid = None
+    if found is not None:
+        try:
+            given_uuid = str(uuid_module.UUID(found.strip()))
+        except ValueError:
+            raise _Failed("error: XML error: malformed uuid element\n") from None
+    _check_cpu(root)
+    return name, given_uuid
+
+
+def _check_cpu(root: ET.Element) -> None:
+    """Refuse, as libvirt's domain parser does, a ``<cpu>`` in custom mode (the mode when
+    none is given) with ``<feature>`` children but no CPU model: no ``<model>``, or one
+    with no text (a model of blanks is accepted)."""
+    cpu = root.find("cpu")
+    if cpu is None or cpu.get("mode", "custom") != "custom" or cpu.find("feature") is None:
+        return
+    model = cpu.find("model")
+    if model is None or not model.text:
+        raise _Failed("error: XML error: Non-empty feature list specified without CPU model\n")
 
 
 def _disk_sources(xml: str) -> list[str]:

@@ -220,8 +220,8 @@ class DomainState(Enum):
 
     @classmethod
     def parse(cls, text: str) -> DomainState | None:
-        """The state ``domstate`` printed (surrounding whitespace ignored); None for a state
-        this version of bkt does not know."""
+        """The state ``text`` says, as ``domstate`` printed it (surrounding whitespace
+        ignored); None for a state this version of bkt does not know."""
         word = text.strip()
         if word == "idle":
             return cls.BLOCKED

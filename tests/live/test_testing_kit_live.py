@@ -9,6 +9,7 @@ daemon (``$BKT_TEST_URI``, default ``qemu:///system``).
 from __future__ import annotations
 
 import os
+import re
 import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -47,6 +48,7 @@ def domain_xml(name: str, domain_uuid: str) -> str:
 COMMANDS = [
     "define",
     "define (malformed)",
+    "define (cpu features without a model)",
     "list --all --name",
     "list --all --uuid",
     "dumpxml --inactive",
@@ -64,11 +66,16 @@ COMMANDS = [
 
 def the_batch(virsh: Virsh, name: str, domain_uuid: str) -> list[Reply]:
     dom = ["--domain", name]
-    with memory_files([domain_xml(name, domain_uuid), "<domain type='qemu'><name>x"]) as files:
+    no_model = domain_xml(name, domain_uuid).replace(
+        "</domain>", "<cpu><feature policy='require' name='vmx'/></cpu></domain>"
+    )
+    texts = [domain_xml(name, domain_uuid), "<domain type='qemu'><name>x", no_model]
+    with memory_files(texts) as files:
         return virsh.batch(
             [
                 ["define", "--file", files[0]],
                 ["define", "--file", files[1]],
+                ["define", "--file", files[2]],
                 ["list", "--all", "--name"],
                 ["list", "--all", "--uuid"],
                 ["dumpxml", "--inactive", "--security-info", *dom],
@@ -101,8 +108,11 @@ def what_bkt_reads(replies: list[Reply], name: str, domain_uuid: str) -> dict[st
 
     return {
         "ok": {c: r.ok for c, r in by.items()},
+        # The parsers word a syntax error differently; the file's name is the batch's own.
         "said": {
-            c: r.message.split(" from ")[0] if c == "define (malformed)" else r.message
+            c: r.message.split(" from ")[0]
+            if c == "define (malformed)"
+            else re.sub(r" from \S+:", " from FILE:", r.message)
             for c, r in by.items()
             if not r.ok
         },
@@ -126,6 +136,7 @@ def test_the_fake_answers_the_batch_as_virsh_does(uri: str, lab: Lab) -> None:
     )
     assert [c for c, ok in real["ok"].items() if not ok] == [
         "define (malformed)",
+        "define (cpu features without a model)",
         "start (again)",
         "destroy (again)",
         "domstate (gone)",

@@ -14,12 +14,14 @@ import bkt_vm_plugin.api as api
 #: The API as of 1.0. Within 1.x, names may be added here; none may go.
 API_1_0 = {
     "API_VERSION",
+    "AttachedIso",
     "CommandError",
     "DiskCreation",
     "DiskRequest",
     "DomainContext",
     "DomainField",
     "DomainMapping",
+    "DomainState",
     "DomainXmlError",
     "Element",
     "IsoPath",
@@ -28,6 +30,8 @@ API_1_0 = {
     "OperationError",
     "Parsed",
     "PatchRefused",
+    "PathEntry",
+    "Pool",
     "PostSyncContext",
     "Problem",
     "ProvisionContext",
@@ -204,3 +208,98 @@ def test_every_hook_documents_its_parameters() -> None:
             if not doc.strip() or unnamed:
                 missing.append(f"{name}: {', '.join(unnamed) or 'no docstring'}")
     assert missing == []
+
+
+#: Names the API's signatures use that a plugin need not import, with why.
+NOT_EXPORTED = {
+    # The built-in fields' literal types, spelled out in VmDefinition's documentation.
+    "Boot": "literal",
+    "Graphics": "literal",
+    "Tpm": "literal",
+    "VirtType": "literal",
+    # bkt's own bookkeeping: VmDefinition.layout, PostSyncContext.observation.
+    "VmFields": "bkt's own",
+    "Observation": "bkt's own",
+    # The members of VmSubsystem its docstring calls bkt's own (hooks, the pydantic models).
+    "VmHooks": "bkt's own",
+    "VmModel": "bkt's own",
+    "ManifestModel": "bkt's own",
+    # bkt_core's alias of a JSON path, tuple[str | int, ...].
+    "JsonPath": "bkt_core's",
+    # The standard library's.
+    "Path": "pathlib",
+    "PathLike": "os",
+}
+
+
+def _annotated() -> Iterator[tuple[str, str]]:
+    """Every annotation of the API and of the test kit, as written (``from __future__
+    import annotations``), with where it is: the parameters and returns of public functions
+    and methods, and the attributes of public classes."""
+    import bkt_vm_plugin.testing as testing
+
+    for module in (api, testing):
+        for name in module.__all__:
+            value = getattr(module, name)
+            functions: list[tuple[str, Any]] = []
+            if inspect.isroutine(value):
+                functions.append((name, value))
+            elif inspect.isclass(value) and value.__module__.startswith("bkt_vm_plugin"):
+                for klass in value.__mro__:
+                    if not klass.__module__.startswith(("bkt_core", "bkt_vm_plugin")):
+                        continue
+                    for attribute, annotation in vars(klass).get("__annotations__", {}).items():
+                        if not attribute.startswith("_"):
+                            yield f"{name}.{attribute}", str(annotation)
+                functions += [(f"{k.__name__}.{m}", f) for k, m, f in _own_members(value)]
+            for where, function in functions:
+                function = function.fget if isinstance(function, property) else function
+                for annotation in getattr(function, "__annotations__", {}).values():
+                    yield where, str(annotation)
+
+
+def _known_types() -> set[str]:
+    """What a plugin can import or needs not: the API, the test kit, bkt_core, builtins,
+    typing and collections.abc names, and :data:`NOT_EXPORTED`."""
+    import builtins
+    import collections.abc
+    import typing
+
+    import bkt_core
+    import bkt_vm_plugin.testing as testing
+
+    return {
+        *api.__all__,
+        *testing.__all__,
+        *bkt_core.__all__,
+        *dir(builtins),
+        *dir(typing),
+        *dir(collections.abc),
+        *NOT_EXPORTED,
+    }
+
+
+def _unknown_types(known: set[str]) -> dict[str, set[str]]:
+    """Each name an annotation of the API uses that is not in ``known``, with where."""
+    unknown: dict[str, set[str]] = {}
+    for where, annotation in _annotated():
+        for dotted in re.findall(r"[A-Za-z_][\w.]*", annotation):
+            name = dotted.rsplit(".", 1)[-1]
+            # Lower-case words are literal values (Literal["uefi"]) or modules.
+            if name not in known and not re.fullmatch(r"[a-z_]+", dotted):
+                unknown.setdefault(name, set()).add(where)
+    return unknown
+
+
+def test_every_type_the_api_names_is_exported() -> None:
+    """A plugin can annotate with every type an API signature names: the API, the test kit
+    or bkt_core export it (or it is a builtin, a typing or collections.abc name)."""
+    assert _unknown_types(_known_types()) == {}
+
+
+def test_the_exported_check_sees_a_type_left_out() -> None:
+    known = _known_types()
+    assert _unknown_types(known - {"Pool", "PathEntry"}) == {
+        "Pool": {"ProvisionContext.pools", "ProvisionContext.pool_of"},
+        "PathEntry": {"ProvisionContext.__init__"},
+    }

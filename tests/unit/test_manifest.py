@@ -102,7 +102,7 @@ def messages(text: str, home: str | None = HOME) -> list[str]:
 # -- the fixtures of tests/manifests ------------------------------------------------------
 
 KINDS = {
-    # kind: (the RFC's schema accepts, bkt accepts)
+    # kind: (the reference schema rfc-vms.schema.json accepts, bkt accepts)
     "valid": (True, True),
     "invalid": (False, False),
     "stricter": (True, False),

@@ -28,7 +28,7 @@ from tests.livelib import vm
 
 # -- the public surface ---------------------------------------------------------------------
 
-#: What an embedder and a plugin author may import from bkt_core (SPEC: "Embedding").
+#: What an embedder and a plugin author may import from bkt_core: each stays in its ``__all__``.
 PUBLIC = {
     "BktError", "CaptureEntry", "CaptureReport", "CommandError", "CommandRunner", "Completed",
     "Diagnostic", "EntryResult", "FakeRunner", "FieldChange", "Host", "ManifestError",

@@ -114,6 +114,50 @@ def test_malformed_xml_fails_its_define_only() -> None:
         fake.define("<domain type='kvm'/>")
 
 
+NO_MODEL = "XML error: Non-empty feature list specified without CPU model"
+
+
+def with_cpu(name: str, cpu: str) -> str:
+    """A small domain with ``cpu`` (a ``<cpu>`` element's markup)."""
+    return domain_xml(name).replace("</domain>", f"{cpu}</domain>")
+
+
+def test_cpu_features_without_a_model_are_refused_as_libvirt_refuses_them() -> None:
+    fake = FakeLibvirt()
+    feature = "<feature policy='require' name='vmx'/>"
+    refused = {
+        "bare": f"<cpu>{feature}</cpu>",
+        "custom": f"<cpu mode='custom' match='exact'>{feature}</cpu>",
+        "empty-model": f"<cpu><model fallback='allow'/>{feature}</cpu>",
+    }
+    accepted = {
+        "model": f"<cpu mode='custom'><model>qemu64</model>{feature}</cpu>",
+        "blank-model": f"<cpu><model> </model>{feature}</cpu>",
+        "host-model": f"<cpu mode='host-model'>{feature}</cpu>",
+        "passthrough": f"<cpu mode='host-passthrough'>{feature}</cpu>",
+        "maximum": f"<cpu mode='maximum'>{feature}</cpu>",
+        "no-feature": "<cpu mode='custom'><topology sockets='1' cores='1' threads='1'/></cpu>",
+    }
+    cases = {**refused, **accepted}
+    replies = batch(
+        fake,
+        *(["define", "--file", f"{{{i}}}"] for i in range(len(cases))),
+        ["create", "--file", "{0}"],
+        files=tuple(with_cpu(name, cpu) for name, cpu in cases.items()),
+    )
+    said = {name: r.message for name, r in zip(cases, replies, strict=False)}
+    for name in refused:
+        assert said[name].startswith("Failed to define domain from ")
+        assert said[name].endswith(NO_MODEL), name
+    assert [n for n in accepted if said[n]] == []
+    assert replies[-1].message.startswith("Failed to create domain from ")
+    assert replies[-1].message.endswith(NO_MODEL)
+    assert sorted(fake.domains) == sorted(accepted)
+    with pytest.raises(ValueError, match=NO_MODEL):
+        fake.define(with_cpu("again", refused["bare"]))
+    assert "again" not in fake.domains
+
+
 def test_a_redefinition_keeps_the_uuid_and_refuses_another() -> None:
     fake = FakeLibvirt()
     first = fake.define(domain_xml("a", "11111111-2222-3333-4444-555555555555"))
