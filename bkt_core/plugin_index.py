@@ -115,8 +115,8 @@ def load(value: str) -> object:
     text = value.strip()
     if text.endswith("]") and "[" in text:
         text = text[: text.index("[")]
-    module, _, attribute = (part.strip() for part in text.partition(":"))
-    if not _dotted(module) or (attribute and not _dotted(attribute)):
+    module, colon, attribute = (part.strip() for part in text.partition(":"))
+    if not _dotted(module) or (colon and not _dotted(attribute)):
         raise ValueError(f"{value!r} is not module or module:attribute")
     found: object = importlib.import_module(module)
     return functools.reduce(getattr, [a for a in attribute.split(".") if a], found)
