@@ -55,6 +55,7 @@ __all__ = [
     "entry_points",
     "index_path",
     "load",
+    "scan",
 ]
 
 #: The entry-point group of bkt's plugins.
