@@ -228,11 +228,26 @@ def scan() -> tuple[list[IndexedEntryPoint], list[list[Any]] | None]:
                     metadata_files.append([path, _signature(path)])
             else:
                 metadata_files = None
-            metadata = dist.metadata
-            described[id(dist)] = (metadata["Name"], metadata["Version"])
+            text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+            described[id(dist)] = _name_and_version(text)
         name, version = described[id(dist)]
         found.append(IndexedEntryPoint(ep.name, ep.value, name, version))
     return found, metadata_files
+
+
+def _name_and_version(metadata: str) -> tuple[str | None, str | None]:
+    """The first ``Name`` and ``Version`` headers of a distribution's metadata, as
+    ``Distribution.name`` and ``.version`` read them, without the email parser they use
+    (importing it costs every command a few milliseconds): both are one-line headers."""
+    found: dict[str, str] = {}
+    for line in metadata.splitlines():
+        if not line.strip():
+            break  # the end of the headers
+        key, colon, value = line.partition(":")
+        key = key.strip().lower()
+        if colon and key in ("name", "version") and key not in found:
+            found[key] = value.strip()
+    return found.get("name"), found.get("version")
 
 
 # -- the index file ---------------------------------------------------------------------------

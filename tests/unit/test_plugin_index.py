@@ -618,3 +618,17 @@ def test_a_plugin_that_fails_to_import_is_reported_with_its_distribution(
         (failure,) = host.load_failures
         assert failure.message == "plugin fails: cannot be loaded: RuntimeError: no luck"
     assert len(env.files) == 1
+
+
+def test_names_and_versions_are_read_as_importlib_reads_them() -> None:
+    checked = 0
+    for dist in importlib.metadata.distributions():
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
+        if text is None:
+            continue
+        assert plugin_index._name_and_version(text) == (dist.name, dist.version), text[:200]
+        checked += 1
+    assert checked >= 5
+    body = "Metadata-Version: 2.1\nname: x\nVersion:  1.0 \nName: y\n\nName: z\nVersion: 9\n"
+    assert plugin_index._name_and_version(body) == ("x", "1.0")
+    assert plugin_index._name_and_version("Summary: none\n") == (None, None)
