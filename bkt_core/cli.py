@@ -42,7 +42,7 @@ COMPLETE_VAR = "_BKT_COMPLETE"
 
 #: Global options that take a value, and those that do not.
 _VALUE_OPTIONS = {"-C", "--manifest-dir", "-c", "--connect", "--color", "--disable-plugin"}
-_FLAG_OPTIONS = {"-v", "--verbose", "-q", "--quiet"}
+_FLAG_OPTIONS = {"-v", "--verbose", "-q", "--quiet", "--no-cache"}
 _GLOBAL_OPTIONS = _VALUE_OPTIONS | _FLAG_OPTIONS
 
 
@@ -87,6 +87,14 @@ def resolve_manifest_dir(option: str | None) -> Path:
     from pathlib import Path
 
     return Path(option or os.environ.get("BKT_MANIFEST_DIR") or "manifests")
+
+
+def _cache_in(argv: Sequence[str]) -> bool:
+    """Whether bkt may use its caches: not with ``--no-cache`` among the global options of
+    ``argv`` (hoisted or not) nor with ``$BKT_NO_CACHE`` set."""
+    from bkt_core.cache import cache_enabled
+
+    return "--no-cache" not in split_globals(argv)[0] and cache_enabled()
 
 
 def _disabled_in(argv: Sequence[str]) -> list[str]:
@@ -158,6 +166,7 @@ def _root_group(host: Host, on_ready: Callable[[Cli], None] | None) -> click.Gro
         quiet: bool,
         color: Color,
         disabled: tuple[str, ...],
+        no_cache: bool,
     ) -> None:
         from bkt_core.errors import UsageError
         from bkt_core.output import Printer
@@ -169,6 +178,9 @@ def _root_group(host: Host, on_ready: Callable[[Cli], None] | None) -> click.Gro
         printer = Printer(-1 if quiet else min(verbose, 3), color)
         host.manifest_dir = resolve_manifest_dir(manifest_dir)
         host.uri = connect
+        # The plugins were found before this parse (_run_cli read --no-cache itself); what
+        # the commands cache from here on follows it too.
+        host.cache = host.cache and not no_cache
         host.trace = printer.trace
         ctx.obj = Cli(host, printer)
         if on_ready is not None:
@@ -234,6 +246,11 @@ def _global_options(host: Host) -> list[Callable[[Callable[..., Any]], Callable[
                 info.name for info in host.plugins() if info.name.startswith(incomplete)
             ],
             help="Do not load this plugin (repeatable; also $BKT_DISABLE_PLUGINS=a,b).",
+        ),
+        click.option(
+            "--no-cache",
+            is_flag=True,
+            help="Neither read nor write bkt's caches (also $BKT_NO_CACHE=1).",
         ),
     ]
 
@@ -464,7 +481,11 @@ def _complete(instruction: str) -> int:
         # `--disable-plugin NAME` earlier on the line keeps NAME's commands out, as it would
         # when the command runs.
         line = completion.get_completion_args()[0] if request == "complete" else []
-        host = Host(disabled=[*disabled_from_env(), *_disabled_in(line)], strict=False)
+        host = Host(
+            disabled=[*disabled_from_env(), *_disabled_in(line)],
+            strict=False,
+            cache=_cache_in(line),
+        )
         completion.cli = build_cli(host)
         answer = completion.complete() if request == "complete" else completion.source()
         sys.stdout.write(answer + "\n" if request == "complete" else answer)
@@ -662,9 +683,13 @@ def _run_cli(args: list[str]) -> int:
             disabled=[*disabled_from_env(), *_disabled_in(args)],
             strict=False,
             hook_timeout=hook_timeout_from_env(),
+            cache=_cache_in(args),
         )
         for failure in host.load_failures if host.pluginmanager else ():
             warn(failure)
+        if fallback.verbosity >= 1:
+            for note in host.cache_notes:
+                fallback.note(note)
         # A subsystem's command group alone asks for its help; which names those are, the
         # plugins (now loaded, their commands not yet built) say.
         if not rich and wants_help(args, lambda: _subsystem_names(host)):

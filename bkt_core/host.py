@@ -1,7 +1,8 @@
 """The plugin host: one :class:`pluggy.PluginManager` per :class:`Host`.
 
-Plugins come from the entry-point group ``bkt`` (blocked names are skipped before they are
-imported, and one that fails to import is recorded and reported, not fatal) and from the
+Plugins come from the entry-point group ``bkt``, found through a per-user index
+(:mod:`bkt_core.plugin_index`; blocked names are skipped before they are imported, and one
+that fails to import is recorded and reported, not fatal) and from the
 ``plugins`` an embedder passes, registered after them. Then the plugins declare their own hooks
 (:func:`~bkt_core.hookspecs.bkt_add_hookspecs`), every hook implementation is checked against
 the declared hooks, and an unknown hook is an error naming its plugin.
@@ -49,9 +50,8 @@ __all__ = [
     "hook_timeout_from_env",
 ]
 
-ENTRY_POINT_GROUP = "bkt"
-#: The distribution bkt_core ships in: the plugins it registers under ENTRY_POINT_GROUP are
-#: bkt's own, which speak as bkt (their errors are not prefixed with the plugin's name).
+#: The distribution bkt_core ships in: the plugins it registers under the ``bkt`` entry-point
+#: group are bkt's own, which speak as bkt (their errors are not prefixed with the plugin's name).
 DISTRIBUTION = "bkt"
 DISABLE_ENV = "BKT_DISABLE_PLUGINS"
 HOOK_TIMEOUT_ENV = "BKT_HOOK_TIMEOUT"
@@ -123,6 +123,8 @@ class Host:
     a plugin that implements an unknown hook is unregistered and recorded in :attr:`invalid`
     instead of raising. ``hook_timeout`` is the seconds one call of a hook implementation
     may take (None: no limit); it is enforced with ``SIGALRM`` in the main thread only.
+    ``cache=False`` finds the entry points by reading every installed distribution instead
+    of the per-user index (:mod:`bkt_core.plugin_index`), and does not write the index.
     Nothing here prints.
     """
 
@@ -138,6 +140,7 @@ class Host:
         trace: Callable[[str], None] | None = None,
         strict: bool = True,
         hook_timeout: float | None = DEFAULT_HOOK_TIMEOUT,
+        cache: bool = True,
     ) -> None:
         self.manifest_dir = Path(manifest_dir)
         self.uri = uri
@@ -148,8 +151,10 @@ class Host:
         self._disabled = frozenset(disabled)
         self._pm: pluggy.PluginManager | None = None
         self._infos: dict[str, PluginInfo] = {}
-        #: The distribution of each entry-point plugin, until _info() reads its metadata.
-        self._dists: dict[str, Any] = {}
+        #: Whether the entry points may come from the per-user index (and refresh it).
+        self.cache = cache
+        #: Why the index of entry points could not be used or written (``-v`` prints them).
+        self.cache_notes: list[str] = []
         self._subsystems: dict[str, Subsystem] | None = None
         self._strict = strict
         low, high = HOOK_TIMEOUT_RANGE
@@ -229,25 +234,22 @@ class Host:
         self._one_by_one.update(getattr(module, "CALLED_ONE_BY_ONE", ()))
 
     def _load_entry_points(self, pm: pluggy.PluginManager) -> None:
-        # The standard library's importlib.metadata (Python 3.11 has the same entry_points
-        # API as the importlib-metadata backport), which pydantic imports anyway: the backport
-        # cost every command about 50 ms more at start-up, for the same answer.
-        from importlib.metadata import entry_points
+        # The entry points come from the per-user index when no distribution changed since
+        # it was written (bkt_core.plugin_index): importlib.metadata, and reading every
+        # installed distribution, only when one did.
+        from bkt_core.plugin_index import entry_points, load
 
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            # The distribution's name and version are read from its METADATA (an email
-            # parser) only when `bkt plugins` lists them: see _info().
-            dist_name = version = None
+        for ep in entry_points(use_cache=self.cache, notes=self.cache_notes):
             if pm.is_blocked(ep.name) or ep.name in self._disabled:
+                # Blocked by name: its module is never imported.
                 self._infos[ep.name] = PluginInfo(
-                    ep.name, dist_name, version, (), status="disabled"
+                    ep.name, ep.distribution, ep.version, (), status="disabled"
                 )
-                self._dists[ep.name] = ep.dist
                 continue
             if pm.has_plugin(ep.name):
                 continue
             try:
-                plugin = ep.load()
+                plugin = load(ep.value)
             # Any import failure of a third-party module, sys.exit() at import included.
             except (Exception, SystemExit) as exc:
                 error = PluginError(
@@ -259,12 +261,10 @@ class Host:
                 error.__cause__ = exc
                 self.load_failures.append(error)
                 self._infos[ep.name] = PluginInfo(
-                    ep.name, dist_name, version, (), status="failed", error=str(exc)
+                    ep.name, ep.distribution, ep.version, (), status="failed", error=str(exc)
                 )
-                self._dists[ep.name] = ep.dist
                 continue
-            self._register(pm, plugin, ep.name, dist_name, version)
-            self._dists[ep.name] = ep.dist
+            self._register(pm, plugin, ep.name, ep.distribution, ep.version)
 
     def _register(
         self,
@@ -388,7 +388,7 @@ class Host:
         self.invalid.append(error)
         if pm.has_plugin(name):
             pm.unregister(name=name)
-        self._infos[name] = replace(self._info(name), status="invalid", error=error.message)
+        self._infos[name] = replace(self._infos[name], status="invalid", error=error.message)
 
     @property
     def hookspec_modules(self) -> tuple[object, ...]:
@@ -400,18 +400,7 @@ class Host:
     def plugins(self) -> list[PluginInfo]:
         """Every plugin: registered ones, then blocked and failed ones, by name."""
         self.pluginmanager  # noqa: B018  (building the manager fills the listing)
-        infos = [self._info(name) for name in list(self._infos)]
-        return sorted(infos, key=lambda i: (i.status != "active", i.name))
-
-    def _info(self, name: str) -> PluginInfo:
-        """The listing of plugin ``name``, with the name and version of the distribution
-        its entry point came from (read on first use)."""
-        info = self._infos[name]
-        dist = self._dists.pop(name, None)
-        if dist is not None:
-            info = replace(info, distribution=dist.name, version=dist.version)
-            self._infos[name] = info
-        return info
+        return sorted(self._infos.values(), key=lambda i: (i.status != "active", i.name))
 
     # -- calling hooks ---------------------------------------------------------------------
 
@@ -703,12 +692,14 @@ def _own_packages() -> frozenset[str]:
     registers (read from its entry points once, when an error needs it)."""
     from importlib.metadata import PackageNotFoundError, distribution
 
+    from bkt_core.plugin_index import GROUP
+
     own = {__name__.partition(".")[0]}
     try:
         entry_points = distribution(DISTRIBUTION).entry_points
     except PackageNotFoundError:  # run from a source tree: only bkt_core is known to be own
         return frozenset(own)
-    own.update(ep.module.partition(".")[0] for ep in entry_points if ep.group == ENTRY_POINT_GROUP)
+    own.update(ep.module.partition(".")[0] for ep in entry_points if ep.group == GROUP)
     return frozenset(own)
 
 

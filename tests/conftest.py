@@ -52,9 +52,12 @@ RunBkt = Callable[..., Run]
 
 
 @pytest.fixture
-def run_bkt(tmp_path: Path) -> RunBkt:
+def run_bkt(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> RunBkt:
     """``run_bkt(*args, env={...}, plugins=[...], cwd=...)`` runs ``bkt`` and returns its exit
-    status and output. ``plugins`` names projects to make importable (see ``plugin_site``)."""
+    status and output. ``plugins`` names projects to make importable (see ``plugin_site``).
+    bkt's caches go to a directory of the test's own (``$XDG_CACHE_HOME``) unless ``env``
+    says otherwise: what the user's cache holds changes no test."""
+    cache_home = tmp_path_factory.mktemp("cache-home")
 
     def run(
         *args: str,
@@ -65,6 +68,7 @@ def run_bkt(tmp_path: Path) -> RunBkt:
     ) -> Run:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("BKT_")}
         environ.pop("NO_COLOR", None)
+        environ["XDG_CACHE_HOME"] = str(cache_home)
         environ.update(env or {})
         if pythonpath:
             environ["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)

@@ -97,7 +97,15 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-GLOBALS = ["--manifest-dir", "--connect", "--verbose", "--quiet", "--color", "--disable-plugin"]
+GLOBALS = [
+    "--manifest-dir",
+    "--connect",
+    "--verbose",
+    "--quiet",
+    "--color",
+    "--disable-plugin",
+    "--no-cache",
+]
 
 
 @pytest.mark.parametrize("shell", SHELLS)

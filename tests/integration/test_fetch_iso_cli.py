@@ -110,7 +110,7 @@ def test_a_vm_not_in_the_manifest_fails_with_a_hint(run_bkt: RunBkt, tmp_path: P
         f"error: VM other is not in {setup.manifests / 'vms.json'}\n"
         "hint: `bkt vm status` lists the VMs\n"
     )
-    assert not setup.cache_home.exists()
+    assert not setup.cache.exists()
 
 
 def test_a_vm_without_url_sources_has_nothing_to_fetch(run_bkt: RunBkt, tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_the_manifest_is_validated_first(serve: Serve, run_bkt: RunBkt, tmp_path
         f"error: {manifest} is not valid (1 error); nothing was changed\n"
     )
     assert server.seen == [], "nothing was downloaded"
-    assert not setup.cache_home.exists()
+    assert not setup.cache.exists()
 
 
 def test_an_interrupted_transfer_is_resumed_by_the_next_run(
@@ -287,7 +287,7 @@ def test_a_malformed_or_credentialed_url_is_refused_at_its_place_in_the_file(
         "password (user:password@)\n"
         f"error: {manifest} is not valid (2 errors); nothing was changed\n"
     )
-    assert not setup.cache_home.exists(), "no part file, no cache directory"
+    assert not setup.cache.exists(), "no part file, no cache directory"
 
 
 def test_a_redirect_to_another_host_is_noted_on_stderr(
