@@ -95,14 +95,17 @@ def read_limited(path: str, limit: int) -> bytes | None:
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600, its directory created 0700 when missing)
-    through a temporary file in the same directory renamed over it. Raises OSError; the
+    """Write ``data`` to ``path`` (mode 0600, its directory created when missing) through a
+    temporary file in the same directory renamed over it. Raises OSError; the
     temporary file never outlives a failure. No fsync: a file lost or emptied by a crash is
     a cache miss, which costs less than an fsync on every write."""
     import time
 
     directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    # The directory keeps the umask's mode, as every other directory bkt creates: a subsystem's
+    # own cache below it (the VM subsystem's ISOs) must stay reachable by the processes that
+    # read from it (QEMU, as another user). The files themselves are the user's alone.
+    os.makedirs(directory, exist_ok=True)
     name = os.path.basename(path)
     temporary = os.path.join(directory, f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600)

@@ -87,18 +87,17 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_CACHE_HOME/bkt/isos`` when that is an absolute path, else
-    ``~/.cache/bkt/isos`` (``$HOME``). Raises :class:`OperationError` when neither is set."""
-    env = os.environ if environ is None else environ
-    xdg = env.get("XDG_CACHE_HOME", "")
-    if xdg.startswith("/"):
-        return Path(xdg) / "bkt" / "isos"
-    home = env.get("HOME", "")
-    if not home:
+    """``isos`` in bkt's cache directory (:func:`bkt_core.cache.cache_dir`:
+    ``$XDG_CACHE_HOME/bkt`` when that is an absolute path, else ``~/.cache/bkt``). Raises
+    :class:`OperationError` when neither is set."""
+    from bkt_core.cache import cache_dir as bkt_cache_dir
+
+    directory = bkt_cache_dir(environ)
+    if directory is None:
         raise OperationError(
             "cannot find the ISO cache: neither XDG_CACHE_HOME (absolute) nor HOME is set"
         )
-    return Path(home) / ".cache" / "bkt" / "isos"
+    return Path(directory) / "isos"
 
 
 def cache_name(url: str) -> str:

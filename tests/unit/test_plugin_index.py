@@ -632,3 +632,18 @@ def test_names_and_versions_are_read_as_importlib_reads_them() -> None:
     body = "Metadata-Version: 2.1\nname: x\nVersion:  1.0 \nName: y\n\nName: z\nVersion: 9\n"
     assert plugin_index._name_and_version(body) == ("x", "1.0")
     assert plugin_index._name_and_version("Summary: none\n") == (None, None)
+
+
+def test_the_cache_directory_stays_reachable_by_qemu_and_the_file_is_private(
+    tmp_path: Path,
+) -> None:
+    # The VM subsystem's ISO cache lives below bkt's cache directory and QEMU (another user)
+    # opens the ISOs there: the directory the index creates must not shut it out.
+    directory = tmp_path / "cache" / "bkt"
+    old = os.umask(0o022)
+    try:
+        cache.write_atomic(str(directory / "index.json"), b"{}")
+    finally:
+        os.umask(old)
+    assert directory.stat().st_mode & 0o777 == 0o755
+    assert (directory / "index.json").stat().st_mode & 0o777 == 0o600
