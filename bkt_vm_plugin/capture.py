@@ -57,15 +57,16 @@ SCHEMA_REF = "vms.schema.json"
 def capturer_of(sub: VmSubsystem, *, exists: Callable[[str], bool] = os.path.exists) -> Capturer:
     """The :class:`Capturer` of ``sub``'s host: its model and mapping, the user's home and
     ISO cache, and the host's full manifest validator."""
-    from bkt_vm_plugin.iso import cache_dir
+    from bkt_vm_plugin.iso import find_cache_dir
     from bkt_vm_plugin.paths import home_dir
 
     home = home_dir()
+    cache = find_cache_dir()
     return Capturer(
         mapping=sub.mapping,
         vm_fields=sub.vm_fields,
         home=home,
-        iso_cache=str(cache_dir()),
+        iso_cache=None if cache is None else str(cache),
         exists=exists,
         validate=functools.partial(_problems, sub, home=home),
     )

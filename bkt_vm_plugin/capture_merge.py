@@ -110,7 +110,7 @@ class Capturer:
     mapping: DomainMapping
     vm_fields: VmFields
     home: str | None
-    iso_cache: str
+    iso_cache: str | None
     exists: Callable[[str], bool]
     validate: Callable[[str], tuple[Any, list[tuple[str, str]]]]
     #: The files of each domain's own CD-ROMs, which sync keeps even when one is missing.

@@ -776,11 +776,12 @@ def _versions(facts: HostFacts) -> str:
 def _vm_problems(
     facts: HostFacts, place: Place, qemu: QemuUser | None, vms: Mapping[str, VmDefinition]
 ) -> dict[str, list[Problem]]:
-    from bkt_vm_plugin.iso import cache_dir
+    from bkt_vm_plugin.iso import find_cache_dir
     from bkt_vm_plugin.observe import resolve_context
     from bkt_vm_plugin.paths import home_dir
 
-    home, cache = home_dir(), str(cache_dir())
+    found = find_cache_dir()
+    home, cache = home_dir(), None if found is None else str(found)
     return {
         name: vm_problems(
             facts,

@@ -86,18 +86,26 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # -- the cache -----------------------------------------------------------------------------
 
 
-def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+NO_CACHE_DIR = "neither XDG_CACHE_HOME (absolute) nor HOME is set"
+
+
+def find_cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
     """``isos`` in bkt's cache directory (:func:`bkt_core.cache.cache_dir`:
-    ``$XDG_CACHE_HOME/bkt`` when that is an absolute path, else ``~/.cache/bkt``). Raises
-    :class:`OperationError` when neither is set."""
+    ``$XDG_CACHE_HOME/bkt`` when that is an absolute path, else ``~/.cache/bkt``); None when
+    neither is set (there is no ISO cache: URL sources cannot be attached)."""
     from bkt_core.cache import cache_dir as bkt_cache_dir
 
     directory = bkt_cache_dir(environ)
-    if directory is None:
-        raise OperationError(
-            "cannot find the ISO cache: neither XDG_CACHE_HOME (absolute) nor HOME is set"
-        )
-    return Path(directory) / "isos"
+    return None if directory is None else Path(directory) / "isos"
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """:func:`find_cache_dir`, for what must write there (``fetch-iso``). Raises
+    :class:`OperationError` when there is none."""
+    found = find_cache_dir(environ)
+    if found is None:
+        raise OperationError(f"cannot find the ISO cache: {NO_CACHE_DIR}")
+    return found
 
 
 def cache_name(url: str) -> str:

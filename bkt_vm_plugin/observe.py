@@ -97,14 +97,15 @@ def resolve_context(
     vm: VmDefinition,
     *,
     home: str | None,
-    iso_cache: str,
+    iso_cache: str | None,
     disk_format: str = "qcow2",
     exists: Callable[[str], bool],
     facts: Mapping[str, Any] | None = None,
     present: Iterable[str] = (),
 ) -> DomainContext:
     """The :class:`DomainContext` of VM ``name``: ``~`` expands with ``home``; a URL source's
-    file is the one fetch-iso writes, ``iso_cache/`` and :func:`bkt_vm_plugin.iso.cache_name`.
+    file is the one fetch-iso writes, ``iso_cache/`` and :func:`bkt_vm_plugin.iso.cache_name`
+    (None: this host has no ISO cache, and URL sources are left out).
     This is the one place that decides which CD-ROMs a domain should have: a local ISO whose
     file exists, a URL source whose file is cached, and a source whose file is missing but
     whose CD-ROM the domain already has (``present``: the files of the domain's CD-ROMs,
@@ -146,7 +147,7 @@ def _iso_fate(
     name: str,
     source: Any,
     home: str | None,
-    iso_cache: str,
+    iso_cache: str | None,
     exists: Callable[[str], bool],
     kept: set[str],
 ) -> tuple[str, str, str | None]:
@@ -155,10 +156,18 @@ def _iso_fate(
     import posixpath
 
     from bkt_vm_plugin.definition import IsoUrl
-    from bkt_vm_plugin.iso import cache_name
+    from bkt_vm_plugin.iso import NO_CACHE_DIR, cache_name
     from bkt_vm_plugin.paths import expand_home
 
     if isinstance(source, IsoUrl):
+        if iso_cache is None:
+            # No ISO cache on this host: nothing of it can be attached, and nothing else of
+            # the VM depends on it.
+            return (
+                "left_out",
+                source.url,
+                f"ISO {source.url} cannot be cached ({NO_CACHE_DIR}); its CD-ROM is left out",
+            )
         try:
             path: str | None = posixpath.join(iso_cache, cache_name(source.url))
         except ValueError:
@@ -205,7 +214,7 @@ class Resolver:
     libvirt was read) gives each domain's observed facts."""
 
     home: str | None
-    iso_cache: str
+    iso_cache: str | None
     exists: Callable[[str], bool] = os.path.exists
     observation: Observation | None = None
 
@@ -217,10 +226,11 @@ class Resolver:
         exists: Callable[[str], bool] = os.path.exists,
     ) -> Resolver:
         """The resolver of the user running bkt: their home and ISO cache."""
-        from bkt_vm_plugin.iso import cache_dir
+        from bkt_vm_plugin.iso import find_cache_dir
         from bkt_vm_plugin.paths import home_dir
 
-        return cls(home_dir(), str(cache_dir()), exists, observation)
+        cache = find_cache_dir()
+        return cls(home_dir(), None if cache is None else str(cache), exists, observation)
 
     def context(
         self,

@@ -401,6 +401,28 @@ def test_an_iso_left_out_for_a_missing_file_is_not_drift_and_is_warned_about() -
     assert MAPPING.diff(observed(definition), definition, ctx) == []
 
 
+def test_without_an_iso_cache_url_isos_are_left_out_and_the_rest_resolves() -> None:
+    # Neither XDG_CACHE_HOME nor HOME: no ISO cache, which only URL sources need.
+    url = "https://example.org/install.iso"
+    definition = vm(iso_sources=[{"path": "/isos/local.iso"}, {"url": url}])
+    ctx = resolve_context(
+        "vm",
+        definition,
+        home=None,
+        iso_cache=None,
+        exists=lambda path: path == "/isos/local.iso",
+        facts={"autostart": False},
+    )
+    assert ctx.isos == ("/isos/local.iso",)
+    assert ctx.left_out == (url,)
+    assert ctx.warnings == (
+        f"ISO {url} cannot be cached (neither XDG_CACHE_HOME (absolute) nor HOME is set); "
+        "its CD-ROM is left out",
+    )
+    parsed = MAPPING.parse(MAPPING.render(definition, ctx), ctx)
+    assert MAPPING.diff(parsed, definition, ctx) == []
+
+
 def test_a_url_isos_cdrom_stays_a_url_source_when_the_cache_is_emptied() -> None:
     url = "https://example.org/install.iso"
     definition = vm(iso_sources=[{"url": url}])

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bkt_core.errors import OperationError
+from bkt_core.host import Host
 from bkt_vm_plugin.definition import VmDefinition
 from bkt_vm_plugin.iso import (
     FetchFailed,
@@ -24,6 +25,7 @@ from bkt_vm_plugin.iso import (
     validator_path,
 )
 from bkt_vm_plugin.model import validate_vm
+from bkt_vm_plugin.testing import ManifestDir
 from tests.unit.test_iso_urls import urls
 
 
@@ -104,3 +106,37 @@ def test_results_describe_themselves() -> None:
     error = FetchFailed("w", [ok, failed, failed])
     assert error.message == "VM w: 2 ISOs not fetched: https://e/y.iso, https://e/y.iso"
     assert error.exit_code == 1
+
+
+def test_without_home_or_xdg_cache_home_status_and_plan_work_and_leave_url_isos_out(
+    bkt_host: Host,
+    bkt_manifest_dir: ManifestDir,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only what needs the ISO cache (a URL source, fetch-iso) needs HOME or XDG_CACHE_HOME.
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    url = "https://example.org/install.iso"
+    bkt_manifest_dir.write(
+        {
+            "box": {
+                "memory_gb": 1,
+                "vcpus": 1,
+                "disk_path": str(tmp_path / "box.qcow2"),
+                "disk_size_gb": 1,
+                "create_if_missing": True,
+                "boot": "bios",
+                "network": "none",
+                "graphics": "none",
+                "iso_sources": [{"url": url}],
+            }
+        }
+    )
+    plan = bkt_host.plan("vm")
+    (entry,) = plan.entries
+    assert entry.action == "create"
+    assert any("cannot be cached" in w for w in entry.warnings), entry.warnings
+    assert [(row.name, row.state) for row in bkt_host.status("vm").rows] == [("box", "missing")]
+    with pytest.raises(OperationError, match="cannot find the ISO cache"):
+        cache_dir()
