@@ -689,17 +689,16 @@ def _is_own(plugin: object) -> bool:
 @functools.cache
 def _own_packages() -> frozenset[str]:
     """The top-level packages of bkt_core and of the plugins that bkt's distribution
-    registers (read from its entry points once, when an error needs it)."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    from bkt_core.plugin_index import GROUP
+    registers (read once, from the entry points the host loads plugins from, when an error
+    needs it). Run from a source tree that is not installed, only bkt_core is known."""
+    from bkt_core.plugin_index import entry_points
 
     own = {__name__.partition(".")[0]}
-    try:
-        entry_points = distribution(DISTRIBUTION).entry_points
-    except PackageNotFoundError:  # run from a source tree: only bkt_core is known to be own
-        return frozenset(own)
-    own.update(ep.module.partition(".")[0] for ep in entry_points if ep.group == GROUP)
+    own.update(
+        ep.value.partition(":")[0].partition(".")[0]
+        for ep in entry_points()
+        if ep.distribution == DISTRIBUTION
+    )
     return frozenset(own)
 
 
