@@ -1,5 +1,5 @@
 """The device-by-device comparison of two domains (``tests/domain_compare.py``), on what
-virt-install 4.1 writes and what libvirt stores (``tests/fixtures/virt-install``)."""
+virt-install 4.1 writes and what libvirt stores (``tests/fixtures/domain-compare``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.domain_compare import compare_domains, differences_by_path
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "virt-install"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "domain-compare"
 
 
 def printed(name: str) -> str:
