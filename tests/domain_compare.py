@@ -36,6 +36,7 @@ from lxml import etree
 
 __all__ = [
     "BKT_NAMESPACE",
+    "Element",
     "compare_domains",
     "differences_by_path",
     "strip_incidental",
