@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from bkt_core.cli import long_forms
 from bkt_vm_plugin.iso import cached_path
 from bkt_vm_plugin.testing import FakeLibvirt
 from tests.conftest import write_manifest
@@ -273,3 +274,34 @@ def test_help_is_where_rich_click_is_loaded(
     proc, modules = in_sync.run(*args)
     assert proc.returncode == 0, proc.stderr
     assert expected <= {m.split(".")[0] for m in forbidden(modules)}
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["-C", "d", "-c", "test:///default"],
+            ["--manifest-dir", "d", "--connect", "test:///default"],
+        ),
+        (["-vv", "-q", "vm"], ["--verbose", "--verbose", "--quiet", "vm"]),
+        (
+            ["--disable-plugin", "-q", "-v", "vm", "-v"],
+            ["--disable-plugin", "-q", "--verbose", "vm", "-v"],
+        ),
+        (["--color", "never", "-C"], ["--color", "never", "-C"]),
+        (["-Cd", "--connect=x", "vm"], ["-Cd", "--connect=x", "vm"]),
+        (["--", "-v"], ["--", "-v"]),
+    ],
+)
+def test_short_global_options_reach_click_in_their_long_form(
+    argv: list[str], expected: list[str]
+) -> None:
+    # Only before the command; a value is never rewritten, nor an option without its value.
+    assert long_forms(argv) == expected
+
+
+def test_short_global_options_cost_no_misspelling_suggestions(in_sync: Bkt) -> None:
+    # click builds "did you mean" suggestions (difflib) for every short option it is given.
+    proc, modules = in_sync.run("-c", "test:///default", "-v", "vm", "status")
+    assert proc.returncode == 0, proc.stderr
+    assert "difflib" not in modules
