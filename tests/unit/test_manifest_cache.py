@@ -465,6 +465,26 @@ def test_the_cli_bypasses_the_cache_with_no_cache_and_says_why_only_with_v(
     )
 
 
+def test_the_cli_works_when_the_cache_cannot_be_written(
+    tmp_path: Path,
+    manifests: ManifestDir,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bkt_core.cli import main
+
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "bkt").write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    args = ["-C", str(manifests.path), "vm", "fetch-iso", "web"]
+    for _ in range(2):
+        assert main(args) == 0
+        assert capsys.readouterr().err == "VM web has no URL ISO sources: nothing to fetch\n"
+    assert main(["-v", *args]) == 0
+    assert "was not written: File exists" in capsys.readouterr().err
+
+
 def test_a_host_without_a_cache_directory_validates(
     manifests: ManifestDir, validations: Counter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -474,3 +494,75 @@ def test_a_host_without_a_cache_directory_validates(
     load(manifests)
     load(manifests)
     assert validations.count == 2
+
+
+# -- the store itself ------------------------------------------------------------------------
+
+
+def _entry(tmp_path: Path, text: str = '{"items": [1]}') -> Any:
+    from bkt_core.manifest import ManifestSource
+    from bkt_core.manifest_cache import ManifestCache
+
+    host = Host(tmp_path, entry_points=False)
+    source = ManifestSource.parse(tmp_path / "items.json", text)
+    return ManifestCache(host, "items", [source], home="/home/user")
+
+
+def test_any_subsystem_stores_opaque_json(cache_home: Path, tmp_path: Path) -> None:
+    entry = _entry(tmp_path)
+    assert entry.get(lambda value: value) is None
+    entry.put(lambda: {"anything": [1, "two", None]})
+    assert _entry(tmp_path).get(lambda value: value) == {"anything": [1, "two", None]}
+    assert _entry(tmp_path, '{"items": [2]}').get(lambda value: value) is None
+    assert _entry(tmp_path).key != _entry(tmp_path, '{"items": [2]}').key
+    assert _entry(tmp_path).key == _entry(tmp_path).key
+
+
+def test_a_value_that_cannot_be_stored_is_not_stored(cache_home: Path, tmp_path: Path) -> None:
+    entry = _entry(tmp_path)
+
+    def refuse() -> Any:
+        raise ValueError("no exact JSON form")
+
+    entry.put(refuse)
+    entry.put(lambda: {"set": {1, 2}})
+    entry.put(lambda: {"nan": float("nan")})
+    assert entries(cache_home) == []
+    assert entry.host.cache_notes[0].endswith("was not written: no exact JSON form")
+    assert len(entry.host.cache_notes) == 3
+
+
+def test_concurrent_writers_and_readers_never_see_half_an_entry(
+    cache_home: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    values = [{"writer": n, "payload": "x" * 200_000} for n in range(3)]
+    seen: list[Any] = []
+    stop = threading.Event()
+
+    def write(value: dict[str, Any]) -> None:
+        entry = _entry(tmp_path)
+        while not stop.is_set():
+            entry.put(lambda: value)
+
+    def read() -> None:
+        entry = _entry(tmp_path)
+        for _ in range(200):
+            found = entry.get(lambda value: value)
+            if found is not None:
+                seen.append(found)
+        assert entry.host.cache_notes == []
+
+    writers = [threading.Thread(target=write, args=(v,)) for v in values]
+    for thread in writers:
+        thread.start()
+    try:
+        read()
+    finally:
+        stop.set()
+        for thread in writers:
+            thread.join()
+    assert seen, "the readers found entries"
+    assert all(value in values for value in seen)
+    assert [p.name for p in (cache_home / "bkt").iterdir() if p.name.endswith(".tmp")] == []
