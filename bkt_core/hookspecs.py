@@ -190,8 +190,9 @@ def bkt_manifest_cache_key(subsystem: str) -> str | None:
     A validated manifest is cached, keyed by its documents, the plugin set (names,
     distributions, versions, modules), bkt's version, the home directory and these strings;
     a new string is a new key, so the next command validates again. Called each time a
-    manifest of ``subsystem`` is loaded, the cached ones included: keep it cheap (a ``stat``,
-    not a scan) and import nothing heavy. Every result is kept, in pluggy's order.
+    manifest of ``subsystem`` is loaded, the cached ones included (not when the cache is off,
+    ``--no-cache``): keep it cheap (a ``stat``, not a scan) and import nothing heavy. Every
+    result is kept, in pluggy's order.
     """
 
 
