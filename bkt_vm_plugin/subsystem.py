@@ -245,8 +245,8 @@ class VmSubsystem:
         return self.host.validate_manifest(self.name, document, home)
 
     def validate(self) -> int:
-        """Load and validate the manifest (:meth:`load`), cached or not, and refresh the
-        cache of validated manifests; the number of VMs. Raises ManifestError."""
+        """Load and validate the manifest (:meth:`load`), even when the cache of validated
+        manifests holds it, and refresh that cache; the number of VMs. Raises ManifestError."""
         return len(self.load(fresh=True).vms)
 
     # -- operations (bkt_vm_plugin.sync, .status, .capture) --------------------------------------
