@@ -723,15 +723,28 @@ def _run_cli(args: list[str]) -> int:
         )
         for failure in host.load_failures if host.pluginmanager else ():
             warn(failure)
-        if fallback.verbosity >= 1:
-            for note in host.cache_notes:
-                fallback.note(note)
+        shown = 0
+
+        def show_cache_notes() -> None:
+            # Why a cache could not be used or written: only -v says (a cache only saves time).
+            nonlocal shown
+            if printers[-1].verbosity >= 1:
+                for note in host.cache_notes[shown:]:
+                    printers[-1].note(note)
+            shown = len(host.cache_notes)
+
+        show_cache_notes()
         # A subsystem's command group alone asks for its help; which names those are, the
         # plugins (now loaded, their commands not yet built) say.
         if not rich and wants_help(args, lambda: _subsystem_names(host)):
             _use_rich_click()
         cli = build_cli(host, lambda app: printers.append(app.printer), warn)
-        cli.main(long_forms(args), prog_name="bkt", standalone_mode=False)
+        try:
+            cli.main(long_forms(args), prog_name="bkt", standalone_mode=False)
+        finally:
+            # Before an error is reported: the notes of the manifest cache come while a
+            # command runs.
+            show_cache_notes()
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:

@@ -137,20 +137,13 @@ def capture(
 
 
 def _read_existing(sub: VmSubsystem, home: str | None) -> _Existing | None:
-    from bkt_core.manifest import merge_sources, validate_sources
-    from bkt_vm_plugin.model import to_manifest
+    from bkt_core.manifest import merge_sources
 
     sources = sub.sources()
     if not sources:
         return None
-    manifest = to_manifest(
-        validate_sources(
-            sources,
-            sub.manifest_model,
-            validators=[functools.partial(sub.validate_document, home=home)],
-            context={"home": home},
-        )
-    )
+    # Validated as every command validates it: taken from the cache when it holds it.
+    manifest = sub.validated(sources, home=home)
     document, _locations = merge_sources(sources)
     return _Existing(manifest.vms, document, sources)
 

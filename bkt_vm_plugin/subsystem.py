@@ -196,19 +196,41 @@ class VmSubsystem:
         override). Raises ManifestError or OperationError for a file that cannot be read."""
         return self.host.manifest_sources(self.name, self.host.manifest_dir, MANIFEST_FILE)
 
-    def load(self) -> VmManifest:
-        """Read and validate the manifest whole (:meth:`sources`, merged). Raises
-        ManifestError listing every problem, each in the file that holds it."""
-        from bkt_core.manifest import missing_manifest, validate_sources
+    def load(self, *, fresh: bool = False) -> VmManifest:
+        """Read and validate the manifest whole (:meth:`sources`, merged), or take it from
+        the cache of validated manifests (:meth:`validated`; ``fresh``: validate even then).
+        Raises ManifestError listing every problem, each in the file that holds it."""
+        from bkt_core.manifest import missing_manifest
         from bkt_vm_plugin.paths import home_dir
 
         sources = self.sources()
         if not sources:
             raise missing_manifest(self.manifest_path)
-        # Only now: a manifest that is missing or cannot be read needs no pydantic.
+        return self.validated(sources, home=home_dir(), fresh=fresh)
+
+    def validated(
+        self, sources: Sequence[ManifestSource], *, home: str | None, fresh: bool = False
+    ) -> VmManifest:
+        """The manifest that ``sources`` make, validated with ``~`` meaning ``home``: from
+        the cache of validated manifests (:mod:`bkt_core.manifest_cache`) when it holds this
+        one, without pydantic and without the plugins' validation; else validated whole, and
+        stored when valid. ``fresh`` validates even then (``bkt vm validate``). Raises
+        ManifestError listing every problem, each in the file that holds it."""
+        from bkt_core.manifest_cache import ManifestCache
+        from bkt_vm_plugin import cached_manifest
+
+        entry = ManifestCache(self.host, self.name, sources, home=home, code=cached_manifest.CODE)
+        manifest = None if fresh else entry.get(cached_manifest.decode)
+        if manifest is None:
+            manifest = self._validate_sources(sources, home)
+            valid = manifest
+            entry.put(lambda: cached_manifest.encode(valid, self.vm_fields))
+        return manifest
+
+    def _validate_sources(self, sources: Sequence[ManifestSource], home: str | None) -> VmManifest:
+        from bkt_core.manifest import validate_sources
         from bkt_vm_plugin.model import to_manifest
 
-        home = home_dir()
         validated = validate_sources(
             sources,
             self.manifest_model,
@@ -223,9 +245,9 @@ class VmSubsystem:
         return self.host.validate_manifest(self.name, document, home)
 
     def validate(self) -> int:
-        """Load and validate the manifest (:meth:`load`); the number of VMs. Raises
-        ManifestError."""
-        return len(self.load().vms)
+        """Load and validate the manifest (:meth:`load`), even when the cache of validated
+        manifests holds it, and refresh that cache; the number of VMs. Raises ManifestError."""
+        return len(self.load(fresh=True).vms)
 
     # -- operations (bkt_vm_plugin.sync, .status, .capture) --------------------------------------
 

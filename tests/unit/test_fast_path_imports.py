@@ -1,5 +1,6 @@
 """What the commands a shell prompt or a cron check runs import: ``bkt --version``, ``bkt vm
 status`` and a ``bkt vm sync`` with nothing to do, run a second time (warm caches). The
+validator (pydantic: the manifest comes from the cache of validated manifests), the
 rendering of help (rich, rich-click), the schema validator (jsonschema) and the downloader
 (urllib's network modules, http) are loaded only by the commands that need them.
 
@@ -31,7 +32,7 @@ from bkt_vm_plugin.testing import FakeLibvirt
 from tests.conftest import write_manifest
 
 #: Packages no fast-path command may import, whatever module of theirs.
-FORBIDDEN_PACKAGES = ("rich", "rich_click", "jsonschema", "http")
+FORBIDDEN_PACKAGES = ("pydantic", "rich", "rich_click", "jsonschema", "http")
 #: Of urllib, only ``urllib.parse`` may be there: pathlib itself imports it (Python 3.11,
 #: 3.12); urllib's network modules are the downloader's.
 ALLOWED_URLLIB = frozenset({"urllib", "urllib.parse"})

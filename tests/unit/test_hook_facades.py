@@ -88,6 +88,11 @@ FACADES: dict[Callable[..., Any], tuple[Callable[..., Any], tuple[str, ...], Any
         ("sources",),
         lambda r: list[item_of(r)],  # type: ignore[misc]
     ),
+    Host.manifest_cache_keys: (
+        core_specs.bkt_manifest_cache_key,
+        (),
+        lambda r: list[value_of(r)],  # type: ignore[misc]
+    ),
     Host.subsystems: (
         core_specs.bkt_subsystems,
         ("host",),
