@@ -197,7 +197,8 @@ class VmSubsystem:
         return self.host.manifest_sources(self.name, self.host.manifest_dir, MANIFEST_FILE)
 
     def load(self) -> VmManifest:
-        """Read and validate the manifest whole (:meth:`sources`, merged). Raises
+        """Read and validate the manifest whole (:meth:`sources`, merged), then fill the
+        defaults plugins give (:func:`~bkt_vm_plugin.hookspecs.bkt_vm_defaults`). Raises
         ManifestError listing every problem, each in the file that holds it."""
         from bkt_core.manifest import missing_manifest, validate_sources
         from bkt_vm_plugin.paths import home_dir
@@ -215,7 +216,10 @@ class VmSubsystem:
             validators=[functools.partial(self.validate_document, home=home)],
             context={"home": home},
         )
-        return to_manifest(validated)
+        # The defaults plugins fill (bkt_vm_defaults) are applied on every load, never cached.
+        from bkt_vm_plugin.defaults import fill_defaults
+
+        return fill_defaults(to_manifest(validated), self.hooks)
 
     def validate_document(self, document: Any, *, home: str | None) -> list[Problem]:
         """Every plugin's :func:`~bkt_core.hookspecs.bkt_validate_manifest` problems with the
