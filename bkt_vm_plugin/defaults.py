@@ -41,10 +41,13 @@ def proposed(
     vm: VmDefinition,
     hooks: VmHooks,
     check: PluginFieldCheck | None = None,
+    settled: frozenset[str] = frozenset(),
 ) -> dict[str, tuple[str, Any]]:
     """What the plugins propose for VM ``name`` (``vm``), checked: field -> (plugin, value as
     a definition holds it), whether or not the author wrote the field. ``check`` checks a
-    plugin field's value (by default with the host's manifest model). Raises PluginError."""
+    plugin field's value (by default with the host's manifest model). Two plugins proposing
+    different values for a field is an error, unless the field is ``settled`` (its author
+    wrote it): then the first plugin's proposal is given. Raises PluginError."""
     from bkt_vm_plugin.definition import BUILTIN_FIELDS, builtin_value_problem, frozen
 
     builtin = set(BUILTIN_FIELDS.names)
@@ -62,6 +65,8 @@ def proposed(
                 value = frozen(value)
             else:
                 value = _plugin_value(plugin, name, field, value, check or _model_check(hooks))
+            if field in out and field in settled:
+                continue
             if field in out and out[field][1] != value:
                 other, theirs = out[field]
                 raise PluginError(
@@ -85,8 +90,8 @@ def fill_vm(
     PluginError."""
     from bkt_vm_plugin.definition import BUILTIN_FIELDS
 
-    offers = proposed(name, vm, hooks, check)
-    written = vm.layout.names if vm.written is None else vm.written
+    written = frozenset(vm.layout.names if vm.written is None else vm.written)
+    offers = proposed(name, vm, hooks, check, settled=written)
     taken = {f: offer for f, offer in offers.items() if f not in written}
     if not taken:
         return vm
@@ -139,8 +144,9 @@ def _plugin_value(plugin: str, name: str, field: str, value: Any, check: PluginF
     try:
         return frozen(check(field, value))
     except ValueError as exc:
-        detail = str(exc).splitlines()
-        reason = detail[-1].strip() if detail else type(exc).__name__
+        errors = getattr(exc, "errors", None)  # pydantic's ValidationError: its first message
+        found = errors() if callable(errors) else []
+        reason = str(found[0].get("msg")) if found else str(exc) or type(exc).__name__
         raise PluginError(
             plugin, HOOK, f"fills {field} of VM {name} with {_shown(value)}: {reason}"
         ) from None

@@ -152,6 +152,17 @@ def _ensure_clock(domain: Element) -> Element:
     return clock
 
 
+def _remove_timers(clock: Element | None, names: tuple[str, ...]) -> None:
+    """Removes ``clock``'s timers named in ``names``; a ``<clock>`` left without children
+    closes on its own line, as libvirt writes it."""
+    if clock is None:
+        return
+    for timer in _timers(clock, names):
+        remove(timer)
+    if not len(clock):
+        clock.text = None
+
+
 def _add_timer(clock: Element, timer: Element, first: bool) -> None:
     """Adds ``timer`` to ``clock``: before its other timers when ``first``, else last."""
     others = children(clock, "timer")
@@ -217,8 +228,7 @@ class ClockField(DomainField):
             for key, value in rest.items():
                 clock.set(key, value)
         if vm.clock_timers is not None and self._timers(clock) != Reading.clean(vm.clock_timers):
-            for timer in _timers(clock, _TIMER_NAMES):
-                remove(timer)
+            _remove_timers(clock, _TIMER_NAMES)
             if vm.clock_timers:
                 clock = _ensure_clock(domain)
                 for name, attrs in reversed(TIMERS):
@@ -284,8 +294,7 @@ class HypervField(DomainField):
         hyperv = child(features, "hyperv") if features is not None else None
         if hyperv is not None:
             remove(hyperv)
-        for timer in _timers(child(domain, "clock"), (HYPERV_TIMER,)):
-            remove(timer)
+        _remove_timers(child(domain, "clock"), (HYPERV_TIMER,))
 
     @staticmethod
     def _enable(domain: Element) -> None:

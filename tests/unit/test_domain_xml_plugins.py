@@ -21,7 +21,7 @@ from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.xmltree import parse_xml
 from tests.firmware import DEBIAN12
-from tests.strategies import HOME, ISO_CACHE, definitions, exists
+from tests.strategies import HOME, ISO_CACHE, definitions, exists, on_the_same_bus
 from tests.unit.domain_xml_kvm_hidden import BrokenPlugin, ClashingPlugin, KvmHiddenPlugin
 
 
@@ -76,6 +76,7 @@ def test_patch_brings_a_rendered_domain_to_the_manifest_with_the_plugin(
     old: VmDefinition, new: VmDefinition
 ) -> None:
     xml = MAPPING.render(old, resolve(old))
+    new = on_the_same_bus(old, new)
     ctx = resolve(new)
     patched = MAPPING.patch(xml, new, ctx)
     parsed = MAPPING.parse(patched, ctx)
