@@ -351,18 +351,9 @@ class Capturer:
                 return implicit[field]
             return layout.default(field)
 
-        entry = self._entry(values, {}, default)
-        for name_, offer in offers.items():
-            # A value the domain has that differs from what a plugin fills is written, even
-            # when it is the host's default, so that the fill does not change the domain.
-            if (
-                name_ not in entry
-                and name_ in values
-                and not layout.is_required(name_)
-                and plain_json(values[name_]) != offer
-            ):
-                entry[name_] = plain_json(values[name_])
-        return {f: entry[f] for f in layout.names if f in entry}
+        # A value that differs from what a plugin fills is written even when it is the host's
+        # default, so that the fill does not change the domain.
+        return self._entry(values, {}, default)
 
     def _unmanaged(self) -> list[str]:
         """The fields that are not managed when left out."""
