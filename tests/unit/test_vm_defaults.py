@@ -328,3 +328,22 @@ def test_the_schema_lists_the_device_fields(world: World) -> None:
     assert props["disk_bus"]["enum"] == ["virtio", "sata"]
     assert props["usb_redirection"]["maximum"] == 8
     assert json.dumps(props["hyperv"]["type"]) == '"boolean"'
+
+
+def test_the_guides_example_fills_windows_devices(world: World) -> None:
+    import types
+
+    from tests.unit.test_docs import GUIDES, python_blocks
+
+    (body,) = [b for _, b, _ in python_blocks(GUIDES[0]) if "def bkt_vm_defaults" in b]
+    module = types.ModuleType("guide_defaults")
+    exec(compile(body, "plugins.md", "exec"), module.__dict__)
+    world.write({"win11": world.vm("win11", virt_type="kvm"), "web": world.vm("web")})
+    manifest = sub_with(world, ("guide", module)).load()
+    assert dict(manifest.vms["win11"].filled) == {
+        "disk_bus": "sata",
+        "nic_model": "e1000e",
+        "clock": "localtime",
+        "hyperv": True,
+    }
+    assert dict(manifest.vms["web"].filled) == {}
