@@ -198,7 +198,8 @@ class VmSubsystem:
 
     def load(self, *, fresh: bool = False) -> VmManifest:
         """Read and validate the manifest whole (:meth:`sources`, merged), or take it from
-        the cache of validated manifests (:meth:`validated`; ``fresh``: validate even then).
+        the cache of validated manifests (:meth:`validated`; ``fresh``: validate even then),
+        then fill the defaults plugins give (:func:`~bkt_vm_plugin.hookspecs.bkt_vm_defaults`).
         Raises ManifestError listing every problem, each in the file that holds it."""
         from bkt_core.manifest import missing_manifest
         from bkt_vm_plugin.paths import home_dir
@@ -206,7 +207,12 @@ class VmSubsystem:
         sources = self.sources()
         if not sources:
             raise missing_manifest(self.manifest_path)
-        return self.validated(sources, home=home_dir(), fresh=fresh)
+        manifest = self.validated(sources, home=home_dir(), fresh=fresh)
+        # What plugins fill depends on more than the document (a database of OSes): it is
+        # applied on every load, never cached.
+        from bkt_vm_plugin.defaults import fill_defaults
+
+        return fill_defaults(manifest, self.hooks)
 
     def validated(
         self, sources: Sequence[ManifestSource], *, home: str | None, fresh: bool = False
