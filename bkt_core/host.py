@@ -435,6 +435,14 @@ class Host:
             problems.extend(some)
         return problems
 
+    def manifest_cache_keys(self, subsystem: str) -> list[str]:
+        """Every plugin's :func:`~bkt_core.hookspecs.bkt_manifest_cache_key` for ``subsystem``
+        (None left out), in pluggy's order: part of the key of the cache of validated
+        manifests (:mod:`bkt_core.manifest_cache`)."""
+        with self._naming():
+            found = self.collect("bkt_manifest_cache_key", subsystem=subsystem)
+        return [key for _plugin, key in found]
+
     def call(self, hook_name: str, **kwargs: Any) -> Any:
         """Call a hook as pluggy does (wrappers, firstresult); a plugin's exception becomes a
         :class:`PluginError` naming it. A :class:`BktError` a plugin raises on purpose (a

@@ -242,6 +242,10 @@ class DomainField:
     extra: tuple[str, ...] = ()
     in_xml: bool = True
     plugin: str = "(unregistered)"
+    #: The fields for which None means "bkt does not manage it": whatever the domain holds
+    #: is left as it is (no drift, no patch), and capture does not start writing it into an
+    #: entry that leaves it out.
+    unmanaged_when_none: tuple[str, ...] = ()
 
     @property
     def compared(self) -> tuple[str, ...]:
@@ -487,6 +491,8 @@ class DomainMapping:
         for name in f.compared:
             if name not in wanted:
                 raise PluginError(f.plugin, HOOK, f"desired failed: it gave no value for {name!r}")
+            if wanted[name] is None and name in f.unmanaged_when_none:
+                continue
             new = self._call(f, "spell", f.spell, name, wanted[name])
             reading = readings[name]
             if reading.has_value:
@@ -525,9 +531,15 @@ class DomainMapping:
         kept: dict[str, str] = {}
         for f in self.fields:
             readings = {name: parsed.readings[name] for name in f.compared}
+            unmanaged = {
+                name
+                for name in f.unmanaged_when_none
+                if base is not None and base.field(name) is None
+            }
             for name in f.fields:
                 reason = readings[name].reason
-                if reason is not None:
+                if reason is not None and name not in unmanaged:
                     kept[name] = reason
-            values.update(self._call(f, "capture", f.capture, parsed.readings, base, ctx))
+            found = self._call(f, "capture", f.capture, parsed.readings, base, ctx)
+            values.update({k: v for k, v in found.items() if k not in unmanaged})
         return values, kept

@@ -11,8 +11,8 @@ passes unchanged (the host's guard, :class:`bkt_core.host.Host`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bkt_core.host import Host
@@ -90,3 +90,17 @@ class VmHooks:
         yields (plugin name, the call), so that every implementation runs even after another
         raised."""
         return self.host.each("bkt_post_sync", report=report, context=context)
+
+    def vm_defaults(self, vm: VmDefinition) -> list[tuple[str, Mapping[str, Any]]]:
+        """What each plugin fills for ``vm``
+        (:func:`~bkt_vm_plugin.hookspecs.bkt_vm_defaults`), each with the name of its plugin,
+        in pluggy's order (None left out)."""
+        from bkt_core.errors import BktError
+
+        try:
+            return self.host.collect("bkt_vm_defaults", vm=vm)
+        except BktError as exc:
+            error = self.host.named(exc)
+            if error is exc:
+                raise
+            raise error from exc

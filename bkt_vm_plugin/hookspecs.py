@@ -14,8 +14,8 @@ hooks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from bkt_core.hookspecs import hookspec
 
@@ -40,6 +40,7 @@ RESULTS: dict[str, tuple[str, str]] = {
     "bkt_disk_provision": ("value", "builtins:bool"),
     "bkt_post_sync": ("none", ""),
     "bkt_post_sync_vm": ("none", ""),
+    "bkt_vm_defaults": ("value", "collections.abc:Mapping"),
 }
 
 
@@ -126,6 +127,17 @@ def bkt_post_sync_vm(
     batch virsh commands over all VMs.
     Returns nothing.
     """
+
+
+# -- defaults --------------------------------------------------------------------------------
+
+
+@hookspec
+def bkt_vm_defaults(vm: VmDefinition) -> Mapping[str, Any] | None:
+    """Values for fields this VM's manifest entry does not state: ``{field: value}``, such as
+    the devices its operating system supports, or None. ``vm`` is the VM's definition as the
+    manifest gives it. Only fields the author did not write are filled: the author's values
+    always win."""
 
 
 def hook_names() -> list[str]:

@@ -15,6 +15,7 @@ from bkt_vm_plugin import SUBSYSTEM_NAME
 
 if TYPE_CHECKING:
     from bkt_core.diagnostics import Problem
+    from bkt_core.errors import Diagnostic
     from bkt_core.host import Host
     from bkt_core.manifest import ManifestSource
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
@@ -196,9 +197,10 @@ class VmSubsystem:
         override). Raises ManifestError or OperationError for a file that cannot be read."""
         return self.host.manifest_sources(self.name, self.host.manifest_dir, MANIFEST_FILE)
 
-    def load(self) -> VmManifest:
+    def load(self, *, warnings: list[Diagnostic] | None = None) -> VmManifest:
         """Read and validate the manifest whole (:meth:`sources`, merged). Raises
-        ManifestError listing every problem, each in the file that holds it."""
+        ManifestError listing every problem, each in the file that holds it. The plugins'
+        warnings are appended to ``warnings`` when it is given."""
         from bkt_core.manifest import missing_manifest, validate_sources
         from bkt_vm_plugin.paths import home_dir
 
@@ -214,6 +216,7 @@ class VmSubsystem:
             self.manifest_model,
             validators=[functools.partial(self.validate_document, home=home)],
             context={"home": home},
+            warnings=warnings,
         )
         return to_manifest(validated)
 
@@ -222,10 +225,11 @@ class VmSubsystem:
         raw ``document``, ``~`` meaning ``home``."""
         return self.host.validate_manifest(self.name, document, home)
 
-    def validate(self) -> int:
+    def validate(self, *, warnings: list[Diagnostic] | None = None) -> int:
         """Load and validate the manifest (:meth:`load`); the number of VMs. Raises
-        ManifestError."""
-        return len(self.load().vms)
+        ManifestError. The plugins' warnings are appended to ``warnings`` when it is
+        given."""
+        return len(self.load(warnings=warnings).vms)
 
     # -- operations (bkt_vm_plugin.sync, .status, .capture) --------------------------------------
 

@@ -88,6 +88,11 @@ FACADES: dict[Callable[..., Any], tuple[Callable[..., Any], tuple[str, ...], Any
         ("sources",),
         lambda r: list[item_of(r)],  # type: ignore[misc]
     ),
+    Host.manifest_cache_keys: (
+        core_specs.bkt_manifest_cache_key,
+        (),
+        lambda r: list[value_of(r)],  # type: ignore[misc]
+    ),
     Host.subsystems: (
         core_specs.bkt_subsystems,
         ("host",),
@@ -98,6 +103,11 @@ FACADES: dict[Callable[..., Any], tuple[Callable[..., Any], tuple[str, ...], Any
     VmHooks.disk_provision: (vm_specs.bkt_disk_provision, (), lambda r: r),
     VmHooks.post_sync_vm: (vm_specs.bkt_post_sync_vm, (), one_by_one),
     VmHooks.post_sync: (vm_specs.bkt_post_sync, (), one_by_one),
+    VmHooks.vm_defaults: (
+        vm_specs.bkt_vm_defaults,
+        (),
+        lambda r: list[tuple[str, value_of(r)]],  # type: ignore[misc]
+    ),
 }
 
 #: Hooks bkt calls without a facade: the host calls it once while it builds its manager.
