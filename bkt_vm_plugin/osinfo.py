@@ -267,7 +267,7 @@ def _plain(parent: _Element, tag: str) -> _Element | None:
     return None
 
 
-def _record(os_node: _Element, path: str) -> dict[str, Any] | None:
+def _record(os_node: _Element) -> dict[str, Any] | None:
     """What one ``<os>`` says itself (nothing inherited), as JSON data; None without an id."""
     uri = os_node.get("id")
     if not uri:
@@ -309,7 +309,6 @@ def _record(os_node: _Element, path: str) -> dict[str, Any] | None:
         "devices": devices,
         "firmware": firmware,
         "resources": resources,
-        "file": path,
     }
 
 
@@ -365,7 +364,7 @@ def build_index(roots: Sequence[Path]) -> dict[str, Any]:
             continue
         nodes = [document] if document.tag == "os" else list(document.iterchildren("os"))
         for node in nodes:
-            record = _record(node, path)
+            record = _record(node)
             if record is None:
                 continue
             if record["id"] in oses:
@@ -387,7 +386,11 @@ class OsDatabase:
     :meth:`profile` looks an OS up by short id, :meth:`short_id_of` by URI."""
 
     def __init__(self, index: Mapping[str, Any], identity: str = "") -> None:
-        self._oses: Mapping[str, Mapping[str, Any]] = index["oses"]
+        # In the cached index each OS is a JSON text of its own, decoded when it is looked
+        # at: a command reads a handful of the ~800, and decoding them all would cost more
+        # than the rest of the lookup.
+        self._raw: Mapping[str, Any] = index["oses"]
+        self._decoded: dict[str, Mapping[str, Any]] = {}
         self._short: Mapping[str, str] = index["short"]
         #: Files that were skipped, each with the reason: ``(path, reason)``.
         self.skipped: tuple[tuple[str, str], ...] = tuple(
@@ -422,8 +425,13 @@ class OsDatabase:
         index = build_index(roots)
         if path is not None:
             # A cache that cannot be written only costs time.
+            stored = {
+                **index,
+                "identity": identity,
+                "oses": {uri: _compact(r) for uri, r in index["oses"].items()},
+            }
             with contextlib.suppress(OSError):
-                write_atomic(path, json.dumps({**index, "identity": identity}).encode())
+                write_atomic(path, _compact(stored).encode())
         return cls(index, identity)
 
     def short_ids(self) -> list[str]:
@@ -441,7 +449,7 @@ class OsDatabase:
 
     def short_id_of(self, uri: str) -> str | None:
         """The first short id of the OS whose id is ``uri``; None for an unknown URI."""
-        record = self._oses.get(uri)
+        record = self._os(uri)
         ids = record["short_ids"] if record is not None else ()
         return ids[0] if ids else None
 
@@ -453,7 +461,9 @@ class OsDatabase:
         uri = self._short.get(short_id)
         if uri is None:
             raise UnknownOs(short_id, self.closest(short_id))
-        record = self._oses[uri]
+        record = self._os(uri)
+        if record is None:  # an index whose short ids name a missing OS: not one bkt wrote
+            raise UnknownOs(short_id, self.closest(short_id))
         devices = self._inherited(uri, "devices", set())
         firmware = self._inherited(uri, "firmware", set())
         minimum = self._resources(uri, "minimum", set())
@@ -475,8 +485,24 @@ class OsDatabase:
         self._profiles[short_id] = profile
         return profile
 
+    def _os(self, uri: str) -> Mapping[str, Any] | None:
+        """What the database says of the OS ``uri`` itself; None for an unknown one."""
+        found = self._decoded.get(uri)
+        if found is None:
+            raw = self._raw.get(uri)
+            if raw is None:
+                return None
+            try:
+                found = json.loads(raw) if isinstance(raw, str) else raw
+            except ValueError:
+                found = None
+            if not isinstance(found, Mapping):
+                return None
+            self._decoded[uri] = found
+        return found
+
     def _parents(self, uri: str) -> Iterable[str]:
-        record = self._oses.get(uri)
+        record = self._os(uri)
         if record is None:
             return ()
         return [*record["derives"], *record["clones"]]
@@ -484,13 +510,13 @@ class OsDatabase:
     def _inherited(self, uri: str, what: str, seen: set[str]) -> dict[Any, bool]:
         """Devices (``id -> supported``) or firmware (``(arch, type) -> supported``) of
         ``uri``: its parents', in order, then its own, each overriding what came before."""
-        if uri in seen or uri not in self._oses:
+        record = self._os(uri)
+        if uri in seen or record is None:
             return {}
         seen.add(uri)
         result: dict[Any, bool] = {}
         for parent in self._parents(uri):
             result.update(self._inherited(parent, what, seen))
-        record = self._oses[uri]
         if what == "devices":
             result.update(record["devices"])
         else:
@@ -501,10 +527,11 @@ class OsDatabase:
         """The ``kind`` resources of ``uri`` per architecture. An OS that states resources of
         its own inherits none (a minimum of its own with an ancestor's recommended values
         would mix two generations); one that states none has its nearest ancestor's."""
-        if uri in seen or uri not in self._oses:
+        record = self._os(uri)
+        if uri in seen or record is None:
             return {}
         seen.add(uri)
-        own: Mapping[str, Mapping[str, dict[str, int]]] = self._oses[uri]["resources"]
+        own: Mapping[str, Mapping[str, dict[str, int]]] = record["resources"]
         if own:
             return dict(own.get(kind, {}))
         for parent in self._parents(uri):
@@ -519,14 +546,19 @@ class OsDatabase:
         queue = list(self._parents(uri))
         while queue:
             parent = queue.pop(0)
-            if parent in seen or parent not in self._oses:
+            record = self._os(parent)
+            if parent in seen or record is None:
                 continue
             seen.add(parent)
-            value = self._oses[parent].get(name)
+            value = record.get(name)
             if value:
                 return str(value)
             queue.extend(self._parents(parent))
         return None
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _read_index(path: str, identity: str) -> dict[str, Any] | None:
