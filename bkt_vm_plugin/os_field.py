@@ -276,14 +276,46 @@ def _uri(short_id: str) -> str:
         raise OperationError(f"cannot name the OS {short_id!r} in the domain: {exc}") from exc
 
 
+def _canonical(short_id: str) -> str:
+    """The first short id of the OS ``short_id`` names (``centos7`` is ``centos7.0``): what
+    the domain's entry reads back as. An id the database does not know stays as it is."""
+    from bkt_vm_plugin.osinfo import OsinfoError
+
+    try:
+        return _database().profile(short_id).short_ids[0]
+    except (OsinfoError, IndexError):
+        return short_id
+
+
 class OsField(DomainField):
     """``os`` -> ``<metadata><libosinfo:libosinfo><libosinfo:os id='URI'/>``, the entry
     virt-install writes and virt-manager reads. The rest of ``<metadata>`` (bkt's marker,
-    other applications' entries) is left alone. None leaves the domain's entry as it is."""
+    other applications' entries) is left alone. None leaves the domain's entry as it is.
+
+    An OS has several short ids (``debian11`` is ``debianbullseye`` too); the entry names the
+    OS, so any of them is in sync with it, and capture keeps the one the manifest uses."""
 
     fields = ("os",)
     #: ``os`` absent from the manifest: whatever the domain says is left as it is.
     unmanaged_when_none = ("os",)
+
+    def desired(self, vm: VmDefinition, ctx: DomainContext) -> Mapping[str, Any]:
+        short_id = vm.field("os")
+        return {"os": None if short_id is None else _canonical(short_id)}
+
+    def capture(
+        self,
+        readings: Mapping[str, Reading],
+        base: VmDefinition | None,
+        ctx: DomainContext | None,
+    ) -> Mapping[str, Any]:
+        reading = readings["os"]
+        if not reading.is_clean:
+            return {}
+        written = base.field("os") if base is not None else None
+        if isinstance(written, str) and _canonical(written) == reading.value:
+            return {"os": written}
+        return {"os": reading.value}
 
     def render(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
         short_id = vm.field("os")

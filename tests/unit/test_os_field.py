@@ -397,3 +397,34 @@ def test_the_plugin_uses_only_the_public_api_and_its_own_reader() -> None:
     reader = (ROOT / "bkt_vm_plugin" / "osinfo.py").read_text()
     # the reader keeps its index through bkt's cache files, and parses with the API's parser
     assert {m for _line, m in internal_imports(reader)} == {"bkt_core.cache"}
+
+
+def test_any_short_id_of_the_os_is_in_sync_and_capture_keeps_the_manifests(
+    fixture_db: OsDatabase,
+) -> None:
+    field = OsField()
+    domain = parse_xml("<domain><name>t</name></domain>")
+    field.render(domain, _vm("derived-2"), CTX)
+    readings = field.parse(domain, CTX)
+    assert readings["os"].value == field.desired(_vm("derived-2"), CTX)["os"] == "derived2"
+    assert field.capture(readings, _vm("derived-2"), CTX) == {"os": "derived-2"}
+    assert field.capture(readings, _vm("base1"), CTX) == {"os": "derived2"}
+    assert field.capture(readings, None, None) == {"os": "derived2"}
+
+
+@pytest.mark.parametrize("start", [None, "base1", "derived-2", "clone3", "winx"])
+@pytest.mark.parametrize("wanted", ["base1", "derived-2", "clone3", "oldwin"])
+def test_the_round_trip_laws(fixture_db: OsDatabase, start: str | None, wanted: str) -> None:
+    field = OsField()
+    rendered = parse_xml(f"<domain><name>t</name>{BKT_MARKER}</domain>")
+    field.render(rendered, _vm(wanted), CTX)
+    desired = field.desired(_vm(wanted), CTX)
+    assert field.parse(rendered, CTX)["os"].value == desired["os"]  # parse . render
+    domain = parse_xml(f"<domain><name>t</name>{BKT_MARKER}</domain>")
+    field.render(domain, _vm(start), CTX)
+    field.patch(domain, _vm(wanted), CTX)
+    assert field.parse(domain, CTX)["os"].value == desired["os"]  # parse . patch
+    assert "urn:bkt:vm:1" in serialize(domain)  # bkt's marker is kept
+    again = serialize(domain)
+    field.patch(domain, _vm(wanted), CTX)
+    assert serialize(domain) == again  # patch in sync is a no-op
