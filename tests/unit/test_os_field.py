@@ -428,3 +428,13 @@ def test_the_round_trip_laws(fixture_db: OsDatabase, start: str | None, wanted: 
     again = serialize(domain)
     field.patch(domain, _vm(wanted), CTX)
     assert serialize(domain) == again  # patch in sync is a no-op
+
+
+def test_disable_plugin_os_on_the_command_line(run_bkt: Any, tmp_path: Path) -> None:
+    directory = _write(tmp_path / "m", MANIFEST)
+    env = {"OSINFO_SYSTEM_DIR": str(FIXTURE_DB), "OSINFO_LOCAL_DIR": str(tmp_path / "none")}
+    env["OSINFO_USER_DIR"] = str(tmp_path / "none")
+    assert run_bkt("-C", str(directory), "vm", "validate", env=env).returncode == 0
+    blocked = run_bkt("--disable-plugin", "os", "-C", str(directory), "vm", "validate", env=env)
+    assert blocked.returncode == 2
+    assert 'vms.w.os: unknown field "os"' in blocked.stderr
