@@ -101,8 +101,9 @@ def database_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
         roots = [Path(system)]
     else:
         roots = [Path("/usr/share/osinfo")]
-        if not roots[0].is_dir():
-            roots = [Path("/usr/share/libosinfo/db")]
+        older = Path("/usr/share/libosinfo/db")
+        if not roots[0].is_dir() and older.is_dir():
+            roots = [older]
     roots.append(Path(env.get("OSINFO_LOCAL_DIR") or "/etc/osinfo"))
     user = env.get("OSINFO_USER_DIR")
     if user:
