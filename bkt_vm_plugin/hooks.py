@@ -50,6 +50,22 @@ class VmHooks:
             for mapping_field in contributed
         ]
 
+    def vm_defaults(self, vm: VmDefinition) -> list[tuple[str, Mapping[str, Any]]]:
+        """Every plugin's defaults for ``vm`` (:func:`~bkt_vm_plugin.hookspecs.bkt_vm_defaults`),
+        each with the name of its plugin, in pluggy's order; unchecked (field names and
+        values are checked, and applied, by :mod:`bkt_vm_plugin.defaults`). A refusal names
+        its plugin (:meth:`Host.named`)."""
+        from bkt_core.errors import BktError
+
+        try:
+            collected = self.host.collect("bkt_vm_defaults", vm=vm)
+        except BktError as exc:
+            error = self.host.named(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        return [(plugin, values) for plugin, values in collected]
+
     def disk_plan(
         self, name: str, vm: VmDefinition, disk: DiskRequest, context: ProvisionContext
     ) -> DiskCreation | None:
@@ -90,17 +106,3 @@ class VmHooks:
         yields (plugin name, the call), so that every implementation runs even after another
         raised."""
         return self.host.each("bkt_post_sync", report=report, context=context)
-
-    def vm_defaults(self, vm: VmDefinition) -> list[tuple[str, Mapping[str, Any]]]:
-        """What each plugin fills for ``vm``
-        (:func:`~bkt_vm_plugin.hookspecs.bkt_vm_defaults`), each with the name of its plugin,
-        in pluggy's order (None left out)."""
-        from bkt_core.errors import BktError
-
-        try:
-            return self.host.collect("bkt_vm_defaults", vm=vm)
-        except BktError as exc:
-            error = self.host.named(exc)
-            if error is exc:
-                raise
-            raise error from exc

@@ -99,15 +99,11 @@ FACADES: dict[Callable[..., Any], tuple[Callable[..., Any], tuple[str, ...], Any
         lambda r: dict[str, item_of(r)],  # type: ignore[misc]
     ),
     VmHooks.domain_fields: (vm_specs.bkt_domain_fields, (), collected_items),
+    VmHooks.vm_defaults: (vm_specs.bkt_vm_defaults, (), collected),
     VmHooks.disk_plan: (vm_specs.bkt_disk_plan, (), lambda r: r),
     VmHooks.disk_provision: (vm_specs.bkt_disk_provision, (), lambda r: r),
     VmHooks.post_sync_vm: (vm_specs.bkt_post_sync_vm, (), one_by_one),
     VmHooks.post_sync: (vm_specs.bkt_post_sync, (), one_by_one),
-    VmHooks.vm_defaults: (
-        vm_specs.bkt_vm_defaults,
-        (),
-        lambda r: list[tuple[str, value_of(r)]],  # type: ignore[misc]
-    ),
 }
 
 #: Hooks bkt calls without a facade: the host calls it once while it builds its manager.
