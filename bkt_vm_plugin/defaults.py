@@ -111,12 +111,14 @@ def fill_defaults(
     manifest: VmManifest, hooks: VmHooks, check: PluginFieldCheck | None = None
 ) -> VmManifest:
     """``manifest`` with every VM filled (:func:`fill_vm`); ``manifest`` itself when no
-    plugin implements the hook. Raises PluginError."""
+    plugin fills a field of any VM. Raises PluginError."""
     from bkt_vm_plugin.definition import VmManifest
 
     if not hooks.host.pluginmanager.hook.bkt_vm_defaults.get_hookimpls():
         return manifest
     vms = {name: fill_vm(name, vm, hooks, check) for name, vm in manifest.vms.items()}
+    if all(vms[name] is vm for name, vm in manifest.vms.items()):
+        return manifest
     return VmManifest(vms, schema=manifest.schema)
 
 

@@ -23,9 +23,9 @@ from bkt_vm_plugin.subsystem import VmSubsystem
 validated = []
 real = VmSubsystem._validate_sources
 
-def counted(self, sources, home):
+def counted(self, sources, home, *rest):
     validated.append(1)
-    return real(self, sources, home)
+    return real(self, sources, home, *rest)
 
 VmSubsystem._validate_sources = counted
 web = Host(sys.argv[1]).subsystem("vm").load().vms["web"]

@@ -49,9 +49,9 @@ def validations(monkeypatch: pytest.MonkeyPatch) -> Counter:
     counter = Counter()
     real = VmSubsystem._validate_sources
 
-    def counted(self: VmSubsystem, sources: Any, home: str | None) -> VmManifest:
+    def counted(self: VmSubsystem, sources: Any, home: str | None, *rest: Any) -> VmManifest:
         counter.count += 1
-        return real(self, sources, home)
+        return real(self, sources, home, *rest)
 
     monkeypatch.setattr(VmSubsystem, "_validate_sources", counted)
     return counter

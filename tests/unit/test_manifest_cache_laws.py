@@ -136,8 +136,10 @@ def test_the_cached_path_gives_what_the_validating_path_gives(config: str) -> No
             validated: list[VmManifest] = []
             real = VmSubsystem._validate_sources
 
-            def counted(self: VmSubsystem, sources: Any, home: str | None) -> VmManifest:
-                validated.append(real(self, sources, home))
+            def counted(
+                self: VmSubsystem, sources: Any, home: str | None, *rest: Any
+            ) -> VmManifest:
+                validated.append(real(self, sources, home, *rest))
                 return validated[-1]
 
             patch.setattr(VmSubsystem, "_validate_sources", counted)

@@ -93,7 +93,7 @@ def _normalized(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if k != "virt_type" or v != "kvm"}
 
 
-def test_without_an_implementation_the_manifest_is_not_copied(world: World) -> None:
+def test_when_nothing_is_filled_the_manifest_is_not_copied(world: World) -> None:
     world.write({"a": world.vm("a")})
     sub = sub_with(world)
     manifest = sub.load()
