@@ -81,6 +81,42 @@ def split_globals(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return hoisted, rest
 
 
+#: The long form of each short global option.
+_LONG_FORMS = {"-C": "--manifest-dir", "-c": "--connect", "-q": "--quiet", "-v": "--verbose"}
+
+
+def long_forms(args: Sequence[str]) -> list[str]:
+    """``args`` (global options hoisted) with each short global option that stands before
+    the command spelled long: ``-C DIR`` as ``--manifest-dir DIR``, ``-vv`` as ``--verbose
+    --verbose``. It means the same to click, which tries every option as a long one first
+    and, for a short one, builds its "did you mean" suggestions (importing difflib) before
+    it falls back. A ``-C`` or ``-c`` without its value is left as written: click's error
+    names the option as the user gave it."""
+    out: list[str] = []
+    tokens = list(args)
+    i = 0
+    while i < len(tokens):
+        arg = tokens[i]
+        if arg == "--" or not arg.startswith("-"):
+            return out + tokens[i:]
+        if arg in ("-C", "-c") and i + 1 < len(tokens):
+            out += [_LONG_FORMS[arg], tokens[i + 1]]
+            i += 2
+            continue
+        if arg in _VALUE_OPTIONS and i + 1 < len(tokens):
+            out += [arg, tokens[i + 1]]
+            i += 2
+            continue
+        if arg == "-q":
+            out.append("--quiet")
+        elif len(arg) > 1 and set(arg[1:]) == {"v"}:
+            out += ["--verbose"] * (len(arg) - 1)
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
 def resolve_manifest_dir(option: str | None) -> Path:
     """The directory of the manifests: ``-C DIR``, else ``$BKT_MANIFEST_DIR``, else
     ``./manifests``."""
@@ -687,15 +723,28 @@ def _run_cli(args: list[str]) -> int:
         )
         for failure in host.load_failures if host.pluginmanager else ():
             warn(failure)
-        if fallback.verbosity >= 1:
-            for note in host.cache_notes:
-                fallback.note(note)
+        shown = 0
+
+        def show_cache_notes() -> None:
+            # Why a cache could not be used or written: only -v says (a cache only saves time).
+            nonlocal shown
+            if printers[-1].verbosity >= 1:
+                for note in host.cache_notes[shown:]:
+                    printers[-1].note(note)
+            shown = len(host.cache_notes)
+
+        show_cache_notes()
         # A subsystem's command group alone asks for its help; which names those are, the
         # plugins (now loaded, their commands not yet built) say.
         if not rich and wants_help(args, lambda: _subsystem_names(host)):
             _use_rich_click()
         cli = build_cli(host, lambda app: printers.append(app.printer), warn)
-        cli.main(args, prog_name="bkt", standalone_mode=False)
+        try:
+            cli.main(long_forms(args), prog_name="bkt", standalone_mode=False)
+        finally:
+            # Before an error is reported: the notes of the manifest cache come while a
+            # command runs.
+            show_cache_notes()
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:

@@ -57,11 +57,14 @@ class Problem:
 
     ``path`` is the JSON path it is about; it is reported at the value there, or at its key
     (the opening quote) when ``at_key`` is set, as for a misspelt key or a bad entry name.
+    A ``warning`` is worth saying but leaves the manifest valid: ``bkt vm validate`` prints
+    it (``FILE:LINE:COL: warning: PATH: message``) and other commands do not.
     """
 
     path: JsonPath
     message: str
     at_key: bool = False
+    warning: bool = False
 
 
 #: A rule over the raw parsed document (plain dicts, lists, strings, numbers, ...).

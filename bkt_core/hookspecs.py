@@ -49,7 +49,13 @@ __all__ = ["CALLED_ONE_BY_ONE", "PROJECT", "RESULTS", "hookimpl", "hookspec"]
 #: The hooks bkt calls implementation by implementation, so that every result and every
 #: failure is tied to its plugin; wrappers on them are refused at start-up.
 CALLED_ONE_BY_ONE = frozenset(
-    {"bkt_subsystems", "bkt_manifest_fields", "bkt_validate_manifest", "bkt_manifest_sources"}
+    {
+        "bkt_subsystems",
+        "bkt_manifest_fields",
+        "bkt_validate_manifest",
+        "bkt_manifest_sources",
+        "bkt_manifest_cache_key",
+    }
 )
 
 #: What each hook's implementations may return, checked on every result (the annotations
@@ -65,6 +71,7 @@ RESULTS: dict[str, tuple[str, str]] = {
     "bkt_manifest_fields": ("fields", "pydantic.fields:FieldInfo"),
     "bkt_validate_manifest": ("iterable", "bkt_core.diagnostics:Problem"),
     "bkt_manifest_sources": ("iterable", "bkt_core.manifest:ManifestSource"),
+    "bkt_manifest_cache_key": ("value", "builtins:str"),
 }
 
 
@@ -137,6 +144,14 @@ def bkt_validate_manifest(
     together with shape errors; look only at values of the type you expect) and the user's
     home directory. Return :class:`~bkt_core.Problem` objects: each carries the JSON path it is
     about and is reported with file:line:col. Every result is kept.
+
+    The verdict is cached (:mod:`bkt_core.manifest_cache`): a manifest found valid is not
+    validated again, and this hook not called, until its documents, the plugin set, bkt's
+    version or the home directory change. So the problems must depend only on ``document``
+    and ``home``: a check of the host (does a file, a network, a pool exist?) belongs to
+    planning, which runs on every command. A plugin whose verdict depends on outside data
+    (a database of operating systems, say) returns that data's identity from
+    :func:`bkt_manifest_cache_key`.
     """
 
 
@@ -162,6 +177,22 @@ def bkt_manifest_sources(
     member by member, any other value replaces the earlier one whole. Problems are reported
     in the file and at the line of the value that won. ``capture`` writes a field back, as
     JSON, to the document it came from. No document at all is "no manifest".
+    """
+
+
+@hookspec
+def bkt_manifest_cache_key(subsystem: str) -> str | None:
+    """Name what else your :func:`bkt_validate_manifest` verdict on a ``subsystem`` manifest
+    depends on: a string that changes whenever the verdict could change for the same document
+    and home directory (the version or the modification time of the database it checks
+    against, say), or None when it depends on nothing else.
+
+    A validated manifest is cached, keyed by its documents, the plugin set (names,
+    distributions, versions, modules), bkt's version, the home directory and these strings;
+    a new string is a new key, so the next command validates again. Called each time a
+    manifest of ``subsystem`` is loaded, the cached ones included (not when the cache is off,
+    ``--no-cache``): keep it cheap (a ``stat``, not a scan) and import nothing heavy. Every
+    result is kept, in pluggy's order.
     """
 
 

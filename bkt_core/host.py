@@ -124,7 +124,9 @@ class Host:
     instead of raising. ``hook_timeout`` is the seconds one call of a hook implementation
     may take (None: no limit); it is enforced with ``SIGALRM`` in the main thread only.
     ``cache=False`` finds the entry points by reading every installed distribution instead
-    of the per-user index (:mod:`bkt_core.plugin_index`), and does not write the index.
+    of the per-user index (:mod:`bkt_core.plugin_index`), validates every manifest instead
+    of taking it from the cache of validated manifests (:mod:`bkt_core.manifest_cache`),
+    and writes neither.
     Nothing here prints.
     """
 
@@ -153,7 +155,8 @@ class Host:
         self._infos: dict[str, PluginInfo] = {}
         #: Whether the entry points may come from the per-user index (and refresh it).
         self.cache = cache
-        #: Why the index of entry points could not be used or written (``-v`` prints them).
+        #: Why a cache (the index of entry points, a validated manifest:
+        #: :mod:`bkt_core.manifest_cache`) could not be used or written (``-v`` prints them).
         self.cache_notes: list[str] = []
         self._subsystems: dict[str, Subsystem] | None = None
         self._strict = strict
@@ -434,6 +437,14 @@ class Host:
         for _plugin, some in found:
             problems.extend(some)
         return problems
+
+    def manifest_cache_keys(self, subsystem: str) -> list[str]:
+        """Every plugin's :func:`~bkt_core.hookspecs.bkt_manifest_cache_key` for ``subsystem``
+        (None left out), in pluggy's order: part of the key of the cache of validated
+        manifests (:mod:`bkt_core.manifest_cache`)."""
+        with self._naming():
+            found = self.collect("bkt_manifest_cache_key", subsystem=subsystem)
+        return [key for _plugin, key in found]
 
     def call(self, hook_name: str, **kwargs: Any) -> Any:
         """Call a hook as pluggy does (wrappers, firstresult); a plugin's exception becomes a

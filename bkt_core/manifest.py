@@ -257,10 +257,12 @@ def _diagnose(
     validators: Sequence[Validator],
     context: dict[str, Any] | None,
     order: Sequence[str],
+    warnings: list[Diagnostic] | None = None,
 ) -> tuple[BaseModel | None, list[Diagnostic], bool]:
     """The model of ``document``, or None and its problems (the first
     :data:`MAX_DIAGNOSTICS` in the order of the files, named in ``order``, and of their
-    text, each once), and whether there are more."""
+    text, each once), and whether there are more. The validators' warnings go to
+    ``warnings``, in the same order, when it is given."""
     from pydantic import ValidationError
 
     found: dict[Diagnostic, None] = {}  # in order, each once: a rule and the model may agree
@@ -271,14 +273,22 @@ def _diagnose(
     except ValidationError as exc:
         more = exc.error_count() > MAX_DIAGNOSTICS
         found.update(dict.fromkeys(validation_diagnostics(exc, document, locations, model)))
+    cautions: dict[Diagnostic, None] = {}
     for validator in validators:
         for count, problem in enumerate(validator(document)):
             if count == MAX_DIAGNOSTICS:
                 more = True
                 break
-            found[problem_diagnostic(problem, locations)] = None
+            diagnostic = problem_diagnostic(problem, locations)
+            (cautions if problem.warning else found)[diagnostic] = None
     rank = {name: i for i, name in enumerate(order)}
-    diagnostics = sorted(found, key=lambda d: (rank.get(d.file, 0), d.line, d.column))
+
+    def ordered(d: Diagnostic) -> tuple[int, int, int]:
+        return rank.get(d.file, 0), d.line, d.column
+
+    if warnings is not None:
+        warnings.extend(sorted(cautions, key=ordered)[:MAX_DIAGNOSTICS])
+    diagnostics = sorted(found, key=ordered)
     if len(diagnostics) > MAX_DIAGNOSTICS:
         diagnostics, more = diagnostics[:MAX_DIAGNOSTICS], True
     return (None if diagnostics else result), diagnostics, more
@@ -299,13 +309,18 @@ def validate_sources(
     model: type[BaseModel],
     validators: Sequence[Validator] = (),
     context: dict[str, Any] | None = None,
+    warnings: list[Diagnostic] | None = None,
 ) -> BaseModel:
     """Validates the manifest that ``sources`` make (:func:`merge_sources`) whole, as
     :func:`load_manifest` does; each problem names the file and the line of the value that
-    won the merge. The error names the files that have problems."""
+    won the merge. The error names the files that have problems. The validators' warnings
+    (a :class:`~bkt_core.diagnostics.Problem` with ``warning`` set) are appended to
+    ``warnings`` when it is given, valid manifest or not, and are otherwise dropped."""
     document, locations = merge_sources(sources)
     names = [str(source.path) for source in sources]
-    result, diagnostics, more = _diagnose(document, locations, model, validators, context, names)
+    result, diagnostics, more = _diagnose(
+        document, locations, model, validators, context, names, warnings
+    )
     if diagnostics or result is None:
         files = [name for name in names if any(d.file == name for d in diagnostics)]
         raise _invalid(" and ".join(files) or names[0], diagnostics, more)

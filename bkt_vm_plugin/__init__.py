@@ -10,7 +10,9 @@ The plugins, each under its own entry-point name so that it can be blocked and r
 - ``provision`` (:mod:`bkt_vm_plugin.provision`): disk provisioning (storage pool volumes,
   else ``qemu-img``), behind the ``bkt_disk_plan`` / ``bkt_disk_provision`` hooks;
 - ``host_overrides`` (:mod:`bkt_vm_plugin.host_overrides`): ``vms.<host>.json`` merged over
-  ``vms.json``, behind the ``bkt_manifest_sources`` hook.
+  ``vms.json``, behind the ``bkt_manifest_sources`` hook;
+- ``os`` (:mod:`bkt_vm_plugin.os_field`): the ``os`` field, backed by the osinfo database,
+  and the device defaults it fills.
 
 Importing this package imports nothing heavy: the work happens in the modules the hooks
 load when they run.
@@ -92,7 +94,7 @@ def default_plugins() -> list[tuple[str, object]]:
     points (``Host(entry_points=False, plugins=default_plugins())``)."""
     import sys
 
-    from bkt_vm_plugin import autostart, cpu_model, host_overrides, provision
+    from bkt_vm_plugin import autostart, cpu_model, host_overrides, os_field, provision
 
     return [
         ("vm", sys.modules[__name__]),
@@ -100,4 +102,5 @@ def default_plugins() -> list[tuple[str, object]]:
         ("autostart", autostart),
         ("provision", provision),
         ("host_overrides", host_overrides),
+        ("os", os_field),
     ]

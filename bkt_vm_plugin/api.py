@@ -5,7 +5,7 @@ Write plugins against this module and :mod:`bkt_core` only::
     from bkt_core import hookimpl
     from bkt_vm_plugin.api import DomainField, Reading, make, ensure_child
 
-**Compatibility.** :data:`API_VERSION` is ``"1.0"``. Every name in ``__all__`` keeps working,
+**Compatibility.** :data:`API_VERSION` is ``"1.1"``. Every name in ``__all__`` keeps working,
 with the same meaning, for every 1.x version of this API: later 1.x versions only add names
 (and optional arguments, and hook arguments an implementation may ignore). Removing or
 changing a name takes 2.0. The promise covers each name's documented attributes and methods,
@@ -96,7 +96,7 @@ if TYPE_CHECKING:
     )
 
 #: The version of this API: ``MAJOR.MINOR``; see the compatibility promise above.
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 
 # Where each name lives: imported on first use, so that importing the API imports neither
 # pydantic nor lxml.

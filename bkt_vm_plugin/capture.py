@@ -56,7 +56,8 @@ SCHEMA_REF = "vms.schema.json"
 
 def capturer_of(sub: VmSubsystem, *, exists: Callable[[str], bool] = os.path.exists) -> Capturer:
     """The :class:`Capturer` of ``sub``'s host: its model and mapping, the user's home and
-    ISO cache, and the host's full manifest validator."""
+    ISO cache, the host's full manifest validator and the defaults its plugins fill."""
+    from bkt_vm_plugin.defaults import fill_vm, proposed
     from bkt_vm_plugin.iso import find_cache_dir
     from bkt_vm_plugin.paths import home_dir
 
@@ -69,6 +70,8 @@ def capturer_of(sub: VmSubsystem, *, exists: Callable[[str], bool] = os.path.exi
         iso_cache=None if cache is None else str(cache),
         exists=exists,
         validate=functools.partial(_problems, sub, home=home),
+        defaults=lambda name, vm: {f: v for f, (_p, v) in proposed(name, vm, sub.hooks).items()},
+        fill=lambda name, vm: fill_vm(name, vm, sub.hooks),
     )
 
 
@@ -137,20 +140,17 @@ def capture(
 
 
 def _read_existing(sub: VmSubsystem, home: str | None) -> _Existing | None:
-    from bkt_core.manifest import merge_sources, validate_sources
-    from bkt_vm_plugin.model import to_manifest
+    from bkt_core.manifest import merge_sources
+    from bkt_vm_plugin.defaults import fill_defaults
 
     sources = sub.sources()
     if not sources:
         return None
-    manifest = to_manifest(
-        validate_sources(
-            sources,
-            sub.manifest_model,
-            validators=[functools.partial(sub.validate_document, home=home)],
-            context={"home": home},
-        )
-    )
+    # Validated as every command validates it: taken from the cache when it holds it.
+    manifest = sub.validated(sources, home=home)
+    # Each VM with the defaults plugins fill: a value the domain has that equals one is not
+    # written, and a field a plugin fills is managed.
+    manifest = fill_defaults(manifest, sub.hooks)
     document, _locations = merge_sources(sources)
     return _Existing(manifest.vms, document, sources)
 

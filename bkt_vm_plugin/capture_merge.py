@@ -113,6 +113,14 @@ class Capturer:
     iso_cache: str | None
     exists: Callable[[str], bool]
     validate: Callable[[str], tuple[Any, list[tuple[str, str]]]]
+    #: What the plugins propose as VM (name, definition)'s defaults, by field
+    #: (:func:`bkt_vm_plugin.defaults.proposed`): none by default.
+    defaults: Callable[[str, VmDefinition], Mapping[str, Any]] = field(
+        default=lambda _name, _vm: {}
+    )
+    #: VM (name, definition) with the defaults plugins fill
+    #: (:func:`bkt_vm_plugin.defaults.fill_vm`): as it is by default.
+    fill: Callable[[str, VmDefinition], VmDefinition] = field(default=lambda _name, vm: vm)
     #: The files of each domain's own CD-ROMs, which sync keeps even when one is missing.
     present: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -232,18 +240,23 @@ class Capturer:
 
     # -- building the entry ----------------------------------------------------------------
 
-    def _entry(self, values: Mapping[str, Any], base_raw: Mapping[str, Json]) -> dict[str, Json]:
-        """The entry with every captured value, optional defaults left out, and every other
-        field as ``base_raw`` has it; schema order."""
+    def _entry(
+        self,
+        values: Mapping[str, Any],
+        base_raw: Mapping[str, Json],
+        default: Callable[[str], Any] | None = None,
+    ) -> dict[str, Json]:
+        """The entry with every captured value, optional defaults left out (the VM's own
+        defaults, ``default``, when given: what plugins fill counts), and every other field as
+        ``base_raw`` has it; schema order."""
         out: dict[str, Json] = {}
         layout = self.vm_fields
+        default_of = default or layout.default
         for name in layout.names:
             if name in values:
                 value = plain_json(values[name])
-                default = (
-                    _MISSING if layout.is_required(name) else plain_json(layout.default(name))
-                )
-                if value != default:
+                was = _MISSING if layout.is_required(name) else plain_json(default_of(name))
+                if value != was:
                     out[name] = value
             elif name in base_raw:
                 out[name] = base_raw[name]
@@ -257,7 +270,7 @@ class Capturer:
         if manifest is None:
             prefix = vm_path(name) + "."
             return None, [f"{p.removeprefix(prefix)}: {m}" for p, m in problems]
-        vm: VmDefinition = manifest.vms[name]
+        vm: VmDefinition = self.fill(name, manifest.vms[name])
         return vm, []
 
     def _effective(self, vm: VmDefinition, ctx: DomainContext) -> dict[str, Any]:
@@ -305,6 +318,10 @@ class Capturer:
         vm, problems = self._vm(name, entry)
         if vm is None:
             return Merged(None, reasons=tuple(problems))
+        entry = self._new_defaults(name, vm, parsed, values)
+        vm, problems = self._vm(name, entry)
+        if vm is None:
+            return Merged(None, reasons=tuple(problems))
         changes = self._sync_changes(name, vm, parsed, {})
         if changes:
             return Merged(
@@ -312,6 +329,55 @@ class Capturer:
                 reasons=tuple(f"{f}: sync would then change it ({c})" for f, c in changes.items()),
             )
         return Merged(entry)
+
+    def _new_defaults(
+        self, name: str, vm: VmDefinition, parsed: Parsed, values: Mapping[str, Any]
+    ) -> dict[str, Json]:
+        """The entry of a new VM (``vm``, every value as read) without the values it would
+        have anyway: a value a plugin fills for it (:func:`bkt_vm_plugin.defaults.proposed`),
+        and for a field that is not managed when left out (``unmanaged_when_none``) and that
+        no plugin fills, the value bkt gives a new domain then, so that a domain bkt made
+        captures as the entry it was made from."""
+        offers = {f: plain_json(v) for f, v in self.defaults(name, vm).items()}
+        implicit = self._implicit(
+            name, vm, parsed, [f for f in self._unmanaged() if f not in offers]
+        )
+        layout = self.vm_fields
+
+        def default(field: str) -> Any:
+            if field in offers:
+                return offers[field]
+            if field in implicit:
+                return implicit[field]
+            return layout.default(field)
+
+        # A value that differs from what a plugin fills is written even when it is the host's
+        # default, so that the fill does not change the domain.
+        return self._entry(values, {}, default)
+
+    def _unmanaged(self) -> list[str]:
+        """The fields that are not managed when left out."""
+        return [n for f in self.mapping.fields for n in f.unmanaged_when_none]
+
+    def _implicit(
+        self, name: str, vm: VmDefinition, parsed: Parsed, fields: Sequence[str]
+    ) -> dict[str, Any]:
+        """What ``fields`` read as in the domain bkt would make for ``vm`` with them left
+        out (not managed)."""
+        fields = [f for f in fields if f in self.vm_fields.names]
+        if not fields:
+            return {}
+        bare = vm.replace(**{f: None for f in fields})
+        ctx = self.context(name, bare, _facts(parsed))
+        try:
+            readings = self.mapping.parse(self.mapping.render(bare, ctx), ctx).readings
+        except Exception:  # a plugin's failure shows in the sync check that follows
+            return {}
+        return {
+            f: plain_json(readings[f].value)
+            for f in fields
+            if f in readings and readings[f].is_clean
+        }
 
     def _merge_existing(
         self,
@@ -322,7 +388,7 @@ class Capturer:
         values: dict[str, Any],
         kept: dict[str, str],
     ) -> Merged:
-        entry = self._entry(values, base_raw)
+        entry = self._entry(values, base_raw, base.default)
         vm, problems = self._vm(name, entry)
         if vm is not None:
             entry, vm = self._keep_spelling(name, base, base_raw, entry, vm, _facts(parsed))

@@ -43,7 +43,20 @@ def vm_group() -> None:
 @vm_group.command(help="Validate vms.json: `ok: N VMs`, or every problem with file:line:col.")
 @pass_cli
 def validate(app: Cli) -> None:
-    count = app.host.validate(SUBSYSTEM_NAME)
+    from bkt_core.errors import Diagnostic
+
+    # Warnings (a value below what the OS needs, ...) leave the manifest valid; only this
+    # command prints them, before the errors when there are some.
+    warnings: list[Diagnostic] = []
+    try:
+        count = _vm(app).validate(warnings=warnings)
+    finally:
+        for warning in warnings:
+            where = warning.file
+            if warning.line:
+                where += f":{warning.line}:{warning.column}"
+            path = f" {warning.path}:" if warning.path else ""
+            app.printer.note(f"{where}: warning:{path} {warning.message}")
     app.printer.success(f"ok: {count} VM{'' if count == 1 else 's'}")
 
 

@@ -21,18 +21,26 @@ from typing import Any, Literal, TypeAlias
 
 __all__ = [
     "BUILTIN_FIELDS",
+    "CHOICES",
     "GIB",
     "U32_MAX",
+    "USB_REDIRECTION_MAX",
     "Boot",
+    "Clock",
+    "DiskBus",
     "Graphics",
     "IsoPath",
     "IsoSource",
     "IsoUrl",
+    "NicModel",
+    "Sound",
     "Tpm",
+    "Video",
     "VirtType",
     "VmDefinition",
     "VmFields",
     "VmManifest",
+    "builtin_value_problem",
     "frozen",
     "plain",
 ]
@@ -51,6 +59,37 @@ Tpm: TypeAlias = Literal["2.0", "none"]
 Graphics: TypeAlias = Literal["spice", "vnc", "none"]
 #: The libvirt domain type: hardware virtualization, or QEMU's software emulation.
 VirtType: TypeAlias = Literal["kvm", "qemu"]
+#: The bus of a VM's disk.
+DiskBus: TypeAlias = Literal["virtio", "sata"]
+#: The model of a VM's network interface.
+NicModel: TypeAlias = Literal["virtio", "e1000e", "e1000", "rtl8139"]
+#: What the guest's hardware clock keeps: UTC, or the host's local time (what Windows expects).
+Clock: TypeAlias = Literal["utc", "localtime"]
+#: The model of a VM's sound device, or ``none``.
+Sound: TypeAlias = Literal["ich9", "ich6", "ac97", "none"]
+#: The model of a VM's video device, or ``none``.
+Video: TypeAlias = Literal["qxl", "virtio", "vga", "bochs", "none"]
+
+#: The most USB redirection channels a VM may have. Each takes a port of the guest's USB
+#: controller (QEMU's xHCI has 15, and the tablet uses one); SPICE clients redirect a few
+#: devices at a time.
+USB_REDIRECTION_MAX = 8
+
+#: The values each built-in field with a fixed set of values accepts, so that a value a
+#: plugin fills (``bkt_vm_defaults``) is checked without the manifest's model.
+CHOICES: Mapping[str, tuple[Any, ...]] = types.MappingProxyType(
+    {
+        "boot": ("uefi", "bios"),
+        "tpm": ("2.0", "none"),
+        "graphics": ("spice", "vnc", "none"),
+        "virt_type": ("kvm", "qemu"),
+        "disk_bus": ("virtio", "sata"),
+        "nic_model": ("virtio", "e1000e", "e1000", "rtl8139"),
+        "clock": ("utc", "localtime"),
+        "sound": ("ich9", "ich6", "ac97", "none"),
+        "video": ("qxl", "virtio", "vga", "bochs", "none"),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +201,15 @@ class VmDefinition:
     ``disk_size_gb`` (used when the disk is created), ``create_if_missing``,
     ``allow_system_paths``, ``boot`` (``uefi`` or ``bios``), ``tpm`` (``2.0`` or ``none``),
     ``network``, ``graphics`` (``spice``, ``vnc`` or ``none``), ``iso_sources`` (a tuple of
-    :data:`IsoSource`), ``virt_type`` (``kvm`` or ``qemu``), ``secure_boot``.
+    :data:`IsoSource`), ``virt_type`` (``kvm`` or ``qemu``), ``secure_boot``, and the device
+    fields, each None when bkt does not manage the device: ``disk_bus`` (``virtio`` or
+    ``sata``), ``nic_model`` (``virtio``, ``e1000e``, ``e1000``, ``rtl8139``), ``clock``
+    (``utc`` or ``localtime``), ``clock_timers``, ``hyperv``, ``sound`` (``ich9``, ``ich6``,
+    ``ac97`` or ``none``), ``usb_redirection`` (a count) and ``video`` (``qxl``, ``virtio``,
+    ``vga``, ``bochs`` or ``none``).
     ``plugin_values`` holds each plugin field's value, ``written`` the fields the author
-    wrote and ``layout`` the fields of the host with their defaults.
+    wrote, ``filled`` the values plugins filled for the others (:meth:`default`) and
+    ``layout`` the fields of the host with their defaults.
     """
 
     #: Memory in GiB.
@@ -193,6 +238,29 @@ class VmDefinition:
     virt_type: VirtType = "kvm"
     #: UEFI Secure Boot.
     secure_boot: bool = False
+    #: The disk's bus, ``"virtio"`` or ``"sata"``; None: not managed (a new domain's disk is
+    #: on virtio, an existing domain's keeps its bus).
+    disk_bus: DiskBus | None = None
+    #: The network interface's model (``"virtio"``, ``"e1000e"``, ``"e1000"``,
+    #: ``"rtl8139"``); None: not managed (virtio for a new domain).
+    nic_model: NicModel | None = None
+    #: What the hardware clock keeps, ``"utc"`` or ``"localtime"``; None: not managed.
+    clock: Clock | None = None
+    #: The x86 timer settings virt-install writes (RTC catch-up, PIT delay, no HPET), or
+    #: none of those timers; None: not managed.
+    clock_timers: bool | None = None
+    #: Hyper-V enlightenments for Windows guests (relaxed, vapic, spinlocks and the
+    #: hypervclock timer; needs ``virt_type: "kvm"``); None: not managed.
+    hyperv: bool | None = None
+    #: The sound device's model (``"ich9"``, ``"ich6"``, ``"ac97"``) or ``"none"``; None:
+    #: not managed (a new domain has none).
+    sound: Sound | None = None
+    #: The number of SPICE USB redirection channels (needs ``graphics: "spice"``); None: not
+    #: managed (a new domain has none).
+    usb_redirection: int | None = None
+    #: The video device's model (``"qxl"``, ``"virtio"``, ``"vga"``, ``"bochs"``) or
+    #: ``"none"``; None: not managed (qxl with SPICE, VGA with VNC for a new domain).
+    video: Video | None = None
     #: The value of each plugin field (its default when the author left it out). Read a
     #: field with :meth:`field`; this mapping is what a definition is built from.
     plugin_values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -202,6 +270,12 @@ class VmDefinition:
     #: The fields the manifest's author wrote, defaults included; None (a VM built in code):
     #: every field.
     written: frozenset[str] | None = dataclasses.field(default=None, compare=False)
+    #: The values plugins filled for fields the author did not write
+    #: (:func:`~bkt_vm_plugin.hookspecs.bkt_vm_defaults`), by field name; they are this VM's
+    #: defaults (:meth:`default`), so capture does not write them back.
+    filled: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({}), compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "iso_sources", tuple(self.iso_sources))
@@ -216,6 +290,9 @@ class VmDefinition:
             object.__setattr__(self, "layout", layout)
         if self.written is not None:
             object.__setattr__(self, "written", frozenset(self.written))
+        if not isinstance(self.filled, types.MappingProxyType):
+            filled = {name: frozen(value) for name, value in self.filled.items()}
+            object.__setattr__(self, "filled", types.MappingProxyType(filled))
 
     def __hash__(self) -> int:
         builtin = tuple(getattr(self, n) for n in BUILTIN_FIELDS.names)
@@ -258,14 +335,23 @@ class VmDefinition:
             written=written,
         )
 
+    def default(self, name: str) -> Any:
+        """This VM's default of optional field ``name``: the value a plugin filled for it
+        (:attr:`filled`), else the host's default (:attr:`layout`). Raises KeyError for a
+        required field or one the host does not have."""
+        if name in self.filled:
+            return self.filled[name]
+        return self.layout.default(name)
+
     def normalized(self) -> dict[str, Any]:
         """The definition as capture writes it, as plain JSON data: every field whose value
-        is its default left out, in schema order."""
+        is this VM's default (:meth:`default`: a value a plugin filled counts) left out, in
+        schema order."""
         out: dict[str, Any] = {}
         layout = self.layout
         for name in layout.names:
             value = self.field(name)
-            if not layout.is_required(name) and value == layout.default(name):
+            if not layout.is_required(name) and value == self.default(name):
                 continue
             out[name] = plain(value)
         return out
@@ -287,7 +373,7 @@ class VmDefinition:
 _BUILTIN_NAMES = frozenset(
     f.name
     for f in dataclasses.fields(VmDefinition)
-    if f.name not in ("plugin_values", "layout", "written")
+    if f.name not in ("plugin_values", "layout", "written", "filled")
 )
 
 #: The layout of a host without plugin fields: the built-in fields and their defaults.
@@ -316,6 +402,54 @@ class VmManifest:
 
     def __hash__(self) -> int:
         return hash((tuple(self.vms.items()), self.schema))
+
+
+def builtin_value_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not a value of built-in field ``name``, or None when it is one: the
+    cheap check of a value a plugin fills, without the manifest's model. A value is of the
+    field's JSON type (``true`` is not a number) and, for a field with a fixed set of values,
+    one of :data:`CHOICES`."""
+    if name not in _BUILTIN_NAMES:
+        return f"{name!r} is not a built-in field"
+    choices = CHOICES.get(name)
+    if choices is not None:
+        if isinstance(value, str) and value in choices:
+            return None
+        return f"must be one of {', '.join(repr(c) for c in choices)}, not {value!r}"
+    kind = _KINDS.get(name)
+    if kind is bool:
+        return None if isinstance(value, bool) else f"must be true or false, not {value!r}"
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"must be an integer, not {value!r}"
+        low, high = _BOUNDS[name]
+        if not low <= value <= high:
+            return f"must be {low} to {high}, not {value}"
+        return None
+    if kind is str:
+        return None if isinstance(value, str) else f"must be a string, not {value!r}"
+    return f"{name!r} cannot be filled by a plugin"
+
+
+#: The JSON type of each built-in field without a fixed set of values.
+_KINDS: dict[str, type] = {
+    "memory_gb": int,
+    "vcpus": int,
+    "disk_size_gb": int,
+    "usb_redirection": int,
+    "create_if_missing": bool,
+    "allow_system_paths": bool,
+    "secure_boot": bool,
+    "clock_timers": bool,
+    "hyperv": bool,
+    "network": str,
+}
+_BOUNDS: dict[str, tuple[int, int]] = {
+    "memory_gb": (1, U32_MAX),
+    "vcpus": (1, U32_MAX),
+    "disk_size_gb": (1, U32_MAX),
+    "usb_redirection": (0, USB_REDIRECTION_MAX),
+}
 
 
 def plain(value: Any) -> Any:

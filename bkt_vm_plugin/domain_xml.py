@@ -85,10 +85,10 @@ HOOK = "bkt_domain_fields"
 class PatchRefused(BktError):
     """A change that bkt does not make to this domain (a NUMA guest's memory, ...): raised
     by :meth:`DomainField.patch` with the manifest ``field`` and the ``reason``; the message
-    is ``cannot change FIELD: REASON``."""
+    is ``cannot change FIELD: REASON``, with an optional ``hint`` saying what to do."""
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"cannot change {field}: {reason}")
+    def __init__(self, field: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"cannot change {field}: {reason}", hint=hint)
         self.field = field
         self.reason = reason
 
@@ -223,6 +223,13 @@ class DomainField:
     needs no ``virsh define``. ``plugin`` is set to the contributing plugin's name when the
     mapping is built, so that its failures name it.
 
+    ``unmanaged_when_none`` names the fields of :attr:`fields` for which None means "bkt
+    does not manage this": when :meth:`desired` gives None for one, the mapping neither
+    compares it (no drift, so :meth:`patch` is not called for it) nor captures it into an
+    entry whose definition has None there, and an unclean reading of it is no reason to keep
+    or skip anything. :meth:`render` decides what a new domain gets for None (usually what
+    bkt wrote before the field existed).
+
     The laws, checked for every installed field by bkt's property tests: parse of render
     gives :meth:`desired` back; patch changes only the part of the domain this field owns,
     and parse of patch gives :meth:`desired` back. The mapping calls :meth:`patch` only when
@@ -240,6 +247,7 @@ class DomainField:
 
     fields: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()
+    unmanaged_when_none: tuple[str, ...] = ()
     in_xml: bool = True
     plugin: str = "(unregistered)"
 
@@ -299,13 +307,16 @@ class DomainField:
 class Parsed:
     """What :meth:`DomainMapping.parse` observed: ``name``, the domain's ``<name>``;
     ``has_marker``, whether bkt's marker is in ``<metadata>`` (never part of the manifest);
-    ``readings``, a :class:`Reading` for each compared value by name; and
-    ``manifest_fields``, the names of those values that are manifest fields."""
+    ``readings``, a :class:`Reading` for each compared value by name;
+    ``manifest_fields``, the names of those values that are manifest fields; and
+    ``unmanaged``, the manifest fields an entry may leave unmanaged
+    (:attr:`DomainField.unmanaged_when_none`)."""
 
     name: str | None
     has_marker: bool
     readings: Mapping[str, Reading]
     manifest_fields: tuple[str, ...] = ()
+    unmanaged: tuple[str, ...] = ()
 
     def cdroms(self) -> tuple[str, ...]:
         """The files of the domain's own CD-ROMs, as ``iso_sources`` read them."""
@@ -315,11 +326,12 @@ class Parsed:
         return tuple(str(path) for path in reading.value)
 
     def problems(self) -> list[tuple[str, str]]:
-        """Every manifest field that cannot be captured cleanly, with the reason."""
+        """Every manifest field that cannot be captured cleanly, with the reason; a field
+        that may be left unmanaged (:attr:`unmanaged`) is not one: capture leaves it out."""
         return [
             (name, reading.reason)
             for name in self.manifest_fields
-            if (reading := self.readings[name]).reason is not None
+            if (reading := self.readings[name]).reason is not None and name not in self.unmanaged
         ]
 
 
@@ -327,7 +339,8 @@ class Parsed:
 # the order they were registered, and fields that are not in the XML (autostart) come last.
 DIFF_ORDER = (
     "memory_gb", "vcpus", "disk_path", "disk_format", "boot", "tpm", "network", "graphics",
-    "iso_sources", "cpu_model", "virt_type", "secure_boot",
+    "iso_sources", "cpu_model", "virt_type", "secure_boot", "disk_bus", "nic_model", "clock",
+    "clock_timers", "hyperv", "sound", "usb_redirection", "video",
 )  # fmt: skip
 
 _T = TypeVar("_T")
@@ -441,6 +454,7 @@ class DomainMapping:
             has_marker=has_marker(domain),
             readings=readings,
             manifest_fields=self.manifest_fields,
+            unmanaged=tuple(n for f in self.fields for n in f.unmanaged_when_none),
         )
 
     def _readings(
@@ -487,6 +501,8 @@ class DomainMapping:
         for name in f.compared:
             if name not in wanted:
                 raise PluginError(f.plugin, HOOK, f"desired failed: it gave no value for {name!r}")
+            if wanted[name] is None and name in f.unmanaged_when_none:
+                continue  # not managed: whatever the domain has is in sync
             new = self._call(f, "spell", f.spell, name, wanted[name])
             reading = readings[name]
             if reading.has_value:
@@ -520,14 +536,26 @@ class DomainMapping:
         """What capture writes of the domain observed in ``parsed``: ``values`` of every
         manifest field read cleanly (in manifest
         spelling; with ``base`` and its ``ctx``, the disk path and ISO sources keep
-        ``base``'s spelling), and ``kept``: the fields that keep ``base``'s value, with why."""
+        ``base``'s spelling), and ``kept``: the fields that keep ``base``'s value, with why.
+
+        A field that is not managed (``unmanaged_when_none``) is neither captured nor kept
+        when ``base`` has None for it; without ``base`` (a new VM) its clean reading is
+        captured and an unclean one leaves it out (not managed)."""
         values: dict[str, Any] = {}
         kept: dict[str, str] = {}
         for f in self.fields:
             readings = {name: parsed.readings[name] for name in f.compared}
+            unmanaged = {
+                name for name in f.unmanaged_when_none if base is None or base.field(name) is None
+            }
             for name in f.fields:
                 reason = readings[name].reason
-                if reason is not None:
+                if reason is not None and name not in unmanaged:
                     kept[name] = reason
-            values.update(self._call(f, "capture", f.capture, parsed.readings, base, ctx))
+            got = self._call(f, "capture", f.capture, parsed.readings, base, ctx)
+            values.update(
+                (k, v)
+                for k, v in got.items()
+                if not (k in unmanaged and (base is not None or not readings[k].is_clean))
+            )
         return values, kept

@@ -11,8 +11,8 @@ passes unchanged (the host's guard, :class:`bkt_core.host.Host`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bkt_core.host import Host
@@ -49,6 +49,22 @@ class VmHooks:
             for plugin, contributed in collected
             for mapping_field in contributed
         ]
+
+    def vm_defaults(self, vm: VmDefinition) -> list[tuple[str, Mapping[str, Any]]]:
+        """Every plugin's defaults for ``vm`` (:func:`~bkt_vm_plugin.hookspecs.bkt_vm_defaults`),
+        each with the name of its plugin, in pluggy's order; unchecked (field names and
+        values are checked, and applied, by :mod:`bkt_vm_plugin.defaults`). A refusal names
+        its plugin (:meth:`Host.named`)."""
+        from bkt_core.errors import BktError
+
+        try:
+            collected = self.host.collect("bkt_vm_defaults", vm=vm)
+        except BktError as exc:
+            error = self.host.named(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        return [(plugin, values) for plugin, values in collected]
 
     def disk_plan(
         self, name: str, vm: VmDefinition, disk: DiskRequest, context: ProvisionContext

@@ -14,8 +14,8 @@ hooks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from bkt_core.hookspecs import hookspec
 
@@ -30,7 +30,9 @@ __all__ = ["CALLED_ONE_BY_ONE", "RESULTS", "hook_names"]
 
 #: The VM hooks bkt calls implementation by implementation, so that every result and every
 #: failure is tied to its plugin; wrappers on them are refused at start-up.
-CALLED_ONE_BY_ONE = frozenset({"bkt_domain_fields", "bkt_post_sync_vm", "bkt_post_sync"})
+CALLED_ONE_BY_ONE = frozenset(
+    {"bkt_domain_fields", "bkt_post_sync_vm", "bkt_post_sync", "bkt_vm_defaults"}
+)
 
 #: What each VM hook's implementations may return, in the format of
 #: :data:`bkt_core.hookspecs.RESULTS`.
@@ -40,6 +42,7 @@ RESULTS: dict[str, tuple[str, str]] = {
     "bkt_disk_provision": ("value", "builtins:bool"),
     "bkt_post_sync": ("none", ""),
     "bkt_post_sync_vm": ("none", ""),
+    "bkt_vm_defaults": ("value", "collections.abc:Mapping"),
 }
 
 
@@ -57,6 +60,30 @@ def bkt_domain_fields() -> Iterable[DomainField] | None:
     order pluggy calls the plugins (use ``tryfirst``/``trylast`` to move), and within one
     result in list order. A manifest field owned by two mappings is a start-up error naming
     both plugins.
+    """
+
+
+# -- defaults ----------------------------------------------------------------------------
+
+
+@hookspec
+def bkt_vm_defaults(vm: VmDefinition) -> Mapping[str, Any] | None:
+    """Values for fields this VM's manifest entry does not state: defaults that depend on
+    the VM (an operating system's preferred devices, ...).
+
+    Called once per VM each time the manifest is loaded (after validation, or from the
+    cache), and by ``capture`` for each domain it reads, with the VM's
+    :class:`~bkt_vm_plugin.api.VmDefinition` as its author wrote it (nothing filled yet).
+    Return a mapping of field names (built-in or plugin fields) to values in their JSON
+    form, or None. Only fields the author did not write (not in ``vm.written``) take the
+    value: the author's values always win, silently. The filled values are the VM's defaults
+    (``vm.default(name)``, ``vm.filled``): ``capture`` does not write them into
+    ``vms.json``.
+
+    An unknown field, a value the field does not accept (``"disk_bus": "ide"``,
+    ``"hyperv": true`` under ``virt_type: "qemu"``), or two plugins filling one field with
+    different values is an error naming the plugin(s) and this hook. Keep it cheap: it runs
+    on every command that loads the manifest.
     """
 
 

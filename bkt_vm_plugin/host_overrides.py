@@ -42,9 +42,9 @@ def hostname() -> str:
     name = os.environ.get(HOSTNAME_ENV, "").strip()
     source = f"${HOSTNAME_ENV}"
     if not name:
-        import socket
-
-        name, source = socket.gethostname().split(".")[0], "the host name"
+        # The kernel's node name is what socket.gethostname() returns, without importing
+        # socket (milliseconds on every command that reads a manifest).
+        name, source = os.uname().nodename.split(".")[0], "the host name"
     if not name or name.startswith(".") or "/" in name or "\0" in name:
         raise OperationError(
             f"{source} {name!r} cannot name a manifest override file",

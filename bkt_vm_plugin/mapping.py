@@ -1,6 +1,8 @@
 """The core fields of the domain XML mapping, one :class:`DomainField` per owned part: the
 domain type, memory, vCPUs, TPM, network and graphics here; the disk and the ISO CD-ROMs in
-:mod:`bkt_vm_plugin.mapping_disks`, the firmware in :mod:`bkt_vm_plugin.mapping_boot`. The
+:mod:`bkt_vm_plugin.mapping_disks`, the firmware in :mod:`bkt_vm_plugin.mapping_boot`, the
+devices an OS cares about (NIC and video model, clock, Hyper-V, sound, USB redirection) in
+:mod:`bkt_vm_plugin.mapping_devices`. The
 ``vm`` plugin contributes them (:data:`CORE_FIELDS`); ``cpu_model`` and ``autostart`` are the
 fields of plugins of their own (:mod:`bkt_vm_plugin.cpu_model`, :mod:`bkt_vm_plugin.autostart`).
 
@@ -10,8 +12,10 @@ comes back unchanged. Each field says what it reads, what it treats as the defau
 value it cannot describe does not round-trip.
 
 Not read at all, so never drift and never enforced on existing domains: machine and
-arch, boot order, video model, serial/console, tablet, SPICE channel, TPM model, disk and
-CD-ROM bus/target/readonly, interface model, autoport/port, acpi/apic, ``on_*``, ``maxMemory``.
+arch, boot order, serial/console, tablet, SPICE channel, TPM model, disk and CD-ROM
+target/readonly, CD-ROM bus, autoport/port, acpi/apic, ``on_*``, ``maxMemory``. The disk bus,
+NIC model and video model are read only when the manifest manages them (``disk_bus``,
+``nic_model``, ``video``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ from typing import TYPE_CHECKING
 from bkt_vm_plugin.definition import GIB, U32_MAX
 from bkt_vm_plugin.domain_xml import DomainContext, DomainField, PatchRefused, Reading
 from bkt_vm_plugin.mapping_boot import BootField
-from bkt_vm_plugin.mapping_disks import DiskField, IsoField
+from bkt_vm_plugin.mapping_devices import (
+    ClockField,
+    HypervField,
+    NicModelField,
+    SoundField,
+    UsbRedirectionField,
+    VideoField,
+)
+from bkt_vm_plugin.mapping_disks import DiskBusField, DiskField, IsoField
 from bkt_vm_plugin.paths import BRIDGE_PREFIX, network_kind
 from bkt_vm_plugin.xmltree import (
     add_device,
@@ -549,14 +561,24 @@ class GraphicsField(DomainField):
                 retain_children(audio, ())
 
 
+# The order they apply in: a field that adjusts another's element comes after it (the disk's
+# bus after the disk, the NIC model after the interface, the video model after graphics, the
+# hypervclock timer after the clock's own timers).
 CORE_FIELDS: list[DomainField] = [
     VirtTypeField(),
     MemoryField(),
     VcpusField(),
     DiskField(),
+    DiskBusField(),
     BootField(),
     TpmField(),
     NetworkField(),
+    NicModelField(),
     GraphicsField(),
+    VideoField(),
+    SoundField(),
+    UsbRedirectionField(),
     IsoField(),
+    ClockField(),
+    HypervField(),
 ]

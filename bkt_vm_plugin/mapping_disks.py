@@ -7,7 +7,9 @@ empty CD-ROM drive, a host drive) are the user's. Which ISO files a VM should ha
 before the mapping runs (:func:`bkt_vm_plugin.observe.resolve_context`, given here as
 ``ctx.isos``); these fields only put them into the domain and read them back.
 
-Not read, so never drift: bus, target and readonly of disks and CD-ROMs.
+The managed disk's bus is ``disk_bus`` (:class:`DiskBusField`); when it is not managed the
+disk of a new domain is on virtio. Not read, so never drift: the target names, the CD-ROMs'
+bus and readonly.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bkt_vm_plugin.domain_xml import DomainContext, DomainField, Reading
+from bkt_vm_plugin.domain_xml import DomainContext, DomainField, PatchRefused, Reading
 from bkt_vm_plugin.xmltree import (
     add_device,
     child,
@@ -32,7 +34,11 @@ if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition
     from bkt_vm_plugin.xmltree import Element
 
-__all__ = ["DiskField", "IsoField", "target_index", "target_name"]
+__all__ = ["DiskBusField", "DiskField", "IsoField", "target_index", "target_name"]
+
+#: The target name prefix of each disk bus bkt writes: libvirt names virtio disks vda, vdb,
+#: ... and SATA (and SCSI) disks sda, sdb, ...
+BUS_PREFIX = {"virtio": "vd", "sata": "sd"}
 
 
 def target_name(prefix: str, index: int) -> str:
@@ -96,14 +102,23 @@ def _source_file(disk: Element) -> str | None:
     return source.get("file") if source is not None else None
 
 
-def _disk(path: str, disk_format: str, target: str) -> Element:
+def _disk(path: str, disk_format: str, target: str, bus: str) -> Element:
     return make(
         "disk",
         [("type", "file"), ("device", "disk")],
         make("driver", [("name", "qemu"), ("type", disk_format)]),
         make("source", [("file", path)]),
-        make("target", [("dev", target), ("bus", "virtio")]),
+        make("target", [("dev", target), ("bus", bus)]),
     )
+
+
+def _new_disk(domain: Element, vm: VmDefinition, ctx: DomainContext) -> Element:
+    """The managed disk of ``vm`` for a domain that has none, on its ``disk_bus`` (virtio
+    when not managed), with the first free target name of that bus."""
+    bus = vm.disk_bus or "virtio"
+    prefix = BUS_PREFIX[bus]
+    target = target_name(prefix, _next_free(_used_targets(domain, prefix)))
+    return _disk(ctx.disk_path, ctx.disk_format, target, bus)
 
 
 class DiskField(DomainField):
@@ -117,7 +132,7 @@ class DiskField(DomainField):
         return {"disk_path": ctx.disk_path, "disk_format": ctx.disk_format}
 
     def render(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
-        add_device(domain, _disk(ctx.disk_path, ctx.disk_format, target_name("vd", 0)))
+        add_device(domain, _new_disk(domain, vm, ctx))
 
     def parse(self, domain: Element, ctx: DomainContext) -> Mapping[str, Reading]:
         disk = _managed_disk(domain)
@@ -145,8 +160,7 @@ class DiskField(DomainField):
     def patch(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
         disk = _managed_disk(domain)
         if disk is None:
-            target = target_name("vd", _next_free(_used_targets(domain, "vd")))
-            add_device(domain, _disk(ctx.disk_path, ctx.disk_format, target))
+            add_device(domain, _new_disk(domain, vm, ctx))
             return
         readings = self.parse(domain, ctx)
         if readings["disk_path"] != Reading.clean(ctx.disk_path):
@@ -182,6 +196,44 @@ class DiskField(DomainField):
         if base is not None and ctx is not None and reading.value == ctx.disk_path:
             return {"disk_path": base.disk_path}  # keeps "~/..." as the author wrote it
         return {"disk_path": reading.value}
+
+
+# -- disk_bus ----------------------------------------------------------------------------------
+
+
+class DiskBusField(DomainField):
+    """``disk_bus`` -> the ``<target bus>`` of the managed disk (:class:`DiskField` writes
+    it, for a new domain and for a disk it adds). The bus of an existing disk is never
+    changed: a guest installed on one bus may not boot from another (Windows has no driver
+    for a bus it was not installed on), so a change is refused."""
+
+    fields = ("disk_bus",)
+    unmanaged_when_none = ("disk_bus",)
+
+    def parse(self, domain: Element, ctx: DomainContext) -> Mapping[str, Reading]:
+        disk = _managed_disk(domain)
+        if disk is None:
+            return {"disk_bus": Reading.unsupported("no disk")}
+        target = child(disk, "target")
+        bus = target.get("bus") if target is not None else None
+        if bus is None:
+            # libvirt always writes the bus it picked; without one it is the target's.
+            return {"disk_bus": Reading.unsupported("the disk's target names no bus")}
+        if bus not in BUS_PREFIX:
+            return {
+                "disk_bus": Reading.unsupported(f"disk bus '{bus}' (bkt knows virtio and sata)")
+            }
+        return {"disk_bus": Reading.clean(bus)}
+
+    def patch(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
+        if _managed_disk(domain) is None:
+            return  # the disk DiskField adds is on vm's bus
+        raise PatchRefused(
+            "disk_bus",
+            "bkt does not move an existing disk to another bus (a guest installed on one bus "
+            "may not boot from another)",
+            hint="`bkt vm capture NAME` writes the domain's bus into the manifest",
+        )
 
 
 # -- iso_sources -----------------------------------------------------------------------------
@@ -233,8 +285,10 @@ class IsoField(DomainField):
         return {"iso_sources": tuple(ctx.isos)}
 
     def render(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
+        # After a SATA disk (sda) when there is one.
+        first = _next_free(_used_targets(domain, "sd"))
         for index, path in enumerate(ctx.isos):
-            add_device(domain, _cdrom(path, target_name("sd", index)))
+            add_device(domain, _cdrom(path, target_name("sd", first + index)))
         if ctx.isos:
             # An empty disk fails to boot, and the installer on the CD-ROM starts.
             _add_cdrom_boot(domain)

@@ -34,11 +34,17 @@ from bkt_core.diagnostics import json_type_name
 from bkt_core.jsonpos import char_repr
 from bkt_vm_plugin.definition import (
     U32_MAX,
+    USB_REDIRECTION_MAX,
     Boot,
+    Clock,
+    DiskBus,
     Graphics,
     IsoPath,
     IsoUrl,
+    NicModel,
+    Sound,
     Tpm,
+    Video,
     VirtType,
     VmDefinition,
     VmFields,
@@ -256,6 +262,57 @@ class VmModel(_Closed):
     )
     secure_boot: bool = Field(
         default=False, description='UEFI Secure Boot (needs `boot: "uefi"`; implies SMM).'
+    )
+    # The device fields: absent (or null, as VmDefinition.as_json() gives it) means bkt does
+    # not manage the device: a new domain gets bkt's own choice, an existing domain keeps
+    # what it has.
+    disk_bus: DiskBus | None = Field(
+        default=None,
+        description="The disk's bus. Absent: not managed (virtio for a new VM). An existing "
+        "disk's bus is never changed.",
+        json_schema_extra={"type": "string"},
+    )
+    nic_model: NicModel | None = Field(
+        default=None,
+        description="The network interface's model. Absent: not managed (virtio for a new VM).",
+        json_schema_extra={"type": "string"},
+    )
+    clock: Clock | None = Field(
+        default=None,
+        description="What the hardware clock keeps: `utc`, or `localtime` (Windows). Absent: "
+        "not managed (libvirt's default is utc).",
+        json_schema_extra={"type": "string"},
+    )
+    clock_timers: bool | None = Field(
+        default=None,
+        description="The x86 timers virt-install sets: RTC catch-up, PIT delay, no HPET "
+        "(`false`: none of these timers). Absent: not managed.",
+        json_schema_extra={"type": "boolean"},
+    )
+    hyperv: bool | None = Field(
+        default=None,
+        description="Hyper-V enlightenments for Windows guests: relaxed, vapic, spinlocks "
+        '(8191 retries) and the hypervclock timer (needs `virt_type: "kvm"`). Absent: not '
+        "managed.",
+        json_schema_extra={"type": "boolean"},
+    )
+    sound: Sound | None = Field(
+        default=None,
+        description="The sound device's model, or `none`. Absent: not managed (none for a "
+        "new VM).",
+        json_schema_extra={"type": "string"},
+    )
+    usb_redirection: Annotated[int, Field(ge=0, le=USB_REDIRECTION_MAX)] | None = Field(
+        default=None,
+        description="How many USB devices a SPICE client can redirect into the guest (needs "
+        '`graphics: "spice"`). Absent: not managed (none for a new VM).',
+        json_schema_extra={"type": "integer"},
+    )
+    video: Video | None = Field(
+        default=None,
+        description="The video device's model, or `none`. Absent: not managed (qxl with "
+        "SPICE, vga with VNC for a new VM).",
+        json_schema_extra={"type": "string"},
     )
 
 

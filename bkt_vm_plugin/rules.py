@@ -17,7 +17,16 @@ from bkt_core.jsonpos import JsonPath, char_repr
 from bkt_vm_plugin.definition import IsoPath, IsoUrl
 from bkt_vm_plugin.paths import expand_home, local_path_problem
 
-__all__ = ["name_problem", "vm_rules"]
+__all__ = ["HYPERV_NEEDS_KVM", "USB_REDIRECTION_NEEDS_SPICE", "name_problem", "vm_rules"]
+
+#: Why ``hyperv: true`` is refused under ``virt_type: "qemu"``.
+HYPERV_NEEDS_KVM = (
+    'Hyper-V enlightenments need virt_type "kvm" (QEMU\'s software emulation cannot start '
+    "such a guest)"
+)
+#: Why ``usb_redirection`` above 0 is refused without SPICE graphics.
+USB_REDIRECTION_NEEDS_SPICE = 'needs graphics "spice" (USB redirection is a SPICE channel)'
+
 
 NAME_MAX = 64
 NAME_PUNCTUATION = "._-"
@@ -54,8 +63,9 @@ def _vms(document: Any) -> Mapping[str, Any]:
 
 
 def vm_rules(document: Any, home: str | None) -> list[Problem]:
-    """The VM rules beyond single fields: names, ``secure_boot`` needs UEFI, no two VMs on
-    one disk, and the unknown keys of an ISO source that has neither form or both."""
+    """The VM rules beyond single fields: names, ``secure_boot`` needs UEFI, ``hyperv``
+    needs KVM, ``usb_redirection`` needs SPICE, no two VMs on one disk, and the unknown keys
+    of an ISO source that has neither form or both."""
     problems: list[Problem] = []
     disks: dict[tuple[str, ...], str] = {}
     for name, vm in _vms(document).items():
@@ -67,6 +77,16 @@ def vm_rules(document: Any, home: str | None) -> list[Problem]:
             continue
         if vm.get("secure_boot") is True and vm.get("boot") == "bios":
             problems.append(Problem((*at, "secure_boot"), 'needs boot "uefi"'))
+        if vm.get("hyperv") is True and vm.get("virt_type") == "qemu":
+            problems.append(Problem((*at, "hyperv"), HYPERV_NEEDS_KVM))
+        redirection = vm.get("usb_redirection")
+        if (
+            isinstance(redirection, int)
+            and not isinstance(redirection, bool)
+            and redirection > 0
+            and vm.get("graphics") in ("vnc", "none")
+        ):
+            problems.append(Problem((*at, "usb_redirection"), USB_REDIRECTION_NEEDS_SPICE))
         disk = vm.get("disk_path")
         if isinstance(disk, str) and local_path_problem(disk, home) is None:
             other = disks.setdefault(_disk_key(expand_home(disk, home)), name)

@@ -15,6 +15,7 @@ from bkt_vm_plugin import SUBSYSTEM_NAME
 
 if TYPE_CHECKING:
     from bkt_core.diagnostics import Problem
+    from bkt_core.errors import Diagnostic
     from bkt_core.host import Host
     from bkt_core.manifest import ManifestSource
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
@@ -196,24 +197,67 @@ class VmSubsystem:
         override). Raises ManifestError or OperationError for a file that cannot be read."""
         return self.host.manifest_sources(self.name, self.host.manifest_dir, MANIFEST_FILE)
 
-    def load(self) -> VmManifest:
-        """Read and validate the manifest whole (:meth:`sources`, merged). Raises
-        ManifestError listing every problem, each in the file that holds it."""
-        from bkt_core.manifest import missing_manifest, validate_sources
+    def load(self, *, fresh: bool = False, warnings: list[Diagnostic] | None = None) -> VmManifest:
+        """Read and validate the manifest whole (:meth:`sources`, merged), or take it from
+        the cache of validated manifests (:meth:`validated`; ``fresh``: validate even then),
+        then fill the defaults plugins give (:func:`~bkt_vm_plugin.hookspecs.bkt_vm_defaults`).
+        Raises ManifestError listing every problem, each in the file that holds it. With
+        ``warnings``, the manifest is validated (as with ``fresh``) and the plugins' warnings
+        are appended to it."""
+        from bkt_core.manifest import missing_manifest
         from bkt_vm_plugin.paths import home_dir
 
         sources = self.sources()
         if not sources:
             raise missing_manifest(self.manifest_path)
-        # Only now: a manifest that is missing or cannot be read needs no pydantic.
+        fresh = fresh or warnings is not None
+        manifest = self.validated(sources, home=home_dir(), fresh=fresh, warnings=warnings)
+        # What plugins fill depends on more than the document (a database of OSes): it is
+        # applied on every load, never cached.
+        from bkt_vm_plugin.defaults import fill_defaults
+
+        return fill_defaults(manifest, self.hooks)
+
+    def validated(
+        self,
+        sources: Sequence[ManifestSource],
+        *,
+        home: str | None,
+        fresh: bool = False,
+        warnings: list[Diagnostic] | None = None,
+    ) -> VmManifest:
+        """The manifest that ``sources`` make, validated with ``~`` meaning ``home``: from
+        the cache of validated manifests (:mod:`bkt_core.manifest_cache`) when it holds this
+        one, without pydantic and without the plugins' validation; else validated whole, and
+        stored when valid. ``fresh`` validates even then (``bkt vm validate``); the plugins'
+        warnings of a validation are appended to ``warnings`` when it is given. Raises
+        ManifestError listing every problem, each in the file that holds it."""
+        from bkt_core.manifest_cache import ManifestCache
+        from bkt_vm_plugin import cached_manifest
+
+        entry = ManifestCache(self.host, self.name, sources, home=home, code=cached_manifest.CODE)
+        manifest = None if fresh else entry.get(cached_manifest.decode)
+        if manifest is None:
+            manifest = self._validate_sources(sources, home, warnings)
+            valid = manifest
+            entry.put(lambda: cached_manifest.encode(valid, self.vm_fields))
+        return manifest
+
+    def _validate_sources(
+        self,
+        sources: Sequence[ManifestSource],
+        home: str | None,
+        warnings: list[Diagnostic] | None = None,
+    ) -> VmManifest:
+        from bkt_core.manifest import validate_sources
         from bkt_vm_plugin.model import to_manifest
 
-        home = home_dir()
         validated = validate_sources(
             sources,
             self.manifest_model,
             validators=[functools.partial(self.validate_document, home=home)],
             context={"home": home},
+            warnings=warnings,
         )
         return to_manifest(validated)
 
@@ -222,10 +266,11 @@ class VmSubsystem:
         raw ``document``, ``~`` meaning ``home``."""
         return self.host.validate_manifest(self.name, document, home)
 
-    def validate(self) -> int:
-        """Load and validate the manifest (:meth:`load`); the number of VMs. Raises
-        ManifestError."""
-        return len(self.load().vms)
+    def validate(self, *, warnings: list[Diagnostic] | None = None) -> int:
+        """Load and validate the manifest (:meth:`load`), even when the cache of validated
+        manifests holds it, and refresh that cache; the number of VMs. Raises ManifestError.
+        The plugins' warnings are appended to ``warnings`` when it is given."""
+        return len(self.load(fresh=True, warnings=warnings).vms)
 
     # -- operations (bkt_vm_plugin.sync, .status, .capture) --------------------------------------
 

@@ -1,5 +1,6 @@
 """Fixtures shared by every test folder.
 
+- an autouse fixture gives each test a cache directory of its own (``$XDG_CACHE_HOME``).
 - ``run_bkt``: runs the installed ``bkt`` console script in a subprocess, as a user would.
 - ``plugin_site``: pip-installs plugin projects (``tests/plugins/*``, ``examples/plugins/*``)
   into a directory of their own, once per session, and gives the ``PYTHONPATH`` that makes
@@ -39,6 +40,15 @@ NO_PROXY = {
     "no_proxy": "*",
     "NO_PROXY": "*",
 }
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """bkt's caches (the plugin index, validated manifests) go to a directory of each test's
+    own: neither the user's cache nor another test's changes what a test sees."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ __all__ = [
     "iso_sources",
     "local_paths",
     "networks",
+    "on_the_same_bus",
     "raw_definitions",
     "texts",
     "vm_names",
@@ -128,6 +129,14 @@ def raw_definitions(draw: st.DrawFn) -> dict[str, Any]:
         ("secure_boot", st.booleans()),
         ("autostart", st.booleans()),
         ("cpu_model", cpu_models()),
+        ("disk_bus", st.sampled_from(["virtio", "sata"])),
+        ("nic_model", st.sampled_from(["virtio", "e1000e", "e1000", "rtl8139"])),
+        ("clock", st.sampled_from(["utc", "localtime"])),
+        ("clock_timers", st.booleans()),
+        ("hyperv", st.booleans()),
+        ("sound", st.sampled_from(["ich9", "ich6", "ac97", "none"])),
+        ("usb_redirection", st.integers(0, 8)),
+        ("video", st.sampled_from(["qxl", "virtio", "vga", "bochs", "none"])),
     ):
         data.update(draw(_optional(key, values)))
     # The combinations validation rejects.
@@ -137,6 +146,10 @@ def raw_definitions(draw: st.DrawFn) -> dict[str, Any]:
         data["cpu_model"] = "host-model"
     if data.get("cpu_model", "") is None:
         del data["cpu_model"]
+    if data.get("virt_type") == "qemu" and data.get("hyperv"):
+        data["hyperv"] = False
+    if data["graphics"] != "spice" and data.get("usb_redirection"):
+        data["usb_redirection"] = 0
     return data
 
 
@@ -155,6 +168,13 @@ def definitions(
         return sub.vm_definition(data, home=HOME)
 
     return build()
+
+
+def on_the_same_bus(old: VmDefinition, new: VmDefinition) -> VmDefinition:
+    """``new``, but with its disk on the bus of the domain rendered from ``old`` when it states
+    another one: patch never moves an existing disk to another bus (it refuses)."""
+    bus = old.disk_bus or "virtio"
+    return new if new.disk_bus in (None, bus) else new.replace(disk_bus=bus)
 
 
 def disk_formats() -> st.SearchStrategy[str]:

@@ -257,6 +257,7 @@ def test_blocking_vm_names_each_plugin_that_implements_a_vm_hook(
         "cpu_model": "invalid",
         "autostart": "invalid",
         "provision": "invalid",
+        "os": "invalid",
         "host_overrides": "active",
     }
 

@@ -1,4 +1,4 @@
-"""The three example plugins, pip-installed as a user installs them and driven through the CLI
+"""The two example plugins, pip-installed as a user installs them and driven through the CLI
 against the real libvirtd: listed with their versions, their fields in the schema and in
 validation (with file:line:col), honoured by sync, status and capture, and unknown fields
 again once they are not installed."""
@@ -18,7 +18,6 @@ from bkt_core import hookimpl
 from tests.conftest import Run, RunBkt
 from tests.livelib import (
     domains,
-    inactive_xml,
     traced,
     unique_name,
     uri,
@@ -29,19 +28,8 @@ from tests.livelib import (
 
 pytestmark = pytest.mark.libvirtd
 
-PLUGINS = ("bkt-hyperv", "bkt-base-image", "bkt-power-state")
-FIELDS = {"bkt-hyperv": "hyperv", "bkt-base-image": "base_image", "bkt-power-state": "running"}
-ENLIGHTENMENTS = (
-    "<relaxed state='on'/>",
-    "<vapic state='on'/>",
-    "<spinlocks state='on' retries='8191'/>",
-    "<vpindex state='on'/>",
-    "<synic state='on'/>",
-    "<stimer state='on'/>",
-    "<reset state='on'/>",
-    "<frequencies state='on'/>",
-)
-TIMER = "<timer name='hypervclock' present='yes'/>"
+PLUGINS = ("bkt-base-image", "bkt-power-state")
+FIELDS = {"bkt-base-image": "base_image", "bkt-power-state": "running"}
 
 
 @pytest.fixture
@@ -54,7 +42,7 @@ Bkt = Callable[..., Run]
 
 @pytest.fixture
 def bkt(run_bkt: RunBkt, tmp_path: Path, sites: list[Path]) -> Bkt:
-    """``bkt -c URI -C tmp/manifests ARGS`` with the three plugins installed (``plugins=False``:
+    """``bkt -c URI -C tmp/manifests ARGS`` with the two plugins installed (``plugins=False``:
     with none of them)."""
 
     def run(*args: str, plugins: bool = True, env: dict[str, str] | None = None) -> Run:
@@ -100,10 +88,9 @@ def test_each_plugin_is_listed_with_its_version_and_its_field_is_in_the_schema(b
     ]
     assert "bkt_post_sync" in listed["bkt-power-state"]["hooks"]
     table = ok(bkt("plugins")).stdout
-    assert re.search(r"^bkt-hyperv +bkt-hyperv +1\.0\.0 ", table, re.M), table
+    assert re.search(r"^bkt-base-image +bkt-base-image +1\.0\.0 ", table, re.M), table
 
     props = json.loads(ok(bkt("schema", "vms")).stdout)["$defs"]["VmDefinition"]["properties"]
-    assert props["hyperv"]["type"] == "boolean"
     assert props["base_image"]["type"] == "string"
     assert props["running"]["type"] == "boolean"
     plain = json.loads(ok(bkt("schema", "vms", plugins=False)).stdout)
@@ -113,7 +100,7 @@ def test_each_plugin_is_listed_with_its_version_and_its_field_is_in_the_schema(b
 def test_validation_reports_each_field_with_its_position_and_unknown_without_it(
     bkt: Bkt, tmp_path: Path, disks: Path
 ) -> None:
-    good = {"hyperv": True, "virt_type": "kvm", "base_image": str(disks / "b"), "running": True}
+    good = {"base_image": str(disks / "b"), "running": True}
     write_vms(tmp_path / "manifests", {"good": vm(disks, "good", **good)})
     assert ok(bkt("vm", "validate")).stdout == "ok: 1 VM\n"
 
@@ -127,88 +114,22 @@ def test_validation_reports_each_field_with_its_position_and_unknown_without_it(
             re.M,
         ), without.stderr
     # Blocking one plugin is the same as not having it, for its field only.
-    blocked = bkt("--disable-plugin", "bkt-hyperv", "vm", "validate")
+    blocked = bkt("--disable-plugin", "bkt-power-state", "vm", "validate")
     assert blocked.returncode == 2
-    assert 'unknown field "hyperv"' in blocked.stderr
+    assert 'unknown field "running"' in blocked.stderr
     assert "is not valid (1 error)" in blocked.stderr
 
-    bad = {"hyperv": "yes", "base_image": "golden.qcow2", "running": 1}
+    bad = {"base_image": "golden.qcow2", "running": 1}
     write_vms(tmp_path / "manifests", {"bad": vm(disks, "bad", **bad)})
     result = bkt("vm", "validate")
     assert result.returncode == 2
     lines = [line.removeprefix(file + ":") for line in result.stderr.splitlines()]
-    # json.dumps with indent=2 writes the plugin fields on lines 13 to 15.
-    assert lines[:3] == [
-        "13:17: vms.bad.hyperv: expected a boolean (true or false), found a string",
-        "14:21: vms.bad.base_image: must be an absolute path (after ~ expansion), not "
+    # json.dumps with indent=2 writes the plugin fields on lines 13 and 14.
+    assert lines[:2] == [
+        "13:21: vms.bad.base_image: must be an absolute path (after ~ expansion), not "
         '"golden.qcow2"',
-        "15:18: vms.bad.running: expected a boolean (true or false), found a number",
+        "14:18: vms.bad.running: expected a boolean (true or false), found a number",
     ], result.stderr
-
-    write_vms(tmp_path / "manifests", {"q": vm(disks, "q", hyperv=True)})  # virt_type qemu
-    result = bkt("vm", "validate")
-    assert result.returncode == 2
-    assert ':13:17: vms.q.hyperv: Hyper-V enlightenments need virt_type "kvm"' in result.stderr
-
-
-# -- bkt-hyperv: extends the mapping -------------------------------------------------------
-
-
-def validate_xml(xml: str, directory: Path) -> None:
-    path = directory / "domain.xml"
-    path.write_text(xml)
-    proc = subprocess.run(
-        ["virt-xml-validate", str(path), "domain"], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stderr + xml
-
-
-def test_hyperv_renders_patches_drifts_and_captures(bkt: Bkt, tmp_path: Path, disks: Path) -> None:
-    name = unique_name("hyperv")
-    dir = tmp_path / "manifests"
-    with domains(name):
-        write_vms(dir, {name: vm(disks, name, virt_type="kvm", hyperv=True)})
-        ok(bkt("vm", "sync"))
-        xml = inactive_xml(name)
-        assert "<hyperv mode='custom'>" in xml and TIMER in xml
-        assert all(e in xml for e in ENLIGHTENMENTS), xml
-        validate_xml(xml, tmp_path)
-        uuid = virsh("domuuid", name).strip()
-        assert status_rows(bkt)[name] == ("stopped", True, [])
-        assert ok(bkt("vm", "sync")).stdout == "nothing to do: 1 VM in sync\n"
-
-        # A person trims the set by hand: drift, capture keeps the manifest's value, sync
-        # completes the set again.
-        trimmed = re.sub(r"\s*<vpindex state='on'/>", "", xml)
-        (tmp_path / "trimmed.xml").write_text(trimmed)
-        virsh("define", str(tmp_path / "trimmed.xml"))
-        assert status_rows(bkt)[name] == ("stopped", False, ["hyperv"])
-        captured = ok(bkt("vm", "capture", "--dry-run"))
-        assert (
-            f"VM {name}: hyperv keeps its manifest value: Hyper-V enlightenments without "
-            "vpindex on"
-        ) in captured.stderr
-        ok(bkt("vm", "sync"))
-        assert "<vpindex state='on'/>" in inactive_xml(name)
-
-        # Off: only the owned elements go.
-        write_vms(dir, {name: vm(disks, name, virt_type="kvm")})
-        dry = ok(bkt("vm", "sync", "--dry-run"))
-        assert f"~ update {name}\n    hyperv: true -> false\n" in dry.stdout
-        ok(bkt("vm", "sync"))
-        off = inactive_xml(name)
-        assert "<hyperv" not in off and "hypervclock" not in off
-        assert "<acpi/>" in off and "<clock offset='utc'" in off
-        assert virsh("domuuid", name).strip() == uuid
-        validate_xml(off, tmp_path)
-
-        # Capture writes what the domain says: on again by hand, the manifest says nothing.
-        (tmp_path / "on.xml").write_text(xml)
-        virsh("define", str(tmp_path / "on.xml"))
-        assert status_rows(bkt)[name] == ("stopped", False, ["hyperv"])
-        ok(bkt("vm", "capture"))
-        assert json.loads(manifest(tmp_path).read_text())["vms"][name]["hyperv"] is True
-        assert status_rows(bkt)[name] == ("stopped", True, [])
 
 
 # -- bkt-base-image: overrides provisioning ------------------------------------------------

@@ -23,7 +23,7 @@ from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.report import format_capture, print_capture
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.testing import FakeLibvirt, vm_subsystem
-from tests.unit.domain_xml_hyperv import HypervPlugin
+from tests.unit.domain_xml_kvm_hidden import KvmHiddenPlugin
 
 GIB = 1024**3
 
@@ -427,17 +427,16 @@ def test_without_the_autostart_plugin_there_is_no_autostart_field(world: World) 
 
 
 def test_a_plugin_field_is_captured_like_a_built_in_one(world: World) -> None:
-    world.plugins = (("hyperv", HypervPlugin()),)
-    world.define("win", world.vm("win", hyperv=True))
+    world.plugins = (("kvm_hidden", KvmHiddenPlugin()),)
+    world.define("win", world.vm("win", kvm_hidden=True))
     world.capture("win")
-    assert world.manifest()["vms"]["win"]["hyperv"] is True
+    assert world.manifest()["vms"]["win"]["kvm_hidden"] is True
     world.in_sync("win")
     # Its reading that cannot round-trip keeps the manifest value.
-    world.libvirt.define(world.libvirt.xml("win").replace("hypervclock", "rtc"))
+    world.libvirt.define(world.libvirt.xml("win").replace("kvmclock", "tsc"))
     report = world.capture("win")
     assert report.warnings == (
-        "VM win: hyperv keeps its manifest value: Hyper-V enlightenments without the "
-        "hypervclock timer",
+        "VM win: kvm_hidden keeps its manifest value: KVM hidden with the kvmclock timer on",
     )
 
 

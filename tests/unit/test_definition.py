@@ -190,7 +190,7 @@ def test_a_vm_built_in_code_states_every_field() -> None:
 def test_the_layout_knows_the_host_fields_and_defaults() -> None:
     layout = SUB.vm_fields
     assert layout.names[: len(BUILTIN_FIELDS.names)] == BUILTIN_FIELDS.names
-    assert set(layout.plugin_names) == {"cpu_model", "autostart", "tags", "owner"}
+    assert set(layout.plugin_names) == {"cpu_model", "autostart", "os", "tags", "owner"}
     assert layout.is_required("memory_gb") and not layout.is_required("tags")
     assert layout.default("iso_sources") == () and layout.default("tags") == ()
     assert SUB.vm_definition(ENTRY, home=HOME).layout is layout

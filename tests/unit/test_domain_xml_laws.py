@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -13,11 +14,19 @@ from lxml import etree
 from bkt_core.host import Host
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.definition import VmDefinition
-from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping
+from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, PatchRefused
 from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from tests.firmware import DEBIAN12
-from tests.strategies import HOME, ISO_CACHE, definitions, disk_formats, exists, vm_names
+from tests.strategies import (
+    HOME,
+    ISO_CACHE,
+    definitions,
+    disk_formats,
+    exists,
+    on_the_same_bus,
+    vm_names,
+)
 
 VM_SUB = cast(VmSubsystem, Host(entry_points=False, plugins=default_plugins()).subsystem("vm"))
 MAPPING: DomainMapping = VM_SUB.mapping
@@ -55,21 +64,47 @@ def plain(vm: VmDefinition) -> dict[str, Any]:
     return {name: value for name, value in vm.as_json().items() if value is not None}
 
 
+#: Another value of each device field, for :func:`elsewhere`.
+OTHER_DEVICE: dict[str, dict[Any, Any]] = {
+    "disk_bus": {"virtio": "sata", "sata": "virtio"},
+    "nic_model": {"virtio": "e1000e", "e1000e": "e1000", "e1000": "rtl8139", "rtl8139": "virtio"},
+    "clock": {"utc": "localtime", "localtime": "utc"},
+    "clock_timers": {True: False, False: True},
+    "hyperv": {True: False, False: True},
+    "sound": {"ich9": "ac97", "ich6": "none", "ac97": "ich6", "none": "ich9"},
+    "usb_redirection": {n: (n + 1) % 9 for n in range(9)},
+    "video": {"qxl": "vga", "virtio": "bochs", "vga": "none", "bochs": "qxl", "none": "virtio"},
+}
+
+
 def elsewhere(vm: VmDefinition) -> VmDefinition:
     """``vm`` with every field the domain XML carries set to something else; what capture takes
-    from the definition it starts from (fields not in the XML, the spelling of paths) kept."""
-    data = plain(vm) | {
-        "memory_gb": vm.memory_gb % 7 + 100,
-        "vcpus": vm.vcpus % 7 + 100,
-        "boot": "bios",
-        "secure_boot": False,
-        "tpm": "none",
-        "network": "elsewhere",
-        "graphics": "none",
-        "cpu_model": "elsewhere",
-        "virt_type": "kvm",
-        "autostart": not vm.field("autostart"),
+    from the definition it starts from (fields not in the XML, the spelling of paths) kept. A
+    device field that ``vm`` does not manage stays unmanaged (capture leaves such a field out
+    of an entry that leaves it out), and so does the NIC model of a VM without a NIC (the
+    domain has no NIC to read it from)."""
+    devices = {
+        name: others[value]
+        for name, others in OTHER_DEVICE.items()
+        if (value := vm.field(name)) is not None
+        and not (name == "nic_model" and vm.network == "none")
     }
+    data = (
+        plain(vm)
+        | devices
+        | {
+            "memory_gb": vm.memory_gb % 7 + 100,
+            "vcpus": vm.vcpus % 7 + 100,
+            "boot": "bios",
+            "secure_boot": False,
+            "tpm": "none",
+            "network": "elsewhere",
+            "graphics": "none",
+            "cpu_model": "elsewhere",
+            "virt_type": "kvm",
+            "autostart": not vm.field("autostart"),
+        }
+    )
     return VM_SUB.vm_definition(data, home=HOME)
 
 
@@ -101,6 +136,11 @@ def test_patch_brings_any_rendered_domain_to_the_manifest(
     old: VmDefinition, new: VmDefinition, old_format: str, new_format: str
 ) -> None:
     xml = MAPPING.render(old, resolve("vm", old, old_format))
+    if on_the_same_bus(old, new) != new:
+        # An existing disk is never moved to another bus.
+        with pytest.raises(PatchRefused, match="cannot change disk_bus"):
+            MAPPING.patch(xml, new, resolve("vm", new, new_format))
+        new = on_the_same_bus(old, new)
     ctx = resolve("vm", new, new_format)
     patched = MAPPING.patch(xml, new, ctx)
     parsed = MAPPING.parse(patched, ctx)

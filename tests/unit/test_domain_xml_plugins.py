@@ -21,8 +21,8 @@ from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.xmltree import parse_xml
 from tests.firmware import DEBIAN12
-from tests.strategies import HOME, ISO_CACHE, definitions, exists
-from tests.unit.domain_xml_hyperv import BrokenPlugin, ClashingPlugin, HypervPlugin
+from tests.strategies import HOME, ISO_CACHE, definitions, exists, on_the_same_bus
+from tests.unit.domain_xml_kvm_hidden import BrokenPlugin, ClashingPlugin, KvmHiddenPlugin
 
 
 def subsystem(*plugins: tuple[str, object]) -> VmSubsystem:
@@ -30,13 +30,13 @@ def subsystem(*plugins: tuple[str, object]) -> VmSubsystem:
     return cast(VmSubsystem, host.subsystem("vm"))
 
 
-VM_SUB = subsystem(("hyperv", HypervPlugin()))
+VM_SUB = subsystem(("kvm_hidden", KvmHiddenPlugin()))
 MAPPING: DomainMapping = VM_SUB.mapping
 EXAMPLES = 100
 
 
-def hyperv(draw: st.DrawFn) -> dict[str, Any]:
-    return {"hyperv": draw(st.booleans())}
+def kvm_hidden(draw: st.DrawFn) -> dict[str, Any]:
+    return {"kvm_hidden": draw(st.booleans())}
 
 
 def resolve(vm: VmDefinition) -> DomainContext:
@@ -52,30 +52,31 @@ def resolve(vm: VmDefinition) -> DomainContext:
 
 def test_the_plugin_field_is_mapped_after_the_core_fields_and_tagged() -> None:
     owners = {name: f.plugin for f in MAPPING.fields for name in f.fields}
-    assert owners["hyperv"] == "hyperv"
+    assert owners["kvm_hidden"] == "kvm_hidden"
     assert owners["memory_gb"] == "vm"
     assert owners["cpu_model"] == "cpu_model"
-    assert "hyperv" in VM_SUB.vm_fields.plugin_names
+    assert "kvm_hidden" in VM_SUB.vm_fields.plugin_names
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(definitions(VM_SUB, hyperv))
+@given(definitions(VM_SUB, kvm_hidden))
 def test_parse_gives_back_what_render_wrote_with_the_plugin(vm: VmDefinition) -> None:
     ctx = resolve(vm)
     xml = MAPPING.render(vm, ctx)
     parsed = MAPPING.parse(xml, ctx)
     assert parsed.problems() == []
     assert MAPPING.diff(parsed, vm, ctx) == []
-    assert MAPPING.capture_values(parsed, vm, ctx)[0]["hyperv"] is vm.field("hyperv")
+    assert MAPPING.capture_values(parsed, vm, ctx)[0]["kvm_hidden"] is vm.field("kvm_hidden")
     assert MAPPING.patch(xml, vm, ctx) == xml
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(definitions(VM_SUB, hyperv), definitions(VM_SUB, hyperv))
+@given(definitions(VM_SUB, kvm_hidden), definitions(VM_SUB, kvm_hidden))
 def test_patch_brings_a_rendered_domain_to_the_manifest_with_the_plugin(
     old: VmDefinition, new: VmDefinition
 ) -> None:
     xml = MAPPING.render(old, resolve(old))
+    new = on_the_same_bus(old, new)
     ctx = resolve(new)
     patched = MAPPING.patch(xml, new, ctx)
     parsed = MAPPING.parse(patched, ctx)
@@ -100,11 +101,11 @@ WIN11 = {
 def test_the_plugin_element_is_valid_libvirt_xml(tmp_path: Path) -> None:
     validate = shutil.which("virt-xml-validate")
     assert validate, "virt-xml-validate is missing: install libvirt-clients"
-    on = VM_SUB.vm_definition(WIN11 | {"hyperv": True})
+    on = VM_SUB.vm_definition(WIN11 | {"kvm_hidden": True})
     xml = MAPPING.render(on, resolve(on))
     root = parse_xml(xml)
-    assert root.find("features/hyperv/spinlocks") is not None
-    assert root.find("clock/timer[@name='hypervclock']") is not None
+    assert root.find("features/kvm/hidden") is not None
+    assert root.find("clock/timer[@name='kvmclock']") is not None
     off = VM_SUB.vm_definition(WIN11)
     for case, text in (("on", xml), ("off", MAPPING.patch(xml, off, resolve(off)))):
         path = tmp_path / f"{case}.xml"
@@ -112,7 +113,7 @@ def test_the_plugin_element_is_valid_libvirt_xml(tmp_path: Path) -> None:
         proc = subprocess.run([validate, str(path), "domain"], capture_output=True, check=False)
         assert proc.returncode == 0, (case, proc.stderr, text)
     assert [str(c) for c in MAPPING.diff(MAPPING.parse(xml, resolve(off)), off, resolve(off))] == [
-        "hyperv: true -> false"
+        "kvm_hidden: true -> false"
     ]
 
 
@@ -132,7 +133,7 @@ def test_a_field_method_that_raises_names_its_plugin() -> None:
     with pytest.raises(PluginError) as caught:
         sub.mapping.parse(xml, ctx)
     assert str(caught.value) == (
-        "plugin broken in bkt_domain_fields: parse failed for VM vm (field hyperv): "
-        "RuntimeError: the enlightenment table is gone"
+        "plugin broken in bkt_domain_fields: parse failed for VM vm (field kvm_hidden): "
+        "RuntimeError: the feature table is gone"
     )
     assert isinstance(caught.value.__cause__, RuntimeError)

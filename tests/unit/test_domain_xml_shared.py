@@ -26,7 +26,7 @@ from bkt_vm_plugin.observe import resolve_context
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.xmltree import parse_xml, serialize
 from tests.firmware import DEBIAN12
-from tests.strategies import HOME, ISO_CACHE, definitions, exists
+from tests.strategies import HOME, ISO_CACHE, definitions, exists, on_the_same_bus
 
 VM_SUB = cast(
     VmSubsystem,
@@ -113,6 +113,7 @@ def test_parse_and_capture_give_back_what_render_wrote(vm: VmDefinition) -> None
 def test_patch_brings_any_rendered_domain_to_the_manifest(
     old: VmDefinition, new: VmDefinition
 ) -> None:
+    new = on_the_same_bus(old, new)
     ctx = resolve(new)
     patched = MAPPING.patch(MAPPING.render(old, resolve(old)), new, ctx)
     parsed = MAPPING.parse(patched, ctx)

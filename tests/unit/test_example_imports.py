@@ -41,7 +41,7 @@ def test_there_are_examples_to_check() -> None:
     found = {str(f.relative_to(ROOT)) for f in _files()}
     assert {
         "examples/embed/sync_one.py",
-        "examples/plugins/bkt-hyperv/bkt_hyperv/field.py",
+        "examples/plugins/bkt-power-state/bkt_power_state/__init__.py",
         "examples/plugins/bkt-base-image/tests/test_base_image_plugin.py",
         "tests/plugins/bkt-nested-virt/bkt_nested_virt/__init__.py",
     } <= found

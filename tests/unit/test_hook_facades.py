@@ -88,12 +88,18 @@ FACADES: dict[Callable[..., Any], tuple[Callable[..., Any], tuple[str, ...], Any
         ("sources",),
         lambda r: list[item_of(r)],  # type: ignore[misc]
     ),
+    Host.manifest_cache_keys: (
+        core_specs.bkt_manifest_cache_key,
+        (),
+        lambda r: list[value_of(r)],  # type: ignore[misc]
+    ),
     Host.subsystems: (
         core_specs.bkt_subsystems,
         ("host",),
         lambda r: dict[str, item_of(r)],  # type: ignore[misc]
     ),
     VmHooks.domain_fields: (vm_specs.bkt_domain_fields, (), collected_items),
+    VmHooks.vm_defaults: (vm_specs.bkt_vm_defaults, (), collected),
     VmHooks.disk_plan: (vm_specs.bkt_disk_plan, (), lambda r: r),
     VmHooks.disk_provision: (vm_specs.bkt_disk_provision, (), lambda r: r),
     VmHooks.post_sync_vm: (vm_specs.bkt_post_sync_vm, (), one_by_one),

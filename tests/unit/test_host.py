@@ -154,7 +154,7 @@ def test_call_blames_the_implementation_in_the_traceback() -> None:
 
 def test_collect_pairs_each_result_with_its_plugin() -> None:
     found = vm_host(Color()).manifest_fields("vm")
-    assert [name for name, _ in found] == ["color", "autostart", "cpu_model"]
+    assert [name for name, _ in found] == ["color", "os", "autostart", "cpu_model"]
 
 
 def test_validation_problems_of_a_plugin_get_positions(tmp_path: Any) -> None:
@@ -330,6 +330,7 @@ def test_a_vm_hook_with_vm_blocked_is_an_error_naming_plugin_hook_and_the_block(
         "cpu_model": "invalid",
         "autostart": "invalid",
         "provision": "invalid",
+        "os": "invalid",
         "host_overrides": "active",
         "bad-fields": "invalid",
     }

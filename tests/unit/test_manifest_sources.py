@@ -4,6 +4,8 @@ that capture writes back, the bkt_manifest_sources pipeline and the per-host ove
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -282,7 +284,9 @@ def test_the_host_name_comes_from_the_environment_else_the_short_host_name(
 ) -> None:
     assert hostname() == "laptop"
     monkeypatch.setenv(HOSTNAME_ENV, "")
-    monkeypatch.setattr("socket.gethostname", lambda: "desk.example.org")
+    assert hostname() == socket.gethostname().split(".")[0]
+    node = os.uname_result(("Linux", "desk.example.org", "6.1", "#1", "x86_64"))
+    monkeypatch.setattr("os.uname", lambda: node)
     assert hostname() == "desk"
     assert override_file("vms.json", "desk") == "vms.desk.json"
 

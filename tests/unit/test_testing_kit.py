@@ -446,6 +446,7 @@ def test_the_fixtures_are_wired_together(
         "autostart",
         "cpu_model",
         "host_overrides",
+        "os",
         "provision",
         "vm",
     ]

@@ -60,22 +60,21 @@ def vm_host() -> Host:
 def test_the_default_and_the_example_plugins_match_their_hooks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for example in ("bkt-hyperv", "bkt-power-state", "bkt-base-image"):
+    for example in ("bkt-power-state", "bkt-base-image"):
         monkeypatch.syspath_prepend(str(EXAMPLES / example))
     modules = [
         "bkt_vm_plugin",
         "bkt_vm_plugin.cpu_model",
         "bkt_vm_plugin.autostart",
         "bkt_vm_plugin.provision",
-        "bkt_hyperv",
         "bkt_power_state",
         "bkt_base_image",
     ]
     report = check_modules(modules, host=vm_host())
     assert report.problems == []
     # Every implementation was checked: vm 5, cpu_model 3, autostart 3, provision 2,
-    # bkt-hyperv 3, bkt-power-state 3, bkt-base-image 4.
-    assert report.checked == 23
+    # bkt-power-state 3, bkt-base-image 4.
+    assert report.checked == 20
 
 
 #: The test plugins that break the contract at import or registration, on purpose.

@@ -1,0 +1,605 @@
+"""The osinfo database (osinfo-db's XML files, read with bkt's hardened lxml parser): which
+operating systems exist, what each one supports, and what it needs.
+
+The database is found as libosinfo finds it: the system directory (``$OSINFO_SYSTEM_DIR``,
+else ``/usr/share/osinfo``, else the older ``/usr/share/libosinfo/db``), then the local
+(``$OSINFO_LOCAL_DIR``, else ``/etc/osinfo``) and the user's (``$OSINFO_USER_DIR``, else
+``$XDG_CONFIG_HOME/osinfo`` or ``~/.config/osinfo``) directories, whose definitions replace
+those of the same id before them. Each directory holds ``os/VENDOR/*.xml``.
+
+Reading the ~1000 files takes a while, so what they say is kept in an index in bkt's cache
+directory, keyed by :func:`database_identity`: the database's ``VERSION`` and the
+modification times of its directories (a package upgrade replaces files, which changes
+them), and of every file of the local and user directories (edited in place by hand). A warm
+command reads the index, one file, and never scans the database.
+
+:class:`OsDatabase` answers by short id (``win11``) or by id URI
+(``http://microsoft.com/win/11``); an :class:`OsProfile` is one OS with what it inherits
+(``derives-from`` and ``clones``) resolved. An unknown short id raises :class:`UnknownOs`
+with the closest ids; no database at all raises :class:`DatabaseMissing`, which names the
+package that installs it. A file that is not well-formed XML is skipped (and named in
+:attr:`OsDatabase.skipped`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bkt_core.cache import CacheUnusable, cache_dir, cache_enabled, read_limited, write_atomic
+
+if TYPE_CHECKING:
+    from bkt_vm_plugin.api import Element as _Element
+
+__all__ = [
+    "INSTALL_HINT",
+    "DatabaseMissing",
+    "OsDatabase",
+    "OsProfile",
+    "OsinfoError",
+    "Resources",
+    "UnknownOs",
+    "database_identity",
+    "database_roots",
+    "default_database",
+    "forget_databases",
+]
+
+#: What installs the database, for the message when there is none.
+INSTALL_HINT = "install the package osinfo-db (Debian, Ubuntu, Fedora, RHEL, Arch)"
+
+#: The format of the cached index; a change of what it holds changes this.
+INDEX_FORMAT = 1
+#: The largest index read back (the real database's is about 1 MB).
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+INDEX_FILE = "osinfo-index.json"
+
+
+class OsinfoError(Exception):
+    """A problem with the osinfo database or a lookup in it; the message says what."""
+
+
+class DatabaseMissing(OsinfoError):
+    """No osinfo database is installed: none of the directories libosinfo reads exists."""
+
+    def __init__(self, looked_in: Sequence[Path]) -> None:
+        where = ", ".join(str(p) for p in looked_in)
+        super().__init__(
+            f"the osinfo database is not installed (looked in {where}); {INSTALL_HINT}"
+        )
+        self.looked_in = tuple(looked_in)
+
+
+class UnknownOs(OsinfoError):
+    """``short_id`` is no OS of the database; ``closest`` are the ids it may have meant."""
+
+    def __init__(self, short_id: str, closest: Sequence[str]) -> None:
+        message = f"unknown OS {json.dumps(short_id, ensure_ascii=False)}"
+        if closest:
+            message += "; closest: " + ", ".join(json.dumps(c) for c in closest)
+        message += " (`osinfo-query os` lists them all)"
+        super().__init__(message)
+        self.short_id = short_id
+        self.closest = tuple(closest)
+
+
+# -- where the database is -------------------------------------------------------------------
+
+
+def database_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """The directories libosinfo reads, in order (later ones override earlier ones); they
+    need not exist."""
+    env = os.environ if environ is None else environ
+    system = env.get("OSINFO_SYSTEM_DIR") or env.get("OSINFO_DATA_DIR")
+    if system:
+        roots = [Path(system)]
+    else:
+        roots = [Path("/usr/share/osinfo")]
+        older = Path("/usr/share/libosinfo/db")
+        if not roots[0].is_dir() and older.is_dir():
+            roots = [older]
+    roots.append(Path(env.get("OSINFO_LOCAL_DIR") or "/etc/osinfo"))
+    user = env.get("OSINFO_USER_DIR")
+    if user:
+        roots.append(Path(user))
+    else:
+        config = env.get("XDG_CONFIG_HOME", "")
+        home = env.get("HOME", "")
+        if config.startswith("/"):
+            roots.append(Path(config) / "osinfo")
+        elif home.startswith("/"):
+            roots.append(Path(home) / ".config" / "osinfo")
+    return roots
+
+
+def _stat_line(path: str) -> str:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return f"{path} -"
+    return f"{path} {info.st_mtime_ns} {info.st_size} {info.st_ino}"
+
+
+def database_identity(roots: Sequence[Path]) -> str | None:
+    """A string that changes whenever the database in ``roots`` may have changed; None when
+    there is no database (no root has an ``os`` directory). Cheap: the ``VERSION`` file and
+    the directories of the first root (a package's files are replaced, not edited, so its
+    directories change), every file of the others (edited by hand)."""
+    lines = [f"format {INDEX_FORMAT}"]
+    found = False
+    for index, root in enumerate(roots):
+        top = os.path.join(root, "os")
+        lines.append(f"root {root}")
+        if not os.path.isdir(top):
+            continue
+        found = True
+        try:
+            with open(os.path.join(root, "VERSION"), "rb") as version:
+                lines.append("version " + version.read(256).decode("utf-8", "replace").strip())
+        except OSError:
+            lines.append("version -")
+        if index == 0:
+            # The packaged database: its directories, not its ~1000 files.
+            lines.append(_stat_line(top))
+            try:
+                vendors = sorted(e.name for e in os.scandir(top) if e.is_dir())
+            except OSError:
+                vendors = []
+            lines.extend(_stat_line(os.path.join(top, v)) for v in vendors)
+            continue
+        for directory, dirs, files in os.walk(top):
+            dirs.sort()
+            lines.append(_stat_line(directory))
+            lines.extend(_stat_line(os.path.join(directory, f)) for f in sorted(files))
+    if not found:
+        return None
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+# -- what one OS is ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What an OS needs of one kind (minimum or recommended) for one architecture: ``ram``
+    and ``storage`` in bytes, ``n_cpus``, ``cpu`` in Hz; None where the database says
+    nothing."""
+
+    ram: int | None = None
+    storage: int | None = None
+    n_cpus: int | None = None
+    cpu: int | None = None
+
+
+#: Device ids of the virtio devices, in both PCI id forms (transitional and modern).
+VIRTIO_DISK = ("http://pcisig.com/pci/1af4/1001", "http://pcisig.com/pci/1af4/1042")
+VIRTIO_NET = ("http://pcisig.com/pci/1af4/1000", "http://pcisig.com/pci/1af4/1041")
+VIRTIO_GPU = ("http://pcisig.com/pci/1af4/1050",)
+#: The Q35 chipset (PCI Express): an OS that knows it has drivers for its devices (AHCI,
+#: e1000e, ICH9 sound).
+Q35 = "http://qemu.org/chipset/x86/q35"
+#: The older NICs, for an OS that predates Q35.
+E1000 = "http://pcisig.com/pci/8086/100e"
+RTL8139 = "http://pcisig.com/pci/10ec/8139"
+
+
+@dataclass(frozen=True)
+class OsProfile:
+    """One operating system of the database, with what it inherits resolved.
+
+    ``short_id`` is its first short id (``short_ids`` holds all of them), ``id`` its URI;
+    ``name``, ``family`` (``winnt``, ``linux``, ...), ``distro``, ``vendor`` and
+    ``version`` as the database gives them. ``devices`` are the ids of the devices it
+    supports out of the box (its own and those of the OSes it derives from or clones, less
+    those it marks unsupported). ``firmware`` maps ``(arch, type)`` (``("x86_64", "efi")``)
+    to whether that firmware is supported. ``minimum`` and ``recommended`` map an
+    architecture (or ``all``) to :class:`Resources`.
+    """
+
+    short_id: str
+    id: str
+    short_ids: tuple[str, ...] = ()
+    name: str = ""
+    family: str | None = None
+    distro: str | None = None
+    vendor: str | None = None
+    version: str | None = None
+    devices: frozenset[str] = frozenset()
+    firmware: Mapping[tuple[str, str], bool] = field(default_factory=dict)
+    minimum: Mapping[str, Resources] = field(default_factory=dict)
+    recommended: Mapping[str, Resources] = field(default_factory=dict)
+
+    def supports(self, *device_ids: str) -> bool:
+        """Whether the OS supports any of ``device_ids`` out of the box."""
+        return any(d in self.devices for d in device_ids)
+
+    @property
+    def is_windows(self) -> bool:
+        """Whether this is Microsoft Windows (the families libosinfo gives it)."""
+        return self.family in ("winnt", "win9x", "win16")
+
+    def supports_firmware(self, kind: str, arch: str = "x86_64") -> bool | None:
+        """Whether firmware ``kind`` (``efi`` or ``bios``) boots this OS on ``arch``; None
+        when the database does not say."""
+        return self.firmware.get((arch, kind))
+
+    def requires_efi(self, arch: str = "x86_64") -> bool:
+        """Whether the OS boots only from UEFI on ``arch``: EFI is supported and BIOS is
+        not (the database marks BIOS unsupported)."""
+        return bool(self.supports_firmware("efi", arch)) and (
+            self.supports_firmware("bios", arch) is False
+        )
+
+    def resource(self, kind: str, name: str, arch: str = "x86_64") -> int | None:
+        """The ``minimum`` or ``recommended`` value ``name`` (``ram``, ``storage``,
+        ``n_cpus``, ``cpu``) for ``arch``, else for all architectures; None when unknown."""
+        table = self.minimum if kind == "minimum" else self.recommended
+        for key in (arch, "all"):
+            found = table.get(key)
+            value = getattr(found, name, None) if found is not None else None
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+
+# -- reading the XML -------------------------------------------------------------------------
+
+_RESOURCE_KEYS = {"ram": "ram", "storage": "storage", "n-cpus": "n_cpus", "cpu": "cpu"}
+
+
+def _text(node: _Element | None) -> str | None:
+    if node is None or node.text is None:
+        return None
+    return node.text.strip() or None
+
+
+def _plain(parent: _Element, tag: str) -> _Element | None:
+    """The first ``<tag>`` child without ``xml:lang`` (the untranslated one)."""
+    lang = "{http://www.w3.org/XML/1998/namespace}lang"
+    for node in parent.iterchildren(tag):
+        if node.get(lang) is None:
+            return node
+    return None
+
+
+def _record(os_node: _Element) -> dict[str, Any] | None:
+    """What one ``<os>`` says itself (nothing inherited), as JSON data; None without an id."""
+    uri = os_node.get("id")
+    if not uri:
+        return None
+    devices: dict[str, bool] = {}
+    for holder in os_node.iterchildren("devices"):
+        for device in holder.iterchildren("device"):
+            device_id = device.get("id")
+            if device_id:
+                devices[device_id] = device.get("supported", "true") != "false"
+    firmware = [
+        [fw.get("arch", "all"), fw.get("type", ""), fw.get("supported", "true") != "false"]
+        for fw in os_node.iterchildren("firmware")
+        if fw.get("type")
+    ]
+    resources: dict[str, dict[str, dict[str, int]]] = {}
+    for block in os_node.iterchildren("resources"):
+        arch = block.get("arch", "all")
+        for kind in ("minimum", "recommended"):
+            node = block.find(kind)
+            if node is None:
+                continue
+            values: dict[str, int] = {}
+            for key, attr in _RESOURCE_KEYS.items():
+                text = _text(node.find(key))
+                if text is not None and text.isdigit():
+                    values[attr] = int(text)
+            resources.setdefault(kind, {})[arch] = values
+    return {
+        "id": uri,
+        "short_ids": [s for s in (_text(n) for n in os_node.iterchildren("short-id")) if s],
+        "name": _text(_plain(os_node, "name")) or "",
+        "family": _text(os_node.find("family")),
+        "distro": _text(os_node.find("distro")),
+        "vendor": _text(_plain(os_node, "vendor")),
+        "version": _text(os_node.find("version")),
+        "derives": [n.get("id") for n in os_node.iterchildren("derives-from") if n.get("id")],
+        "clones": [n.get("id") for n in os_node.iterchildren("clones") if n.get("id")],
+        "devices": devices,
+        "firmware": firmware,
+        "resources": resources,
+    }
+
+
+def _files(roots: Sequence[Path]) -> dict[str, str]:
+    """Every ``os/**/*.xml`` of ``roots`` by its path below the root: a file of a later root
+    replaces the file of the same name in an earlier one, as libosinfo does."""
+    found: dict[str, str] = {}
+    for root in roots:
+        top = os.path.join(root, "os")
+        if not os.path.isdir(top):
+            continue
+        for directory, dirs, files in os.walk(top):
+            dirs.sort()
+            for name in files:
+                if name.endswith(".xml"):
+                    path = os.path.join(directory, name)
+                    found[os.path.relpath(path, top)] = path
+    return found
+
+
+def _merge(into: dict[str, Any], more: Mapping[str, Any]) -> None:
+    """Adds what another file says of the same OS (``win-10.d/*.xml`` add to
+    ``win-10.xml``): lists are joined, mappings updated, a missing value filled."""
+    for key, value in more.items():
+        have = into.get(key)
+        if isinstance(have, list):
+            have.extend(v for v in value if v not in have)
+        elif isinstance(have, dict):
+            for sub, sub_value in value.items():
+                if isinstance(have.get(sub), dict) and isinstance(sub_value, dict):
+                    have[sub].update(sub_value)
+                else:
+                    have[sub] = sub_value
+        elif not have:
+            into[key] = value
+
+
+def build_index(roots: Sequence[Path]) -> dict[str, Any]:
+    """Read every ``os/**/*.xml`` of ``roots``: the index :class:`OsDatabase` is made from.
+    Definitions of one id in several files are merged. A file that is not well-formed XML
+    is skipped and listed under ``skipped``."""
+    from bkt_vm_plugin.api import DomainXmlError, parse_xml
+
+    oses: dict[str, dict[str, Any]] = {}
+    skipped: list[list[str]] = []
+    for _name, path in sorted(_files(roots).items()):
+        # bkt's hardened parser: no DOCTYPE, so no entities; nothing is fetched.
+        try:
+            with open(path, encoding="utf-8") as file:
+                document = parse_xml(file.read(), root_tag=None)
+        except (OSError, UnicodeError, DomainXmlError) as exc:
+            skipped.append([path, str(exc) or type(exc).__name__])
+            continue
+        nodes = [document] if document.tag == "os" else list(document.iterchildren("os"))
+        for node in nodes:
+            record = _record(node)
+            if record is None:
+                continue
+            if record["id"] in oses:
+                _merge(oses[record["id"]], record)
+            else:
+                oses[record["id"]] = record
+    short: dict[str, str] = {}
+    for uri, record in oses.items():
+        for short_id in record["short_ids"]:
+            short.setdefault(short_id, uri)
+    return {"format": INDEX_FORMAT, "oses": oses, "short": short, "skipped": skipped}
+
+
+# -- the database ----------------------------------------------------------------------------
+
+
+class OsDatabase:
+    """The osinfo database of ``roots``: :meth:`open` finds it (from the cache when it can);
+    :meth:`profile` looks an OS up by short id, :meth:`short_id_of` by URI."""
+
+    def __init__(self, index: Mapping[str, Any], identity: str = "") -> None:
+        # In the cached index each OS is a JSON text of its own, decoded when it is looked
+        # at: a command reads a handful of the ~800, and decoding them all would cost more
+        # than the rest of the lookup.
+        self._raw: Mapping[str, Any] = index["oses"]
+        self._decoded: dict[str, Mapping[str, Any]] = {}
+        self._short: Mapping[str, str] = index["short"]
+        #: Files that were skipped, each with the reason: ``(path, reason)``.
+        self.skipped: tuple[tuple[str, str], ...] = tuple(
+            (str(p), str(r)) for p, r in index.get("skipped", ())
+        )
+        #: :func:`database_identity` of the database this was read from.
+        self.identity = identity
+        self._profiles: dict[str, OsProfile] = {}
+
+    @classmethod
+    def open(
+        cls,
+        roots: Sequence[Path] | None = None,
+        *,
+        cache: bool | None = None,
+        cache_directory: str | None = None,
+    ) -> OsDatabase:
+        """The database in ``roots`` (:func:`database_roots` when None). ``cache``: read and
+        write the index in ``cache_directory`` (bkt's cache directory when None); by default
+        unless ``--no-cache`` or ``$BKT_NO_CACHE``. Raises :class:`DatabaseMissing`."""
+        roots = database_roots() if roots is None else list(roots)
+        identity = database_identity(roots)
+        if identity is None:
+            raise DatabaseMissing(roots)
+        use_cache = cache_enabled() if cache is None else cache
+        directory = (cache_directory or cache_dir()) if use_cache else None
+        path = os.path.join(directory, INDEX_FILE) if directory else None
+        if path is not None:
+            index = _read_index(path, identity)
+            if index is not None:
+                return cls(index, identity)
+        index = build_index(roots)
+        if path is not None:
+            # A cache that cannot be written only costs time.
+            stored = {
+                **index,
+                "identity": identity,
+                "oses": {uri: _compact(r) for uri, r in index["oses"].items()},
+            }
+            with contextlib.suppress(OSError):
+                write_atomic(path, _compact(stored).encode())
+        return cls(index, identity)
+
+    def short_ids(self) -> list[str]:
+        """Every short id, sorted."""
+        return sorted(self._short)
+
+    def closest(self, short_id: str, count: int = 3) -> list[str]:
+        """The short ids most like ``short_id`` (difflib's ratio), best first."""
+        import difflib
+
+        return difflib.get_close_matches(short_id, list(self._short), n=count, cutoff=0.6)
+
+    def __contains__(self, short_id: object) -> bool:
+        return isinstance(short_id, str) and short_id in self._short
+
+    def short_id_of(self, uri: str) -> str | None:
+        """The first short id of the OS whose id is ``uri``; None for an unknown URI."""
+        record = self._os(uri)
+        ids = record["short_ids"] if record is not None else ()
+        return ids[0] if ids else None
+
+    def profile(self, short_id: str) -> OsProfile:
+        """The OS ``short_id``, its inheritance resolved. Raises :class:`UnknownOs`."""
+        found = self._profiles.get(short_id)
+        if found is not None:
+            return found
+        uri = self._short.get(short_id)
+        if uri is None:
+            raise UnknownOs(short_id, self.closest(short_id))
+        record = self._os(uri)
+        if record is None:  # an index whose short ids name a missing OS: not one bkt wrote
+            raise UnknownOs(short_id, self.closest(short_id))
+        devices = self._inherited(uri, "devices", set())
+        firmware = self._inherited(uri, "firmware", set())
+        minimum = self._resources(uri, "minimum", set())
+        recommended = self._resources(uri, "recommended", set())
+        profile = OsProfile(
+            short_id=short_id,
+            id=uri,
+            short_ids=tuple(record["short_ids"]),
+            name=record["name"] or self._attr(uri, "name") or short_id,
+            family=record["family"] or self._attr(uri, "family"),
+            distro=record["distro"] or self._attr(uri, "distro"),
+            vendor=record["vendor"],
+            version=record["version"],
+            devices=frozenset(d for d, ok in devices.items() if ok),
+            firmware=dict(firmware),
+            minimum={arch: Resources(**values) for arch, values in minimum.items()},
+            recommended={arch: Resources(**values) for arch, values in recommended.items()},
+        )
+        self._profiles[short_id] = profile
+        return profile
+
+    def _os(self, uri: str) -> Mapping[str, Any] | None:
+        """What the database says of the OS ``uri`` itself; None for an unknown one."""
+        found = self._decoded.get(uri)
+        if found is None:
+            raw = self._raw.get(uri)
+            if raw is None:
+                return None
+            try:
+                found = json.loads(raw) if isinstance(raw, str) else raw
+            except ValueError:
+                found = None
+            if not isinstance(found, Mapping):
+                return None
+            self._decoded[uri] = found
+        return found
+
+    def _parents(self, uri: str) -> Iterable[str]:
+        record = self._os(uri)
+        if record is None:
+            return ()
+        return [*record["derives"], *record["clones"]]
+
+    def _inherited(self, uri: str, what: str, seen: set[str]) -> dict[Any, bool]:
+        """Devices (``id -> supported``) or firmware (``(arch, type) -> supported``) of
+        ``uri``: its parents', in order, then its own, each overriding what came before."""
+        record = self._os(uri)
+        if uri in seen or record is None:
+            return {}
+        seen.add(uri)
+        result: dict[Any, bool] = {}
+        for parent in self._parents(uri):
+            result.update(self._inherited(parent, what, seen))
+        if what == "devices":
+            result.update(record["devices"])
+        else:
+            result.update({(arch, kind): bool(ok) for arch, kind, ok in record["firmware"]})
+        return result
+
+    def _resources(self, uri: str, kind: str, seen: set[str]) -> dict[str, dict[str, int]]:
+        """The ``kind`` resources of ``uri`` per architecture. An OS that states resources of
+        its own inherits none (a minimum of its own with an ancestor's recommended values
+        would mix two generations); one that states none has its nearest ancestor's."""
+        record = self._os(uri)
+        if uri in seen or record is None:
+            return {}
+        seen.add(uri)
+        own: Mapping[str, Mapping[str, dict[str, int]]] = record["resources"]
+        if own:
+            return dict(own.get(kind, {}))
+        for parent in self._parents(uri):
+            found = self._resources(parent, kind, seen)
+            if found:
+                return found
+        return {}
+
+    def _attr(self, uri: str, name: str) -> str | None:
+        """``name`` from the nearest ancestor that states it."""
+        seen: set[str] = set()
+        queue = list(self._parents(uri))
+        while queue:
+            parent = queue.pop(0)
+            record = self._os(parent)
+            if parent in seen or record is None:
+                continue
+            seen.add(parent)
+            value = record.get(name)
+            if value:
+                return str(value)
+            queue.extend(self._parents(parent))
+        return None
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _read_index(path: str, identity: str) -> dict[str, Any] | None:
+    """The cached index at ``path`` when it was made from the database ``identity``."""
+    try:
+        data = read_limited(path, MAX_INDEX_BYTES)
+    except CacheUnusable:
+        return None
+    if data is None:
+        return None
+    try:
+        index = json.loads(data)
+    except ValueError:
+        return None
+    if (
+        not isinstance(index, dict)
+        or index.get("format") != INDEX_FORMAT
+        or index.get("identity") != identity
+        or not isinstance(index.get("oses"), dict)
+        or not isinstance(index.get("short"), dict)
+    ):
+        return None
+    return index
+
+
+_OPENED: dict[tuple[str, ...], OsDatabase] = {}
+
+
+def default_database() -> OsDatabase:
+    """The database libosinfo would read, opened once per process (a command is short; the
+    cached index follows the database's changes from one command to the next). Raises
+    :class:`DatabaseMissing`."""
+    roots = database_roots()
+    key = tuple(str(r) for r in roots)
+    held = _OPENED.get(key)
+    if held is None:
+        held = _OPENED[key] = OsDatabase.open(roots)
+    return held
+
+
+def forget_databases() -> None:
+    """Forget the databases :func:`default_database` opened (for tests that change them)."""
+    _OPENED.clear()
