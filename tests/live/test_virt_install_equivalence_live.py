@@ -22,7 +22,6 @@ MiB on the host until a guest writes to it).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -36,14 +35,7 @@ from tests.conftest import ROOT, Run, RunBkt
 from tests.domain_compare import Element, compare_domains, summary
 from tests.livelib import URI, Lab, virsh
 
-pytestmark = [
-    pytest.mark.libvirtd,
-    # TEMPORARY, until the os plugin and the device fields are merged: then this goes.
-    pytest.mark.skipif(
-        importlib.util.find_spec("bkt_vm_plugin.os_field") is None,
-        reason="NOT RUN YET: needs the os plugin (bkt_vm_plugin.os_field) and its fields",
-    ),
-]
+pytestmark = pytest.mark.libvirtd
 
 EXAMPLE = ROOT / "examples" / "manifests" / "vms.json"
 
