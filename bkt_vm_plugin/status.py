@@ -1,12 +1,13 @@
 """``bkt vm status``: what runs, what is stopped or missing, and what drifted.
 
-One virsh process (the observation batch) whatever the number of VMs. A VM's disk format is
+One virsh process (the observation batch) whatever the number of VMs, and a second one for
+the running definitions when any of them runs. A VM's disk format is
 taken from its own domain, so status never reads an image (and never reports
 ``disk_format``); an ISO left out because its file is missing or not cached is not drift.
 
 A running VM whose persistent definition differs from the one it runs (a sync changed it)
 has a restart pending: the fields whose readings differ between ``dumpxml --inactive`` and
-``dumpxml``, both read in the same process.
+``dumpxml``.
 """
 
 from __future__ import annotations
@@ -30,12 +31,16 @@ _EXPANDED_AT_START = {("cpu_model", "host-model")}
 
 
 def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
-    from bkt_vm_plugin.observe import Resolver, observe
-    from bkt_vm_plugin.sync import changed_fields
+    from bkt_vm_plugin.observe import Resolver, start_observing
 
     manifest = sub.load()
     managed = [n for n in sorted(manifest.vms) if not names or n in names]
-    observation = observe(sub.virsh, managed, live=True)
+    observing = start_observing(sub.virsh, managed, live=True)
+    # What reading the answer needs is made while virsh reads libvirt.
+    from bkt_vm_plugin.sync import changed_fields
+
+    mapping = sub.mapping
+    observation = observing.wait()
     others = list(dict.fromkeys(n for n in names if n not in manifest.vms))
     for name in others:
         if name not in observation.domains:
@@ -50,7 +55,6 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
         others += sorted(observation.domains - set(manifest.vms) - set(others))
 
     resolver = Resolver.of_host(observation)
-    mapping = sub.mapping
     rows: list[StatusRow] = []
     for name in managed:
         state = observation.state(name)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from bkt_core.errors import BktError, OperationError
 from bkt_core.plan import EntryResult, FieldChange, PlanEntry, SyncPlan, SyncReport
-from bkt_vm_plugin.observe import Observation, Resolver, observe
+from bkt_vm_plugin.observe import Observation, Observing, Resolver, observe, start_observing
 
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition, VmManifest
@@ -248,16 +248,25 @@ class Payload:
 
 
 def make_planner(
-    sub: VmSubsystem, names: Sequence[str], *, allow_firmware_change: bool = False
+    sub: VmSubsystem,
+    names: Sequence[str],
+    *,
+    allow_firmware_change: bool = False,
+    observing: Observing | None = None,
 ) -> Planner:
+    """The planner of ``names``, with what libvirt holds of them (``observing``: an
+    observation of them already under way)."""
     from bkt_vm_plugin.provision import ProvisionContext
 
     virsh = sub.virsh
+    if observing is None:
+        observing = start_observing(virsh, names)
+    provision = ProvisionContext(virsh)
     return Planner(
         sub=sub,
         virsh=virsh,
-        resolver=Resolver.of_host(observe(virsh, names)),
-        provision=ProvisionContext(virsh),
+        resolver=Resolver.of_host(observing.wait()),
+        provision=provision,
         allow_firmware_change=allow_firmware_change,
     )
 
@@ -273,11 +282,19 @@ def _plan(
     sub: VmSubsystem, names: Sequence[str], allow_firmware_change: bool
 ) -> tuple[Planner, SyncPlan, VmManifest]:
     manifest = sub.load()
+    try:
+        selected = select(manifest, names, sub)
+    except BktError:
+        sub.mapping  # noqa: B018  (its error, when it has one, is the one reported first)
+        raise
+    # virsh reads libvirt while the mapping is built.
+    observing = start_observing(sub.virsh, selected)
     # Built before any VM is planned: two plugins mapping one field is an error of the
     # command (naming both), not a failure of every VM.
     sub.mapping  # noqa: B018
-    selected = select(manifest, names, sub)
-    planner = make_planner(sub, selected, allow_firmware_change=allow_firmware_change)
+    planner = make_planner(
+        sub, selected, allow_firmware_change=allow_firmware_change, observing=observing
+    )
     entries = tuple(planner.entry(name, manifest.vms[name]) for name in selected)
     defined = [
         e.name for e in entries if e.action in ("create", "update") and e.payload.xml is not None
