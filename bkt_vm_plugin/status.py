@@ -12,13 +12,15 @@ has a restart pending: the fields whose readings differ between ``dumpxml --inac
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bkt_core.errors import BktError, OperationError
-from bkt_core.plan import StatusReport, StatusRow
 
 if TYPE_CHECKING:
+    from bkt_core.plan import StatusReport
+    from bkt_vm_plugin.definition import VmManifest
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
     from bkt_vm_plugin.subsystem import VmSubsystem
     from bkt_vm_plugin.virsh import Reply
@@ -31,16 +33,27 @@ _EXPANDED_AT_START = {("cpu_model", "host-model")}
 
 
 def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
-    from bkt_vm_plugin.observe import Resolver, start_observing
+    from bkt_vm_plugin.observe import Observing, start_observing
 
-    manifest = sub.load()
+    started: list[Observing] = []
+
+    def start(validated: VmManifest) -> None:
+        # virsh reads libvirt while the defaults are filled and the mapping is built.
+        managed = [n for n in sorted(validated.vms) if not names or n in names]
+        started.append(start_observing(sub.virsh, managed, live=True))
+
+    manifest = sub.load(on_validated=start)
     managed = [n for n in sorted(manifest.vms) if not names or n in names]
-    observing = start_observing(sub.virsh, managed, live=True)
-    # What reading the answer needs is made while virsh reads libvirt.
+    from bkt_core.plan import StatusReport, StatusRow
+    from bkt_vm_plugin.observe import Resolver
     from bkt_vm_plugin.sync import changed_fields
+    from bkt_vm_plugin.xmltree import prepare
 
+    # What reading the answer needs is made while virsh reads libvirt.
     mapping = sub.mapping
-    observation = observing.wait()
+    prepare()
+    on_host = Resolver.of_host()
+    observation = started[0].wait()
     others = list(dict.fromkeys(n for n in names if n not in manifest.vms))
     for name in others:
         if name not in observation.domains:
@@ -54,7 +67,7 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
     if all:
         others += sorted(observation.domains - set(manifest.vms) - set(others))
 
-    resolver = Resolver.of_host(observation)
+    resolver = dataclasses.replace(on_host, observation=observation)
     rows: list[StatusRow] = []
     for name in managed:
         state = observation.state(name)

@@ -8,6 +8,7 @@ every owned field landed, and then runs the post-sync hooks with the results.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -257,15 +258,19 @@ def make_planner(
     """The planner of ``names``, with what libvirt holds of them (``observing``: an
     observation of them already under way)."""
     from bkt_vm_plugin.provision import ProvisionContext
+    from bkt_vm_plugin.xmltree import prepare
 
     virsh = sub.virsh
     if observing is None:
         observing = start_observing(virsh, names)
     provision = ProvisionContext(virsh)
+    # What reading virsh's answer needs is made while virsh runs.
+    prepare()
+    on_host = Resolver.of_host()
     return Planner(
         sub=sub,
         virsh=virsh,
-        resolver=Resolver.of_host(observing.wait()),
+        resolver=dataclasses.replace(on_host, observation=observing.wait()),
         provision=provision,
         allow_firmware_change=allow_firmware_change,
     )
@@ -281,19 +286,27 @@ def plan(
 def _plan(
     sub: VmSubsystem, names: Sequence[str], allow_firmware_change: bool
 ) -> tuple[Planner, SyncPlan, VmManifest]:
-    manifest = sub.load()
-    try:
-        selected = select(manifest, names, sub)
-    except BktError:
-        sub.mapping  # noqa: B018  (its error, when it has one, is the one reported first)
-        raise
-    # virsh reads libvirt while the mapping is built.
-    observing = start_observing(sub.virsh, selected)
+    started: list[Observing] = []
+    refused: list[BktError] = []
+
+    def start(validated: VmManifest) -> None:
+        # virsh reads libvirt while the defaults are filled and the mapping is built.
+        try:
+            selected = select(validated, names, sub)
+        except BktError as exc:
+            refused.append(exc)  # raised where it was before: after those
+            return
+        started.append(start_observing(sub.virsh, selected))
+
+    manifest = sub.load(on_validated=start)
     # Built before any VM is planned: two plugins mapping one field is an error of the
     # command (naming both), not a failure of every VM.
     sub.mapping  # noqa: B018
+    if refused:
+        raise refused[0]
+    selected = select(manifest, names, sub)
     planner = make_planner(
-        sub, selected, allow_firmware_change=allow_firmware_change, observing=observing
+        sub, selected, allow_firmware_change=allow_firmware_change, observing=started[0]
     )
     entries = tuple(planner.entry(name, manifest.vms[name]) for name in selected)
     defined = [
