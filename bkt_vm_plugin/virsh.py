@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -334,7 +333,7 @@ class Virsh:
         chunks: list[tuple[int, int, str, str]] = []
         start = 0
         while start < len(todo):
-            nonce = secrets.token_hex(8)
+            nonce = os.urandom(8).hex()  # as secrets.token_hex(8), without importing it
             parts: list[str] = []
             size = 0
             end = start
