@@ -19,11 +19,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bkt_vm_plugin.firmware import HostFirmware
-
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition
     from bkt_vm_plugin.domain_xml import DomainContext, Parsed
+    from bkt_vm_plugin.firmware import HostFirmware
     from bkt_vm_plugin.virsh import Reply, Virsh
 
 __all__ = ["Observation", "Observing", "Resolver", "observe", "resolve_context", "start_observing"]
@@ -91,6 +90,9 @@ class Observing:
 
     def wait(self) -> Observation:
         """The observation (call it once)."""
+        # Imported here, not before virsh starts.
+        from bkt_vm_plugin.firmware import HostFirmware
+
         replies = self._batch.wait()
         wanted = self._wanted
         domains, active, autostart = (_names(r) for r in replies[:3])
