@@ -8,6 +8,7 @@ that a real daemon cannot produce on demand.
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import subprocess
 import sys
@@ -114,7 +115,7 @@ class _Child(Running):
             proc = self._proc
             assert proc is not None
             try:
-                proc.wait(timeout=max(self._deadline - time.monotonic(), 0.0))
+                _wait_exit(proc, max(self._deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -137,6 +138,24 @@ class _Child(Running):
         data = os.pread(fd, size, 0)
         text = data.decode(_text_encoding(), "replace")
         return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until ``proc`` ends, at most ``timeout`` seconds (else TimeoutExpired). Popen's
+    own wait with a timeout polls, sleeping up to 50 ms between looks; a pidfd wakes up the
+    moment the child ends."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux 5.3+: Popen's polling
+        proc.wait(timeout=timeout)
+        return
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    proc.wait()
 
 
 def _text_encoding() -> str:
