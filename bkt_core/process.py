@@ -74,12 +74,17 @@ class Running:
 def start(
     runner: CommandRunner, argv: Sequence[str], *, timeout: float, input: str | None = None
 ) -> Running:
-    """Start ``argv`` with ``runner``: a :class:`SubprocessRunner` starts the child at once
-    and returns, so that the caller works while the child does; any other runner runs it
-    when :meth:`Running.wait` is called. Either way errors are raised by
-    :meth:`Running.wait`, as :meth:`CommandRunner.run` raises them."""
+    """Start ``argv`` with ``runner``: a :class:`SubprocessRunner` (not one whose ``run`` is
+    overridden) starts the child at once and returns, so that the caller works while the
+    child does; any other runner runs it when :meth:`Running.wait` is called. Either way
+    errors are raised by :meth:`Running.wait`, as :meth:`CommandRunner.run` raises them."""
     argv = tuple(argv)
-    if isinstance(runner, SubprocessRunner) and input is None:
+    # A subclass that wraps run (to count or log what runs) is given its run.
+    if (
+        isinstance(runner, SubprocessRunner)
+        and type(runner).run is SubprocessRunner.run
+        and input is None
+    ):
         return runner.start(argv, timeout=timeout)
     return Running(lambda: runner.run(argv, timeout=timeout, input=input))
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from bkt_core.errors import CommandError
@@ -55,3 +57,20 @@ def test_other_runners_run_at_wait() -> None:
     assert fake.calls == []
     assert running.wait() == Completed(("virsh", "list"), 0, "x", "")
     assert fake.calls == [("virsh", "list")]
+
+
+def test_a_runner_that_overrides_run_is_given_its_run() -> None:
+    class Counting(SubprocessRunner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[str, ...]] = []
+
+        def run(
+            self, argv: Sequence[str], *, timeout: float, input: str | None = None
+        ) -> Completed:
+            self.seen.append(tuple(argv))
+            return super().run(argv, timeout=timeout, input=input)
+
+    runner = Counting()
+    done = start(runner, ["sh", "-c", "echo hi"], timeout=10).wait()
+    assert (done.stdout, runner.seen) == ("hi\n", [("sh", "-c", "echo hi")])
