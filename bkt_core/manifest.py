@@ -24,20 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bkt_core.diagnostics import (
-    MAX_DIAGNOSTICS,
-    Locations,
-    Validator,
-    format_path,
-    problem_diagnostic,
-    validation_diagnostics,
-)
 from bkt_core.errors import Diagnostic, ManifestError, OperationError
 from bkt_core.jsonpos import JsonPath, JsonSyntaxError, Position, PositionIndex, parse_json
 
 # pydantic only to validate: reading, merging and writing manifests need none of it.
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+    from bkt_core.diagnostics import Locations, Validator
 
 __all__ = [
     "MAX_MANIFEST_BYTES",
@@ -241,6 +235,8 @@ def _split_object(values: list[Any], merged: dict[str, Any], path: JsonPath) -> 
                 continue
             holders = [v for v in values if v is not _ABSENT and key in v]
             if len(holders) > 1:
+                from bkt_core.diagnostics import format_path
+
                 raise ValueError(
                     f"{format_path((*path, key))} cannot be left out of one document alone"
                 )
@@ -263,7 +259,10 @@ def _diagnose(
     :data:`MAX_DIAGNOSTICS` in the order of the files, named in ``order``, and of their
     text, each once), and whether there are more. The validators' warnings go to
     ``warnings``, in the same order, when it is given."""
+    # Only validation needs them: a manifest taken from the cache is read without them.
     from pydantic import ValidationError
+
+    from bkt_core.diagnostics import MAX_DIAGNOSTICS, problem_diagnostic, validation_diagnostics
 
     found: dict[Diagnostic, None] = {}  # in order, each once: a rule and the model may agree
     more = False

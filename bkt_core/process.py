@@ -8,15 +8,26 @@ that a real daemon cannot produce on demand.
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from bkt_core.errors import CommandError
 
-__all__ = ["CommandRunner", "Completed", "FakeRunner", "SubprocessRunner", "display_argv"]
+__all__ = [
+    "CommandRunner",
+    "Completed",
+    "FakeRunner",
+    "Running",
+    "SubprocessRunner",
+    "display_argv",
+    "start",
+]
 
 #: Variables removed from every child's environment: they change what virsh prints.
 _SCRUBBED_ENV = ("VIRSH_DEBUG", "LIBVIRT_DEBUG", "LIBVIRT_LOG_OUTPUTS")
@@ -47,6 +58,132 @@ class CommandRunner(Protocol):
     ) -> Completed: ...
 
 
+class Running:
+    """A command started by :func:`start`: :meth:`wait` gives what :meth:`CommandRunner.run`
+    would have returned, or raises what it would have raised. This one runs the command when
+    :meth:`wait` is called; :meth:`SubprocessRunner.start` gives one whose child already runs."""
+
+    def __init__(self, work: Callable[[], Completed]) -> None:
+        self._work = work
+
+    def wait(self) -> Completed:
+        """The finished command (call it once)."""
+        return self._work()
+
+
+def start(
+    runner: CommandRunner, argv: Sequence[str], *, timeout: float, input: str | None = None
+) -> Running:
+    """Start ``argv`` with ``runner``: a :class:`SubprocessRunner` (not one whose ``run`` is
+    overridden) starts the child at once and returns, so that the caller works while the
+    child does; any other runner runs it when :meth:`Running.wait` is called. Either way
+    errors are raised by :meth:`Running.wait`, as :meth:`CommandRunner.run` raises them."""
+    argv = tuple(argv)
+    # A subclass that wraps run (to count or log what runs) is given its run.
+    if (
+        isinstance(runner, SubprocessRunner)
+        and type(runner).run is SubprocessRunner.run
+        and input is None
+    ):
+        return runner.start(argv, timeout=timeout)
+    return Running(lambda: runner.run(argv, timeout=timeout, input=input))
+
+
+class _Child(Running):
+    """A child started by :meth:`SubprocessRunner.start`. Its stdout and stderr go to
+    anonymous in-memory files, not pipes: nothing has to read them while the caller works,
+    and a child never waits on a full pipe."""
+
+    def __init__(self, argv: tuple[str, ...], timeout: float, env: dict[str, str]) -> None:
+        self._argv = argv
+        self._timeout = timeout
+        self._deadline = time.monotonic() + timeout
+        self._error: OSError | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._out = os.memfd_create("bkt-stdout", os.MFD_CLOEXEC)
+        self._err = os.memfd_create("bkt-stderr", os.MFD_CLOEXEC)
+        try:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err, env=env
+            )
+        except OSError as exc:
+            self._error = exc
+
+    def wait(self) -> Completed:
+        try:
+            if self._error is not None:
+                try:
+                    raise self._error
+                except OSError as exc:
+                    # Raised here, so that the error's context is the OSError, as run's is.
+                    raise _spawn_error(self._argv, exc) from None
+            proc = self._proc
+            assert proc is not None
+            try:
+                _wait_exit(proc, max(self._deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                stderr = os.pread(self._err, os.lseek(self._err, 0, os.SEEK_END), 0)
+                raise _timeout_error(
+                    self._argv, self._timeout, stderr.decode(errors="replace")
+                ) from None
+            return Completed(
+                self._argv, proc.returncode, self._read(self._out), self._read(self._err)
+            )
+        finally:
+            os.close(self._out)
+            os.close(self._err)
+
+    @staticmethod
+    def _read(fd: int) -> str:
+        # As subprocess.run(text=True, errors="replace") decodes: the locale's encoding,
+        # universal newlines.
+        size = os.lseek(fd, 0, os.SEEK_END)
+        data = os.pread(fd, size, 0)
+        text = data.decode(_text_encoding(), "replace")
+        return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until ``proc`` ends, at most ``timeout`` seconds (else TimeoutExpired). Popen's
+    own wait with a timeout polls, sleeping up to 50 ms between looks; a pidfd wakes up the
+    moment the child ends."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux 5.3+: Popen's polling
+        proc.wait(timeout=timeout)
+        return
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    proc.wait()
+
+
+def _text_encoding() -> str:
+    if sys.flags.utf8_mode:
+        return "utf-8"
+    import locale
+
+    return locale.getencoding()
+
+
+def _timeout_error(argv: tuple[str, ...], timeout: float, stderr: str) -> CommandError:
+    return CommandError(
+        argv,
+        f"`{display_argv(argv)}` did not finish within {timeout:g} s and was stopped",
+        kind="timeout",
+        stderr=stderr,
+    )
+
+
+def _spawn_error(argv: tuple[str, ...], exc: OSError) -> CommandError:
+    return CommandError(argv, f"cannot run {argv[0]}: {exc.strerror or exc}", kind="spawn")
+
+
 class SubprocessRunner:
     """Runs commands with :mod:`subprocess`, ``LC_ALL=C`` and a scrubbed environment. (What
     runs is traced for ``-vv`` by :class:`~bkt_vm_plugin.virsh.Virsh`, which knows what each
@@ -73,17 +210,16 @@ class SubprocessRunner:
             )
         except subprocess.TimeoutExpired as exc:
             stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-            raise CommandError(
-                argv,
-                f"`{display_argv(argv)}` did not finish within {timeout:g} s and was stopped",
-                kind="timeout",
-                stderr=stderr,
-            ) from None
+            raise _timeout_error(argv, timeout, stderr) from None
         except OSError as exc:
-            raise CommandError(
-                argv, f"cannot run {argv[0]}: {exc.strerror or exc}", kind="spawn"
-            ) from None
+            raise _spawn_error(argv, exc) from None
         return Completed(argv, proc.returncode, proc.stdout, proc.stderr)
+
+    def start(self, argv: Sequence[str], *, timeout: float) -> Running:
+        """Start ``argv`` (no input) and return at once; :meth:`Running.wait` gives what
+        :meth:`run` would have, or raises what it would have raised. A child not waited for
+        runs to its end on its own."""
+        return _Child(tuple(argv), timeout, self._env)
 
 
 Responder = Callable[[tuple[str, ...], str | None], Completed]

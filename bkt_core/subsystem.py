@@ -8,9 +8,11 @@ run every registered subsystem.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
+if TYPE_CHECKING:
+    # Only annotations name them: a command imports the plan's classes once it has results.
+    from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
 
 __all__ = ["Subsystem"]
 

@@ -100,13 +100,15 @@ def run_sync(
     allow_firmware_change: bool = False,
 ) -> None:
     from bkt_core.errors import UsageError
-    from bkt_vm_plugin.report import print_dry_run, print_plan, print_results
 
     if dry_run and check:
         raise UsageError("--dry-run and --check cannot be used together")
     report = _vm(app).sync(
         names, dry_run=dry_run or check, allow_firmware_change=allow_firmware_change
     )
+    # Imported once the sync is done: the plan's classes are not needed before virsh runs.
+    from bkt_vm_plugin.report import print_dry_run, print_plan, print_results
+
     if as_json:
         app.printer.json(report.to_json())
     else:
@@ -137,9 +139,9 @@ def status(app: Cli, names: tuple[str, ...], all_: bool, as_json: bool) -> None:
 
 
 def run_status(app: Cli, names: tuple[str, ...] = (), *, all_: bool, as_json: bool) -> None:
+    report = _vm(app).status(names, all=all_)
     from bkt_vm_plugin.report import print_status
 
-    report = _vm(app).status(names, all=all_)
     if as_json:
         app.printer.json(report.to_json())
     else:

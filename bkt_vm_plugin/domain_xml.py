@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bkt_core.errors import BktError, PluginError
-from bkt_core.plan import FieldChange
 from bkt_vm_plugin.definition import plain
 from bkt_vm_plugin.xmltree import (
     child,
@@ -59,6 +58,7 @@ from bkt_vm_plugin.xmltree import (
 )
 
 if TYPE_CHECKING:
+    from bkt_core.plan import FieldChange
     from bkt_vm_plugin.definition import IsoSource, VmDefinition
     from bkt_vm_plugin.xmltree import Element
 
@@ -511,6 +511,8 @@ class DomainMapping:
                     continue
             else:
                 old = f"({reading.reason})"
+            from bkt_core.plan import FieldChange  # only drift needs the plan's classes
+
             changes.append(FieldChange(name, old, new))
         return changes
 

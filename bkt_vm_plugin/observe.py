@@ -19,14 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bkt_vm_plugin.firmware import HostFirmware
-
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition
     from bkt_vm_plugin.domain_xml import DomainContext, Parsed
+    from bkt_vm_plugin.firmware import HostFirmware
     from bkt_vm_plugin.virsh import Reply, Virsh
 
-__all__ = ["Observation", "Resolver", "observe", "resolve_context"]
+__all__ = ["Observation", "Observing", "Resolver", "observe", "resolve_context", "start_observing"]
 
 
 @dataclass(frozen=True)
@@ -65,31 +64,59 @@ def _names(reply: Reply) -> frozenset[str]:
 
 def observe(virsh: Virsh, names: Iterable[str], *, live: bool = False) -> Observation:
     """The domain lists and the definitions of ``names``, in one virsh process. With
-    ``live``, the same process also reads each one's running definition (``dumpxml`` without
-    ``--inactive``): which domains run is not known before the process, so it is asked for
-    every name and kept for the active ones."""
-    wanted = list(dict.fromkeys(names))
-    commands: list[list[str]] = [
-        ["list", "--all", "--name"],
-        ["list", "--name"],
-        ["list", "--all", "--name", "--autostart"],
-    ]
-    commands += [["dumpxml", "--inactive", "--security-info", "--domain", n] for n in wanted]
-    if live:
-        commands += [["dumpxml", "--security-info", "--domain", n] for n in wanted]
-    replies = virsh.batch(commands)
-    domains, active, autostart = (_names(r) for r in replies[:3])
-    n = len(wanted)
-    definitions = {name: r for name, r in zip(wanted, replies[3 : 3 + n], strict=True)}
-    running = {name: r for name, r in zip(wanted, replies[3 + n :], strict=False)}
-    return Observation(
-        domains,
-        active,
-        autostart,
-        {name: r for name, r in definitions.items() if name in domains},
-        HostFirmware(virsh.uri),
-        {name: r for name, r in running.items() if name in active},
-    )
+    ``live``, also the running definition (``dumpxml`` without ``--inactive``) of each of
+    them that is active: a second process, only when one of them is."""
+    return start_observing(virsh, names, live=live).wait()
+
+
+class Observing:
+    """An :func:`observe` under way (:func:`start_observing`): virsh reads libvirt while the
+    caller prepares what it needs to use the answer; :meth:`wait` gives the
+    :class:`Observation`, or raises what :func:`observe` raises."""
+
+    def __init__(self, virsh: Virsh, names: Iterable[str], *, live: bool) -> None:
+        self._virsh = virsh
+        self._live = live
+        self._wanted = list(dict.fromkeys(names))
+        commands: list[list[str]] = [
+            ["list", "--all", "--name"],
+            ["list", "--name"],
+            ["list", "--all", "--name", "--autostart"],
+        ]
+        commands += [
+            ["dumpxml", "--inactive", "--security-info", "--domain", n] for n in self._wanted
+        ]
+        self._batch = virsh._start_batch(commands)
+
+    def wait(self) -> Observation:
+        """The observation (call it once)."""
+        # Imported here, not before virsh starts.
+        from bkt_vm_plugin.firmware import HostFirmware
+
+        replies = self._batch.wait()
+        wanted = self._wanted
+        domains, active, autostart = (_names(r) for r in replies[:3])
+        definitions = {name: r for name, r in zip(wanted, replies[3:], strict=True)}
+        running: dict[str, Reply] = {}
+        # Which domains run is known only now: the running definitions of those (and only
+        # those) take a second process, none when none of them runs.
+        if self._live and (on := [name for name in wanted if name in active]):
+            commands = [["dumpxml", "--security-info", "--domain", name] for name in on]
+            running = dict(zip(on, self._virsh.batch(commands), strict=True))
+        return Observation(
+            domains,
+            active,
+            autostart,
+            {name: r for name, r in definitions.items() if name in domains},
+            HostFirmware(self._virsh.uri),
+            running,
+        )
+
+
+def start_observing(virsh: Virsh, names: Iterable[str], *, live: bool = False) -> Observing:
+    """:func:`observe`, started: the virsh process runs (when the runner can run in the
+    background) until :meth:`Observing.wait`."""
+    return Observing(virsh, names, live=live)
 
 
 def resolve_context(

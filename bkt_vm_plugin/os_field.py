@@ -123,7 +123,7 @@ def bkt_manifest_cache_key(subsystem: str) -> str | None:
     """The identity of the osinfo database (``none`` without one)."""
     if subsystem != SUBSYSTEM:
         return None
-    from bkt_vm_plugin.osinfo import database_identity, database_roots
+    from bkt_vm_plugin.osinfo_location import database_identity, database_roots
 
     return f"osinfo:{database_identity(database_roots()) or 'none'}"
 

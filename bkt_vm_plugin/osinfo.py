@@ -24,7 +24,6 @@ package that installs it. A file that is not well-formed XML is skipped (and nam
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,11 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bkt_core.cache import CacheUnusable, cache_dir, cache_enabled, read_limited, write_atomic
+from bkt_vm_plugin.osinfo_location import INDEX_FORMAT, database_identity, database_roots
 
 if TYPE_CHECKING:
     from bkt_vm_plugin.api import Element as _Element
 
 __all__ = [
+    "INDEX_FORMAT",
     "INSTALL_HINT",
     "DatabaseMissing",
     "OsDatabase",
@@ -54,8 +55,6 @@ __all__ = [
 #: What installs the database, for the message when there is none.
 INSTALL_HINT = "install the package osinfo-db (Debian, Ubuntu, Fedora, RHEL, Arch)"
 
-#: The format of the cached index; a change of what it holds changes this.
-INDEX_FORMAT = 1
 #: The largest index read back (the real database's is about 1 MB).
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 INDEX_FILE = "osinfo-index.json"
@@ -87,79 +86,6 @@ class UnknownOs(OsinfoError):
         super().__init__(message)
         self.short_id = short_id
         self.closest = tuple(closest)
-
-
-# -- where the database is -------------------------------------------------------------------
-
-
-def database_roots(environ: Mapping[str, str] | None = None) -> list[Path]:
-    """The directories libosinfo reads, in order (later ones override earlier ones); they
-    need not exist."""
-    env = os.environ if environ is None else environ
-    system = env.get("OSINFO_SYSTEM_DIR") or env.get("OSINFO_DATA_DIR")
-    if system:
-        roots = [Path(system)]
-    else:
-        roots = [Path("/usr/share/osinfo")]
-        older = Path("/usr/share/libosinfo/db")
-        if not roots[0].is_dir() and older.is_dir():
-            roots = [older]
-    roots.append(Path(env.get("OSINFO_LOCAL_DIR") or "/etc/osinfo"))
-    user = env.get("OSINFO_USER_DIR")
-    if user:
-        roots.append(Path(user))
-    else:
-        config = env.get("XDG_CONFIG_HOME", "")
-        home = env.get("HOME", "")
-        if config.startswith("/"):
-            roots.append(Path(config) / "osinfo")
-        elif home.startswith("/"):
-            roots.append(Path(home) / ".config" / "osinfo")
-    return roots
-
-
-def _stat_line(path: str) -> str:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return f"{path} -"
-    return f"{path} {info.st_mtime_ns} {info.st_size} {info.st_ino}"
-
-
-def database_identity(roots: Sequence[Path]) -> str | None:
-    """A string that changes whenever the database in ``roots`` may have changed; None when
-    there is no database (no root has an ``os`` directory). Cheap: the ``VERSION`` file and
-    the directories of the first root (a package's files are replaced, not edited, so its
-    directories change), every file of the others (edited by hand)."""
-    lines = [f"format {INDEX_FORMAT}"]
-    found = False
-    for index, root in enumerate(roots):
-        top = os.path.join(root, "os")
-        lines.append(f"root {root}")
-        if not os.path.isdir(top):
-            continue
-        found = True
-        try:
-            with open(os.path.join(root, "VERSION"), "rb") as version:
-                lines.append("version " + version.read(256).decode("utf-8", "replace").strip())
-        except OSError:
-            lines.append("version -")
-        if index == 0:
-            # The packaged database: its directories, not its ~1000 files.
-            lines.append(_stat_line(top))
-            try:
-                vendors = sorted(e.name for e in os.scandir(top) if e.is_dir())
-            except OSError:
-                vendors = []
-            lines.extend(_stat_line(os.path.join(top, v)) for v in vendors)
-            continue
-        for directory, dirs, files in os.walk(top):
-            dirs.sort()
-            lines.append(_stat_line(directory))
-            lines.extend(_stat_line(os.path.join(directory, f)) for f in sorted(files))
-    if not found:
-        return None
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 # -- what one OS is ----------------------------------------------------------------------------

@@ -1,23 +1,26 @@
 """``bkt vm status``: what runs, what is stopped or missing, and what drifted.
 
-One virsh process (the observation batch) whatever the number of VMs. A VM's disk format is
+One virsh process (the observation batch) whatever the number of VMs, and a second one for
+the running definitions when any of them runs. A VM's disk format is
 taken from its own domain, so status never reads an image (and never reports
 ``disk_format``); an ISO left out because its file is missing or not cached is not drift.
 
 A running VM whose persistent definition differs from the one it runs (a sync changed it)
 has a restart pending: the fields whose readings differ between ``dumpxml --inactive`` and
-``dumpxml``, both read in the same process.
+``dumpxml``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bkt_core.errors import BktError, OperationError
-from bkt_core.plan import StatusReport, StatusRow
 
 if TYPE_CHECKING:
+    from bkt_core.plan import StatusReport
+    from bkt_vm_plugin.definition import VmManifest
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
     from bkt_vm_plugin.subsystem import VmSubsystem
     from bkt_vm_plugin.virsh import Reply
@@ -30,12 +33,27 @@ _EXPANDED_AT_START = {("cpu_model", "host-model")}
 
 
 def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
-    from bkt_vm_plugin.observe import Resolver, observe
-    from bkt_vm_plugin.sync import changed_fields
+    from bkt_vm_plugin.observe import Observing, start_observing
 
-    manifest = sub.load()
+    started: list[Observing] = []
+
+    def start(validated: VmManifest) -> None:
+        # virsh reads libvirt while the defaults are filled and the mapping is built.
+        managed = [n for n in sorted(validated.vms) if not names or n in names]
+        started.append(start_observing(sub.virsh, managed, live=True))
+
+    manifest = sub.load(on_validated=start)
     managed = [n for n in sorted(manifest.vms) if not names or n in names]
-    observation = observe(sub.virsh, managed, live=True)
+    from bkt_core.plan import StatusReport, StatusRow
+    from bkt_vm_plugin.observe import Resolver
+    from bkt_vm_plugin.sync import changed_fields
+    from bkt_vm_plugin.xmltree import prepare
+
+    # What reading the answer needs is made while virsh reads libvirt.
+    mapping = sub.mapping
+    prepare()
+    on_host = Resolver.of_host()
+    observation = started[0].wait()
     others = list(dict.fromkeys(n for n in names if n not in manifest.vms))
     for name in others:
         if name not in observation.domains:
@@ -49,8 +67,7 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
     if all:
         others += sorted(observation.domains - set(manifest.vms) - set(others))
 
-    resolver = Resolver.of_host(observation)
-    mapping = sub.mapping
+    resolver = dataclasses.replace(on_host, observation=observation)
     rows: list[StatusRow] = []
     for name in managed:
         state = observation.state(name)

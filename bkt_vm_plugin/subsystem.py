@@ -7,7 +7,7 @@ loads the manifest with it, and carries out sync, status and capture through the
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bkt_core.errors import PluginError
@@ -197,21 +197,31 @@ class VmSubsystem:
         override). Raises ManifestError or OperationError for a file that cannot be read."""
         return self.host.manifest_sources(self.name, self.host.manifest_dir, MANIFEST_FILE)
 
-    def load(self, *, fresh: bool = False, warnings: list[Diagnostic] | None = None) -> VmManifest:
+    def load(
+        self,
+        *,
+        fresh: bool = False,
+        warnings: list[Diagnostic] | None = None,
+        on_validated: Callable[[VmManifest], None] | None = None,
+    ) -> VmManifest:
         """Read and validate the manifest whole (:meth:`sources`, merged), or take it from
         the cache of validated manifests (:meth:`validated`; ``fresh``: validate even then),
         then fill the defaults plugins give (:func:`~bkt_vm_plugin.hookspecs.bkt_vm_defaults`).
         Raises ManifestError listing every problem, each in the file that holds it. With
         ``warnings``, the manifest is validated (as with ``fresh``) and the plugins' warnings
-        are appended to it."""
-        from bkt_core.manifest import missing_manifest
+        are appended to it. ``on_validated`` is called with the manifest before the defaults are
+        filled (which changes no VM's name): a command starts reading libvirt there."""
         from bkt_vm_plugin.paths import home_dir
 
         sources = self.sources()
         if not sources:
+            from bkt_core.manifest import missing_manifest
+
             raise missing_manifest(self.manifest_path)
         fresh = fresh or warnings is not None
         manifest = self.validated(sources, home=home_dir(), fresh=fresh, warnings=warnings)
+        if on_validated is not None:
+            on_validated(manifest)
         # What plugins fill depends on more than the document (a database of OSes): it is
         # applied on every load, never cached.
         from bkt_vm_plugin.defaults import fill_defaults

@@ -8,13 +8,14 @@ every owned field landed, and then runs the post-sync hooks with the results.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bkt_core.errors import BktError, OperationError
 from bkt_core.plan import EntryResult, FieldChange, PlanEntry, SyncPlan, SyncReport
-from bkt_vm_plugin.observe import Observation, Resolver, observe
+from bkt_vm_plugin.observe import Observation, Observing, Resolver, observe, start_observing
 
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition, VmManifest
@@ -248,16 +249,29 @@ class Payload:
 
 
 def make_planner(
-    sub: VmSubsystem, names: Sequence[str], *, allow_firmware_change: bool = False
+    sub: VmSubsystem,
+    names: Sequence[str],
+    *,
+    allow_firmware_change: bool = False,
+    observing: Observing | None = None,
 ) -> Planner:
+    """The planner of ``names``, with what libvirt holds of them (``observing``: an
+    observation of them already under way)."""
     from bkt_vm_plugin.provision import ProvisionContext
+    from bkt_vm_plugin.xmltree import prepare
 
     virsh = sub.virsh
+    if observing is None:
+        observing = start_observing(virsh, names)
+    provision = ProvisionContext(virsh)
+    # What reading virsh's answer needs is made while virsh runs.
+    prepare()
+    on_host = Resolver.of_host()
     return Planner(
         sub=sub,
         virsh=virsh,
-        resolver=Resolver.of_host(observe(virsh, names)),
-        provision=ProvisionContext(virsh),
+        resolver=dataclasses.replace(on_host, observation=observing.wait()),
+        provision=provision,
         allow_firmware_change=allow_firmware_change,
     )
 
@@ -272,12 +286,28 @@ def plan(
 def _plan(
     sub: VmSubsystem, names: Sequence[str], allow_firmware_change: bool
 ) -> tuple[Planner, SyncPlan, VmManifest]:
-    manifest = sub.load()
+    started: list[Observing] = []
+    refused: list[BktError] = []
+
+    def start(validated: VmManifest) -> None:
+        # virsh reads libvirt while the defaults are filled and the mapping is built.
+        try:
+            selected = select(validated, names, sub)
+        except BktError as exc:
+            refused.append(exc)  # raised where it was before: after those
+            return
+        started.append(start_observing(sub.virsh, selected))
+
+    manifest = sub.load(on_validated=start)
     # Built before any VM is planned: two plugins mapping one field is an error of the
     # command (naming both), not a failure of every VM.
     sub.mapping  # noqa: B018
+    if refused:
+        raise refused[0]
     selected = select(manifest, names, sub)
-    planner = make_planner(sub, selected, allow_firmware_change=allow_firmware_change)
+    planner = make_planner(
+        sub, selected, allow_firmware_change=allow_firmware_change, observing=started[0]
+    )
     entries = tuple(planner.entry(name, manifest.vms[name]) for name in selected)
     defined = [
         e.name for e in entries if e.action in ("create", "update") and e.payload.xml is not None

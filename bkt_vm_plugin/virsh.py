@@ -47,14 +47,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 
 from bkt_core.errors import CommandError, OperationError
-from bkt_core.process import CommandRunner, Completed
+from bkt_core.process import CommandRunner, Completed, Running
+from bkt_core.process import start as start_command
 
 __all__ = [
     "CONNECT_HINT",
@@ -307,7 +307,7 @@ class Virsh:
         :class:`~bkt_core.errors.CommandError`."""
         argv = self._prefix + _check_command(args)
         self._trace(" ".join(argv))
-        done = self._spawn(argv, argv, self.timeout)
+        done = self._spawn(lambda: self.runner.run(argv, timeout=self.timeout), argv, self.timeout)
         if done.returncode != 0:
             raise _failed(argv, done.returncode, done.stderr)
         return done.stdout
@@ -322,11 +322,18 @@ class Virsh:
         that happens in a later process, the replies of the earlier ones are lost (their
         commands did run). No commands, no process.
         """
+        return self._start_batch(commands).wait()
+
+    def _start_batch(self, commands: Sequence[Sequence[str]]) -> _Batch:
+        """:meth:`batch` of ``commands``, started: its first process runs while the caller
+        goes on (when the runner can run in the background, see
+        :func:`bkt_core.process.start`), and :meth:`_Batch.wait` gives the replies, or raises
+        what :meth:`batch` raises."""
         todo = [_check_command(command) for command in commands]
-        replies: list[Reply] = []
+        chunks: list[tuple[int, int, str, str]] = []
         start = 0
         while start < len(todo):
-            nonce = secrets.token_hex(8)
+            nonce = os.urandom(8).hex()  # as secrets.token_hex(8), without importing it
             parts: list[str] = []
             size = 0
             end = start
@@ -343,9 +350,9 @@ class Virsh:
                 parts.append(part)
                 size += part_size
                 end += 1
-            replies.extend(self._run_chunk(todo, start, end, nonce, "".join(parts)))
+            chunks.append((start, end, nonce, "".join(parts)))
             start = end
-        return replies
+        return _Batch(self, todo, chunks)
 
     def domain_names(self) -> list[str]:
         """The names of every domain libvirt has, active or not (one process)."""
@@ -363,15 +370,24 @@ class Virsh:
             )
         return state
 
-    def _run_chunk(
-        self, todo: Sequence[tuple[str, ...]], start: int, end: int, nonce: str, line: str
-    ) -> list[Reply]:
+    def _start_chunk(
+        self, todo: Sequence[tuple[str, ...]], start: int, end: int, line: str
+    ) -> Running:
         chunk = todo[start:end]
         shown = (*self._prefix, _commands_placeholder(len(chunk)))
         self._trace(" ".join(shown))
         for command in chunk:
             self._trace("  " + " ".join(command))
-        done = self._spawn((*self._prefix, line), shown, self.batch_timeout(len(chunk)))
+        return start_command(
+            self.runner, (*self._prefix, line), timeout=self.batch_timeout(len(chunk))
+        )
+
+    def _finish_chunk(
+        self, todo: Sequence[tuple[str, ...]], start: int, end: int, nonce: str, running: Running
+    ) -> list[Reply]:
+        chunk = todo[start:end]
+        shown = (*self._prefix, _commands_placeholder(len(chunk)))
+        done = self._spawn(running.wait, shown, self.batch_timeout(len(chunk)))
 
         marks = [_marker(nonce, i) for i in range(start, end)]
         if not marks or marks[0] not in done.stdout:
@@ -397,10 +413,13 @@ class Virsh:
         if self.trace is not None:
             self.trace(line)
 
-    def _spawn(self, argv: Sequence[str], shown: Sequence[str], timeout: float) -> Completed:
-        """Run ``argv``; errors show ``shown`` as the command and carry their hints."""
+    def _spawn(
+        self, finish: Callable[[], Completed], shown: Sequence[str], timeout: float
+    ) -> Completed:
+        """The process ``finish`` runs or waits for; errors show ``shown`` as the command and
+        carry their hints."""
         try:
-            return self.runner.run(argv, timeout=timeout)
+            return finish()
         except CommandError as err:
             if err.kind == "timeout":
                 raise CommandError(
@@ -419,3 +438,31 @@ class Virsh:
                     hint=INSTALL_HINT if isinstance(cause, FileNotFoundError) else None,
                 ) from err
             raise
+
+
+class _Batch:
+    """A :meth:`Virsh._start_batch` under way: its first process is started; :meth:`wait`
+    waits for it, runs the others one after the other, and gives a :class:`Reply` per
+    command, in order."""
+
+    def __init__(
+        self, virsh: Virsh, todo: list[tuple[str, ...]], chunks: list[tuple[int, int, str, str]]
+    ) -> None:
+        self._virsh = virsh
+        self._todo = todo
+        self._chunks = chunks
+        self._first: Running | None = None
+        if chunks:
+            start, end, _nonce, line = chunks[0]
+            self._first = virsh._start_chunk(todo, start, end, line)
+
+    def wait(self) -> list[Reply]:
+        """The replies (see :meth:`Virsh.batch`, which raises what this raises)."""
+        replies: list[Reply] = []
+        for i, (start, end, nonce, line) in enumerate(self._chunks):
+            if i == 0 and self._first is not None:
+                running = self._first
+            else:
+                running = self._virsh._start_chunk(self._todo, start, end, line)
+            replies.extend(self._virsh._finish_chunk(self._todo, start, end, nonce, running))
+        return replies

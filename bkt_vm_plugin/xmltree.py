@@ -89,6 +89,12 @@ def _parser() -> etree.XMLParser:
     )
 
 
+def prepare() -> None:
+    """Import lxml and make the parser now: a command that waits for virsh calls this
+    meanwhile, so that its first :func:`parse_xml` does not pay for them."""
+    _parser()
+
+
 def parse_xml(text: str, root_tag: str | None = "domain") -> Element:
     """The root element of ``text``, which must be ``<root_tag>`` (``<domain>`` unless told;
     None takes any root). Raises :class:`DomainXmlError`."""

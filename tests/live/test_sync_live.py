@@ -165,12 +165,16 @@ def test_a_running_vm_is_updated_for_its_next_boot(
         assert "<memory unit='KiB'>1048576</memory>" in virsh("dumpxml", name), (
             "the live domain keeps its memory"
         )
-        # Until it restarts, status says what the next boot changes: read in one process.
+        # Until it restarts, status says what the next boot changes: the definitions in one
+        # process, and the running one of each VM that runs in a second.
         status = bkt("-vv", "vm", "status", name)
         assert status.stdout.splitlines()[1].endswith(
             "running  in sync (restart pending: memory_gb)"
         ), status.stdout
-        assert len(traced(status.stderr)) == 1, status.stderr
+        processes = traced(status.stderr)
+        assert processes[1:] == [[f"dumpxml --security-info --domain {name}"]], status.stderr
+        assert f"dumpxml --inactive --security-info --domain {name}" in processes[0]
+        assert not any("dumpxml --security-info" in c for c in processes[0])
         (row,) = json.loads(bkt("vm", "status", "--json", name).stdout)["vms"]
         assert (row["in_sync"], row["pending_restart"]) == (True, ["memory_gb"])
         report = json.loads(bkt("vm", "sync", "--dry-run", "--json").stdout)

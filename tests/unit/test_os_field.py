@@ -393,10 +393,14 @@ def test_the_plugin_uses_only_the_public_api_and_its_own_reader() -> None:
     from tests.unit.test_example_imports import internal_imports
 
     plugin = (ROOT / "bkt_vm_plugin" / "os_field.py").read_text()
-    assert {m for _line, m in internal_imports(plugin)} == {"bkt_vm_plugin.osinfo"}
-    reader = (ROOT / "bkt_vm_plugin" / "osinfo.py").read_text()
+    reader = {"bkt_vm_plugin.osinfo", "bkt_vm_plugin.osinfo_location"}
+    assert {m for _line, m in internal_imports(plugin)} == reader
+    text = (ROOT / "bkt_vm_plugin" / "osinfo.py").read_text()
     # the reader keeps its index through bkt's cache files, and parses with the API's parser
-    assert {m for _line, m in internal_imports(reader)} == {"bkt_core.cache"}
+    found = {m for _line, m in internal_imports(text)}
+    assert found == {"bkt_core.cache", "bkt_vm_plugin.osinfo_location"}
+    location = (ROOT / "bkt_vm_plugin" / "osinfo_location.py").read_text()
+    assert list(internal_imports(location)) == []
 
 
 def test_any_short_id_of_the_os_is_in_sync_and_capture_keeps_the_manifests(
