@@ -237,20 +237,43 @@ class ClockField(DomainField):
 
 # -- hyperv ------------------------------------------------------------------------------------
 
-#: The Hyper-V enlightenments ``hyperv: true`` turns on, with their attributes: the set
-#: virt-install gives Windows guests under KVM (and virt-manager shows), so that such a guest
-#: reads as ``true``. Enlightenments added beside them are the user's and kept.
+#: The Hyper-V enlightenments ``hyperv: true`` writes where a domain has none on: the set
+#: virt-install 4 gives Windows guests under KVM (and virt-manager shows). virt-install 5 and
+#: later turn on those the host's libvirt offers instead (its domain capabilities), which may
+#: be more or fewer; a domain with any enlightenment on reads as ``true`` and keeps its set.
 HYPERV_ENLIGHTENMENTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("relaxed", (("state", "on"),)),
     ("vapic", (("state", "on"),)),
     ("spinlocks", (("state", "on"), ("retries", "8191"))),
 )
 HYPERV_TIMER = "hypervclock"
+# Children of <hyperv> that are settings rather than enlightenments: alone, they turn
+# nothing on.
+_HYPERV_SETTINGS = frozenset({"vendor_id"})
+
+
+def _hyperv_on(hyperv: Element) -> bool:
+    """Whether ``<hyperv>`` turns enlightenments on: ``passthrough`` mode (every one the
+    host offers) or, in ``custom`` mode, at least one with ``state='on'``."""
+    if hyperv.get("mode") == "passthrough":
+        return True
+    return any(
+        isinstance(node.tag, str)
+        and node.tag not in _HYPERV_SETTINGS
+        and node.get("state") == "on"
+        for node in hyperv
+    )
 
 
 class HypervField(DomainField):
-    """``hyperv`` -> ``<features><hyperv>`` with :data:`HYPERV_ENLIGHTENMENTS` and the
-    ``hypervclock`` timer; ``false``: neither. A domain with only part of it reads as
+    """``hyperv`` -> Hyper-V enlightenments in ``<features><hyperv>`` and the ``hypervclock``
+    timer; ``false``: neither.
+
+    ``true`` reads from any ``<hyperv>`` that turns enlightenments on (``passthrough`` mode,
+    or ``custom`` with at least one on) together with the timer, whichever set it is:
+    virt-install 5 turns on what the host offers, and sync of ``true`` keeps a domain's set.
+    Where none is on, ``true`` writes :data:`HYPERV_ENLIGHTENMENTS`. A domain with only part
+    of it (enlightenments without the timer, the timer without enlightenments) reads as
     neither value, with the reason."""
 
     fields = ("hyperv",)
@@ -270,16 +293,10 @@ class HypervField(DomainField):
                 return {"hyperv": Reading.unsupported("a hypervclock timer without <hyperv>")}
             return {"hyperv": Reading.clean(False)}
         mode = hyperv.get("mode", "custom")
-        if mode != "custom":
-            return {"hyperv": Reading.unsupported(f"Hyper-V mode '{mode}' (bkt writes custom)")}
-        missing = [
-            name
-            for name, attrs in HYPERV_ENLIGHTENMENTS
-            if (node := child(hyperv, name)) is None or any(node.get(k) != v for k, v in attrs)
-        ]
-        if missing:
-            shown = ", ".join(missing)
-            return {"hyperv": Reading.unsupported(f"Hyper-V enlightenments without {shown}")}
+        if mode not in ("custom", "passthrough"):
+            return {"hyperv": Reading.unsupported(f"Hyper-V mode '{mode}'")}
+        if not _hyperv_on(hyperv):
+            return {"hyperv": Reading.unsupported("<hyperv> without an enlightenment on")}
         if not clock:
             return {"hyperv": Reading.unsupported("Hyper-V enlightenments without hypervclock")}
         return {"hyperv": Reading.clean(True)}
@@ -302,14 +319,15 @@ class HypervField(DomainField):
         hyperv = child(features, "hyperv")
         if hyperv is None:
             hyperv = insert_child(features, make("hyperv", [("mode", "custom")]))
-        elif hyperv.get("mode") is not None:
+        elif hyperv.get("mode") not in (None, "custom", "passthrough"):
             hyperv.set("mode", "custom")
-        for name, attrs in HYPERV_ENLIGHTENMENTS:
-            node = child(hyperv, name)
-            if node is None:
-                node = insert_child(hyperv, make(name))
-            for key, value in attrs:
-                node.set(key, value)
+        if not _hyperv_on(hyperv):
+            for name, attrs in HYPERV_ENLIGHTENMENTS:
+                node = child(hyperv, name)
+                if node is None:
+                    node = insert_child(hyperv, make(name))
+                for key, value in attrs:
+                    node.set(key, value)
         timers = _timers(child(domain, "clock"), (HYPERV_TIMER,))
         for timer in timers:
             timer.set("present", "yes")

@@ -239,11 +239,24 @@ def test_a_virt_install_guest_is_captured_with_its_devices(
         assert "warning" not in captured.stderr, captured.stderr
         manifest = tmp_path / "manifests" / "vms.json"
         entry = json.loads(manifest.read_text())["vms"][name]
-        # Written: each device that differs from what bkt gives a new domain.
-        assert {k: entry[k] for k in WINDOWS if k in entry} == devices
+        # Captured with its os, which fills each of these devices as the domain has them: so
+        # none is written (a filled value never is).
+        assert entry["os"] == case
+        assert {k: entry[k] for k in WINDOWS if k in entry} == {}
         assert status(bkt, name) == (True, [])
         assert ok(bkt("vm", "sync")).stdout == "nothing to do: 1 VM in sync\n"
         capture_changes_nothing(bkt, manifest, name)
+        # Without the os plugin nothing fills them: each device that differs from what bkt
+        # gives a new domain is written.
+        manifest.unlink()
+        alone = ok(bkt("--disable-plugin", "os", "vm", "capture", name))
+        assert f"+ add {name}" in alone.stdout, alone.stdout + alone.stderr
+        entry = json.loads(manifest.read_text())["vms"][name]
+        assert "os" not in entry
+        assert {k: entry[k] for k in WINDOWS if k in entry} == devices
+        assert ok(bkt("--disable-plugin", "os", "vm", "sync")).stdout == (
+            "nothing to do: 1 VM in sync\n"
+        )
 
 
 def test_a_qemu_guest_with_its_devices_starts(bkt: RunBkt, tmp_path: Path, disks: Path) -> None:

@@ -5,8 +5,8 @@
   device by device, as libvirt stores both (``virsh dumpxml --inactive``), except for the
   differences listed below, each with the reason it stays: :data:`REMAINING`, the CPU
   topology, the PCIe root ports, and what depends on the versions (libvirt 9 leaves
-  virt-install's UEFI firmware unpinned; virt-install 5 turns on more Hyper-V
-  enlightenments) or on KVM (none of them without it).
+  virt-install's UEFI firmware unpinned; virt-install 5 turns on the Hyper-V
+  enlightenments the host offers) or on KVM (none of them without it).
 - Guests virt-install made for Windows 11, Windows 10 and Fedora 37, captured into a
   manifest that does not have them, are recorded with their ``os``; sync then changes none
   of them, byte for byte.
@@ -69,12 +69,11 @@ ROOT_PORTS = "devices/controller[pci pcie-root-port]: virt-install 14, bkt {}"
 # N sockets of 1 core leave the other vCPUs unused; bkt writes 1 socket of N cores (libvirt 11
 # adds clusters='1').
 TOPOLOGY = "cpu/topology: virt-install (none), bkt {}"
-# virt-install 5 and later turn on every further Hyper-V enlightenment the host's libvirt
-# offers for the domain type; bkt's hyperv turns on virt-install 4's three (relaxed, vapic,
-# spinlocks) and keeps any others a domain has.
-LATER_ENLIGHTENMENTS = {
-    "vpindex", "runtime", "synic", "stimer", "frequencies", "tlbflush", "ipi", "evmcs", "avic",
-}  # fmt: skip
+# virt-install 5 and later turn on the Hyper-V enlightenments the host's libvirt offers for
+# the domain type (its domain capabilities: on most hosts many more than these three, on a
+# host whose KVM offers only spinlocks just that one); bkt's hyperv turns on virt-install 4's
+# three and keeps any set a domain has.
+BKT_ENLIGHTENMENTS = {"relaxed", "vapic", "spinlocks"}
 # libvirt before 10 keeps virt-install's <os firmware='efi'> unpinned and chooses the
 # firmware when the domain starts: on Debian and Fedora, for q35, OVMF with Secure Boot and
 # Microsoft's keys, which bkt names. libvirt 10 and later write that choice at define time.
@@ -142,6 +141,12 @@ def virt_install_version() -> tuple[int, ...]:
     return tuple(int(part) for part in out.strip().split(".")[:2])
 
 
+def offered_enlightenments() -> set[str]:
+    """The Hyper-V enlightenments the host's libvirt offers to a q35 KVM guest."""
+    caps = parse(virsh("domcapabilities", "--virttype", "kvm", "--machine", "q35"))
+    return {v.text or "" for v in caps.iterfind("features/hyperv/enum[@name='features']/value")}
+
+
 def fake_iso(disks: Path) -> Path:
     iso = disks / "Win11_25H2_English_x64.iso"
     iso.write_bytes(b"\0" * 2048)
@@ -203,11 +208,23 @@ def test_the_example_entry_matches_virt_install_device_by_device(
         expected.add(f"features/hyperv: virt-install {summary(hyperv)}, bkt (none)")
         expected.add("clock/timer[hypervclock]: virt-install present=yes, bkt (none)")
     elif virt_install_version() >= (5,):
+        # virt-install 5 turns on those the host offers; bkt writes virt-install 4's three.
+        offered = offered_enlightenments()
+        theirs_on = {e.tag for e in hyperv}
+        assert theirs_on <= offered, (theirs_on, offered)
         expected.update(
-            f"features/hyperv/{e.tag}: virt-install {summary(e)}, bkt (none)"
+            f"features/hyperv/{e.tag!s}: virt-install {summary(e)}, bkt (none)"
             for e in hyperv
-            if e.tag in LATER_ENLIGHTENMENTS
+            if e.tag not in BKT_ENLIGHTENMENTS
         )
+        ours_hyperv = parse(ours_xml).find("features/hyperv")
+        assert ours_hyperv is not None
+        expected.update(
+            f"features/hyperv/{e.tag!s}: virt-install (none), bkt {summary(e)}"
+            for e in ours_hyperv
+            if e.tag not in theirs_on
+        )
+        assert {e.tag for e in ours_hyperv} == BKT_ENLIGHTENMENTS
     assert lines == sorted(expected), "\n".join(lines)
 
     # And the domain bkt made is in sync with its entry.
