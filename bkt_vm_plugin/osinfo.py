@@ -411,7 +411,8 @@ class OsDatabase:
     ) -> OsDatabase:
         """The database in ``roots`` (:func:`database_roots` when None). ``cache``: read and
         write the index in ``cache_directory`` (bkt's cache directory when None); by default
-        unless ``--no-cache`` or ``$BKT_NO_CACHE``. Raises :class:`DatabaseMissing`."""
+        when :func:`bkt_core.cache.cache_enabled` (not with ``--no-cache``,
+        ``$BKT_NO_CACHE`` or ``Host(cache=False)``). Raises :class:`DatabaseMissing`."""
         roots = database_roots() if roots is None else list(roots)
         identity = database_identity(roots)
         if identity is None:
@@ -585,18 +586,20 @@ def _read_index(path: str, identity: str) -> dict[str, Any] | None:
     return index
 
 
-_OPENED: dict[tuple[str, ...], OsDatabase] = {}
+_OPENED: dict[tuple[tuple[str, ...], bool], OsDatabase] = {}
 
 
-def default_database() -> OsDatabase:
+def default_database(cache: bool | None = None) -> OsDatabase:
     """The database libosinfo would read, opened once per process (a command is short; the
-    cached index follows the database's changes from one command to the next). Raises
-    :class:`DatabaseMissing`."""
+    cached index follows the database's changes from one command to the next). ``cache``:
+    whether its index may come from (and go to) bkt's cache directory; None asks
+    :func:`bkt_core.cache.cache_enabled`. Raises :class:`DatabaseMissing`."""
     roots = database_roots()
-    key = tuple(str(r) for r in roots)
+    use_cache = cache_enabled() if cache is None else cache
+    key = (tuple(str(r) for r in roots), use_cache)
     held = _OPENED.get(key)
     if held is None:
-        held = _OPENED[key] = OsDatabase.open(roots)
+        held = _OPENED[key] = OsDatabase.open(roots, cache=use_cache)
     return held
 
 

@@ -17,6 +17,7 @@ from bkt_vm_plugin import default_plugins, os_field, osinfo
 from bkt_vm_plugin.api import DomainContext, VmDefinition, parse_xml, serialize
 from bkt_vm_plugin.os_field import LIBOSINFO_NAMESPACE, OsField, defaults_for, os_rules
 from bkt_vm_plugin.osinfo import OsDatabase
+from bkt_vm_plugin.testing import vm_subsystem
 
 ROOT = Path(__file__).resolve().parents[2]
 VIRT_INSTALL = ROOT / "tests" / "fixtures" / "virt-install"
@@ -438,3 +439,45 @@ def test_disable_plugin_os_on_the_command_line(run_bkt: Any, tmp_path: Path) -> 
     blocked = run_bkt("--disable-plugin", "os", "-C", str(directory), "vm", "validate", env=env)
     assert blocked.returncode == 2
     assert 'vms.w.os: unknown field "os"' in blocked.stderr
+
+
+# -- bkt's caches off: the database's index is neither read nor written -------------------------
+
+
+def test_no_cache_reaches_the_database_index(run_bkt: Any, tmp_path: Path) -> None:
+    directory = _write(tmp_path / "m", MANIFEST)
+    env = {"OSINFO_SYSTEM_DIR": str(FIXTURE_DB), "OSINFO_LOCAL_DIR": str(tmp_path / "none")}
+    env["OSINFO_USER_DIR"] = str(tmp_path / "none")
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    index = tmp_path / "cache" / "bkt" / osinfo.INDEX_FILE
+    assert run_bkt("--no-cache", "-C", str(directory), "vm", "validate", env=env).returncode == 0
+    assert not index.exists()
+    assert run_bkt("-C", str(directory), "vm", "validate", env=env).returncode == 0
+    assert index.is_file()
+    # a corrupt index is never read with --no-cache: the database's files are
+    index.write_text(json.dumps({"format": osinfo.INDEX_FORMAT, "identity": "x"}))
+    before = index.read_text()
+    assert run_bkt("--no-cache", "-C", str(directory), "vm", "validate", env=env).returncode == 0
+    assert index.read_text() == before
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_host_without_caches_tells_the_plugin(
+    fixture_db: OsDatabase, tmp_path: Path, cache: bool
+) -> None:
+    from bkt_vm_plugin.testing import FakeLibvirt
+
+    index = tmp_path / "cache" / "bkt" / osinfo.INDEX_FILE
+    index.unlink()
+    osinfo.forget_databases()
+    libvirt = FakeLibvirt()
+    sub: Any = vm_subsystem(libvirt.host(_write(tmp_path / "m", MANIFEST), cache=cache))
+    (field,) = [f for f in sub.mapping.fields if isinstance(f, OsField)]
+    assert field.cache is cache
+    sub.load()  # fills the VM's devices from its OS: the hook opens the database
+    sub.status()
+    assert index.exists() is cache
+    # outside a host's hook, only $BKT_NO_CACHE counts
+    from bkt_core.cache import cache_enabled
+
+    assert cache_enabled()
