@@ -4,6 +4,7 @@ rules (errors and warnings) and its ``<metadata>`` entry, and blocking it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -481,3 +482,28 @@ def test_a_host_without_caches_tells_the_plugin(
     from bkt_core.cache import cache_enabled
 
     assert cache_enabled()
+
+
+def test_a_cached_verdict_does_not_outlive_an_os_removed_from_the_database(
+    fixture_db: OsDatabase, tmp_path: Path
+) -> None:
+    # The database is a directory of one's own ($OSINFO_SYSTEM_DIR), edited in place.
+    directory = _write(tmp_path / "m", MANIFEST)
+
+    def load() -> Any:
+        osinfo.forget_databases()  # as the next command would
+        host = Host(directory, entry_points=False, plugins=default_plugins())
+        return host.subsystem("vm").load()  # type: ignore[attr-defined]
+
+    assert load().vms["w"].field("os") == "base1"
+    cached = list((tmp_path / "cache" / "bkt").glob("manifest-*.json"))
+    assert cached  # the verdict is cached
+    base = Path(os.environ["OSINFO_SYSTEM_DIR"]) / "os" / "example.org" / "base-1.xml"
+    info = base.stat()
+    base.write_text(
+        base.read_text().replace("<short-id>base1</short-id>", "<short-id>b1</short-id>")
+    )
+    os.utime(base, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+    with pytest.raises(ManifestError) as caught:
+        load()
+    assert 'unknown OS "base1"' in str(caught.value.diagnostics[0])

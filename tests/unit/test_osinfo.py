@@ -197,9 +197,42 @@ def test_the_index_is_rebuilt_when_the_database_changes(db_root: Path, tmp_path:
     # a file added changes its directory: the identity changes with it
     os.utime(new.parent, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert "new4" in OsDatabase.open([db_root], cache=True, cache_directory=cache)
+
+
+def _edit_in_place(path: Path, old: str, new: str) -> None:
+    """Change ``path``'s content as an editor does (its directory is not touched), and its
+    modification time with it."""
+    info = path.stat()
+    path.write_text(path.read_text().replace(old, new))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+
+
+def test_a_packaged_database_is_rebuilt_when_its_version_changes(
+    db_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(osinfo, "PACKAGED_ROOTS", (db_root,))
+    cache = str(tmp_path / "cache")
+    OsDatabase.open([db_root], cache=True, cache_directory=cache)
+    # a package's files are replaced, not edited: an edit alone is not looked for ...
+    base = db_root / "os" / "example.org" / "base-1.xml"
+    _edit_in_place(base, "<short-id>base1</short-id>", "<short-id>base-one</short-id>")
+    assert "base1" in OsDatabase.open([db_root], cache=True, cache_directory=cache)
+    # ... a new VERSION is
     (db_root / "VERSION").write_text("20991231\n")
-    identity = database_identity([db_root])
-    assert OsDatabase.open([db_root], cache=True, cache_directory=cache).identity == identity
+    rebuilt = OsDatabase.open([db_root], cache=True, cache_directory=cache)
+    assert "base-one" in rebuilt and "base1" not in rebuilt
+
+
+def test_an_edit_in_place_under_a_system_directory_of_ones_own_is_seen(
+    db_root: Path, tmp_path: Path
+) -> None:
+    cache = str(tmp_path / "cache")
+    before = OsDatabase.open([db_root], cache=True, cache_directory=cache)
+    base = db_root / "os" / "example.org" / "base-1.xml"
+    _edit_in_place(base, "<short-id>base1</short-id>", "<short-id>base-one</short-id>")
+    after = OsDatabase.open([db_root], cache=True, cache_directory=cache)
+    assert after.identity != before.identity
+    assert "base-one" in after and "base1" not in after
 
 
 def test_an_edit_in_a_local_directory_changes_the_identity(db_root: Path, tmp_path: Path) -> None:
