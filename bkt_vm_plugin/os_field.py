@@ -86,7 +86,7 @@ def bkt_manifest_fields(subsystem: str) -> Mapping[str, tuple[Any, Any]] | None:
                     "`ubuntu24.04`; `osinfo-query os` lists them). Fields left out get the "
                     "devices it supports, as virt-install chooses them."
                 ),
-                json_schema_extra={"type": "string"},
+                json_schema_extra={"type": ["string", "null"]},
             ),
         )
     }

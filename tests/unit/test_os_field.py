@@ -92,7 +92,7 @@ def _cases() -> list[str]:
     return sorted(p.stem for p in VIRT_INSTALL.glob("*.xml"))
 
 
-def test_every_os_the_task_names_is_compared() -> None:
+def test_windows_and_linux_guests_old_and_new_are_compared() -> None:
     names = {case.split("-")[0] for case in _cases()}
     assert {"win11", "win10", "win7", "fedora37", "ubuntu22.04", "rhel9.0", "winxp"} <= names
 
@@ -507,3 +507,15 @@ def test_a_cached_verdict_does_not_outlive_an_os_removed_from_the_database(
     with pytest.raises(ManifestError) as caught:
         load()
     assert 'unknown OS "base1"' in str(caught.value.diagnostics[0])
+
+
+def test_the_schema_accepts_a_null_os(tmp_path: Path) -> None:
+    import jsonschema
+
+    host = Host(tmp_path, entry_points=False, plugins=default_plugins())
+    schema = host.schema("vm")
+    assert schema["$defs"]["VmDefinition"]["properties"]["os"]["type"] == ["string", "null"]
+    entry = {**MANIFEST["vms"]["w"], "os": None}
+    jsonschema.validate({"vms": {"w": entry}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"vms": {"w": {**entry, "os": 11}}}, schema)

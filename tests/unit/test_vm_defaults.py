@@ -4,7 +4,6 @@ capture; and the manifest rules of the device fields."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -327,9 +326,24 @@ def test_the_device_rules_accept_what_they_should(world: World) -> None:
 
 def test_the_schema_lists_the_device_fields(world: World) -> None:
     props = sub_with(world).schema()["$defs"]["VmDefinition"]["properties"]
-    assert props["disk_bus"]["enum"] == ["virtio", "sata"]
+    # null is "not managed", as absent is: bkt accepts it, and so does the schema
+    assert props["disk_bus"]["enum"] == ["virtio", "sata", None]
     assert props["usb_redirection"]["maximum"] == 8
-    assert json.dumps(props["hyperv"]["type"]) == '"boolean"'
+    assert props["hyperv"]["type"] == ["boolean", "null"]
+
+
+def test_the_schema_accepts_null_where_bkt_does(world: World) -> None:
+    import jsonschema
+
+    schema = sub_with(world).schema()
+    devices = ("disk_bus", "nic_model", "clock", "clock_timers", "hyperv", "sound")
+    nulls = {name: None for name in (*devices, "usb_redirection", "video")}
+    document = {"vms": {"a": world.vm("a", **nulls)}}
+    jsonschema.validate(document, schema)
+    sub_with(world).vm_definition(document["vms"]["a"], home=str(world.tmp))  # bkt agrees
+    for wrong in ({"disk_bus": "ide"}, {"hyperv": "yes"}, {"usb_redirection": -1}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"vms": {"a": world.vm("a", **wrong)}}, schema)
 
 
 def test_the_guides_example_fills_windows_devices(world: World) -> None:
