@@ -53,10 +53,11 @@ def filled_change_refusal(
     for change in refused:
         reading = parsed.readings.get(change.field)
         value = reading.value if reading is not None and reading.has_value else None
-        plugin = vm.filled_by.get(change.field, "a plugin")
+        plugin = vm.filled_by.get(change.field)
+        by = f"plugin {plugin}" if plugin else "a plugin"
         parts.append(
             f"{change.field} would change from {change.old} (the domain's) to {change.new} "
-            f"(filled by plugin {plugin})"
+            f"(filled by {by})"
         )
         hints.append(state_hint(vm, change.field, value))
     return OperationError(
@@ -375,7 +376,8 @@ def sync(
 ) -> SyncReport:
     """Plan, then unless ``dry_run`` execute the plan and run the post-sync hooks. A change
     of the firmware an existing domain boots with (:func:`firmware_change`) fails that VM
-    unless ``allow_firmware_change``.
+    unless ``allow_firmware_change``; so does a change of an existing domain that only a
+    value a plugin filled asks for (:func:`filled_change_refusal`).
 
     A sync that changes libvirt holds the manifest directory's lock, the one capture holds,
     from reading the manifest to the last post-sync hook: a capture running meanwhile would
