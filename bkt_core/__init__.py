@@ -20,6 +20,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from bkt_core.cache import cache_enabled
     from bkt_core.diagnostics import Problem
     from bkt_core.errors import (
         BktError,
@@ -77,6 +78,7 @@ _WHERE = {
     "FakeRunner": "process",
     "SubprocessRunner": "process",
     "Subsystem": "subsystem",
+    "cache_enabled": "cache",
 }
 
 __all__ = [
@@ -107,6 +109,7 @@ __all__ = [
     "SyncReport",
     "UsageError",
     "__version__",
+    "cache_enabled",
     "hookimpl",
     "hookspec",
 ]

@@ -8,12 +8,18 @@ same directory and renamed over the old one, so that a concurrent reader sees th
 or the new one, never half of one, and two writers do not mix their bytes (the last rename
 wins). ``--no-cache`` or ``$BKT_NO_CACHE=1`` makes bkt neither read nor write them.
 
-Only :mod:`os` is imported up front: this runs on every command.
+A plugin that keeps a cache of its own asks :func:`cache_enabled`, in its hooks (or in what
+they build, such as a domain field), whether it may use it: that honours ``$BKT_NO_CACHE``,
+``--no-cache`` and ``Host(cache=False)`` alike.
+
+Only :mod:`os` (and :mod:`contextvars`, which is tiny) is imported up front: this runs on
+every command.
 """
 
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 
 # Not `typing.TYPE_CHECKING`: importing typing costs every command.
 TYPE_CHECKING = False
@@ -25,6 +31,7 @@ __all__ = [
     "CacheUnusable",
     "cache_dir",
     "cache_enabled",
+    "hook_caching",
     "prune",
     "read_limited",
     "write_atomic",
@@ -37,8 +44,19 @@ class CacheUnusable(Exception):
     """A cache file that exists but cannot be used; the message says why."""
 
 
+#: While a host calls a plugin's hook: whether that host may use caches (``Host.cache``).
+#: Set by the host around each call (:func:`hook_caching`), read by :func:`cache_enabled`.
+hook_caching: ContextVar[bool] = ContextVar("bkt_hook_caching", default=True)
+
+
 def cache_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """False when ``$BKT_NO_CACHE`` is set to anything but empty or ``0``."""
+    """Whether bkt's caches may be read and written: False when ``$BKT_NO_CACHE`` is set to
+    anything but empty or ``0``, and, while a host calls a plugin's hook, when that host
+    runs without caches (``--no-cache``, ``Host(cache=False)``). A plugin with a cache of
+    its own calls this from its hooks (an object a hook returns, such as a domain field,
+    asks when the hook builds it and keeps the answer)."""
+    if not hook_caching.get():
+        return False
     value = (os.environ if environ is None else environ).get(NO_CACHE_ENV, "").strip()
     return value in ("", "0")
 

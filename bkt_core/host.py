@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from bkt_core import hookspecs
+from bkt_core.cache import hook_caching
 from bkt_core.contract import BadResult, HookTimeout, Watch, checked_result
 from bkt_core.errors import BktError, PluginError, Signalled, UsageError
 
@@ -322,6 +323,8 @@ class Host:
         kwargs: dict[str, Any],
     ) -> Any:
         watch = Watch.start(self.hook_timeout)
+        # The plugin asks bkt_core.cache.cache_enabled() whether this host uses caches.
+        caching = hook_caching.set(self.cache)
         try:
             return checked_result(self._results, hook_name, function(*args, **kwargs))
         except BktError as exc:
@@ -346,6 +349,7 @@ class Host:
         except BaseException as exc:
             raise self.failure(plugin, hook_name, exc) from exc
         finally:
+            hook_caching.reset(caching)
             if watch is not None:
                 watch.stop()
 

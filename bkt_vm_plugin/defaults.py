@@ -26,7 +26,15 @@ if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition, VmManifest
     from bkt_vm_plugin.hooks import VmHooks
 
-__all__ = ["HOOK", "PluginFieldCheck", "fill_defaults", "fill_vm", "proposed"]
+__all__ = [
+    "HOOK",
+    "PluginFieldCheck",
+    "fill_defaults",
+    "fill_vm",
+    "is_filled",
+    "proposed",
+    "state_hint",
+]
 
 HOOK = "bkt_vm_defaults"
 
@@ -85,7 +93,8 @@ def fill_vm(
     name: str, vm: VmDefinition, hooks: VmHooks, check: PluginFieldCheck | None = None
 ) -> VmDefinition:
     """VM ``name`` (``vm``) with the plugins' values for every field its author did not
-    write, recorded in :attr:`~bkt_vm_plugin.definition.VmDefinition.filled`. A VM built in
+    write, recorded in :attr:`~bkt_vm_plugin.definition.VmDefinition.filled` (and the
+    plugin that filled each in ``filled_by``). A VM built in
     code (``written`` None) has every field written: it is returned as it is. Raises
     PluginError."""
     from bkt_vm_plugin.definition import BUILTIN_FIELDS
@@ -102,6 +111,7 @@ def fill_vm(
         **builtin,
         plugin_values={**vm.plugin_values, **plugin},
         filled={f: v for f, (_p, v) in taken.items()},
+        filled_by={f: p for f, (p, _v) in taken.items()},
     )
     _check_together(name, filled, taken)
     return filled
@@ -120,6 +130,27 @@ def fill_defaults(
     if all(vms[name] is vm for name, vm in manifest.vms.items()):
         return manifest
     return VmManifest(vms, schema=manifest.schema)
+
+
+def is_filled(vm: VmDefinition, name: str) -> bool:
+    """Whether ``vm``'s value of field ``name`` is one a plugin filled (the author did not
+    write the field)."""
+    return name in vm.filled and vm.written is not None and name not in vm.written
+
+
+def state_hint(vm: VmDefinition, name: str, domain_value: Any) -> str:
+    """What to write into the entry of a VM whose filled value of ``name`` would change its
+    domain: the domain's value keeps it, the filled one changes it. (Capture is no answer
+    there: it writes what the domain holds, and drops what the domain does not hold yet,
+    such as a newly added ``os``.)"""
+    filled = f'"{name}": {_shown(vm.field(name))}'
+    if domain_value is None:
+        return f"state {name} in the VM's manifest entry ({filled} changes the domain)"
+    keep = f'"{name}": {_shown(domain_value)}'
+    return (
+        f"state {name} in the VM's manifest entry: {keep} keeps the domain as it is, "
+        f"{filled} changes it"
+    )
 
 
 def _check_together(name: str, vm: VmDefinition, taken: Mapping[str, tuple[str, Any]]) -> None:

@@ -208,8 +208,9 @@ class VmDefinition:
     ``ac97`` or ``none``), ``usb_redirection`` (a count) and ``video`` (``qxl``, ``virtio``,
     ``vga``, ``bochs`` or ``none``).
     ``plugin_values`` holds each plugin field's value, ``written`` the fields the author
-    wrote, ``filled`` the values plugins filled for the others (:meth:`default`) and
-    ``layout`` the fields of the host with their defaults.
+    wrote, ``filled`` the values plugins filled for the others (:meth:`default`),
+    ``filled_by`` the plugin that filled each, and ``layout`` the fields of the host with
+    their defaults.
     """
 
     #: Memory in GiB.
@@ -276,6 +277,11 @@ class VmDefinition:
     filled: Mapping[str, Any] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({}), compare=False, repr=False
     )
+    #: The plugin that filled each field of :attr:`filled`, by field name (sync names it
+    #: when it refuses to change an existing domain for a filled value).
+    filled_by: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({}), compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "iso_sources", tuple(self.iso_sources))
@@ -293,6 +299,8 @@ class VmDefinition:
         if not isinstance(self.filled, types.MappingProxyType):
             filled = {name: frozen(value) for name, value in self.filled.items()}
             object.__setattr__(self, "filled", types.MappingProxyType(filled))
+        if not isinstance(self.filled_by, types.MappingProxyType):
+            object.__setattr__(self, "filled_by", types.MappingProxyType(dict(self.filled_by)))
 
     def __hash__(self) -> int:
         builtin = tuple(getattr(self, n) for n in BUILTIN_FIELDS.names)
@@ -373,7 +381,7 @@ class VmDefinition:
 _BUILTIN_NAMES = frozenset(
     f.name
     for f in dataclasses.fields(VmDefinition)
-    if f.name not in ("plugin_values", "layout", "written", "filled")
+    if f.name not in ("plugin_values", "layout", "written", "filled", "filled_by")
 )
 
 #: The layout of a host without plugin fields: the built-in fields and their defaults.

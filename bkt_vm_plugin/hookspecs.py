@@ -77,8 +77,10 @@ def bkt_vm_defaults(vm: VmDefinition) -> Mapping[str, Any] | None:
     Return a mapping of field names (built-in or plugin fields) to values in their JSON
     form, or None. Only fields the author did not write (not in ``vm.written``) take the
     value: the author's values always win, silently. The filled values are the VM's defaults
-    (``vm.default(name)``, ``vm.filled``): ``capture`` does not write them into
-    ``vms.json``.
+    (``vm.default(name)``, ``vm.filled``; ``vm.filled_by`` names the plugin): ``capture``
+    does not write them into ``vms.json``, and sync uses them for new domains only (an
+    existing domain that differs is drift, and sync refuses to change it until the entry
+    states the field).
 
     An unknown field, a value the field does not accept (``"disk_bus": "ide"``,
     ``"hyperv": true`` under ``virt_type: "qemu"``), or two plugins filling one field with

@@ -228,11 +228,18 @@ class DiskBusField(DomainField):
     def patch(self, domain: Element, vm: VmDefinition, ctx: DomainContext) -> None:
         if _managed_disk(domain) is None:
             return  # the disk DiskField adds is on vm's bus
+        from bkt_vm_plugin.defaults import is_filled, state_hint
+
+        hint = "`bkt vm capture NAME` writes the domain's bus into the manifest"
+        if is_filled(vm, "disk_bus"):
+            # Capture would also drop what the domain does not hold yet (a new `os`).
+            reading = self.parse(domain, ctx)["disk_bus"]
+            hint = state_hint(vm, "disk_bus", reading.value if reading.is_clean else None)
         raise PatchRefused(
             "disk_bus",
             "bkt does not move an existing disk to another bus (a guest installed on one bus "
             "may not boot from another)",
-            hint="`bkt vm capture NAME` writes the domain's bus into the manifest",
+            hint=hint,
         )
 
 

@@ -270,49 +270,49 @@ class VmModel(_Closed):
         default=None,
         description="The disk's bus. Absent: not managed (virtio for a new VM). An existing "
         "disk's bus is never changed.",
-        json_schema_extra={"type": "string"},
+        json_schema_extra={"type": ["string", "null"]},
     )
     nic_model: NicModel | None = Field(
         default=None,
         description="The network interface's model. Absent: not managed (virtio for a new VM).",
-        json_schema_extra={"type": "string"},
+        json_schema_extra={"type": ["string", "null"]},
     )
     clock: Clock | None = Field(
         default=None,
         description="What the hardware clock keeps: `utc`, or `localtime` (Windows). Absent: "
         "not managed (libvirt's default is utc).",
-        json_schema_extra={"type": "string"},
+        json_schema_extra={"type": ["string", "null"]},
     )
     clock_timers: bool | None = Field(
         default=None,
         description="The x86 timers virt-install sets: RTC catch-up, PIT delay, no HPET "
         "(`false`: none of these timers). Absent: not managed.",
-        json_schema_extra={"type": "boolean"},
+        json_schema_extra={"type": ["boolean", "null"]},
     )
     hyperv: bool | None = Field(
         default=None,
         description="Hyper-V enlightenments for Windows guests: relaxed, vapic, spinlocks "
         '(8191 retries) and the hypervclock timer (needs `virt_type: "kvm"`). Absent: not '
         "managed.",
-        json_schema_extra={"type": "boolean"},
+        json_schema_extra={"type": ["boolean", "null"]},
     )
     sound: Sound | None = Field(
         default=None,
         description="The sound device's model, or `none`. Absent: not managed (none for a "
         "new VM).",
-        json_schema_extra={"type": "string"},
+        json_schema_extra={"type": ["string", "null"]},
     )
     usb_redirection: Annotated[int, Field(ge=0, le=USB_REDIRECTION_MAX)] | None = Field(
         default=None,
         description="How many USB devices a SPICE client can redirect into the guest (needs "
         '`graphics: "spice"`). Absent: not managed (none for a new VM).',
-        json_schema_extra={"type": "integer"},
+        json_schema_extra={"type": ["integer", "null"]},
     )
     video: Video | None = Field(
         default=None,
         description="The video device's model, or `none`. Absent: not managed (qxl with "
         "SPICE, vga with VNC for a new VM).",
-        json_schema_extra={"type": "string"},
+        json_schema_extra={"type": ["string", "null"]},
     )
 
 

@@ -56,10 +56,14 @@ OS_TAG = f"{{{LIBOSINFO_NAMESPACE}}}os"
 GIB = 1024**3
 
 
-def _database() -> OsDatabase:
+def _database(cache: bool | None = None) -> OsDatabase:
+    """The installed database. Its index is cached in bkt's cache directory unless bkt's
+    caches are off (``--no-cache``, ``$BKT_NO_CACHE``, ``Host(cache=False)``): in a hook,
+    :func:`bkt_core.cache_enabled` says so (``cache`` None); a domain field passes what
+    it was told when its hook built it."""
     from bkt_vm_plugin.osinfo import default_database
 
-    return default_database()
+    return default_database(cache)
 
 
 # -- the plugin's hooks ----------------------------------------------------------------------
@@ -82,7 +86,7 @@ def bkt_manifest_fields(subsystem: str) -> Mapping[str, tuple[Any, Any]] | None:
                     "`ubuntu24.04`; `osinfo-query os` lists them). Fields left out get the "
                     "devices it supports, as virt-install chooses them."
                 ),
-                json_schema_extra={"type": "string"},
+                json_schema_extra={"type": ["string", "null"]},
             ),
         )
     }
@@ -98,8 +102,10 @@ def bkt_validate_manifest(subsystem: str, document: Mapping[str, Any]) -> Iterab
 
 @hookimpl
 def bkt_domain_fields() -> Iterable[DomainField]:
-    """:class:`OsField`."""
-    return [OsField()]
+    """:class:`OsField`, told whether bkt's caches are on."""
+    from bkt_core import cache_enabled
+
+    return [OsField(cache=cache_enabled())]
 
 
 @hookimpl
@@ -266,23 +272,23 @@ def _libosinfo(domain: Element) -> Element | None:
     return next((c for c in metadata if c.tag == LIBOSINFO_TAG), None)
 
 
-def _uri(short_id: str) -> str:
+def _uri(short_id: str, cache: bool) -> str:
     from bkt_core import OperationError
     from bkt_vm_plugin.osinfo import OsinfoError
 
     try:
-        return _database().profile(short_id).id
+        return _database(cache).profile(short_id).id
     except OsinfoError as exc:
         raise OperationError(f"cannot name the OS {short_id!r} in the domain: {exc}") from exc
 
 
-def _canonical(short_id: str) -> str:
+def _canonical(short_id: str, cache: bool) -> str:
     """The first short id of the OS ``short_id`` names (``centos7`` is ``centos7.0``): what
     the domain's entry reads back as. An id the database does not know stays as it is."""
     from bkt_vm_plugin.osinfo import OsinfoError
 
     try:
-        return _database().profile(short_id).short_ids[0]
+        return _database(cache).profile(short_id).short_ids[0]
     except (OsinfoError, IndexError):
         return short_id
 
@@ -299,9 +305,14 @@ class OsField(DomainField):
     #: ``os`` absent from the manifest: whatever the domain says is left as it is.
     unmanaged_when_none = ("os",)
 
+    def __init__(self, *, cache: bool = True) -> None:
+        #: Whether the database's index may come from bkt's cache directory (it is read
+        #: when the mapping runs, outside any hook, so the hook that builds this asks).
+        self.cache = cache
+
     def desired(self, vm: VmDefinition, ctx: DomainContext) -> Mapping[str, Any]:
         short_id = vm.field("os")
-        return {"os": None if short_id is None else _canonical(short_id)}
+        return {"os": None if short_id is None else _canonical(short_id, self.cache)}
 
     def capture(
         self,
@@ -313,7 +324,7 @@ class OsField(DomainField):
         if not reading.is_clean:
             return {}
         written = base.field("os") if base is not None else None
-        if isinstance(written, str) and _canonical(written) == reading.value:
+        if isinstance(written, str) and _canonical(written, self.cache) == reading.value:
             return {"os": written}
         return {"os": reading.value}
 
@@ -324,7 +335,7 @@ class OsField(DomainField):
         entry = make(
             LIBOSINFO_TAG,
             [],
-            make(OS_TAG, [("id", _uri(short_id))]),
+            make(OS_TAG, [("id", _uri(short_id, self.cache))]),
             nsmap={LIBOSINFO_PREFIX: LIBOSINFO_NAMESPACE},
         )
         append(ensure_child(domain, "metadata"), entry)
@@ -338,7 +349,7 @@ class OsField(DomainField):
         from bkt_vm_plugin.osinfo import OsinfoError
 
         try:
-            short_id = _database().short_id_of(uri)
+            short_id = _database(self.cache).short_id_of(uri)
         except OsinfoError as exc:
             return {"os": Reading.unsupported(f"the OS {uri} cannot be looked up: {exc}")}
         if short_id is None:
@@ -349,7 +360,7 @@ class OsField(DomainField):
         short_id = vm.field("os")
         if short_id is None:
             return
-        uri = _uri(short_id)
+        uri = _uri(short_id, self.cache)
         entry = _libosinfo(domain)
         if entry is None:
             self.render(domain, vm, ctx)

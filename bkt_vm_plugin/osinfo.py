@@ -9,9 +9,10 @@ those of the same id before them. Each directory holds ``os/VENDOR/*.xml``.
 
 Reading the ~1000 files takes a while, so what they say is kept in an index in bkt's cache
 directory, keyed by :func:`database_identity`: the database's ``VERSION`` and the
-modification times of its directories (a package upgrade replaces files, which changes
-them), and of every file of the local and user directories (edited in place by hand). A warm
-command reads the index, one file, and never scans the database.
+modification times of the packaged database's directories (a package upgrade replaces
+files, which changes them), and of every file of any other directory (a
+``$OSINFO_SYSTEM_DIR`` of one's own, the local and user directories: edited in place by
+hand). A warm command reads the index, one file, and never scans the packaged database.
 
 :class:`OsDatabase` answers by short id (``win11``) or by id URI
 (``http://microsoft.com/win/11``); an :class:`OsProfile` is one OS with what it inherits
@@ -75,17 +76,47 @@ class DatabaseMissing(OsinfoError):
         self.looked_in = tuple(looked_in)
 
 
-class UnknownOs(OsinfoError):
-    """``short_id`` is no OS of the database; ``closest`` are the ids it may have meant."""
+#: How many skipped files an error names (the others are counted).
+SKIPPED_SHOWN = 3
 
-    def __init__(self, short_id: str, closest: Sequence[str]) -> None:
+
+class UnknownOs(OsinfoError):
+    """``short_id`` is no OS of the database; ``closest`` are the ids it may have meant.
+    ``skipped`` are the database's files that could not be read (``(path, reason)``: the OS
+    may be in one of them); ``empty_in``, the directories looked in when the database holds
+    no OS at all (its directory is there, its files are not)."""
+
+    def __init__(
+        self,
+        short_id: str,
+        closest: Sequence[str],
+        *,
+        skipped: Sequence[tuple[str, str]] = (),
+        empty_in: Sequence[Path] | None = None,
+    ) -> None:
         message = f"unknown OS {json.dumps(short_id, ensure_ascii=False)}"
-        if closest:
-            message += "; closest: " + ", ".join(json.dumps(c) for c in closest)
-        message += " (`osinfo-query os` lists them all)"
+        if empty_in is not None:
+            where = ", ".join(str(p) for p in empty_in)
+            message += (
+                f": the osinfo database holds no OS (looked in {where}); it is not installed, "
+                f"or not completely: {INSTALL_HINT}"
+            )
+        else:
+            if closest:
+                message += "; closest: " + ", ".join(json.dumps(c) for c in closest)
+            message += " (`osinfo-query os` lists them all)"
+        if skipped:
+            shown = "; ".join(f"{path} ({reason})" for path, reason in skipped[:SKIPPED_SHOWN])
+            more = len(skipped) - SKIPPED_SHOWN
+            message += (
+                f"; {len(skipped)} file(s) of the database could not be read, and may hold it: "
+                + shown
+                + (f"; and {more} more" if more > 0 else "")
+            )
         super().__init__(message)
         self.short_id = short_id
         self.closest = tuple(closest)
+        self.skipped = tuple(skipped)
 
 
 # -- what one OS is ----------------------------------------------------------------------------
@@ -312,7 +343,22 @@ class OsDatabase:
     """The osinfo database of ``roots``: :meth:`open` finds it (from the cache when it can);
     :meth:`profile` looks an OS up by short id, :meth:`short_id_of` by URI."""
 
-    def __init__(self, index: Mapping[str, Any], identity: str = "") -> None:
+    def __init__(
+        self,
+        index: Mapping[str, Any],
+        identity: str = "",
+        roots: Sequence[Path] = (),
+        index_path: str | None = None,
+    ) -> None:
+        #: The directories the database was read from (:func:`database_roots`).
+        self.roots = tuple(roots)
+        self._index_path = index_path
+        self._load(index)
+        #: :func:`database_identity` of the database this was read from.
+        self.identity = identity
+        self._profiles: dict[str, OsProfile] = {}
+
+    def _load(self, index: Mapping[str, Any]) -> None:
         # In the cached index each OS is a JSON text of its own, decoded when it is looked
         # at: a command reads a handful of the ~800, and decoding them all would cost more
         # than the rest of the lookup.
@@ -323,9 +369,8 @@ class OsDatabase:
         self.skipped: tuple[tuple[str, str], ...] = tuple(
             (str(p), str(r)) for p, r in index.get("skipped", ())
         )
-        #: :func:`database_identity` of the database this was read from.
-        self.identity = identity
-        self._profiles: dict[str, OsProfile] = {}
+        #: Whether this index was read from the files (not from the cache).
+        self._fresh = self._index_path is None
 
     @classmethod
     def open(
@@ -337,7 +382,8 @@ class OsDatabase:
     ) -> OsDatabase:
         """The database in ``roots`` (:func:`database_roots` when None). ``cache``: read and
         write the index in ``cache_directory`` (bkt's cache directory when None); by default
-        unless ``--no-cache`` or ``$BKT_NO_CACHE``. Raises :class:`DatabaseMissing`."""
+        when :func:`bkt_core.cache.cache_enabled` (not with ``--no-cache``,
+        ``$BKT_NO_CACHE`` or ``Host(cache=False)``). Raises :class:`DatabaseMissing`."""
         roots = database_roots() if roots is None else list(roots)
         identity = database_identity(roots)
         if identity is None:
@@ -348,18 +394,19 @@ class OsDatabase:
         if path is not None:
             index = _read_index(path, identity)
             if index is not None:
-                return cls(index, identity)
-        index = build_index(roots)
-        if path is not None:
-            # A cache that cannot be written only costs time.
-            stored = {
-                **index,
-                "identity": identity,
-                "oses": {uri: _compact(r) for uri, r in index["oses"].items()},
-            }
-            with contextlib.suppress(OSError):
-                write_atomic(path, _compact(stored).encode())
-        return cls(index, identity)
+                return cls(index, identity, roots, path)
+        database = cls(_build_and_store(roots, identity, path), identity, roots)
+        return database
+
+    def _rebuild(self) -> bool:
+        """Read the files again after the cached index held something bkt never writes
+        (and store the new index); False when this was read from the files already."""
+        if self._fresh or not self.roots:
+            return False
+        self._load(_build_and_store(self.roots, self.identity, self._index_path))
+        self._fresh = True
+        self._profiles.clear()
+        return True
 
     def short_ids(self) -> list[str]:
         """Every short id, sorted."""
@@ -386,11 +433,18 @@ class OsDatabase:
         if found is not None:
             return found
         uri = self._short.get(short_id)
-        if uri is None:
-            raise UnknownOs(short_id, self.closest(short_id))
-        record = self._os(uri)
-        if record is None:  # an index whose short ids name a missing OS: not one bkt wrote
-            raise UnknownOs(short_id, self.closest(short_id))
+        record = self._os(uri) if isinstance(uri, str) else None
+        if uri is not None and record is None and self._rebuild():
+            # The cached index names a missing or malformed OS: not an index bkt wrote.
+            return self.profile(short_id)
+        if record is None or uri is None:
+            if not self._short:
+                raise UnknownOs(short_id, (), skipped=self.skipped, empty_in=self.roots)
+            raise UnknownOs(short_id, self.closest(short_id), skipped=self.skipped)
+        if not self._complete(uri):
+            if self._rebuild():
+                return self.profile(short_id)
+            raise UnknownOs(short_id, self.closest(short_id), skipped=self.skipped)
         devices = self._inherited(uri, "devices", set())
         firmware = self._inherited(uri, "firmware", set())
         minimum = self._resources(uri, "minimum", set())
@@ -413,20 +467,35 @@ class OsDatabase:
         return profile
 
     def _os(self, uri: str) -> Mapping[str, Any] | None:
-        """What the database says of the OS ``uri`` itself; None for an unknown one."""
+        """What the database says of the OS ``uri`` itself; None for an unknown one (or a
+        record of the cached index that is not one bkt wrote)."""
         found = self._decoded.get(uri)
         if found is None:
             raw = self._raw.get(uri)
             if raw is None:
                 return None
             try:
-                found = json.loads(raw) if isinstance(raw, str) else raw
+                decoded = json.loads(raw) if isinstance(raw, str) else raw
             except ValueError:
-                found = None
-            if not isinstance(found, Mapping):
                 return None
-            self._decoded[uri] = found
+            if not _well_formed(decoded):
+                return None
+            found = self._decoded[uri] = decoded
         return found
+
+    def _complete(self, uri: str) -> bool:
+        """Whether every OS ``uri`` inherits from is a well-formed record (or unknown)."""
+        seen: set[str] = set()
+        queue = [uri]
+        while queue:
+            current = queue.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if current in self._raw and self._os(current) is None:
+                return False
+            queue.extend(self._parents(current))
+        return True
 
     def _parents(self, uri: str) -> Iterable[str]:
         record = self._os(uri)
@@ -484,6 +553,68 @@ class OsDatabase:
         return None
 
 
+#: What a record of the index holds: each key and the type of its value.
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "short_ids": (list,),
+    "name": (str,),
+    "family": (str, type(None)),
+    "distro": (str, type(None)),
+    "vendor": (str, type(None)),
+    "version": (str, type(None)),
+    "derives": (list,),
+    "clones": (list,),
+    "devices": (dict,),
+    "firmware": (list,),
+    "resources": (dict,),
+}
+
+
+def _well_formed(record: Any) -> bool:
+    """Whether ``record`` is an OS as :func:`build_index` writes it (a cached index may
+    have been changed by anyone who can write the user's cache)."""
+    if not isinstance(record, dict):
+        return False
+    if any(not isinstance(record.get(k), t) for k, t in _RECORD_TYPES.items()):
+        return False
+    names = set(_RESOURCE_KEYS.values())
+    return (
+        all(isinstance(s, str) for s in record["short_ids"])
+        and all(isinstance(p, str) for p in (*record["derives"], *record["clones"]))
+        and all(isinstance(v, bool) for v in record["devices"].values())
+        and all(
+            isinstance(f, list) and len(f) == 3 and all(isinstance(x, str) for x in f[:2])
+            for f in record["firmware"]
+        )
+        and all(
+            isinstance(by_arch, dict)
+            and all(
+                isinstance(values, dict)
+                and set(values) <= names
+                and all(isinstance(v, int) for v in values.values())
+                for values in by_arch.values()
+            )
+            for by_arch in record["resources"].values()
+        )
+    )
+
+
+def _build_and_store(roots: Sequence[Path], identity: str, path: str | None) -> dict[str, Any]:
+    """:func:`build_index` of ``roots``, written to ``path`` (when not None) for the next
+    command."""
+    index = build_index(roots)
+    if path is not None:
+        # A cache that cannot be written only costs time.
+        stored = {
+            **index,
+            "identity": identity,
+            "oses": {uri: _compact(r) for uri, r in index["oses"].items()},
+        }
+        with contextlib.suppress(OSError):
+            write_atomic(path, _compact(stored).encode())
+    return index
+
+
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -506,23 +637,33 @@ def _read_index(path: str, identity: str) -> dict[str, Any] | None:
         or index.get("identity") != identity
         or not isinstance(index.get("oses"), dict)
         or not isinstance(index.get("short"), dict)
+        or not all(
+            isinstance(uri, str) and uri in index["oses"] for uri in index["short"].values()
+        )
+        or not isinstance(index.get("skipped", []), list)
+        or not all(
+            isinstance(s, list) and len(s) == 2 and all(isinstance(x, str) for x in s)
+            for s in index.get("skipped", [])
+        )
     ):
         return None
     return index
 
 
-_OPENED: dict[tuple[str, ...], OsDatabase] = {}
+_OPENED: dict[tuple[tuple[str, ...], bool], OsDatabase] = {}
 
 
-def default_database() -> OsDatabase:
+def default_database(cache: bool | None = None) -> OsDatabase:
     """The database libosinfo would read, opened once per process (a command is short; the
-    cached index follows the database's changes from one command to the next). Raises
-    :class:`DatabaseMissing`."""
+    cached index follows the database's changes from one command to the next). ``cache``:
+    whether its index may come from (and go to) bkt's cache directory; None asks
+    :func:`bkt_core.cache.cache_enabled`. Raises :class:`DatabaseMissing`."""
     roots = database_roots()
-    key = tuple(str(r) for r in roots)
+    use_cache = cache_enabled() if cache is None else cache
+    key = (tuple(str(r) for r in roots), use_cache)
     held = _OPENED.get(key)
     if held is None:
-        held = _OPENED[key] = OsDatabase.open(roots)
+        held = _OPENED[key] = OsDatabase.open(roots, cache=use_cache)
     return held
 
 

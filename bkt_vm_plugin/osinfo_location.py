@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["INDEX_FORMAT", "database_identity", "database_roots"]
+__all__ = ["INDEX_FORMAT", "PACKAGED_ROOTS", "database_identity", "database_roots"]
 
 #: The format of the cached index; a change of what it holds changes this.
 INDEX_FORMAT = 1
@@ -53,11 +53,19 @@ def _stat_line(path: str) -> str:
     return f"{path} {info.st_mtime_ns} {info.st_size} {info.st_ino}"
 
 
-def database_identity(roots: Sequence[Path]) -> str | None:
+#: Where distributions install the database: its files are replaced by a package upgrade
+#: (which changes their directories), never edited in place.
+PACKAGED_ROOTS = (Path("/usr/share/osinfo"), Path("/usr/share/libosinfo/db"))
+
+
+def database_identity(roots: Sequence[Path], packaged: Sequence[Path] | None = None) -> str | None:
     """A string that changes whenever the database in ``roots`` may have changed; None when
-    there is no database (no root has an ``os`` directory). Cheap: the ``VERSION`` file and
-    the directories of the first root (a package's files are replaced, not edited, so its
-    directories change), every file of the others (edited by hand)."""
+    there is no database (no root has an ``os`` directory). Cheap: the ``VERSION`` file and,
+    for a root in ``packaged`` (a package's files are replaced, not edited, so its
+    directories change), its directories; for every other root (``$OSINFO_SYSTEM_DIR``
+    elsewhere, the local and user directories: edited by hand) every file. ``packaged`` is
+    :data:`PACKAGED_ROOTS` when None."""
+    packaged = PACKAGED_ROOTS if packaged is None else packaged
     lines = [f"format {INDEX_FORMAT}"]
     found = False
     for index, root in enumerate(roots):
@@ -71,7 +79,7 @@ def database_identity(roots: Sequence[Path]) -> str | None:
                 lines.append("version " + version.read(256).decode("utf-8", "replace").strip())
         except OSError:
             lines.append("version -")
-        if index == 0:
+        if index == 0 and Path(root) in packaged:
             # The packaged database: its directories, not its ~1000 files.
             lines.append(_stat_line(top))
             try:

@@ -2,7 +2,8 @@
 
 pydantic's output is tidied into what an editor and a reader want: the draft 2020-12
 dialect, no generated ``title`` on every property, and an optional field that may be absent
-written as its type (not ``anyOf`` with ``null``).
+written as its type (not ``anyOf`` with ``null``), with ``null`` only where the field declares
+it (``json_schema_extra={"type": [TYPE, "null"]}``).
 """
 
 from __future__ import annotations
@@ -69,5 +70,12 @@ def _tidy(node: Any) -> Any:
         del out["anyOf"]
         if "default" in out and out["default"] is None:
             del out["default"]
+        declared = out.get("type")
         out = {**kind, **{k: v for k, v in out.items() if k != "type"}}
+        if isinstance(declared, list) and "null" in declared and "type" in kind:
+            # A field that declares null (``"type": [..., "null"]`` in its
+            # json_schema_extra: absent or null means "not managed") says so.
+            out["type"] = [kind["type"], "null"]
+            if "enum" in out:
+                out["enum"] = [*out["enum"], None]
     return out

@@ -37,6 +37,37 @@ SECURE_BOOT_NOTE = (
 FIRMWARE_FLAG = "--allow-firmware-change"
 
 
+def filled_change_refusal(
+    name: str, vm: VmDefinition, parsed: Parsed, changes: Sequence[FieldChange]
+) -> OperationError | None:
+    """The refusal of a change of an existing domain that only a plugin's filled value asks
+    for (:attr:`~bkt_vm_plugin.definition.VmDefinition.filled`): a default that changes
+    under the author (a new osinfo database, a plugin upgraded or installed) must not
+    switch an installed guest's devices (an installed Windows moved from e1000e to virtio
+    has no network). None when every change is one the author's entry asks for."""
+    from bkt_vm_plugin.defaults import is_filled, state_hint
+
+    refused = [c for c in changes if is_filled(vm, c.field)]
+    if not refused:
+        return None
+    parts, hints = [], []
+    for change in refused:
+        reading = parsed.readings.get(change.field)
+        value = reading.value if reading is not None and reading.has_value else None
+        plugin = vm.filled_by.get(change.field)
+        by = f"plugin {plugin}" if plugin else "a plugin"
+        parts.append(
+            f"{change.field} would change from {change.old} (the domain's) to {change.new} "
+            f"(filled by {by})"
+        )
+        hints.append(state_hint(vm, change.field, value))
+    return OperationError(
+        f"{'; '.join(parts)}. bkt does not change an existing domain for a value its manifest "
+        f"entry does not state; nothing was changed for {name}",
+        hint="; ".join(hints),
+    )
+
+
 def firmware_change(parsed: Parsed, vm: VmDefinition) -> str | None:
     """What a sync to ``vm`` would do to the firmware an existing UEFI domain boots with,
     when it needs the user's confirmation: turning Secure Boot off, or switching to a
@@ -208,14 +239,27 @@ class Planner:
         changes = self.mapping.diff(parsed, vm, ctx)
         if not changes:
             return PlanEntry(name, "unchanged", warnings=ctx.warnings)
+        refusal = filled_change_refusal(name, vm, parsed, changes)
+        if refusal is not None:
+            raise refusal
         firmware = firmware_change(parsed, vm)
         warnings = ctx.warnings
         if firmware is not None:
             if not self.allow_firmware_change:
+                from bkt_vm_plugin.defaults import is_filled, state_hint
+
+                secure = parsed.readings.get("secure_boot")
+                if is_filled(vm, "secure_boot"):
+                    keep = state_hint(
+                        vm,
+                        "secure_boot",
+                        secure.value if secure is not None and secure.is_clean else None,
+                    )
+                else:
+                    keep = f"write what it boots with into the manifest (`bkt vm capture {name}`)"
                 raise OperationError(
                     f"{firmware}. Nothing was changed for {name}: to make this change, run "
-                    f"`bkt vm sync {name} {FIRMWARE_FLAG}`; to keep the firmware, write what "
-                    f"it boots with into the manifest (`bkt vm capture {name}`)"
+                    f"`bkt vm sync {name} {FIRMWARE_FLAG}`; to keep the firmware, {keep}"
                 )
             warnings = (*warnings, f"{firmware} ({FIRMWARE_FLAG})")
         patched = self.mapping.patch(xml, vm, ctx) if self.mapping.needs_define(changes) else None
@@ -362,7 +406,8 @@ def sync(
 ) -> SyncReport:
     """Plan, then unless ``dry_run`` execute the plan and run the post-sync hooks. A change
     of the firmware an existing domain boots with (:func:`firmware_change`) fails that VM
-    unless ``allow_firmware_change``.
+    unless ``allow_firmware_change``; so does a change of an existing domain that only a
+    value a plugin filled asks for (:func:`filled_change_refusal`).
 
     A sync that changes libvirt holds the manifest directory's lock, the one capture holds,
     from reading the manifest to the last post-sync hook: a capture running meanwhile would

@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 __all__ = [
     "HOME",
     "ISO_CACHE",
+    "OS_IDS",
     "UNCACHED_SUFFIX",
     "definitions",
     "disk_formats",
     "exists",
+    "has_os_database",
     "iso_sources",
     "local_paths",
     "networks",
@@ -38,6 +40,9 @@ ISO_CACHE = "/home/user/.cache/bkt/isos"
 #: URL sources whose file name ends so are not in the ISO cache; local paths so do not exist.
 UNCACHED_SUFFIX = "-x.iso"
 U32_MAX = 2**32 - 1
+#: Short ids of the installed osinfo database the ``os`` field is drawn from (Windows that
+#: requires UEFI, an older Windows, two Linux distributions), and None (no OS named).
+OS_IDS = ("win11", "win10", "fedora37", "ubuntu22.04", None)
 
 _ALPHABET = "abcXYZ019 ._-'\"<>&é"
 
@@ -108,10 +113,22 @@ def _optional(key: str, values: st.SearchStrategy[Any]) -> st.SearchStrategy[dic
     return st.one_of(st.just({}), values.map(lambda v: {key: v}))
 
 
+def has_os_database() -> bool:
+    """Whether the osinfo database the ``os`` field reads is installed here."""
+    from bkt_vm_plugin.osinfo import DatabaseMissing, default_database
+
+    try:
+        database = default_database()
+    except DatabaseMissing:
+        return False
+    return all(short_id in database for short_id in OS_IDS if short_id is not None)
+
+
 @st.composite
-def raw_definitions(draw: st.DrawFn) -> dict[str, Any]:
+def raw_definitions(draw: st.DrawFn, with_os: bool = False) -> dict[str, Any]:
     """A VM definition as JSON-like data that validation accepts (with the default plugins:
-    ``cpu_model`` and ``autostart`` included)."""
+    ``cpu_model`` and ``autostart`` included; ``os`` from :data:`OS_IDS` too when
+    ``with_os``)."""
     data: dict[str, Any] = {
         "memory_gb": draw(st.one_of(st.integers(1, 64), st.just(U32_MAX))),
         "vcpus": draw(st.one_of(st.integers(1, 16), st.just(4096))),
@@ -137,6 +154,7 @@ def raw_definitions(draw: st.DrawFn) -> dict[str, Any]:
         ("sound", st.sampled_from(["ich9", "ich6", "ac97", "none"])),
         ("usb_redirection", st.integers(0, 8)),
         ("video", st.sampled_from(["qxl", "virtio", "vga", "bochs", "none"])),
+        *((("os", st.sampled_from(OS_IDS)),) if with_os else ()),
     ):
         data.update(draw(_optional(key, values)))
     # The combinations validation rejects.
@@ -157,15 +175,20 @@ def definitions(
     sub: VmSubsystem,
     extra: Callable[[st.DrawFn], dict[str, Any]] | None = None,
 ) -> st.SearchStrategy[VmDefinition]:
-    """Valid definitions of the VM subsystem ``sub`` (its fields, plugin fields included);
-    ``extra`` draws the fields of plugins beyond the default ones."""
+    """Valid definitions of the VM subsystem ``sub`` (its fields, plugin fields included),
+    filled as loading the manifest fills them (the plugins' ``bkt_vm_defaults``); ``extra``
+    draws the fields of plugins beyond the default ones. With the ``os`` plugin (and the
+    osinfo database) installed, ``os`` is drawn too."""
+    from bkt_vm_plugin.defaults import fill_vm
+
+    with_os = "os" in sub.vm_fields.names and has_os_database()
 
     @st.composite
     def build(draw: st.DrawFn) -> VmDefinition:
-        data = draw(raw_definitions())
+        data = draw(raw_definitions(with_os=with_os))
         if extra is not None:
             data.update(extra(draw))
-        return sub.vm_definition(data, home=HOME)
+        return fill_vm("vm", sub.vm_definition(data, home=HOME), sub.hooks)
 
     return build()
 

@@ -78,9 +78,10 @@ def test_windows_and_linux_differ_device_by_device() -> None:
     assert lines == sorted(lines)
 
 
-def test_the_rfc_win11_entry_before_the_os_field_against_virt_install() -> None:
-    # What the RFC's win11 entry made, as libvirt 9 stored it, against virt-install --osinfo
-    # win11 with the same sizes: every device choice Windows cares about differs.
+def test_the_win11_entry_without_os_against_virt_install() -> None:
+    # What the example's win11 entry without `os` made, as libvirt 9 stored it, against
+    # virt-install --osinfo win11 with the same sizes: every device choice Windows cares
+    # about differs.
     assert compare_domains(stored("win11-virt-install"), stored("win11-bkt-without-os")) == [
         "clock/timer[hpet]: virt-install present=no, bkt (none)",
         "clock/timer[hypervclock]: virt-install present=yes, bkt (none)",

@@ -21,9 +21,11 @@ from tests.firmware import DEBIAN12
 from tests.strategies import (
     HOME,
     ISO_CACHE,
+    OS_IDS,
     definitions,
     disk_formats,
     exists,
+    has_os_database,
     on_the_same_bus,
     vm_names,
 )
@@ -51,8 +53,18 @@ def resolve(name: str, vm: VmDefinition, disk_format: str) -> DomainContext:
 
 
 def normalized(vm: VmDefinition) -> dict[str, Any]:
-    """``vm`` as capture writes it: defaults left out, the default CPU model too."""
-    out = vm.normalized()
+    """``vm``'s values as capture reads them back: the host's defaults left out, the default
+    CPU model too. What a plugin filled (the ``os`` plugin's devices) is kept: the domain
+    holds it, and capture reads it like any value (it leaves it out of ``vms.json`` only
+    because loading fills it again)."""
+    from bkt_vm_plugin.definition import plain as plain_value
+
+    layout = vm.layout
+    out = {
+        name: plain_value(vm.field(name))
+        for name in layout.names
+        if layout.is_required(name) or vm.field(name) != layout.default(name)
+    }
     default_cpu = "qemu64" if vm.virt_type == "qemu" else "host-passthrough"
     if out.get("cpu_model") == default_cpu:
         del out["cpu_model"]
@@ -109,7 +121,10 @@ def elsewhere(vm: VmDefinition) -> VmDefinition:
 
 
 def merge(base: VmDefinition, values: dict[str, Any]) -> VmDefinition:
-    return VM_SUB.vm_definition(plain(base) | values, home=HOME)
+    """``base`` with what capture read, filled as loading the manifest fills it."""
+    from bkt_vm_plugin.defaults import fill_vm
+
+    return fill_vm("vm", VM_SUB.vm_definition(plain(base) | values, home=HOME), VM_SUB.hooks)
 
 
 def element_names(xml: str) -> list[str]:
@@ -179,6 +194,21 @@ def test_render_is_deterministic(disk_format: str) -> None:
     )
     ctx = resolve("vm", vm, disk_format)
     assert MAPPING.render(vm, ctx) == MAPPING.render(vm, ctx)
+
+
+@pytest.mark.skipif(not has_os_database(), reason="osinfo-db is not installed here")
+def test_the_definitions_name_an_os_and_are_filled_as_loading_fills_them() -> None:
+    from hypothesis import find
+
+    for short_id in OS_IDS:
+        vm = find(definitions(VM_SUB), lambda v, s=short_id: v.field("os") == s)  # type: ignore[misc]
+        assert vm.field("os") == short_id
+    win11 = find(
+        definitions(VM_SUB),
+        lambda v: v.field("os") == "win11" and "disk_bus" not in (v.written or ()),
+    )
+    assert win11.disk_bus == win11.filled["disk_bus"] == "sata"
+    assert win11.filled_by["disk_bus"] == "os"
 
 
 EVIL = "x'\"<>&</source><evil a='1'/>&amp;]]>"

@@ -55,12 +55,23 @@ def resolve(vm: VmDefinition) -> DomainContext:
 
 
 def changed(vm: VmDefinition, **values: Any) -> VmDefinition:
-    return VM_SUB.vm_definition(vm.as_written() | values, home=HOME)
+    """``vm``'s entry with ``values`` written over it, filled as loading fills it."""
+    from bkt_vm_plugin.defaults import fill_vm
+
+    return fill_vm("vm", VM_SUB.vm_definition(vm.as_written() | values, home=HOME), VM_SUB.hooks)
 
 
 def normalized(vm: VmDefinition) -> dict[str, Any]:
-    """``vm`` as capture writes it: defaults left out, the default CPU model too."""
-    out = vm.normalized()
+    """``vm``'s values: the host's defaults left out, the default CPU model too (what a
+    plugin filled is kept: the domain holds it)."""
+    from bkt_vm_plugin.definition import plain
+
+    layout = vm.layout
+    out = {
+        name: plain(vm.field(name))
+        for name in layout.names
+        if layout.is_required(name) or vm.field(name) != layout.default(name)
+    }
     if out.get("cpu_model") == ("qemu64" if vm.virt_type == "qemu" else "host-passthrough"):
         del out["cpu_model"]
     return out

@@ -19,12 +19,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from bkt_core import hookimpl
+from bkt_vm_plugin.defaults import fill_defaults
 from bkt_vm_plugin.definition import VmManifest
 from bkt_vm_plugin.subsystem import VmSubsystem
 from bkt_vm_plugin.testing import FakeLibvirt, ManifestDir, vm_subsystem
-from tests.strategies import HOME, raw_definitions, texts
+from tests.strategies import HOME, has_os_database, raw_definitions, texts
 
 EXAMPLES = 25
+WITH_OS = has_os_database()
 
 
 class Owner(BaseModel):
@@ -99,7 +101,8 @@ def manifests(
         )
         vms: dict[str, Any] = {}
         for name in names:
-            data = draw(raw_definitions())
+            # The default plugins include os: the manifests name OSes, which fill devices.
+            data = draw(raw_definitions(with_os=WITH_OS))
             data["disk_path"] = f"{data['disk_path']}/{name}.qcow2"
             if extra is not None:
                 data.update(extra(draw))
@@ -160,7 +163,11 @@ def test_the_cached_path_gives_what_the_validating_path_gives(config: str) -> No
             assert len(validated) == 1, "the second command takes the manifest from the cache"
             assert json.dumps(got) == json.dumps(expected)
             loaded = warm.load()
-            assert loaded == validated[0]
+            # the cached manifest, filled (never cached) as the validated one is
+            assert loaded == fill_defaults(validated[0], warm.hooks)
+            assert [dict(vm.filled) for vm in loaded.vms.values()] == [
+                dict(vm.filled) for vm in cold.load().vms.values()
+            ]
             for name, vm in loaded.vms.items():
                 assert vm.written == validated[0].vms[name].written
                 assert vm.layout.names == cold.vm_fields.names

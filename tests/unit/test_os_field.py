@@ -4,6 +4,7 @@ rules (errors and warnings) and its ``<metadata>`` entry, and blocking it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from bkt_vm_plugin import default_plugins, os_field, osinfo
 from bkt_vm_plugin.api import DomainContext, VmDefinition, parse_xml, serialize
 from bkt_vm_plugin.os_field import LIBOSINFO_NAMESPACE, OsField, defaults_for, os_rules
 from bkt_vm_plugin.osinfo import OsDatabase
+from bkt_vm_plugin.testing import vm_subsystem
 
 ROOT = Path(__file__).resolve().parents[2]
 VIRT_INSTALL = ROOT / "tests" / "fixtures" / "virt-install"
@@ -90,7 +92,7 @@ def _cases() -> list[str]:
     return sorted(p.stem for p in VIRT_INSTALL.glob("*.xml"))
 
 
-def test_every_os_the_task_names_is_compared() -> None:
+def test_windows_and_linux_guests_old_and_new_are_compared() -> None:
     names = {case.split("-")[0] for case in _cases()}
     assert {"win11", "win10", "win7", "fedora37", "ubuntu22.04", "rhel9.0", "winxp"} <= names
 
@@ -442,3 +444,82 @@ def test_disable_plugin_os_on_the_command_line(run_bkt: Any, tmp_path: Path) -> 
     blocked = run_bkt("--disable-plugin", "os", "-C", str(directory), "vm", "validate", env=env)
     assert blocked.returncode == 2
     assert 'vms.w.os: unknown field "os"' in blocked.stderr
+
+
+# -- bkt's caches off: the database's index is neither read nor written -------------------------
+
+
+def test_no_cache_reaches_the_database_index(run_bkt: Any, tmp_path: Path) -> None:
+    directory = _write(tmp_path / "m", MANIFEST)
+    env = {"OSINFO_SYSTEM_DIR": str(FIXTURE_DB), "OSINFO_LOCAL_DIR": str(tmp_path / "none")}
+    env["OSINFO_USER_DIR"] = str(tmp_path / "none")
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    index = tmp_path / "cache" / "bkt" / osinfo.INDEX_FILE
+    assert run_bkt("--no-cache", "-C", str(directory), "vm", "validate", env=env).returncode == 0
+    assert not index.exists()
+    assert run_bkt("-C", str(directory), "vm", "validate", env=env).returncode == 0
+    assert index.is_file()
+    # a corrupt index is never read with --no-cache: the database's files are
+    index.write_text(json.dumps({"format": osinfo.INDEX_FORMAT, "identity": "x"}))
+    before = index.read_text()
+    assert run_bkt("--no-cache", "-C", str(directory), "vm", "validate", env=env).returncode == 0
+    assert index.read_text() == before
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_host_without_caches_tells_the_plugin(
+    fixture_db: OsDatabase, tmp_path: Path, cache: bool
+) -> None:
+    from bkt_vm_plugin.testing import FakeLibvirt
+
+    index = tmp_path / "cache" / "bkt" / osinfo.INDEX_FILE
+    index.unlink()
+    osinfo.forget_databases()
+    libvirt = FakeLibvirt()
+    sub: Any = vm_subsystem(libvirt.host(_write(tmp_path / "m", MANIFEST), cache=cache))
+    (field,) = [f for f in sub.mapping.fields if isinstance(f, OsField)]
+    assert field.cache is cache
+    sub.load()  # fills the VM's devices from its OS: the hook opens the database
+    sub.status()
+    assert index.exists() is cache
+    # outside a host's hook, only $BKT_NO_CACHE counts
+    from bkt_core.cache import cache_enabled
+
+    assert cache_enabled()
+
+
+def test_a_cached_verdict_does_not_outlive_an_os_removed_from_the_database(
+    fixture_db: OsDatabase, tmp_path: Path
+) -> None:
+    # The database is a directory of one's own ($OSINFO_SYSTEM_DIR), edited in place.
+    directory = _write(tmp_path / "m", MANIFEST)
+
+    def load() -> Any:
+        osinfo.forget_databases()  # as the next command would
+        host = Host(directory, entry_points=False, plugins=default_plugins())
+        return host.subsystem("vm").load()  # type: ignore[attr-defined]
+
+    assert load().vms["w"].field("os") == "base1"
+    cached = list((tmp_path / "cache" / "bkt").glob("manifest-*.json"))
+    assert cached  # the verdict is cached
+    base = Path(os.environ["OSINFO_SYSTEM_DIR"]) / "os" / "example.org" / "base-1.xml"
+    info = base.stat()
+    base.write_text(
+        base.read_text().replace("<short-id>base1</short-id>", "<short-id>b1</short-id>")
+    )
+    os.utime(base, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+    with pytest.raises(ManifestError) as caught:
+        load()
+    assert 'unknown OS "base1"' in str(caught.value.diagnostics[0])
+
+
+def test_the_schema_accepts_a_null_os(tmp_path: Path) -> None:
+    import jsonschema
+
+    host = Host(tmp_path, entry_points=False, plugins=default_plugins())
+    schema = host.schema("vm")
+    assert schema["$defs"]["VmDefinition"]["properties"]["os"]["type"] == ["string", "null"]
+    entry = {**MANIFEST["vms"]["w"], "os": None}
+    jsonschema.validate({"vms": {"w": entry}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"vms": {"w": {**entry, "os": 11}}}, schema)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bkt_vm_plugin import osinfo
+from bkt_vm_plugin import osinfo, osinfo_location
 from bkt_vm_plugin.osinfo import (
     INSTALL_HINT,
     VIRTIO_DISK,
@@ -197,9 +197,42 @@ def test_the_index_is_rebuilt_when_the_database_changes(db_root: Path, tmp_path:
     # a file added changes its directory: the identity changes with it
     os.utime(new.parent, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert "new4" in OsDatabase.open([db_root], cache=True, cache_directory=cache)
+
+
+def _edit_in_place(path: Path, old: str, new: str) -> None:
+    """Change ``path``'s content as an editor does (its directory is not touched), and its
+    modification time with it."""
+    info = path.stat()
+    path.write_text(path.read_text().replace(old, new))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+
+
+def test_a_packaged_database_is_rebuilt_when_its_version_changes(
+    db_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(osinfo_location, "PACKAGED_ROOTS", (db_root,))
+    cache = str(tmp_path / "cache")
+    OsDatabase.open([db_root], cache=True, cache_directory=cache)
+    # a package's files are replaced, not edited: an edit alone is not looked for ...
+    base = db_root / "os" / "example.org" / "base-1.xml"
+    _edit_in_place(base, "<short-id>base1</short-id>", "<short-id>base-one</short-id>")
+    assert "base1" in OsDatabase.open([db_root], cache=True, cache_directory=cache)
+    # ... a new VERSION is
     (db_root / "VERSION").write_text("20991231\n")
-    identity = database_identity([db_root])
-    assert OsDatabase.open([db_root], cache=True, cache_directory=cache).identity == identity
+    rebuilt = OsDatabase.open([db_root], cache=True, cache_directory=cache)
+    assert "base-one" in rebuilt and "base1" not in rebuilt
+
+
+def test_an_edit_in_place_under_a_system_directory_of_ones_own_is_seen(
+    db_root: Path, tmp_path: Path
+) -> None:
+    cache = str(tmp_path / "cache")
+    before = OsDatabase.open([db_root], cache=True, cache_directory=cache)
+    base = db_root / "os" / "example.org" / "base-1.xml"
+    _edit_in_place(base, "<short-id>base1</short-id>", "<short-id>base-one</short-id>")
+    after = OsDatabase.open([db_root], cache=True, cache_directory=cache)
+    assert after.identity != before.identity
+    assert "base-one" in after and "base1" not in after
 
 
 def test_an_edit_in_a_local_directory_changes_the_identity(db_root: Path, tmp_path: Path) -> None:
@@ -267,3 +300,76 @@ def test_the_installed_database_knows_what_virt_install_knows() -> None:
     with pytest.raises(UnknownOs) as caught:
         database.profile("win12")
     assert "win11" in caught.value.closest
+
+
+# -- files and records that cannot be read -------------------------------------------------
+
+
+def test_an_unknown_id_names_the_files_that_could_not_be_read(db_root: Path) -> None:
+    base = db_root / "os" / "example.org" / "base-1.xml"
+    base.write_text(base.read_text()[:-40])  # cut short: not well-formed
+    database = OsDatabase.open([db_root], cache=False)
+    with pytest.raises(UnknownOs) as caught:
+        database.profile("base1")
+    message = str(caught.value)
+    assert "2 file(s) of the database could not be read, and may hold it" in message
+    assert f"{base} (" in message and "broken.xml (" in message
+    assert {Path(p).name for p, _r in caught.value.skipped} == {"base-1.xml", "broken.xml"}
+
+
+def test_an_empty_database_says_it_is_not_installed(tmp_path: Path) -> None:
+    (tmp_path / "db" / "os").mkdir(parents=True)
+    database = OsDatabase.open([tmp_path / "db"], cache=False)
+    with pytest.raises(UnknownOs) as caught:
+        database.profile("win11")
+    message = str(caught.value)
+    assert message.startswith('unknown OS "win11": the osinfo database holds no OS')
+    assert str(tmp_path / "db") in message and "not installed" in message
+    assert INSTALL_HINT in message
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda index: index["oses"].__setitem__(
+            "http://example.org/base/1", json.dumps({"id": "http://example.org/base/1"})
+        ),
+        lambda index: index["oses"].__setitem__("http://example.org/base/1", "[1, 2]"),
+        lambda index: index["oses"].pop("http://example.org/base/1"),
+        # a record an OS inherits from
+        lambda index: index["oses"].__setitem__(
+            "http://example.org/base/1",
+            json.dumps({**json.loads(index["oses"]["http://example.org/base/1"]), "devices": 1}),
+        ),
+    ],
+    ids=["missing-keys", "not-a-record", "missing-os", "bad-parent"],
+)
+def test_a_forged_index_record_is_ignored_and_rebuilt(
+    db_root: Path, tmp_path: Path, forge: Any
+) -> None:
+    cache = tmp_path / "cache"
+    expected = OsDatabase.open([db_root], cache=True, cache_directory=str(cache))
+    want = expected.profile("clone3"), expected.profile("base1")
+    index_file = cache / osinfo.INDEX_FILE
+    index = json.loads(index_file.read_text())
+    forge(index)
+    index_file.write_text(json.dumps(index))
+    database = OsDatabase.open([db_root], cache=True, cache_directory=str(cache))
+    assert (database.profile("clone3"), database.profile("base1")) == want
+    # the index was written again, whole
+    stored = json.loads(index_file.read_text())["oses"]["http://example.org/base/1"]
+    assert json.loads(stored)["short_ids"] == ["base1"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"short": {"base1": 3}}, {"skipped": [[1, 2, 3]]}, {"skipped": "x"}],
+)
+def test_a_forged_index_is_not_read(db_root: Path, tmp_path: Path, change: Any) -> None:
+    cache = tmp_path / "cache"
+    OsDatabase.open([db_root], cache=True, cache_directory=str(cache))
+    index_file = cache / osinfo.INDEX_FILE
+    index_file.write_text(json.dumps({**json.loads(index_file.read_text()), **change}))
+    database = OsDatabase.open([db_root], cache=True, cache_directory=str(cache))
+    assert database.profile("base1").id == "http://example.org/base/1"
+    assert [Path(p).name for p, _r in database.skipped] == ["broken.xml"]

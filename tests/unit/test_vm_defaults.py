@@ -4,7 +4,6 @@ capture; and the manifest rules of the device fields."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -214,8 +213,10 @@ def test_a_filled_value_is_managed_and_shows_as_drift(world: World) -> None:
     world.define("win", world.vm("win"))
     world.write({"win": world.vm("win")})
     assert [e.action for e in sub_with(world).plan().entries] == ["unchanged"]
-    plan = sub_with(world, ("windows", Windows({"sound": "ich9"}))).plan()
-    assert [str(c) for c in plan.entries[0].changes] == ["sound: none -> ich9"]
+    sub = sub_with(world, ("windows", Windows({"sound": "ich9"})))
+    assert sub.status().rows[0].drift == ("sound",)
+    # ... which sync does not make to an existing domain (the author states it, or not)
+    assert sub.plan().entries[0].action == "error"
 
 
 def test_capture_does_not_write_a_filled_value_back(world: World) -> None:
@@ -325,9 +326,24 @@ def test_the_device_rules_accept_what_they_should(world: World) -> None:
 
 def test_the_schema_lists_the_device_fields(world: World) -> None:
     props = sub_with(world).schema()["$defs"]["VmDefinition"]["properties"]
-    assert props["disk_bus"]["enum"] == ["virtio", "sata"]
+    # null is "not managed", as absent is: bkt accepts it, and so does the schema
+    assert props["disk_bus"]["enum"] == ["virtio", "sata", None]
     assert props["usb_redirection"]["maximum"] == 8
-    assert json.dumps(props["hyperv"]["type"]) == '"boolean"'
+    assert props["hyperv"]["type"] == ["boolean", "null"]
+
+
+def test_the_schema_accepts_null_where_bkt_does(world: World) -> None:
+    import jsonschema
+
+    schema = sub_with(world).schema()
+    devices = ("disk_bus", "nic_model", "clock", "clock_timers", "hyperv", "sound")
+    nulls = {name: None for name in (*devices, "usb_redirection", "video")}
+    document = {"vms": {"a": world.vm("a", **nulls)}}
+    jsonschema.validate(document, schema)
+    sub_with(world).vm_definition(document["vms"]["a"], home=str(world.tmp))  # bkt agrees
+    for wrong in ({"disk_bus": "ide"}, {"hyperv": "yes"}, {"usb_redirection": -1}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"vms": {"a": world.vm("a", **wrong)}}, schema)
 
 
 def test_the_guides_example_fills_windows_devices(world: World) -> None:
@@ -347,3 +363,76 @@ def test_the_guides_example_fills_windows_devices(world: World) -> None:
         "hyperv": True,
     }
     assert dict(manifest.vms["web"].filled) == {}
+
+
+# -- a filled value never changes an existing domain ---------------------------------------------
+
+
+def test_a_filled_value_does_not_change_an_existing_domain(world: World) -> None:
+    # An installed guest on e1000e; then the plugin's default becomes virtio (a new osinfo
+    # database, say): sync refuses, status shows the drift, the domain keeps its NIC.
+    world.define("win", world.vm("win", nic_model="e1000e"))
+    world.write({"win": world.vm("win")})
+    before = world.libvirt.xml("win")
+    sub = sub_with(world, ("windows", Windows({"nic_model": "virtio"})))
+    report = sub.sync()
+    (result,) = report.results or ()
+    assert result.result == "failed"
+    message, hint = result.message or "", result.hint or ""
+    assert "nic_model would change from e1000e (the domain's) to virtio" in message
+    assert "filled by plugin windows" in message and "nothing was changed for win" in message
+    assert '"nic_model": "e1000e" keeps the domain as it is' in hint
+    assert '"nic_model": "virtio" changes it' in hint
+    assert world.libvirt.xml("win") == before
+    (row,) = sub.status().rows
+    assert row.in_sync is False and row.drift == ("nic_model",)
+
+
+def test_a_filled_value_is_refused_with_every_field_named(world: World) -> None:
+    world.define("win", world.vm("win", nic_model="e1000e"))
+    world.write({"win": world.vm("win", memory_gb=2)})
+    plugin = Windows({"nic_model": "virtio", "sound": "ich9"})
+    (entry,) = sub_with(world, ("windows", plugin)).plan().entries
+    assert entry.action == "error"
+    # the author's own change (memory) is not made either: the VM is refused as a whole
+    assert "nic_model would change" in (entry.message or "")
+    assert "sound would change from none (the domain's) to ich9" in (entry.message or "")
+    assert '"sound": "none" keeps' in (entry.hint or "")
+
+
+def test_stating_the_field_keeps_or_changes_the_domain(world: World) -> None:
+    world.define("win", world.vm("win", nic_model="e1000e"))
+    plugin = ("windows", Windows({"nic_model": "virtio"}))
+    world.write({"win": world.vm("win", nic_model="e1000e")})
+    assert [e.action for e in sub_with(world, plugin).plan().entries] == ["unchanged"]
+    world.write({"win": world.vm("win", nic_model="virtio")})
+    (result,) = sub_with(world, plugin).sync().results or ()
+    assert result.result == "updated"
+    assert '<model type="virtio"/>' in world.libvirt.xml("win")
+
+
+def test_a_new_domain_takes_filled_values(world: World) -> None:
+    world.write({"win": world.vm("win")})
+    (result,) = sub_with(world, ("windows", Windows({"nic_model": "e1000e"}))).sync().results or ()
+    assert result.result == "created"
+    assert '<model type="e1000e"/>' in world.libvirt.xml("win")
+
+
+def test_the_disk_bus_refusal_of_a_filled_bus_says_to_state_it(world: World) -> None:
+    from bkt_vm_plugin.api import PatchRefused
+    from bkt_vm_plugin.observe import resolve_context
+
+    world.define("win", world.vm("win", disk_bus="virtio"))
+    for written, expected in (
+        (False, '"disk_bus": "virtio" keeps the domain as it is, "disk_bus": "sata" changes it'),
+        (True, "`bkt vm capture NAME`"),
+    ):
+        world.write({"win": world.vm("win", **({"disk_bus": "sata"} if written else {}))})
+        sub = sub_with(world, ("windows", Windows({"disk_bus": "sata"})))
+        vm = sub.load().vms["win"]
+        ctx = resolve_context(
+            "win", vm, home=str(world.tmp), iso_cache=None, exists=lambda p: True
+        )
+        with pytest.raises(PatchRefused) as caught:
+            sub.mapping.patch(world.libvirt.xml("win"), vm, ctx)
+        assert expected in (caught.value.hint or "")
