@@ -128,6 +128,12 @@ class _Child(Running):
                 raise _timeout_error(
                     self._argv, self._timeout, stderr.decode(errors="replace")
                 ) from None
+            except BaseException:
+                # A signal while waiting (SIGINT, SIGTERM): the child must not outlive bkt,
+                # as subprocess.run's would not.
+                proc.kill()
+                proc.wait()
+                raise
             return Completed(
                 self._argv, proc.returncode, self._read(self._out), self._read(self._err)
             )

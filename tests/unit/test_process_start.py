@@ -74,3 +74,20 @@ def test_a_runner_that_overrides_run_is_given_its_run() -> None:
     runner = Counting()
     done = start(runner, ["sh", "-c", "echo hi"], timeout=10).wait()
     assert (done.stdout, runner.seen) == ("hi\n", [("sh", "-c", "echo hi")])
+
+
+def test_a_signal_while_waiting_kills_and_reaps_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SIGINT and SIGTERM reach bkt as exceptions raised while it waits: the child must not
+    # outlive it (as a child of subprocess.run would not).
+    from bkt_core import process
+
+    running = start(SubprocessRunner(), ("sleep", "60"), timeout=120)
+    child = running._proc  # type: ignore[attr-defined]
+
+    def interrupted(proc: object, timeout: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(process, "_wait_exit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        running.wait()
+    assert child.returncode is not None, "the child was killed and reaped"
