@@ -192,6 +192,11 @@ class DomainContext:
     iso_cache: str | None = None
 
 
+#: Types whose equal values are the same value: a field's spelling of one is that of the
+#: other (1 == 1.0 == True holds across types, hence the same type too).
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def spell(value: Any) -> str:
     """A value as the manifest spells it, for a field change: numbers in decimal,
     enums as written, booleans ``true``/``false``, lists joined with ``, `` or ``none``;
@@ -463,7 +468,7 @@ class DomainMapping:
         got = self._call(mapping_field, "parse", mapping_field.parse, domain, ctx)
         out: dict[str, Reading] = {}
         for name in mapping_field.compared:
-            reading = got.get(name) if isinstance(got, Mapping) else None
+            reading = got.get(name) if type(got) is dict or isinstance(got, Mapping) else None
             if not isinstance(reading, Reading):
                 raise PluginError(
                     mapping_field.plugin, HOOK, f"parse failed: it gave no reading for {name!r}"
@@ -506,7 +511,11 @@ class DomainMapping:
             new = self._call(f, "spell", f.spell, name, wanted[name])
             reading = readings[name]
             if reading.has_value:
-                old = self._call(f, "spell", f.spell, name, reading.value)
+                value = reading.value
+                plain_value = type(value) in _PLAIN and type(value) is type(wanted[name])
+                if plain_value and value == wanted[name]:
+                    continue  # the same plain value spells the same
+                old = self._call(f, "spell", f.spell, name, value)
                 if old == new:
                     continue
             else:
