@@ -192,6 +192,11 @@ class DomainContext:
     iso_cache: str | None = None
 
 
+#: Types whose equal values are the same value: a field's spelling of one is that of the
+#: other (1 == 1.0 == True holds across types, hence the same type too).
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def spell(value: Any) -> str:
     """A value as the manifest spells it, for a field change: numbers in decimal,
     enums as written, booleans ``true``/``false``, lists joined with ``, `` or ``none``;
@@ -390,6 +395,7 @@ class DomainMapping:
 
         self._order = {n: i for i, n in enumerate(sorted(names, key=rank))}
         self.manifest_fields: tuple[str, ...] = tuple(n for f in self.fields for n in f.fields)
+        self._unmanaged = tuple(n for f in self.fields for n in f.unmanaged_when_none)
 
     def _call(
         self, mapping_field: DomainField, method: str, call: Callable[..., _T], *args: Any
@@ -447,29 +453,39 @@ class DomainMapping:
         context ``ctx``."""
         readings: dict[str, Reading] = {}
         for f in self.fields:
-            readings.update(self._readings(f, domain, ctx))
+            self._read_into(readings, f, domain, ctx)
         name_node = child(domain, "name")
         return Parsed(
             name=text_of(name_node) if name_node is not None else None,
             has_marker=has_marker(domain),
             readings=readings,
             manifest_fields=self.manifest_fields,
-            unmanaged=tuple(n for f in self.fields for n in f.unmanaged_when_none),
+            unmanaged=self._unmanaged,
         )
 
     def _readings(
         self, mapping_field: DomainField, domain: Element, ctx: DomainContext
     ) -> dict[str, Reading]:
-        got = self._call(mapping_field, "parse", mapping_field.parse, domain, ctx)
         out: dict[str, Reading] = {}
+        self._read_into(out, mapping_field, domain, ctx)
+        return out
+
+    def _read_into(
+        self,
+        out: dict[str, Reading],
+        mapping_field: DomainField,
+        domain: Element,
+        ctx: DomainContext,
+    ) -> None:
+        """Adds to ``out`` the readings of ``mapping_field`` (its parse, checked)."""
+        got = self._call(mapping_field, "parse", mapping_field.parse, domain, ctx)
         for name in mapping_field.compared:
-            reading = got.get(name) if isinstance(got, Mapping) else None
+            reading = got.get(name) if type(got) is dict or isinstance(got, Mapping) else None
             if not isinstance(reading, Reading):
                 raise PluginError(
                     mapping_field.plugin, HOOK, f"parse failed: it gave no reading for {name!r}"
                 )
             out[name] = reading
-        return out
 
     def patch(self, xml: str, vm: VmDefinition, ctx: DomainContext) -> str:
         """``xml`` (``dumpxml --inactive --security-info``) with every owned element brought
@@ -506,7 +522,11 @@ class DomainMapping:
             new = self._call(f, "spell", f.spell, name, wanted[name])
             reading = readings[name]
             if reading.has_value:
-                old = self._call(f, "spell", f.spell, name, reading.value)
+                value = reading.value
+                plain_value = type(value) in _PLAIN and type(value) is type(wanted[name])
+                if plain_value and value == wanted[name]:
+                    continue  # the same plain value spells the same
+                old = self._call(f, "spell", f.spell, name, value)
                 if old == new:
                     continue
             else:

@@ -200,6 +200,8 @@ def elements(parent: Element) -> list[Element]:
 
 def children(parent: Element, tag: str) -> list[Element]:
     """The child elements ``<tag>`` (in no namespace) of ``parent``."""
+    if tag.isidentifier():
+        return list(parent.iterchildren(tag))  # as below, the scan in lxml's C
     return [c for c in parent if c.tag == tag]
 
 
@@ -207,6 +209,11 @@ def child(parent: Element | None, tag: str) -> Element | None:
     """The first child element ``<tag>`` of ``parent`` (None for no parent or no such child)."""
     if parent is None:
         return None
+    if tag.isidentifier():
+        # lxml's scan, in C: each domain's parse looks up dozens of elements, and the tag
+        # of every child passed would be made a Python string. A name with no namespace,
+        # prefix or wildcard matches there exactly the elements whose tag equals it.
+        return next(parent.iterchildren(tag), None)
     for c in parent:
         if c.tag == tag:
             return c
