@@ -34,6 +34,7 @@ __all__ = [
     "hook_caching",
     "prune",
     "read_limited",
+    "read_past",
     "write_atomic",
 ]
 
@@ -74,6 +75,21 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> str | None:
     return os.path.join(home, ".cache", "bkt")
 
 
+def read_past(fd: int, limit: int) -> bytes:
+    """What the open file ``fd`` holds, read up to one byte past ``limit``: a result longer
+    than ``limit`` means the file is too large. Read from the descriptor rather than trusting
+    the size ``fstat`` gave, since the file may grow meanwhile. Raises OSError."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(fd, limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def read_limited(path: str, limit: int) -> bytes | None:
     """The bytes of the cache file ``path``; None when it does not exist. Raises
     :class:`CacheUnusable` when it cannot be read, is larger than ``limit`` bytes, is not a
@@ -95,17 +111,10 @@ def read_limited(path: str, limit: int) -> bytes | None:
             raise CacheUnusable(f"belongs to another user (uid {info.st_uid})")
         if info.st_size > limit:
             raise CacheUnusable(f"is larger than {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:  # it grew while being read
+        data = read_past(fd, limit)
+        if len(data) > limit:  # it grew while being read
             raise CacheUnusable(f"is larger than {limit} bytes")
-        return b"".join(chunks)
+        return data
     except OSError as exc:
         raise CacheUnusable(f"cannot be read: {exc.strerror or exc}") from None
     finally:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bkt_core.cache import read_past
 from bkt_core.errors import Diagnostic, ManifestError, OperationError
 from bkt_core.jsonpos import JsonPath, JsonSyntaxError, Position, PositionIndex, parse_json
 
@@ -383,26 +384,16 @@ def read_manifest(path: Path) -> str | None:
         if kind != stat.S_IFREG:
             what = _FILE_KINDS.get(kind, "not a regular file")
             raise OperationError(f"cannot read {path}: it is {what}, not a regular file")
-        # Read from the descriptor, one byte past the limit, rather than trusting the size
-        # fstat gave: the file may grow meanwhile.
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_MANIFEST_BYTES:
-            chunk = os.read(fd, MAX_MANIFEST_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        data = read_past(fd, MAX_MANIFEST_BYTES)
     except OSError as exc:
         raise OperationError(f"cannot read {path}: {_reason(exc)}") from exc
     finally:
         os.close(fd)
-    if size > MAX_MANIFEST_BYTES:
+    if len(data) > MAX_MANIFEST_BYTES:
         raise OperationError(
             f"cannot read {path}: it is larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB, "
             "far more than any manifest needs"
         )
-    data = b"".join(chunks)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -241,7 +241,16 @@ def test_a_domain_whose_cdrom_file_is_missing_captures_and_syncs_as_it_is(
 # -- virt-install ------------------------------------------------------------------------------
 
 
-def virt_install(name: str, disk_path: str, *options: str, directory: Path) -> str:
+def virt_install(
+    name: str,
+    disk_path: str,
+    *options: str,
+    directory: Path,
+    osinfo: str = "detect=on,require=off",
+    graphics: str = "none",
+) -> str:
+    """What ``virt-install --print-xml --import`` makes of the disk at ``disk_path``, for the
+    OS ``osinfo`` (an osinfo short id, or let virt-install detect it) with ``options``."""
     if shutil.which("virt-install") is None:
         pytest.fail("virt-install is missing: scripts/setup installs the Debian package virtinst")
     # virt-install defines (and starts) a storage pool for the disk's directory, even with
@@ -265,9 +274,9 @@ def virt_install(name: str, disk_path: str, *options: str, directory: Path) -> s
             f"path={disk_path},format=qcow2",
             "--import",
             "--osinfo",
-            "detect=on,require=off",
+            osinfo,
             "--graphics",
-            "none",
+            graphics,
             "--noautoconsole",
             "--check",
             "path_in_use=off",

@@ -3,15 +3,18 @@ captured with its ``os``, and sync then leaves it byte for byte as it was."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.live.test_capture_live import assert_sync_is_a_no_op, capture, disk, manifest
-from tests.livelib import URI, Lab, virsh
+from tests.live.test_capture_live import (
+    assert_sync_is_a_no_op,
+    capture,
+    disk,
+    manifest,
+    virt_install,
+)
+from tests.livelib import Lab
 
 pytestmark = [
     pytest.mark.libvirtd,
@@ -28,56 +31,20 @@ def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "home").mkdir()
 
 
-def virt_install(name: str, disk_path: str, osinfo: str, directory: Path) -> str:
-    """What ``virt-install --print-xml --osinfo OSINFO`` makes of an imported disk."""
-    if shutil.which("virt-install") is None:
-        pytest.fail("virt-install is missing: scripts/setup installs the Debian package virtinst")
-    # virt-install defines (and starts) a storage pool for the disk's directory, even with
-    # --print-xml; the pools it adds are removed again below.
-    pools_before = set(virsh("pool-list", "--all", "--name").split())
-    proc = subprocess.run(
-        [
-            "virt-install",
-            "--connect",
-            URI,
-            "--print-xml",
-            "--name",
-            name,
-            "--virt-type",
-            "qemu",
-            "--memory",
-            "1024",
-            "--vcpus",
-            "1",
-            "--disk",
-            f"path={disk_path},format=qcow2",
-            "--import",
-            "--osinfo",
-            osinfo,
-            "--network",
-            "network=default",
-            "--graphics",
-            "spice",
-            "--noautoconsole",
-            "--check",
-            "path_in_use=off",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "HOME": str(directory)},
-    )
-    for pool in set(virsh("pool-list", "--all", "--name").split()) - pools_before:
-        virsh("pool-destroy", pool, check=False)
-        virsh("pool-undefine", pool, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
 def test_virt_install_guests_are_captured_with_their_os(lab: Lab, tmp_path: Path) -> None:
     oses = {lab.name(short_id.replace(".", "-")): short_id for short_id in ("win11", "fedora37")}
     for name, short_id in oses.items():
-        lab.define(virt_install(name, disk(tmp_path, name), short_id, tmp_path))
+        lab.define(
+            virt_install(
+                name,
+                disk(tmp_path, name),
+                "--network",
+                "network=default",
+                directory=tmp_path,
+                osinfo=short_id,
+                graphics="spice",
+            )
+        )
     directory = tmp_path / "manifests"
     report = capture(directory, *oses)
     # virt-install turns Hyper-V on for Windows under software emulation too, which bkt's
