@@ -683,9 +683,15 @@ def _run(args: list[str]) -> int:
             previous[sig] = signal.signal(sig, _on_signal)
     except ValueError:  # not the main thread (main() called by an embedder): leave them
         pass
+    from bkt_core import prestart
+
     try:
+        # First of all: what this command line started last time starts now, and reads
+        # libvirt while bkt loads (bkt_core.prestart).
+        prestart.begin(args, enabled=_cache_in(args))
         return _run_cli(args)
     finally:
+        prestart.end()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -728,8 +734,11 @@ def _run_cli(args: list[str]) -> int:
         def show_cache_notes() -> None:
             # Why a cache could not be used or written: only -v says (a cache only saves time).
             nonlocal shown
+            from bkt_core import prestart
+
+            notes = [*host.cache_notes[shown:], *prestart.drain_notes()]
             if printers[-1].verbosity >= 1:
-                for note in host.cache_notes[shown:]:
+                for note in notes:
                     printers[-1].note(note)
             shown = len(host.cache_notes)
 

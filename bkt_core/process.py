@@ -25,8 +25,10 @@ __all__ = [
     "FakeRunner",
     "Running",
     "SubprocessRunner",
+    "child_environment",
     "display_argv",
     "start",
+    "start_child",
 ]
 
 #: Variables removed from every child's environment: they change what virsh prints.
@@ -72,12 +74,22 @@ class Running:
 
 
 def start(
-    runner: CommandRunner, argv: Sequence[str], *, timeout: float, input: str | None = None
+    runner: CommandRunner,
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    input: str | None = None,
+    prestart: bool = False,
 ) -> Running:
     """Start ``argv`` with ``runner``: a :class:`SubprocessRunner` (not one whose ``run`` is
     overridden) starts the child at once and returns, so that the caller works while the
     child does; any other runner runs it when :meth:`Running.wait` is called. Either way
-    errors are raised by :meth:`Running.wait`, as :meth:`CommandRunner.run` raises them."""
+    errors are raised by :meth:`Running.wait`, as :meth:`CommandRunner.run` raises them.
+
+    ``prestart``: the child only reads, and may be started before the command has loaded
+    when the same command line runs again (:mod:`bkt_core.prestart`); with a
+    :class:`SubprocessRunner`, the child the command started early is returned when it is
+    exactly this one."""
     argv = tuple(argv)
     # A subclass that wraps run (to count or log what runs) is given its run.
     if (
@@ -85,8 +97,28 @@ def start(
         and type(runner).run is SubprocessRunner.run
         and input is None
     ):
+        if prestart:
+            from bkt_core import prestart as early
+
+            child = early.take(argv, runner.environment, timeout)
+            if child is not None:
+                return child
         return runner.start(argv, timeout=timeout)
     return Running(lambda: runner.run(argv, timeout=timeout, input=input))
+
+
+def child_environment() -> dict[str, str]:
+    """The environment every child gets: bkt's own, without what changes what virsh prints,
+    with ``LC_ALL=C``."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env["LC_ALL"] = "C"
+    return env
+
+
+def start_child(argv: Sequence[str], timeout: float, env: dict[str, str]) -> Running:
+    """Start ``argv`` with ``env`` at once (what :meth:`SubprocessRunner.start` does); the
+    result also has ``stop()``, which kills and reaps a child nobody will wait for."""
+    return _Child(tuple(argv), timeout, env)
 
 
 class _Child(Running):
@@ -137,6 +169,17 @@ class _Child(Running):
             return Completed(
                 self._argv, proc.returncode, self._read(self._out), self._read(self._err)
             )
+        finally:
+            os.close(self._out)
+            os.close(self._err)
+
+    def stop(self) -> None:
+        """Kill and reap the child (when it was started and still runs), instead of
+        :meth:`wait`."""
+        try:
+            if self._proc is not None:
+                self._proc.kill()
+                self._proc.wait()
         finally:
             os.close(self._out)
             os.close(self._err)
@@ -196,9 +239,7 @@ class SubprocessRunner:
     batch carries.)"""
 
     def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-        env["LC_ALL"] = "C"
-        self._env = env
+        self.environment = child_environment()
 
     def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Completed:
         argv = tuple(argv)
@@ -209,7 +250,7 @@ class SubprocessRunner:
                 stdin=None if input is not None else subprocess.DEVNULL,
                 capture_output=True,
                 timeout=timeout,
-                env=self._env,
+                env=self.environment,
                 text=True,
                 errors="replace",
                 check=False,
@@ -225,7 +266,7 @@ class SubprocessRunner:
         """Start ``argv`` (no input) and return at once; :meth:`Running.wait` gives what
         :meth:`run` would have, or raises what it would have raised. A child not waited for
         runs to its end on its own."""
-        return _Child(tuple(argv), timeout, self._env)
+        return _Child(tuple(argv), timeout, self.environment)
 
 
 Responder = Callable[[tuple[str, ...], str | None], Completed]

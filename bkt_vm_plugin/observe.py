@@ -86,7 +86,8 @@ class Observing:
         commands += [
             ["dumpxml", "--inactive", "--security-info", "--domain", n] for n in self._wanted
         ]
-        self._batch = virsh._start_batch(commands)
+        # Only reads: the same command line run again may start it before bkt has loaded.
+        self._batch = virsh._start_batch(commands, prestart=True)
 
     def wait(self) -> Observation:
         """The observation (call it once)."""

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bkt_core.errors import CommandError, OperationError
+from bkt_core.prestart import token
 from bkt_core.process import CommandRunner, Completed, Running
 from bkt_core.process import start as start_command
 
@@ -63,6 +64,7 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "NOT_RUN",
     "PER_COMMAND_TIMEOUT",
+    "READ_ONLY",
     "TIMEOUT_HINT",
     "DomainState",
     "Reply",
@@ -85,6 +87,10 @@ MAX_BATCH_BYTES = 100 * 1024
 CONNECT_HINT = "start libvirtd (or virtqemud), or pass --connect qemu:///session"
 INSTALL_HINT = "install virsh (Debian: apt-get install libvirt-clients)"
 TIMEOUT_HINT = "is libvirtd hung? `virsh version` should answer at once"
+
+#: The virsh commands that only read what libvirt holds: a batch of these alone may be started
+#: before bkt has loaded, as the same command line started it last time (bkt_core.prestart).
+READ_ONLY = frozenset({"list", "dumpxml", "domstate", "dominfo", "echo"})
 
 #: What a command of a batch "printed" on stderr when virsh stopped before running it.
 NOT_RUN = "virsh ended before this command ran"
@@ -324,16 +330,19 @@ class Virsh:
         """
         return self._start_batch(commands).wait()
 
-    def _start_batch(self, commands: Sequence[Sequence[str]]) -> _Batch:
+    def _start_batch(self, commands: Sequence[Sequence[str]], *, prestart: bool = False) -> _Batch:
         """:meth:`batch` of ``commands``, started: its first process runs while the caller
         goes on (when the runner can run in the background, see
         :func:`bkt_core.process.start`), and :meth:`_Batch.wait` gives the replies, or raises
-        what :meth:`batch` raises."""
+        what :meth:`batch` raises. ``prestart``: the first process may be started early, as
+        the same command line started it last time (:mod:`bkt_core.prestart`), when every
+        command only reads (:data:`READ_ONLY`)."""
         todo = [_check_command(command) for command in commands]
+        prestart = prestart and all(command[0] in READ_ONLY for command in todo)
         chunks: list[tuple[int, int, str, str]] = []
         start = 0
         while start < len(todo):
-            nonce = os.urandom(8).hex()  # as secrets.token_hex(8), without importing it
+            nonce = token()
             parts: list[str] = []
             size = 0
             end = start
@@ -352,7 +361,7 @@ class Virsh:
                 end += 1
             chunks.append((start, end, nonce, "".join(parts)))
             start = end
-        return _Batch(self, todo, chunks)
+        return _Batch(self, todo, chunks, prestart=prestart)
 
     def domain_names(self) -> list[str]:
         """The names of every domain libvirt has, active or not (one process)."""
@@ -371,7 +380,13 @@ class Virsh:
         return state
 
     def _start_chunk(
-        self, todo: Sequence[tuple[str, ...]], start: int, end: int, line: str
+        self,
+        todo: Sequence[tuple[str, ...]],
+        start: int,
+        end: int,
+        line: str,
+        *,
+        prestart: bool = False,
     ) -> Running:
         chunk = todo[start:end]
         shown = (*self._prefix, _commands_placeholder(len(chunk)))
@@ -379,7 +394,10 @@ class Virsh:
         for command in chunk:
             self._trace("  " + " ".join(command))
         return start_command(
-            self.runner, (*self._prefix, line), timeout=self.batch_timeout(len(chunk))
+            self.runner,
+            (*self._prefix, line),
+            timeout=self.batch_timeout(len(chunk)),
+            prestart=prestart,
         )
 
     def _finish_chunk(
@@ -446,7 +464,12 @@ class _Batch:
     command, in order."""
 
     def __init__(
-        self, virsh: Virsh, todo: list[tuple[str, ...]], chunks: list[tuple[int, int, str, str]]
+        self,
+        virsh: Virsh,
+        todo: list[tuple[str, ...]],
+        chunks: list[tuple[int, int, str, str]],
+        *,
+        prestart: bool = False,
     ) -> None:
         self._virsh = virsh
         self._todo = todo
@@ -454,7 +477,7 @@ class _Batch:
         self._first: Running | None = None
         if chunks:
             start, end, _nonce, line = chunks[0]
-            self._first = virsh._start_chunk(todo, start, end, line)
+            self._first = virsh._start_chunk(todo, start, end, line, prestart=prestart)
 
     def wait(self) -> list[Reply]:
         """The replies (see :meth:`Virsh.batch`, which raises what this raises)."""

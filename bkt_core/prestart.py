@@ -1,0 +1,239 @@
+"""Starting a command's first read-only child before bkt has loaded itself.
+
+A warm ``bkt vm status`` spends most of its time importing modules and loading plugins; only
+then does it know which virsh batch to start, and virsh then reads libvirt while bkt waits.
+Which child a command starts depends on the manifest, the plugins, the options and the
+environment, known only after that work; but the same command line, run again, almost
+always starts the very same child. So:
+
+- the first child a command starts that its caller marks *prestartable* (a batch that only
+  reads, see :func:`bkt_core.process.start`) is recorded in the cache directory: its argv
+  (with the random token in it, see :func:`token`, left out), its timeout, and the command
+  it belongs to (bkt's arguments, the working directory and the effective uid, which are
+  also the record's key);
+- the next run of that command line starts the recorded child first thing (:func:`begin`),
+  with a fresh token, and lets it run while bkt loads;
+- when that run asks for its first prestartable child, it is given the early one only when
+  the argv, the environment and the timeout are exactly those it asked for; otherwise the
+  early one is killed and reaped, and the command starts its own (:func:`take`, which also
+  records the new one). A command that ends without asking, after an error, a refused
+  manifest or a signal, kills and reaps it too (:func:`end`).
+
+So a command reads exactly what the child it asked for prints; only the moment that child
+starts differs, by the time bkt takes to load. A record is trusted only as the other cache
+files are (:func:`bkt_core.cache.read_limited`: a regular file of the user's own), and it is
+checked to belong to this very command; ``--no-cache`` and ``$BKT_NO_CACHE`` turn this off
+with the other caches. Why an early child was not used or a record not kept, ``-v`` says
+(:func:`drain_notes`).
+
+Only :mod:`os` is imported up front: :func:`begin` runs on every command.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Not `typing.TYPE_CHECKING`: importing typing costs every command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from bkt_core.process import Running
+
+__all__ = ["begin", "drain_notes", "end", "take", "token"]
+
+FORMAT = 1
+PREFIX = "prestart-"
+SUFFIX = ".json"
+#: A batch's argv element stays below the kernel's 128 KiB; JSON may escape some of it.
+MAX_BYTES = 512 * 1024
+#: How many records are kept (each command line that starts a prestartable child has one).
+KEEP = 32
+STALE_TEMPORARY_SECONDS = 3600.0
+#: A recorded timeout beyond this is not one bkt wrote.
+MAX_TIMEOUT = 24 * 3600.0
+
+
+class _State:
+    """What one command (one :func:`begin` ... :func:`end`) knows."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.command: list[object] | None = None
+        self.recorded: object = None
+        self.child: Running | None = None
+        self.argv: tuple[str, ...] | None = None
+        self.env: dict[str, str] | None = None
+        self.timeout: float | None = None
+        #: The early child's token, until :func:`token` hands it out.
+        self.token: str | None = None
+        #: Every token handed out, to find the one in a recorded argv.
+        self.tokens: list[str] = []
+        #: Whether the command asked for its first prestartable child.
+        self.asked = False
+        self.notes: list[str] = []
+
+
+_state = _State()
+
+
+def token() -> str:
+    """Fresh random hex (16 digits) for a child's command line, such as the marker virsh's
+    output is split at: the first call of a command whose early child is running gives that
+    child's token, so that the argv the command builds can be the child's; every other call
+    gives a new one."""
+    state = _state
+    if state.token is not None:
+        value, state.token = state.token, None
+    else:
+        value = os.urandom(8).hex()
+    state.tokens.append(value)
+    return value
+
+
+def begin(args: Sequence[str], *, enabled: bool = True) -> None:
+    """Start what the last run of the command line ``args`` (bkt's arguments) started first,
+    when there is a record of it and ``enabled`` (the caches may be used). Never raises for
+    the record's sake: a record that cannot be used is a note."""
+    global _state
+    _state = state = _State()
+    if not enabled:
+        return
+    from bkt_core import cache
+
+    directory = cache.cache_dir()
+    if directory is None:
+        return
+    import json
+
+    state.command = [FORMAT, list(args), os.getcwd(), os.geteuid()]
+    key = _sha256(json.dumps(state.command, separators=(",", ":")))
+    state.path = path = os.path.join(directory, f"{PREFIX}{key}{SUFFIX}")
+    try:
+        data = cache.read_limited(path, MAX_BYTES)
+    except cache.CacheUnusable as exc:
+        state.notes.append(f"the early start {path} {exc}: not used")
+        return
+    if data is None:
+        return
+    try:
+        record = json.loads(data)
+        argv, timeout = _parse(record, state.command)
+    except (ValueError, RecursionError) as exc:
+        state.notes.append(f"the early start {path} cannot be used ({exc}): not used")
+        return
+    state.recorded = record
+    from bkt_core import process
+
+    value = os.urandom(8).hex()
+    state.argv = tuple(value.join(segments) for segments in argv)
+    state.env = process.child_environment()
+    state.timeout = timeout
+    state.token = value
+    state.child = process.start_child(state.argv, timeout, state.env)
+
+
+def take(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> Running | None:
+    """The early child, when the command's first prestartable child is ``argv`` run with
+    ``env`` and ``timeout`` and it is exactly that; else None, after the early one (if any)
+    is stopped, and the record now says ``argv`` (when this is the command's first one)."""
+    state = _state
+    if state.asked:
+        return None
+    state.asked = True
+    state.token = None
+    child, state.child = state.child, None
+    if child is not None:
+        if (argv, env, timeout) == (state.argv, state.env, state.timeout):
+            return child
+        _stop(child)
+        state.notes.append(
+            f"the child started early from {state.path} is not the one this command "
+            "starts: stopped it"
+        )
+    _record(state, argv, timeout)
+    return None
+
+
+def end() -> None:
+    """Kill and reap an early child the command did not take; forget the command."""
+    global _state
+    state, _state = _state, _State()
+    state.notes.clear()
+    if state.child is not None:
+        _stop(state.child)
+
+
+def drain_notes() -> list[str]:
+    """Why an early child was not used or a record not written, since the last call."""
+    notes = list(_state.notes)
+    _state.notes.clear()
+    return notes
+
+
+def _stop(child: Running) -> None:
+    stop = getattr(child, "stop", None)
+    if stop is not None:
+        stop()
+
+
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _parse(record: object, command: list[object]) -> tuple[list[list[str]], float]:
+    """The argv (each element as its pieces around the token) and timeout of ``record``;
+    ValueError when it is not a record of ``command`` that bkt could have written."""
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ValueError("not a record of this version of bkt")
+    if record.get("command") != command:
+        raise ValueError("a record of another command")
+    argv = record.get("argv")
+    timeout = record.get("timeout")
+    if not (
+        isinstance(argv, list)
+        and argv
+        and all(
+            isinstance(element, list)
+            and element
+            and all(isinstance(piece, str) and "\0" not in piece for piece in element)
+            for element in argv
+        )
+        and argv[0] != [""]
+    ):
+        raise ValueError("its argv is not a list of arguments")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ValueError("its timeout is not a number")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise ValueError(f"its timeout {timeout} is out of range")
+    return argv, float(timeout)
+
+
+def _record(state: _State, argv: tuple[str, ...], timeout: float) -> None:
+    """Keep ``argv`` and ``timeout`` as what this command line starts first, unless the
+    record says that already, the argv holds more than one token, or there is no record
+    path (no cache)."""
+    if state.path is None or state.command is None:
+        return
+    held = [value for value in state.tokens if any(value in element for element in argv)]
+    if len(held) > 1:
+        return
+    pieces = [element.split(held[0]) if held else [element] for element in argv]
+    record = {"format": FORMAT, "command": state.command, "argv": pieces, "timeout": timeout}
+    if record == state.recorded:
+        return
+    import json
+
+    from bkt_core import cache
+
+    data = json.dumps(record, separators=(",", ":")).encode("utf-8", "surrogateescape")
+    if len(data) > MAX_BYTES:
+        return
+    try:
+        cache.write_atomic(state.path, data)
+    except OSError as exc:
+        state.notes.append(f"the early start {state.path} was not written: {exc.strerror or exc}")
+        return
+    cache.prune(os.path.dirname(state.path), PREFIX, SUFFIX, KEEP, STALE_TEMPORARY_SECONDS)

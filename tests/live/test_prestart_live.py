@@ -1,0 +1,82 @@
+"""The early start against the real libvirtd (bkt_core.prestart): the second run of the same
+command line starts its observation batch before bkt has loaded and uses it, with the same
+output, the same ``-vv`` trace and no extra virsh process; after an edit that changes the
+batch, the early virsh is stopped (``-v`` says so), the command's own one is used and the
+answer is the edited manifest's. A ``virsh`` on ``PATH`` logs each process it starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BKT
+from tests.livelib import URI, Lab, vm, write_vms
+
+pytestmark = pytest.mark.libvirtd
+
+LOGGING_VIRSH = """#!/bin/sh
+echo "$$" >> "$BKT_TEST_LOG"
+exec {virsh} "$@"
+"""
+
+
+def test_the_same_command_line_uses_the_virsh_started_early(
+    lab: Lab, disks: Path, tmp_path: Path
+) -> None:
+    real = shutil.which("virsh")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "virsh").write_text(LOGGING_VIRSH.format(virsh=real))
+    (bin_dir / "virsh").chmod(0o755)
+    log = tmp_path / "virsh.log"
+    web, db = lab.name("web"), lab.name("db")
+    manifests = tmp_path / "manifests"
+    write_vms(manifests, {web: vm(disks, web)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BKT_")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", BKT_TEST_LOG=str(log))
+
+    def status() -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [BKT, "-c", URI, "-C", str(manifests), "-v", "-vv", "vm", "status"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    subprocess.run(
+        [BKT, "-c", URI, "-C", str(manifests), "vm", "sync"], env=env, check=True, timeout=120
+    )
+    log.unlink()
+
+    first = status()
+    assert len(log.read_text().split()) == 1
+    second = status()  # started early this time
+    assert len(log.read_text().split()) == 2, "one virsh process, the early one"
+    assert second.stdout == first.stdout
+    assert second.stdout.split() == ["NAME", "STATE", "SYNC", web, "stopped", "in", "sync"]
+    assert "early" not in second.stderr
+    # The trace names the same batch (the markers in it are hidden behind `<N commands>`).
+    assert second.stderr == first.stderr
+
+    # Another VM in the manifest: another batch. The early virsh is stopped and reaped.
+    write_vms(manifests, {web: vm(disks, web), db: vm(disks, db)})
+    third = status()
+    pids = log.read_text().split()
+    assert len(pids) == 4
+    early = int(pids[2])
+    with pytest.raises(ProcessLookupError):
+        os.kill(early, 0)
+    assert third.stdout.split()[3:] == [db, "missing", "-", web, "stopped", "in", "sync"]
+    assert "is not the one this command starts: stopped it" in third.stderr
+    fourth = status()
+    assert len(log.read_text().split()) == 5
+    assert fourth.stdout == third.stdout

@@ -1,0 +1,287 @@
+"""The early start of a command's first read-only child (bkt_core.prestart): the same command
+line starts it first thing next time; it is used only when it is exactly the child the
+command asks for, and killed and reaped otherwise; a record that is not the user's own, not
+this command's or not well-formed starts nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bkt_core import prestart
+from bkt_core.process import SubprocessRunner, child_environment, start
+
+ARGS = ["-C", "manifests", "vm", "status"]
+
+
+@pytest.fixture(autouse=True)
+def _one_command() -> Iterator[None]:
+    yield
+    prestart.end()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ["XDG_CACHE_HOME"]) / "bkt"
+
+
+def records() -> list[Path]:
+    return sorted(cache_dir().glob("prestart-*.json")) if cache_dir().exists() else []
+
+
+def command(value: str, text: str = "hello") -> tuple[str, ...]:
+    """A child whose argv carries the token ``value`` and prints it."""
+    return (sys.executable, "-c", f"print({text!r} + ' ' + {value!r})")
+
+
+def first_run(timeout: float = 30.0) -> tuple[str, ...]:
+    """One command that starts a prestartable child: the record is written."""
+    prestart.begin(ARGS)
+    argv = command(prestart.token())
+    done = start(SubprocessRunner(), argv, timeout=timeout, prestart=True).wait()
+    assert done.returncode == 0
+    prestart.end()
+    return argv
+
+
+def early_child() -> object:
+    return prestart._state.child
+
+
+def test_the_same_command_line_gets_the_child_started_early() -> None:
+    first = first_run()
+    [record] = records()
+    assert json.loads(record.read_text())["argv"][2] != [first[2]]  # the token is left out
+
+    prestart.begin(ARGS)
+    early = early_child()
+    assert early is not None
+    value = prestart.token()
+    assert value not in first[2]  # a fresh token
+    argv = command(value)
+    running = start(SubprocessRunner(), argv, timeout=30.0, prestart=True)
+    assert running is early
+    done = running.wait()
+    assert (done.argv, done.returncode, done.stdout) == (argv, 0, f"hello {value}\n")
+    assert prestart.drain_notes() == []
+
+
+def test_a_child_that_is_not_the_one_asked_for_is_stopped_and_the_record_replaced() -> None:
+    first_run()
+    prestart.begin(ARGS)
+    early = early_child()
+    assert early is not None
+    proc = early._proc  # type: ignore[attr-defined]
+    argv = command(prestart.token(), text="another")
+    running = start(SubprocessRunner(), argv, timeout=30.0, prestart=True)
+    assert running is not early
+    assert proc.returncode is not None  # killed and reaped
+    assert running.wait().stdout.startswith("another ")
+    [note] = prestart.drain_notes()
+    assert "is not the one this command starts: stopped it" in note
+    prestart.end()
+
+    # The record now holds the new child.
+    prestart.begin(ARGS)
+    early = early_child()
+    assert early is not None
+    argv = command(prestart.token(), text="another")
+    running = start(SubprocessRunner(), argv, timeout=30.0, prestart=True)
+    assert running is early
+    assert running.wait().stdout.startswith("another ")
+
+
+def test_another_environment_or_timeout_is_another_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first_run()
+    prestart.begin(ARGS)
+    early = early_child()
+    runner = SubprocessRunner()
+    running = start(runner, command(prestart.token()), timeout=31.0, prestart=True)
+    assert running is not early
+    running.wait()
+
+    first_run()
+    prestart.begin(ARGS)
+    early = early_child()
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu:///session")
+    runner = SubprocessRunner()
+    assert runner.environment != prestart._state.env
+    running = start(runner, command(prestart.token()), timeout=30.0, prestart=True)
+    assert running is not early
+    running.wait()
+
+
+def test_another_command_line_or_directory_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_run()
+    prestart.begin([*ARGS, "--all"])
+    assert early_child() is None
+    prestart.end()
+    monkeypatch.chdir(tmp_path)
+    prestart.begin(ARGS)
+    assert early_child() is None
+
+
+def test_a_child_never_asked_for_is_killed_and_reaped_at_the_end() -> None:
+    first_run()
+    prestart.begin(ARGS)
+    early = early_child()
+    assert early is not None
+    proc = early._proc  # type: ignore[attr-defined]
+    prestart.end()
+    assert proc.returncode is not None
+    with pytest.raises(OSError):
+        os.fstat(early._out)  # type: ignore[attr-defined]
+
+
+def test_only_the_first_prestartable_child_is_recorded_and_taken() -> None:
+    prestart.begin(ARGS)
+    runner = SubprocessRunner()
+    start(runner, command(prestart.token()), timeout=30.0, prestart=True).wait()
+    start(runner, command(prestart.token(), text="second"), timeout=30.0, prestart=True).wait()
+    prestart.end()
+    [record] = records()
+    assert "hello" in json.dumps(json.loads(record.read_text())["argv"])
+
+
+def test_a_child_not_marked_prestartable_is_never_recorded() -> None:
+    prestart.begin(ARGS)
+    start(SubprocessRunner(), command(prestart.token()), timeout=30.0).wait()
+    prestart.end()
+    assert records() == []
+
+
+def test_the_early_token_is_handed_out_once() -> None:
+    first_run()
+    prestart.begin(ARGS)
+    first, second = prestart.token(), prestart.token()
+    assert first != second
+    assert first in prestart._state.argv[2]  # type: ignore[index]
+
+
+def test_an_argv_with_two_of_the_commands_tokens_is_not_recorded() -> None:
+    prestart.begin(ARGS)
+    argv = (*command(prestart.token()), prestart.token())
+    start(SubprocessRunner(), argv, timeout=30.0, prestart=True).wait()
+    prestart.end()
+    assert records() == []
+
+
+def test_without_the_caches_nothing_is_read_or_written() -> None:
+    first_run()
+    prestart.begin(ARGS, enabled=False)
+    assert early_child() is None
+    [record] = records()
+    record.unlink()
+    start(SubprocessRunner(), command(prestart.token()), timeout=30.0, prestart=True).wait()
+    prestart.end()
+    assert records() == []
+
+
+def test_the_same_record_is_not_written_again() -> None:
+    first_run()
+    [record] = records()
+    os.utime(record, ns=(1, 1))
+    prestart.begin(ARGS)
+    start(SubprocessRunner(), command(prestart.token()), timeout=30.0, prestart=True).wait()
+    assert record.stat().st_mtime_ns == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda r: {**r, "format": 0}, id="format"),
+        pytest.param(lambda r: {**r, "command": [1, ["vm", "sync"], "/", 0]}, id="command"),
+        pytest.param(lambda r: {**r, "argv": []}, id="no-argv"),
+        pytest.param(lambda r: {**r, "argv": [[""]]}, id="empty-program"),
+        pytest.param(lambda r: {**r, "argv": [["sh"], [1]]}, id="not-strings"),
+        pytest.param(lambda r: {**r, "argv": [["sh"], ["a\0b"]]}, id="nul"),
+        pytest.param(lambda r: {**r, "timeout": -1}, id="timeout"),
+        pytest.param(lambda r: {**r, "timeout": True}, id="timeout-bool"),
+        pytest.param(lambda r: [r], id="not-an-object"),
+    ],
+)
+def test_a_record_bkt_could_not_have_written_starts_nothing(change: object) -> None:
+    first_run()
+    [record] = records()
+    record.write_text(json.dumps(change(json.loads(record.read_text()))))  # type: ignore[operator]
+    prestart.begin(ARGS)
+    assert early_child() is None
+    [note] = prestart.drain_notes()
+    assert note.startswith(f"the early start {record} cannot be used (")
+
+
+def test_a_corrupt_record_starts_nothing() -> None:
+    first_run()
+    [record] = records()
+    record.write_bytes(b'{"format": 1, "argv": [["sh"')
+    prestart.begin(ARGS)
+    assert early_child() is None
+    assert "cannot be used" in prestart.drain_notes()[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file another user's takes root")
+def test_a_record_of_another_user_starts_nothing() -> None:
+    first_run()
+    [record] = records()
+    os.chown(record, 65534, 65534)
+    prestart.begin(ARGS)
+    assert early_child() is None
+    assert prestart.drain_notes() == [
+        f"the early start {record} belongs to another user (uid 65534): not used"
+    ]
+
+
+def test_a_symlinked_record_starts_nothing(tmp_path: Path) -> None:
+    first_run()
+    [record] = records()
+    target = tmp_path / "elsewhere.json"
+    target.write_bytes(record.read_bytes())
+    record.unlink()
+    record.symlink_to(target)
+    prestart.begin(ARGS)
+    assert early_child() is None
+    assert "cannot be read" in prestart.drain_notes()[0]
+
+
+def test_a_cache_directory_that_cannot_be_written_only_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    prestart.begin(ARGS)
+    start(SubprocessRunner(), command(prestart.token()), timeout=30.0, prestart=True).wait()
+    read, write = prestart.drain_notes()
+    assert read.startswith(f"the early start {blocker}/bkt/prestart-")
+    assert read.endswith(": Not a directory: not used")
+    assert write.startswith(f"the early start {blocker}/bkt/prestart-")
+    assert write.endswith(" was not written: Not a directory")
+
+
+def test_a_child_that_cannot_start_fails_as_it_would_have(tmp_path: Path) -> None:
+    from bkt_core.errors import CommandError
+
+    missing = str(tmp_path / "no-such-program")
+    prestart.begin(ARGS)
+    with pytest.raises(CommandError):
+        start(SubprocessRunner(), (missing, prestart.token()), timeout=30.0, prestart=True).wait()
+    prestart.end()
+    prestart.begin(ARGS)
+    assert early_child() is not None
+    with pytest.raises(CommandError) as caught:
+        start(SubprocessRunner(), (missing, prestart.token()), timeout=30.0, prestart=True).wait()
+    assert caught.value.kind == "spawn"
+
+
+def test_the_child_gets_the_environment_every_child_gets() -> None:
+    first_run()
+    prestart.begin(ARGS)
+    assert prestart._state.env == child_environment() == SubprocessRunner().environment
