@@ -7,12 +7,12 @@ environment, known only after that work; but the same command line, run again, a
 always starts the very same child. So:
 
 - the first child a command starts that its caller marks *prestartable* (a batch that only
-  reads, see :func:`bkt_core.process.start`) is recorded in the cache directory: its argv
-  (with the random token in it, see :func:`token`, left out), its timeout, and the command
-  it belongs to (bkt's arguments, the working directory and the effective uid, which are
-  also the record's key);
-- the next run of that command line starts the recorded child first thing (:func:`begin`),
-  with a fresh token, and lets it run while bkt loads;
+  reads, over a local connection, see :func:`bkt_core.process.start`) is recorded in the
+  cache directory: its argv (with the random token in it, see :func:`token`, left out), a
+  digest of its environment, its timeout, and the command it belongs to (bkt's arguments,
+  the working directory and the effective uid, which are also the record's key);
+- the next run of that command line, in the same environment, starts the recorded child
+  first thing (:func:`begin`), with a fresh token, and lets it run while bkt loads;
 - when that run asks for its first prestartable child, it is given the early one only when
   the argv, the environment and the timeout are exactly those it asked for; otherwise the
   early one is killed and reaped, and the command starts its own (:func:`take`, which also
@@ -87,7 +87,10 @@ def token() -> str:
         value, state.token = state.token, None
     else:
         value = os.urandom(8).hex()
-    state.tokens.append(value)
+    # Kept only while a record may still be written (a host embedded in a long-lived
+    # process never begins a command, and keeps nothing).
+    if state.path is not None and not state.asked:
+        state.tokens.append(value)
     return value
 
 
@@ -106,7 +109,11 @@ def begin(args: Sequence[str], *, enabled: bool = True) -> None:
         return
     import json
 
-    state.command = [FORMAT, list(args), os.getcwd(), os.geteuid()]
+    try:
+        cwd = os.getcwd()
+    except OSError:  # a working directory removed under the shell: nothing to key on
+        return
+    state.command = [FORMAT, list(args), cwd, os.geteuid()]
     key = _sha256(json.dumps(state.command, separators=(",", ":")))
     state.path = path = os.path.join(directory, f"{PREFIX}{key}{SUFFIX}")
     try:
@@ -116,6 +123,9 @@ def begin(args: Sequence[str], *, enabled: bool = True) -> None:
         return
     if data is None:
         return
+    from bkt_core import process
+
+    env = process.child_environment()
     try:
         record = json.loads(data)
         argv, timeout = _parse(record, state.command)
@@ -123,14 +133,20 @@ def begin(args: Sequence[str], *, enabled: bool = True) -> None:
         state.notes.append(f"the early start {path} cannot be used ({exc}): not used")
         return
     state.recorded = record
-    from bkt_core import process
-
+    # Another environment may mean another connection (LIBVIRT_DEFAULT_URI) or another virsh
+    # (PATH): the child would not be the one asked for, so it is not started at all.
+    if record.get("environment") != _digest(env):
+        state.notes.append(f"the early start {path} was made in another environment: not used")
+        return
     value = os.urandom(8).hex()
     state.argv = tuple(value.join(segments) for segments in argv)
-    state.env = process.child_environment()
+    state.env = env
     state.timeout = timeout
     state.token = value
-    state.child = process.start_child(state.argv, timeout, state.env)
+    try:
+        state.child = process.start_child(state.argv, timeout, env)
+    except OSError as exc:  # no file descriptor left for its output: the command will say
+        state.notes.append(f"the early start {path} could not start: {exc.strerror or exc}")
 
 
 def take(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> Running | None:
@@ -151,7 +167,7 @@ def take(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> Running 
             f"the child started early from {state.path} is not the one this command "
             "starts: stopped it"
         )
-    _record(state, argv, timeout)
+    _record(state, argv, env, timeout)
     return None
 
 
@@ -183,6 +199,12 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def _digest(env: dict[str, str]) -> str:
+    import json
+
+    return _sha256(json.dumps(sorted(env.items()), separators=(",", ":")))
+
+
 def _parse(record: object, command: list[object]) -> tuple[list[list[str]], float]:
     """The argv (each element as its pieces around the token) and timeout of ``record``;
     ValueError when it is not a record of ``command`` that bkt could have written."""
@@ -211,8 +233,9 @@ def _parse(record: object, command: list[object]) -> tuple[list[list[str]], floa
     return argv, float(timeout)
 
 
-def _record(state: _State, argv: tuple[str, ...], timeout: float) -> None:
-    """Keep ``argv`` and ``timeout`` as what this command line starts first, unless the
+def _record(state: _State, argv: tuple[str, ...], env: dict[str, str], timeout: float) -> None:
+    """Keep ``argv``, the digest of ``env`` and ``timeout`` as what this command line starts
+    first, unless the
     record says that already, the argv holds more than one token, or there is no record
     path (no cache)."""
     if state.path is None or state.command is None:
@@ -221,7 +244,13 @@ def _record(state: _State, argv: tuple[str, ...], timeout: float) -> None:
     if len(held) > 1:
         return
     pieces = [element.split(held[0]) if held else [element] for element in argv]
-    record = {"format": FORMAT, "command": state.command, "argv": pieces, "timeout": timeout}
+    record = {
+        "format": FORMAT,
+        "command": state.command,
+        "argv": pieces,
+        "environment": _digest(env),
+        "timeout": timeout,
+    }
     if record == state.recorded:
         return
     import json

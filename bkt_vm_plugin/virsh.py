@@ -338,7 +338,7 @@ class Virsh:
         the same command line started it last time (:mod:`bkt_core.prestart`), when every
         command only reads (:data:`READ_ONLY`)."""
         todo = [_check_command(command) for command in commands]
-        prestart = prestart and all(command[0] in READ_ONLY for command in todo)
+        prestart = prestart and self._local() and all(command[0] in READ_ONLY for command in todo)
         chunks: list[tuple[int, int, str, str]] = []
         start = 0
         while start < len(todo):
@@ -426,6 +426,17 @@ class Virsh:
                 last.command, last.stdout, f"virsh {_status(done.returncode)}", False
             )
         return replies
+
+    def _local(self) -> bool:
+        """Whether the connection is to this machine's libvirt (``qemu:///system``, no host
+        in the URI), as far as bkt can tell: a remote one may ask for a password, which a
+        virsh started early must not do for a command that then does not need it."""
+        uri = self.uri or os.environ.get("LIBVIRT_DEFAULT_URI") or ""
+        if not uri:
+            return True
+        scheme, sep, rest = uri.partition("://")
+        # No host, and no transport but the local socket's (`qemu+unix:///system`).
+        return bool(sep) and rest.startswith("/") and scheme.partition("+")[2] in ("", "unix")
 
     def _trace(self, line: str) -> None:
         if self.trace is not None:

@@ -285,3 +285,39 @@ def test_the_child_gets_the_environment_every_child_gets() -> None:
     first_run()
     prestart.begin(ARGS)
     assert prestart._state.env == child_environment() == SubprocessRunner().environment
+
+
+def test_an_embedded_host_keeps_no_tokens() -> None:
+    prestart.end()  # no command began: a library's host, not the CLI
+    for _ in range(3):
+        prestart.token()
+    assert prestart._state.tokens == []
+
+
+def test_a_record_made_in_another_environment_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first_run()
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu+ssh://elsewhere/system")
+    prestart.begin(ARGS)
+    assert early_child() is None
+    [note] = prestart.drain_notes()
+    assert note.endswith(" was made in another environment: not used")
+    monkeypatch.delenv("LIBVIRT_DEFAULT_URI")
+    prestart.begin(ARGS)
+    assert early_child() is not None
+
+
+def test_a_removed_working_directory_starts_and_records_nothing(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    here = os.getcwd()
+    os.chdir(gone)
+    try:
+        gone.rmdir()
+        prestart.begin(ARGS)
+        start(SubprocessRunner(), command(prestart.token()), timeout=30.0, prestart=True).wait()
+    finally:
+        os.chdir(here)
+    assert early_child() is None
+    assert records() == []

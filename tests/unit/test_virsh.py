@@ -530,3 +530,57 @@ def test_domain_state_and_names_each_run_one_process() -> None:
     assert str(caught.value) == (
         '`virsh domstate --domain a` printed "exploded", which bkt cannot read'
     )
+
+
+@pytest.mark.parametrize(
+    ("uri", "default", "early"),
+    [
+        ("qemu:///system", None, True),
+        ("qemu:///session", None, True),
+        ("qemu+unix:///system", None, True),
+        ("test:///default", None, True),
+        (None, None, True),
+        (None, "qemu:///session", True),
+        (None, "qemu+ssh://host/system", False),
+        ("qemu+ssh://host/system", None, False),
+        ("qemu+tcp://host/system", None, False),
+        ("qemu://host/system", None, False),
+        ("qemu+ssh:///system", None, False),
+    ],
+)
+@pytest.mark.parametrize(
+    ("commands", "reads"),
+    [
+        ([["list", "--all", "--name"], ["dumpxml", "--inactive", "--domain", "a"]], True),
+        ([["list", "--name"], ["define", "--file", "/proc/1/fd/3"]], False),
+        ([["start", "--domain", "a"]], False),
+    ],
+)
+def test_only_a_batch_that_reads_over_a_local_connection_may_start_early(
+    monkeypatch: pytest.MonkeyPatch,
+    uri: str | None,
+    default: str | None,
+    early: bool,
+    commands: list[list[str]],
+    reads: bool,
+) -> None:
+    from bkt_core import prestart
+    from bkt_core.process import Running, SubprocessRunner
+
+    if default is None:
+        monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
+    else:
+        monkeypatch.setenv("LIBVIRT_DEFAULT_URI", default)
+    asked: list[tuple[str, ...]] = []
+    started = Running(lambda: Completed((), 0, "", ""))
+
+    def take(argv: tuple[str, ...], env: object, timeout: float) -> Running | None:
+        asked.append(argv)
+        return started
+
+    monkeypatch.setattr(prestart, "take", take)
+    monkeypatch.setattr(SubprocessRunner, "start", lambda *a, **k: started)
+    Virsh(SubprocessRunner(), uri)._start_batch(commands, prestart=True)
+    assert len(asked) == (1 if early and reads else 0)
+    Virsh(SubprocessRunner(), uri)._start_batch(commands)
+    assert len(asked) == (1 if early and reads else 0)
