@@ -8,10 +8,11 @@ dataclasses.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from bkt_core.cache import cache_dir as bkt_cache_dir
+from bkt_core.cache import sha256_hex
 from bkt_core.errors import OperationError
 
 __all__ = ["NO_CACHE_DIR", "cache_dir", "cache_name", "cached_path", "find_cache_dir"]
@@ -23,8 +24,6 @@ def find_cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
     """``isos`` in bkt's cache directory (:func:`bkt_core.cache.cache_dir`:
     ``$XDG_CACHE_HOME/bkt`` when that is an absolute path, else ``~/.cache/bkt``); None when
     neither is set (there is no ISO cache: URL sources cannot be attached)."""
-    from bkt_core.cache import cache_dir as bkt_cache_dir
-
     directory = bkt_cache_dir(environ)
     return None if directory is None else Path(directory) / "isos"
 
@@ -45,7 +44,7 @@ def cache_name(url: str) -> str:
     from bkt_vm_plugin.paths import iso_url_file_name
 
     name = iso_url_file_name(url)
-    return f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+    return f"{sha256_hex(url.encode())[:16]}-{name}"
 
 
 def cached_path(url: str, cache: Path | None = None) -> Path:

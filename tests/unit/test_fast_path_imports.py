@@ -37,10 +37,11 @@ FORBIDDEN_PACKAGES = ("pydantic", "rich", "rich_click", "jsonschema", "http")
 #: 3.12); urllib's network modules are the downloader's.
 ALLOWED_URLLIB = frozenset({"urllib", "urllib.parse"})
 
-#: bkt's own modules that these commands do not need either: the downloader (the ISO cache's
-#: lookups are in bkt_vm_plugin.iso_cache) and the firmware descriptors (a domain that bkt
-#: defined pins its firmware, so libvirt's choice among them never has to be repeated).
-NOT_NEEDED = frozenset({"bkt_vm_plugin.iso", "bkt_vm_plugin.firmware"})
+#: Modules that these commands do not need either: the downloader (the ISO cache's lookups
+#: are in bkt_vm_plugin.iso_cache), the firmware descriptors (a domain that bkt defined pins
+#: its firmware, so libvirt's choice among them never has to be repeated) and hashlib, which
+#: loads OpenSSL (the caches' digests come from bkt_core.cache.sha256_hex).
+NOT_NEEDED = frozenset({"bkt_vm_plugin.iso", "bkt_vm_plugin.firmware", "hashlib"})
 
 URL = "https://example.org/isos/install.iso"
 UNCACHED_URL = "https://example.org/isos/other.iso"
