@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import gc
+import os
 import re
+import subprocess
+import sys
 import types
 from typing import Any, cast
 
@@ -12,7 +16,7 @@ import pytest
 from pydantic import Field
 
 import bkt_vm_plugin.hookspecs
-from bkt_core import hookimpl, hookspecs
+from bkt_core import cli, hookimpl, hookspecs
 from bkt_core.errors import ManifestError, PluginError
 from bkt_core.host import Host, _PluginManager, disabled_from_env
 from bkt_vm_plugin import default_plugins
@@ -412,3 +416,24 @@ def test_the_hosts_manager_finds_what_pluggys_own_finds_in_a_module() -> None:
     assert ("odd", "bkt_subsystems") in {
         (impl[0], hook) for hook, _spec, impls in found for impl in impls
     }
+
+
+def test_the_bkt_process_runs_with_the_collectors_slower_pace() -> None:
+    # The console script's main() (no argv) sets it for its process; main(argv), called by
+    # an embedder, leaves the embedder's own alone.
+    code = (
+        "import gc, sys; from bkt_core import cli; "
+        "cli._run_cli = lambda args: print(gc.get_threshold()) or 0; "
+        "sys.argv = ['bkt', 'plugins']; cli.main()"
+    )
+    environ = {**os.environ, "BKT_NO_CACHE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split("\n")[0] == str((cli.GC_THRESHOLD, *gc.get_threshold()[1:]))
+    before = gc.get_threshold()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BKT_NO_CACHE", "1")
+        patch.setattr(cli, "_run_cli", lambda args: 0)
+        assert cli.main(["plugins"]) == 0
+    assert gc.get_threshold() == before
