@@ -92,10 +92,10 @@ def hook_timeout_from_env(environ: Mapping[str, str] | None = None) -> float | N
 
 class _PluginManager(pluggy.PluginManager):
     """pluggy's manager, quicker to register a module: pluggy looks each of a module's names
-    up with :func:`inspect.getattr_static`, some 30 microseconds each, and bkt's plugins are
-    modules with hundreds of names (their imports, constants, classes), every command. A name
-    that certainly carries no hook marker is skipped before that lookup; any other is
-    pluggy's to decide, as before."""
+    up with :func:`inspect.getattr_static` (several microseconds each), and bkt's own plugins
+    are modules of some 300 names in all (their imports, constants, classes), loaded by every
+    command. A name that certainly carries no hook marker is skipped before that lookup; any
+    other is pluggy's to decide, as before."""
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
         if _no_marker(plugin, name):
