@@ -35,6 +35,7 @@ __all__ = [
     "prune",
     "read_limited",
     "read_past",
+    "sha256_hex",
     "write_atomic",
 ]
 
@@ -48,6 +49,20 @@ class CacheUnusable(Exception):
 #: While a host calls a plugin's hook: whether that host may use caches (``Host.cache``).
 #: Set by the host around each call (:func:`hook_caching`), read by :func:`cache_enabled`.
 hook_caching: ContextVar[bool] = ContextVar("bkt_hook_caching", default=True)
+
+
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` in hex, as the caches' keys and names are made. From the
+    builtin module, not hashlib: importing hashlib loads OpenSSL (some 3 ms of every command
+    that would need it), and these digests are small."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # pragma: no cover - Python 3.12 renamed it
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+        except ImportError:
+            from hashlib import sha256  # type: ignore[assignment,unused-ignore]
+    return str(sha256(data).hexdigest())
 
 
 def cache_enabled(environ: Mapping[str, str] | None = None) -> bool:

@@ -467,6 +467,10 @@ def report_error(printer: Printer, exc: BaseException) -> None:
         printer.err.write("".join(traceback.format_exception(exc.__cause__)))
 
 
+#: The cyclic garbage collector's first threshold in the ``bkt`` process (Python's is 700).
+GC_THRESHOLD = 100_000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``bkt`` with ``argv`` (default: ``sys.argv[1:]``) and exit with its code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -476,6 +480,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     instruction = os.environ.get(COMPLETE_VAR)
     if instruction:
         return _exit(_complete(instruction), argv)
+    if argv is None:
+        # This process is the command (the console script), and exits with it. Its imports
+        # and plugins make some 40 000 objects that live until then: at Python's pace, a
+        # collection every 700 new objects, the cyclic collector spends about 5 ms of every
+        # status or sync finding nothing to free. It still runs, at a slower pace, so that a
+        # long command does not pile up garbage cycles. (Not restored: setting the pace back
+        # would start a collection of everything made since.)
+        import gc
+
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     return _exit(_run(args), argv)
 
 

@@ -90,6 +90,42 @@ def hook_timeout_from_env(environ: Mapping[str, str] | None = None) -> float | N
     return seconds or None
 
 
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager, quicker to register a module: pluggy looks each of a module's names
+    up with :func:`inspect.getattr_static` (several microseconds each), and bkt's own plugins
+    are modules of some 300 names in all (their imports, constants, classes), loaded by every
+    command. A name that certainly carries no hook marker is skipped before that lookup; any
+    other is pluggy's to decide, as before."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        if _no_marker(plugin, name):
+            return None
+        return super().parse_hookimpl_opts(plugin, name)
+
+    def parse_hookspec_opts(self, module_or_class: Any, name: str) -> Any:
+        if _no_marker(module_or_class, name):
+            return None
+        return super().parse_hookspec_opts(module_or_class, name)
+
+
+def _no_marker(namespace: object, name: str) -> bool:
+    """Whether ``name`` of ``namespace`` is certainly neither a hook implementation nor a
+    hook specification: ``namespace`` is a module whose own value of ``name`` is no function
+    or method pluggy would look at, or a function without any attribute (the markers are
+    attributes)."""
+    if not isinstance(namespace, types.ModuleType):
+        return False
+    value = vars(namespace).get(name, _ABSENT)
+    if value is _ABSENT:
+        return False
+    if isinstance(value, types.FunctionType):
+        return not vars(value)
+    return not isinstance(value, types.MethodType | staticmethod | classmethod)
+
+
+_ABSENT = object()
+
+
 @dataclass(frozen=True)
 class PluginInfo:
     """One plugin as ``bkt plugins`` lists it. ``status`` is ``active``, ``disabled`` or
@@ -193,7 +229,7 @@ class Host:
         return self._pm
 
     def _build(self) -> pluggy.PluginManager:
-        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm = _PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
         for name in self._disabled:
             pm.set_blocked(name)

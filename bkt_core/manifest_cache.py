@@ -75,19 +75,6 @@ RACY_SECONDS = 2.0
 STALE_TEMPORARY_SECONDS = 600.0
 
 
-def _sha256(data: bytes) -> str:
-    # The builtin module, not hashlib: importing hashlib loads OpenSSL (some 2 ms of every
-    # command), and these digests are small.
-    try:
-        from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - Python 3.12 renamed it
-        try:
-            from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
-        except ImportError:
-            from hashlib import sha256  # type: ignore[assignment,unused-ignore]
-    return str(sha256(data).hexdigest())
-
-
 def _stat(path: str | None) -> list[int] | None:
     """``[mtime_ns, size]`` of ``path``; None when it has none."""
     if not path:
@@ -151,7 +138,7 @@ class ManifestCache:
             from bkt_core import __version__
 
             sources = [
-                [os.path.abspath(source.path), _sha256(source.text.encode("utf-8"))]
+                [os.path.abspath(source.path), cache.sha256_hex(source.text.encode("utf-8"))]
                 for source in self.sources
             ]
             infos = {info.name: info for info in self.host.plugins()}
@@ -187,7 +174,7 @@ class ManifestCache:
                 "code": code,
             }
             text = json.dumps(document, sort_keys=True, separators=(",", ":"))
-            self._key = _sha256(text.encode("utf-8", "surrogateescape"))
+            self._key = cache.sha256_hex(text.encode("utf-8", "surrogateescape"))
             self._watched = watched
         return self._key
 

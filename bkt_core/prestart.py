@@ -194,9 +194,9 @@ def _stop(child: Running) -> None:
 
 
 def _sha256(text: str) -> str:
-    import hashlib
+    from bkt_core.cache import sha256_hex
 
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    return sha256_hex(text.encode("utf-8", "surrogateescape"))
 
 
 def _digest(env: dict[str, str]) -> str:

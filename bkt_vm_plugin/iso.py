@@ -36,12 +36,19 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from bkt_core.errors import OperationError
+from bkt_vm_plugin.iso_cache import (
+    NO_CACHE_DIR,
+    cache_dir,
+    cache_name,
+    cached_path,
+    find_cache_dir,
+)
 
 if TYPE_CHECKING:
     import http.client
@@ -51,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTEMPTS",
+    "NO_CACHE_DIR",
     "FetchFailed",
     "FetchResult",
     "Progress",
@@ -59,6 +67,7 @@ __all__ = [
     "cached_path",
     "fetch",
     "fetch_iso",
+    "find_cache_dir",
     "format_size",
     "part_path",
     "redact",
@@ -81,47 +90,6 @@ CHUNK = 256 * 1024
 #: Redirects one request may follow.
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-# -- the cache -----------------------------------------------------------------------------
-
-
-NO_CACHE_DIR = "neither XDG_CACHE_HOME (absolute) nor HOME is set"
-
-
-def find_cache_dir(environ: Mapping[str, str] | None = None) -> Path | None:
-    """``isos`` in bkt's cache directory (:func:`bkt_core.cache.cache_dir`:
-    ``$XDG_CACHE_HOME/bkt`` when that is an absolute path, else ``~/.cache/bkt``); None when
-    neither is set (there is no ISO cache: URL sources cannot be attached)."""
-    from bkt_core.cache import cache_dir as bkt_cache_dir
-
-    directory = bkt_cache_dir(environ)
-    return None if directory is None else Path(directory) / "isos"
-
-
-def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """:func:`find_cache_dir`, for what must write there (``fetch-iso``). Raises
-    :class:`OperationError` when there is none."""
-    found = find_cache_dir(environ)
-    if found is None:
-        raise OperationError(f"cannot find the ISO cache: {NO_CACHE_DIR}")
-    return found
-
-
-def cache_name(url: str) -> str:
-    """The name of ``url``'s file in the cache: ``<16 hex digits>-<file name>``, the digits
-    from the SHA-256 of the whole URL, so that two URLs never share a file and a listing still
-    says what each file is. Raises ``ValueError`` for a URL that cannot be an ISO source."""
-    from bkt_vm_plugin.paths import iso_url_file_name
-
-    name = iso_url_file_name(url)
-    return f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
-
-
-def cached_path(url: str, cache: Path | None = None) -> Path:
-    """Where the cache keeps ``url``'s file (:func:`cache_name`). Raises ``ValueError`` for a
-    URL that cannot be an ISO source."""
-    return (cache_dir() if cache is None else cache) / cache_name(url)
 
 
 def redact(url: str) -> str:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition
     from bkt_vm_plugin.domain_xml import DomainContext, Parsed
-    from bkt_vm_plugin.firmware import HostFirmware
+    from bkt_vm_plugin.host_firmware import HostFirmware
     from bkt_vm_plugin.virsh import Reply, Virsh
 
 __all__ = ["Observation", "Observing", "Resolver", "observe", "resolve_context", "start_observing"]
@@ -92,7 +92,7 @@ class Observing:
     def wait(self) -> Observation:
         """The observation (call it once)."""
         # Imported here, not before virsh starts.
-        from bkt_vm_plugin.firmware import HostFirmware
+        from bkt_vm_plugin.host_firmware import HostFirmware
 
         replies = self._batch.wait()
         wanted = self._wanted
@@ -184,7 +184,7 @@ def _iso_fate(
     import posixpath
 
     from bkt_vm_plugin.definition import IsoUrl
-    from bkt_vm_plugin.iso import NO_CACHE_DIR, cache_name
+    from bkt_vm_plugin.iso_cache import NO_CACHE_DIR, cache_name
     from bkt_vm_plugin.paths import expand_home
 
     if isinstance(source, IsoUrl):
@@ -254,7 +254,7 @@ class Resolver:
         exists: Callable[[str], bool] = os.path.exists,
     ) -> Resolver:
         """The resolver of the user running bkt: their home and ISO cache."""
-        from bkt_vm_plugin.iso import find_cache_dir
+        from bkt_vm_plugin.iso_cache import find_cache_dir
         from bkt_vm_plugin.paths import home_dir
 
         cache = find_cache_dir()

@@ -5,10 +5,11 @@ apart from :mod:`bkt_vm_plugin.osinfo` so that it costs no more than a few ``sta
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from bkt_core.cache import sha256_hex
 
 __all__ = ["INDEX_FORMAT", "PACKAGED_ROOTS", "database_identity", "database_roots"]
 
@@ -94,4 +95,4 @@ def database_identity(roots: Sequence[Path], packaged: Sequence[Path] | None = N
             lines.extend(_stat_line(os.path.join(directory, f)) for f in sorted(files))
     if not found:
         return None
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return sha256_hex("\n".join(lines).encode())

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+import gc
+import os
 import re
+import subprocess
+import sys
+import types
 from typing import Any, cast
 
+import pluggy
 import pytest
 from pydantic import Field
 
 import bkt_vm_plugin.hookspecs
-from bkt_core import hookimpl
+from bkt_core import cli, hookimpl, hookspecs
 from bkt_core.errors import ManifestError, PluginError
-from bkt_core.host import Host, disabled_from_env
+from bkt_core.host import Host, _PluginManager, disabled_from_env
 from bkt_vm_plugin import default_plugins
 from bkt_vm_plugin.hooks import VmHooks
 from bkt_vm_plugin.provision import DiskCreation
@@ -363,3 +370,70 @@ def test_add_hookspecs_merges_the_contract_once() -> None:
     assert "bkt_post_sync" in host._one_by_one
     bare = Host(entry_points=False)
     assert "bkt_disk_plan" not in bare._results and "bkt_post_sync" not in bare._one_by_one
+
+
+def _hooks_found(manager: pluggy.PluginManager, plugins: list[tuple[str, object]]) -> list[Any]:
+    manager.add_hookspecs(hookspecs)
+    manager.add_hookspecs(bkt_vm_plugin.hookspecs)
+    for name, plugin in plugins:
+        manager.register(plugin, name=name)
+    return sorted(
+        (
+            hook,
+            caller.spec.opts if caller.spec else None,
+            [(i.plugin_name, i.function, i.tryfirst, i.trylast) for i in caller.get_hookimpls()],
+        )
+        for hook, caller in vars(manager.hook).items()
+    )
+
+
+def test_the_hosts_manager_finds_what_pluggys_own_finds_in_a_module() -> None:
+    # Its quick skip of names that carry no marker must not skip one that does, whatever
+    # the value: a marked function, one with other attributes, marked static and class
+    # methods in a module, and values that are no hook at all.
+    odd = types.ModuleType("odd")
+
+    def bkt_subsystems(host: Host) -> None:
+        return None
+
+    @functools.wraps(bkt_subsystems)
+    def unmarked(host: Host) -> None:
+        return None
+
+    values: dict[str, object] = {
+        "bkt_subsystems": hookimpl(bkt_subsystems),
+        "unmarked": unmarked,
+        "bkt_manifest_fields": staticmethod(hookimpl(lambda subsystem: None)),
+        "bkt_cli_commands": hookimpl(cast(Any, classmethod(lambda cls, cli: None))),
+        "constant": 3,
+        "Cls": Color,
+    }
+    for name, value in values.items():
+        setattr(odd, name, value)
+    plugins = [*default_plugins(), ("odd", odd), ("color", Color())]
+    found = _hooks_found(_PluginManager(hookspecs.PROJECT), plugins)
+    assert found == _hooks_found(pluggy.PluginManager(hookspecs.PROJECT), plugins)
+    assert ("odd", "bkt_subsystems") in {
+        (impl[0], hook) for hook, _spec, impls in found for impl in impls
+    }
+
+
+def test_the_bkt_process_runs_with_the_collectors_slower_pace() -> None:
+    # The console script's main() (no argv) sets it for its process; main(argv), called by
+    # an embedder, leaves the embedder's own alone.
+    code = (
+        "import gc, sys; from bkt_core import cli; "
+        "cli._run_cli = lambda args: print(gc.get_threshold()) or 0; "
+        "sys.argv = ['bkt', 'plugins']; cli.main()"
+    )
+    environ = {**os.environ, "BKT_NO_CACHE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split("\n")[0] == str((cli.GC_THRESHOLD, *gc.get_threshold()[1:]))
+    before = gc.get_threshold()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BKT_NO_CACHE", "1")
+        patch.setattr(cli, "_run_cli", lambda args: 0)
+        assert cli.main(["plugins"]) == 0
+    assert gc.get_threshold() == before

@@ -566,3 +566,14 @@ def test_concurrent_writers_and_readers_never_see_half_an_entry(
     assert seen, "the readers found entries"
     assert all(value in values for value in seen)
     assert [p.name for p in (cache_home / "bkt").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_the_caches_digest_is_hashlibs_sha256() -> None:
+    # Taken from the builtin module to spare every command OpenSSL: the same digest, so the
+    # keys and names of existing cache files (and the ISO cache's) stay what they were.
+    import hashlib
+
+    from bkt_core.cache import sha256_hex
+
+    for data in (b"", b"bkt", "é\udcff".encode("utf-8", "surrogateescape") * 1000):
+        assert sha256_hex(data) == hashlib.sha256(data).hexdigest()
