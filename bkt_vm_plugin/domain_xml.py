@@ -41,6 +41,7 @@ The XML itself (the hardened parser, serialization, the tree helpers) is
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -121,6 +122,10 @@ class Reading:
     @classmethod
     def clean(cls, value: Any) -> Reading:
         """The domain holds ``value``, and nothing the manifest cannot describe."""
+        if cls is Reading and type(value) in _PLAIN:
+            # Most readings are: each domain's parse makes dozens, and a frozen dataclass
+            # costs more to build than to look up.
+            return _clean_plain(value)
         return cls(value)
 
     @classmethod
@@ -142,6 +147,13 @@ class Reading:
     def has_value(self) -> bool:
         """Whether drift can compare a value (clean or lossy)."""
         return self.reason is None or self.lossy
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _clean_plain(value: str | int | bool | None) -> Reading:
+    # Typed: 1 and True are equal and hash alike, but are not the same reading (nor are 0.0
+    # and -0.0, hence no floats here).
+    return Reading(value)
 
 
 @dataclass(frozen=True)
@@ -517,19 +529,20 @@ class DomainMapping:
         for name in f.compared:
             if name not in wanted:
                 raise PluginError(f.plugin, HOOK, f"desired failed: it gave no value for {name!r}")
-            if wanted[name] is None and name in f.unmanaged_when_none:
+            want = wanted[name]
+            if want is None and name in f.unmanaged_when_none:
                 continue  # not managed: whatever the domain has is in sync
-            new = self._call(f, "spell", f.spell, name, wanted[name])
             reading = readings[name]
             if reading.has_value:
                 value = reading.value
-                plain_value = type(value) in _PLAIN and type(value) is type(wanted[name])
-                if plain_value and value == wanted[name]:
-                    continue  # the same plain value spells the same
+                if type(value) in _PLAIN and type(value) is type(want) and value == want:
+                    continue  # the same plain value spells the same: neither is spelled
+                new = self._call(f, "spell", f.spell, name, want)
                 old = self._call(f, "spell", f.spell, name, value)
                 if old == new:
                     continue
             else:
+                new = self._call(f, "spell", f.spell, name, want)
                 old = f"({reading.reason})"
             from bkt_core.plan import FieldChange  # only drift needs the plan's classes
 
