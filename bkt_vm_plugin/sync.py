@@ -131,6 +131,9 @@ class Planner:
     resolver: Resolver
     provision: ProvisionContext
     allow_firmware_change: bool = False
+    #: Why each file (path, what) is refused as a system file, or None, once per plan: an
+    #: existing domain's context is made twice, and each check resolves the path's links.
+    _system_paths: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     @property
     def mapping(self) -> DomainMapping:
@@ -169,7 +172,11 @@ class Planner:
                 ("ISO", iso.path) for iso in ctx.attached if isinstance(iso.source, IsoPath)
             ]
             for what, path in files:
-                problem = system_path_problem(path, what, resolve=not self.provision.remote)
+                if (path, what) not in self._system_paths:
+                    self._system_paths[path, what] = system_path_problem(
+                        path, what, resolve=not self.provision.remote
+                    )
+                problem = self._system_paths[path, what]
                 if problem is not None:
                     raise OperationError(problem)
         return ctx
