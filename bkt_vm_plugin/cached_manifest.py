@@ -130,11 +130,19 @@ def _runtime(name: str, value: Any) -> Any:
 # -- the same, value for value -----------------------------------------------------------------
 
 
+#: The types of the values that hold no others: equal and of the same type is all there is.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _same(a: Any, b: Any) -> bool:
     """Whether ``a`` and ``b`` are equal and of the same types all the way down (``1`` is not
     ``True`` nor ``1.0`` here)."""
-    if type(a) is not type(b):
+    kind = type(a)
+    if kind is not type(b):
         return False
+    if kind in _SCALARS:
+        # Most values are; the checks below (against abstract classes) cost more.
+        return bool(a == b)
     if isinstance(a, tuple | list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, Mapping | types.MappingProxyType):
@@ -151,11 +159,13 @@ def _same_layout(a: VmFields, b: VmFields) -> bool:
 def _same_manifest(a: VmManifest, b: VmManifest, layout: VmFields) -> bool:
     if a.schema != b.schema or list(a.vms) != list(b.vms):
         return False
+    # The VMs of a manifest share one layout (each side its own): each is compared once.
+    layouts = {id(vm.layout): vm.layout for vm in (*a.vms.values(), *b.vms.values())}
+    if not all(_same_layout(each, layout) for each in layouts.values()):
+        return False
     for name, vm in a.vms.items():
         other = b.vms[name]
         if vm.written != other.written:
-            return False
-        if not (_same_layout(vm.layout, layout) and _same_layout(other.layout, layout)):
             return False
         if not all(_same(vm.field(f), other.field(f)) for f in layout.names):
             return False

@@ -41,6 +41,7 @@ The XML itself (the hardened parser, serialization, the tree helpers) is
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -121,6 +122,10 @@ class Reading:
     @classmethod
     def clean(cls, value: Any) -> Reading:
         """The domain holds ``value``, and nothing the manifest cannot describe."""
+        if cls is Reading and type(value) in _PLAIN:
+            # Most readings are: each domain's parse makes dozens, and a frozen dataclass
+            # costs more to build than to look up.
+            return _clean_plain(value)
         return cls(value)
 
     @classmethod
@@ -142,6 +147,13 @@ class Reading:
     def has_value(self) -> bool:
         """Whether drift can compare a value (clean or lossy)."""
         return self.reason is None or self.lossy
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _clean_plain(value: str | int | bool | None) -> Reading:
+    # Typed: 1 and True are equal and hash alike, but are not the same reading (nor are 0.0
+    # and -0.0, hence no floats here).
+    return Reading(value)
 
 
 @dataclass(frozen=True)
@@ -396,6 +408,9 @@ class DomainMapping:
         self._order = {n: i for i, n in enumerate(sorted(names, key=rank))}
         self.manifest_fields: tuple[str, ...] = tuple(n for f in self.fields for n in f.fields)
         self._unmanaged = tuple(n for f in self.fields for n in f.unmanaged_when_none)
+        #: Each field with the names it compares, as the ownership above was checked with:
+        #: read once, not for every domain.
+        self._compared = tuple((f, f.compared) for f in self.fields)
 
     def _call(
         self, mapping_field: DomainField, method: str, call: Callable[..., _T], *args: Any
@@ -452,8 +467,8 @@ class DomainMapping:
         """:meth:`parse` of ``domain``, a ``<domain>`` element already parsed, in the
         context ``ctx``."""
         readings: dict[str, Reading] = {}
-        for f in self.fields:
-            self._read_into(readings, f, domain, ctx)
+        for f, names in self._compared:
+            self._read_into(readings, f, names, domain, ctx)
         name_node = child(domain, "name")
         return Parsed(
             name=text_of(name_node) if name_node is not None else None,
@@ -463,24 +478,20 @@ class DomainMapping:
             unmanaged=self._unmanaged,
         )
 
-    def _readings(
-        self, mapping_field: DomainField, domain: Element, ctx: DomainContext
-    ) -> dict[str, Reading]:
-        out: dict[str, Reading] = {}
-        self._read_into(out, mapping_field, domain, ctx)
-        return out
-
     def _read_into(
         self,
         out: dict[str, Reading],
         mapping_field: DomainField,
+        names: tuple[str, ...],
         domain: Element,
         ctx: DomainContext,
     ) -> None:
-        """Adds to ``out`` the readings of ``mapping_field`` (its parse, checked)."""
+        """Adds to ``out`` the readings of ``names``, which ``mapping_field`` compares (its
+        parse, checked)."""
         got = self._call(mapping_field, "parse", mapping_field.parse, domain, ctx)
-        for name in mapping_field.compared:
-            reading = got.get(name) if type(got) is dict or isinstance(got, Mapping) else None
+        mapping = type(got) is dict or isinstance(got, Mapping)
+        for name in names:
+            reading = got.get(name) if mapping else None
             if not isinstance(reading, Reading):
                 raise PluginError(
                     mapping_field.plugin, HOOK, f"parse failed: it gave no reading for {name!r}"
@@ -493,12 +504,14 @@ class DomainMapping:
         nothing on a domain whose parts agree, so an in-sync domain comes back as it was (as
         lxml writes it). The name is never changed. Raises :class:`PatchRefused`."""
         domain = parse_xml(xml)
-        for f in self.fields:
+        for f, names in self._compared:
             if not f.in_xml:
                 continue
             # Read on the tree as the earlier fields left it (virt_type decides what the CPU
             # model reads as).
-            if not self._changes(f, self._readings(f, domain, ctx), vm, ctx):
+            readings: dict[str, Reading] = {}
+            self._read_into(readings, f, names, domain, ctx)
+            if not self._changes(f, names, readings, vm, ctx):
                 continue
             self._call(f, "patch", f.patch, domain, vm, ctx)
         self._settle(domain, vm, ctx)
@@ -507,6 +520,7 @@ class DomainMapping:
     def _changes(
         self,
         mapping_field: DomainField,
+        names: tuple[str, ...],
         readings: Mapping[str, Reading],
         vm: VmDefinition,
         ctx: DomainContext,
@@ -514,22 +528,23 @@ class DomainMapping:
         f = mapping_field
         wanted = self._call(f, "desired", f.desired, vm, ctx)
         changes = []
-        for name in f.compared:
+        for name in names:
             if name not in wanted:
                 raise PluginError(f.plugin, HOOK, f"desired failed: it gave no value for {name!r}")
-            if wanted[name] is None and name in f.unmanaged_when_none:
+            want = wanted[name]
+            if want is None and name in f.unmanaged_when_none:
                 continue  # not managed: whatever the domain has is in sync
-            new = self._call(f, "spell", f.spell, name, wanted[name])
             reading = readings[name]
             if reading.has_value:
                 value = reading.value
-                plain_value = type(value) in _PLAIN and type(value) is type(wanted[name])
-                if plain_value and value == wanted[name]:
-                    continue  # the same plain value spells the same
+                if type(value) in _PLAIN and type(value) is type(want) and value == want:
+                    continue  # the same plain value spells the same: neither is spelled
+                new = self._call(f, "spell", f.spell, name, want)
                 old = self._call(f, "spell", f.spell, name, value)
                 if old == new:
                     continue
             else:
+                new = self._call(f, "spell", f.spell, name, want)
                 old = f"({reading.reason})"
             from bkt_core.plan import FieldChange  # only drift needs the plan's classes
 
@@ -541,7 +556,9 @@ class DomainMapping:
         ``ctx``), old -> new in manifest spelling, in :data:`DIFF_ORDER`. Empty means in
         sync: the one definition of it."""
         changes = [
-            change for f in self.fields for change in self._changes(f, parsed.readings, vm, ctx)
+            change
+            for f, names in self._compared
+            for change in self._changes(f, names, parsed.readings, vm, ctx)
         ]
         return sorted(changes, key=lambda c: self._order[c.field])
 

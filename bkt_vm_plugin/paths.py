@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from urllib.parse import SplitResult
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "local_path_problem",
     "network_kind",
     "parse_url",
+    "realpath_in",
     "system_path_problem",
     "xml_problem",
 ]
@@ -209,14 +211,37 @@ SYSTEM_DIRS = (
 )
 
 
-def system_path_problem(path: str, what: str, *, resolve: bool = True) -> str | None:
+def realpath_in(path: str, directories: dict[str, str]) -> str:
+    """``os.path.realpath(path)``, with the real path of the directory of ``path`` (absolute)
+    taken from ``directories`` when it is there, and kept there: the files of one directory
+    resolve its links once, and each then costs one look at the file itself."""
+    head, tail = posixpath.split(path)
+    if not posixpath.isabs(path) or tail in ("", ".", ".."):
+        return os.path.realpath(path)
+    real = directories.get(head)
+    if real is None:
+        real = directories[head] = os.path.realpath(head)
+    joined = posixpath.join(real, tail)
+    # realpath resolves the directory, then the name in it: unless the name is a link
+    # (resolved as realpath does), the real path is the real directory's entry.
+    return os.path.realpath(path) if os.path.islink(joined) else joined
+
+
+def system_path_problem(
+    path: str,
+    what: str,
+    *,
+    resolve: bool = True,
+    realpath: Callable[[str], str] = os.path.realpath,
+) -> str | None:
     """Why ``path`` (the file of a ``what``: "disk", "ISO") is refused as a system file, or
-    None. Both the path as written and, with ``resolve``, where its symbolic links lead are
-    checked: a link in a VM's directory to ``/etc/shadow`` is ``/etc/shadow``."""
+    None. Both the path as written and, with ``resolve``, where its symbolic links lead
+    (``realpath``) are checked: a link in a VM's directory to ``/etc/shadow`` is
+    ``/etc/shadow``."""
     written = posixpath.normpath(path)
     places = [written]
     if resolve:
-        real = os.path.realpath(written)
+        real = realpath(written)
         if real != written:
             places.append(real)
     for place in places:

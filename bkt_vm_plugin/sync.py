@@ -131,6 +131,11 @@ class Planner:
     resolver: Resolver
     provision: ProvisionContext
     allow_firmware_change: bool = False
+    #: Why each file (path, what) is refused as a system file, or None, once per plan: an
+    #: existing domain's context is made twice, and each check resolves the path's links.
+    _system_paths: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    #: The real path of each directory those files are in, resolved once per plan.
+    _directories: dict[str, str] = field(default_factory=dict)
 
     @property
     def mapping(self) -> DomainMapping:
@@ -163,13 +168,20 @@ class Planner:
             # before anything read it): sync does not keep a VM on /etc/passwd either. URL
             # sources are files of bkt's own ISO cache.
             from bkt_vm_plugin.definition import IsoPath
-            from bkt_vm_plugin.paths import system_path_problem
+            from bkt_vm_plugin.paths import realpath_in, system_path_problem
 
             files = [("disk", ctx.disk_path)] + [
                 ("ISO", iso.path) for iso in ctx.attached if isinstance(iso.source, IsoPath)
             ]
             for what, path in files:
-                problem = system_path_problem(path, what, resolve=not self.provision.remote)
+                if (path, what) not in self._system_paths:
+                    self._system_paths[path, what] = system_path_problem(
+                        path,
+                        what,
+                        resolve=not self.provision.remote,
+                        realpath=lambda p: realpath_in(p, self._directories),
+                    )
+                problem = self._system_paths[path, what]
                 if problem is not None:
                     raise OperationError(problem)
         return ctx

@@ -778,3 +778,16 @@ def test_a_new_device_goes_after_its_kind_else_where_libvirt_puts_it() -> None:
         "memballoon",
         "unknown",
     ]
+
+
+@pytest.mark.parametrize(
+    "value", [True, 1, 0, False, None, "", "1", 1.0, -0.0, 0.0, ("a",), ["a"], {"k": 1}]
+)
+def test_a_clean_reading_holds_its_value_of_its_own_type(value: Any) -> None:
+    # Equal values of other types (1, 1.0 and True; 0.0 and -0.0) read and spell apart.
+    for _ in range(2):
+        reading = Reading.clean(value)
+        assert reading.value == value
+        assert type(reading.value) is type(value)
+        assert str(reading.value) == str(value)
+        assert reading.is_clean and reading.has_value and not reading.lossy
