@@ -52,6 +52,9 @@ KEEP = 32
 STALE_TEMPORARY_SECONDS = 3600.0
 #: A recorded timeout beyond this is not one bkt wrote.
 MAX_TIMEOUT = 24 * 3600.0
+#: The programs a record may start (looked up on PATH, as when the command starts them):
+#: anything else in a record is not what bkt writes, and is not run.
+PROGRAMS = frozenset({"virsh"})
 
 
 class _State:
@@ -223,9 +226,9 @@ def _parse(record: object, command: list[object]) -> tuple[list[list[str]], floa
             and all(isinstance(piece, str) and "\0" not in piece for piece in element)
             for element in argv
         )
-        and argv[0] != [""]
+        and argv[0] in ([program] for program in PROGRAMS)
     ):
-        raise ValueError("its argv is not a list of arguments")
+        raise ValueError("its argv is not a list of arguments of a program bkt starts early")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise ValueError("its timeout is not a number")
     if not 0 < timeout <= MAX_TIMEOUT:
@@ -235,10 +238,10 @@ def _parse(record: object, command: list[object]) -> tuple[list[list[str]], floa
 
 def _record(state: _State, argv: tuple[str, ...], env: dict[str, str], timeout: float) -> None:
     """Keep ``argv``, the digest of ``env`` and ``timeout`` as what this command line starts
-    first, unless the
-    record says that already, the argv holds more than one token, or there is no record
-    path (no cache)."""
-    if state.path is None or state.command is None:
+    first, unless the record says that already, the program is not one of :data:`PROGRAMS`,
+    the argv holds more than one of the command's tokens, or there is no record path (no
+    cache)."""
+    if state.path is None or state.command is None or argv[0] not in PROGRAMS:
         return
     held = [value for value in state.tokens if any(value in element for element in argv)]
     if len(held) > 1:

@@ -20,7 +20,9 @@ ARGS = ["-C", "manifests", "vm", "status"]
 
 
 @pytest.fixture(autouse=True)
-def _one_command() -> Iterator[None]:
+def _one_command(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # The children here are this Python, which bkt itself never starts early.
+    monkeypatch.setattr(prestart, "PROGRAMS", frozenset({sys.executable}))
     yield
     prestart.end()
 
@@ -201,6 +203,7 @@ def test_the_same_record_is_not_written_again() -> None:
         pytest.param(lambda r: {**r, "command": [1, ["vm", "sync"], "/", 0]}, id="command"),
         pytest.param(lambda r: {**r, "argv": []}, id="no-argv"),
         pytest.param(lambda r: {**r, "argv": [[""]]}, id="empty-program"),
+        pytest.param(lambda r: {**r, "argv": [["sh"], ["-c"], ["exit 0"]]}, id="another-program"),
         pytest.param(lambda r: {**r, "argv": [["sh"], [1]]}, id="not-strings"),
         pytest.param(lambda r: {**r, "argv": [["sh"], ["a\0b"]]}, id="nul"),
         pytest.param(lambda r: {**r, "timeout": -1}, id="timeout"),
@@ -266,10 +269,13 @@ def test_a_cache_directory_that_cannot_be_written_only_says_so(
     assert write.endswith(" was not written: Not a directory")
 
 
-def test_a_child_that_cannot_start_fails_as_it_would_have(tmp_path: Path) -> None:
+def test_a_child_that_cannot_start_fails_as_it_would_have(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bkt_core.errors import CommandError
 
     missing = str(tmp_path / "no-such-program")
+    monkeypatch.setattr(prestart, "PROGRAMS", frozenset({missing}))
     prestart.begin(ARGS)
     with pytest.raises(CommandError):
         start(SubprocessRunner(), (missing, prestart.token()), timeout=30.0, prestart=True).wait()
@@ -321,3 +327,24 @@ def test_a_removed_working_directory_starts_and_records_nothing(tmp_path: Path) 
         os.chdir(here)
     assert early_child() is None
     assert records() == []
+
+
+def test_only_a_program_bkt_starts_early_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prestart, "PROGRAMS", frozenset({"virsh"}))
+    prestart.begin(ARGS)
+    start(SubprocessRunner(), command(prestart.token()), timeout=30.0, prestart=True).wait()
+    prestart.end()
+    assert records() == []
+
+
+def test_a_record_naming_another_program_runs_nothing(tmp_path: Path) -> None:
+    first_run()
+    [record] = records()
+    mark = tmp_path / "ran"
+    data = json.loads(record.read_text())
+    data["argv"] = [["sh"], ["-c"], [f"touch {mark}"]]
+    record.write_text(json.dumps(data))
+    prestart.begin(ARGS)
+    assert early_child() is None
+    assert "of a program bkt starts early" in prestart.drain_notes()[0]
+    assert not mark.exists()
