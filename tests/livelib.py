@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -182,3 +183,15 @@ def traced(stderr: str) -> list[list[str]]:
         elif line.startswith("  ") and processes:
             processes[-1].append(line.strip())
     return processes
+
+
+def virsh_shim(directory: Path, script: str) -> str:
+    """A PATH whose first ``virsh`` is ``script`` (shell; ``{virsh}`` in it is the real
+    virsh), written to ``directory/bin``: a test sees or steers each virsh bkt runs."""
+    real = shutil.which("virsh")
+    assert real is not None, "virsh is not installed"
+    shim = directory / "bin"
+    shim.mkdir()
+    (shim / "virsh").write_text(script.format(virsh=real))
+    (shim / "virsh").chmod(0o755)
+    return f"{shim}{os.pathsep}{os.environ['PATH']}"

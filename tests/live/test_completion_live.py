@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import write_manifest
 from tests.integration.test_completion import MANIFEST, values
-from tests.livelib import UNREACHABLE, Lab
+from tests.livelib import UNREACHABLE, Lab, virsh_shim
 
 pytestmark = pytest.mark.libvirtd
 
@@ -31,14 +29,9 @@ def plain_domain(lab: Lab, suffix: str) -> str:
 @pytest.fixture
 def logged_virsh(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """An environment whose ``virsh`` is the real one behind a script that logs each run."""
-    real = shutil.which("virsh")
-    assert real is not None
-    shim = tmp_path / "bin"
-    shim.mkdir()
     log = tmp_path / "virsh.log"
-    (shim / "virsh").write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
-    (shim / "virsh").chmod(0o755)
-    return {"PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"}, log
+    script = f'#!/bin/sh\necho "$*" >> {log}\nexec {{virsh}} "$@"\n'
+    return {"PATH": virsh_shim(tmp_path, script)}, log
 
 
 @pytest.mark.parametrize(

@@ -7,14 +7,13 @@ answer is the edited manifest's. A ``virsh`` on ``PATH`` logs each process it st
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BKT
-from tests.livelib import URI, Lab, vm, write_vms
+from tests.livelib import URI, Lab, virsh_shim, vm, write_vms
 
 pytestmark = pytest.mark.libvirtd
 
@@ -27,18 +26,13 @@ exec {virsh} "$@"
 def test_the_same_command_line_uses_the_virsh_started_early(
     lab: Lab, disks: Path, tmp_path: Path
 ) -> None:
-    real = shutil.which("virsh")
-    assert real is not None
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "virsh").write_text(LOGGING_VIRSH.format(virsh=real))
-    (bin_dir / "virsh").chmod(0o755)
+    path = virsh_shim(tmp_path, LOGGING_VIRSH)
     log = tmp_path / "virsh.log"
     web, db = lab.name("web"), lab.name("db")
     manifests = tmp_path / "manifests"
     write_vms(manifests, {web: vm(disks, web)})
     env = {k: v for k, v in os.environ.items() if not k.startswith("BKT_")}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", BKT_TEST_LOG=str(log))
+    env.update(PATH=path, BKT_TEST_LOG=str(log))
 
     def status() -> subprocess.CompletedProcess[str]:
         done = subprocess.run(

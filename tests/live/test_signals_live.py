@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BKT
-from tests.livelib import URI, Lab, vm, write_vms
+from tests.livelib import URI, Lab, virsh_shim, vm, write_vms
 
 pytestmark = pytest.mark.libvirtd
 
@@ -37,19 +36,14 @@ exec {virsh} "$@"
 def test_a_signal_during_the_define_batch_ends_bkt_cleanly(
     lab: Lab, disks: Path, tmp_path: Path, signum: int, code: int, message: str
 ) -> None:
-    real = shutil.which("virsh")
-    assert real is not None
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "virsh").write_text(FAKE_VIRSH.format(virsh=real))
-    (bin_dir / "virsh").chmod(0o755)
+    path = virsh_shim(tmp_path, FAKE_VIRSH)
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     mark = tmp_path / "define-started"
     write_vms(tmp_path / "manifests", {lab.name("sig"): vm(disks, lab.name("sig"))})
     env = {k: v for k, v in os.environ.items() if not k.startswith("BKT_")}
     env.update(
-        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
+        PATH=path,
         TMPDIR=str(private_tmp),
         BKT_TEST_MARK=str(mark),
     )
