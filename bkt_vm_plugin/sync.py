@@ -9,7 +9,7 @@ every owned field landed, and then runs the post-sync hooks with the results.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -597,7 +597,3 @@ def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -
             for entry in report.plan.entries:
                 if entry.changes_anything:
                     context.fail(entry.name, error.message, hint=error.hint)
-
-
-def changed_fields(changes: Iterable[FieldChange]) -> list[str]:
-    return list(dict.fromkeys(c.field for c in changes))
