@@ -47,10 +47,13 @@ NOT_NEEDED = frozenset({"bkt_vm_plugin.iso", "bkt_vm_plugin.firmware", "hashlib"
 #: What each command does not need besides: creating a class, a dataclass above all, costs
 #: every run that imports its module. Status builds no plan (its report is
 #: bkt_core.status_report's) and plans nothing; a sync with nothing to do builds no status or
-#: capture report.
+#: capture report; neither looks at a disk (bkt_vm_plugin.disks, what the provision plugin
+#: does when its hooks run).
 NOT_NEEDED_BY = {
-    "status": NOT_NEEDED | {"bkt_core.plan", "bkt_core.capture_report", "bkt_vm_plugin.sync"},
-    "sync": NOT_NEEDED | {"bkt_core.status_report", "bkt_core.capture_report"},
+    "status": NOT_NEEDED
+    | {"bkt_core.plan", "bkt_core.capture_report", "bkt_vm_plugin.sync", "bkt_vm_plugin.disks"},
+    "sync": NOT_NEEDED
+    | {"bkt_core.status_report", "bkt_core.capture_report", "bkt_vm_plugin.disks"},
 }
 
 URL = "https://example.org/isos/install.iso"
