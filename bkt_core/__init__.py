@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from bkt_core.cache import cache_enabled
+    from bkt_core.capture_report import CaptureEntry, CaptureReport
     from bkt_core.diagnostics import Problem
     from bkt_core.errors import (
         BktError,
@@ -34,18 +35,7 @@ if TYPE_CHECKING:
     from bkt_core.hookspecs import hookimpl, hookspec
     from bkt_core.host import Host, PluginInfo
     from bkt_core.manifest import ManifestSource
-    from bkt_core.plan import (
-        CaptureEntry,
-        CaptureReport,
-        EntryResult,
-        FieldChange,
-        PlanEntry,
-        StatusReport,
-        StatusRow,
-        Summary,
-        SyncPlan,
-        SyncReport,
-    )
+    from bkt_core.plan import EntryResult, FieldChange, PlanEntry, Summary, SyncPlan, SyncReport
     from bkt_core.process import CommandRunner, Completed, FakeRunner, SubprocessRunner
     from bkt_core.subsystem import Subsystem
 
@@ -63,13 +53,13 @@ _WHERE = {
     "PluginInfo": "host",
     "ManifestSource": "manifest",
     "Problem": "diagnostics",
-    "CaptureEntry": "plan",
-    "CaptureReport": "plan",
+    "CaptureEntry": "capture_report",
+    "CaptureReport": "capture_report",
     "EntryResult": "plan",
     "FieldChange": "plan",
     "PlanEntry": "plan",
-    "StatusReport": "plan",
-    "StatusRow": "plan",
+    "StatusReport": "status_report",
+    "StatusRow": "status_report",
     "Summary": "plan",
     "SyncPlan": "plan",
     "SyncReport": "plan",

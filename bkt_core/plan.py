@@ -5,13 +5,21 @@ a :class:`StatusReport`, a :class:`CaptureReport`) are frozen dataclasses. Their
 ``to_json()`` is the document the CLI prints for ``--json``; nothing here prints. The entries
 are listed there under the subsystem's own ``key`` (the VM subsystem's is ``"vms"``), which the
 subsystem passes when it builds the plan or report.
+
+The status report and the capture report live in modules of their own
+(:mod:`bkt_core.status_report`, :mod:`bkt_core.capture_report`), imported from here on first
+use: creating a dataclass costs some 0.4 ms, and a status needs none of the plan's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from bkt_core.capture_report import CaptureEntry, CaptureReport
+    from bkt_core.status_report import StatusReport, StatusRow
 
 __all__ = [
     "Action",
@@ -186,105 +194,21 @@ class SyncReport:
         return out
 
 
-@dataclass(frozen=True)
-class StatusRow:
-    """One entry as status reports it: ``state`` is running, stopped or missing; ``in_sync``
-    is None when there is nothing to compare (missing, unmanaged); ``pending_restart`` lists
-    the fields of a running entry whose persistent definition differs from the running one
-    (for VMs: a domain's live and persistent XML). An entry whose definition could not be
-    read has a ``message`` saying why and, when its error gave one, a ``hint``."""
-
-    name: str
-    state: str
-    managed: bool
-    in_sync: bool | None
-    drift: tuple[str, ...] = ()
-    pending_restart: tuple[str, ...] = ()
-    message: str | None = None
-    hint: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "state": self.state,
-            "managed": self.managed,
-            "in_sync": self.in_sync,
-            "drift": list(self.drift),
-            "pending_restart": list(self.pending_restart),
-        }
-        if self.message is not None:
-            out["message"] = self.message
-        if self.hint is not None:
-            out["hint"] = self.hint
-        return out
+#: The names of this module that live in another, imported on first use.
+_ELSEWHERE = {
+    "StatusRow": "bkt_core.status_report",
+    "StatusReport": "bkt_core.status_report",
+    "CaptureEntry": "bkt_core.capture_report",
+    "CaptureReport": "bkt_core.capture_report",
+}
 
 
-@dataclass(frozen=True)
-class StatusReport:
-    """Every row of a status. ``key`` names the rows in the JSON form."""
+def __getattr__(name: str) -> Any:
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-    rows: tuple[StatusRow, ...]
-    key: str = field(kw_only=True)
-
-    @property
-    def failed(self) -> list[str]:
-        """The entries whose status could not be read (each row has a ``message``)."""
-        return [r.name for r in self.rows if r.message is not None]
-
-    def to_json(self) -> dict[str, Any]:
-        return {self.key: [r.to_json() for r in self.rows]}
-
-
-@dataclass(frozen=True)
-class CaptureEntry:
-    """One entry of a capture: ``kind`` is added, changed, unchanged or skipped. ``changes``
-    are (field, old JSON, new JSON) for a changed entry, or (field, "", JSON) for an added one;
-    ``reasons`` say why an entry was skipped, and ``hint`` what to do about it when the
-    error that skipped it gave one."""
-
-    name: str
-    kind: Literal["added", "changed", "unchanged", "skipped"]
-    changes: tuple[tuple[str, str, str], ...] = ()
-    reasons: tuple[str, ...] = ()
-    hint: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
-        if self.changes:
-            out["changes"] = [{"field": f, "old": o, "new": n} for f, o, n in self.changes]
-        if self.reasons:
-            out["reasons"] = list(self.reasons)
-        if self.hint is not None:
-            out["hint"] = self.hint
-        return out
-
-
-@dataclass(frozen=True)
-class CaptureReport:
-    """What a capture found and wrote to the manifest at ``path``. ``key`` names the entries
-    in the JSON form."""
-
-    entries: tuple[CaptureEntry, ...]
-    warnings: tuple[str, ...]
-    path: str
-    written: bool
-    dry_run: bool
-    created: bool = False
-    #: What the user should know besides warnings: a directory or file created, every domain
-    #: skipped, nothing to capture (printed on stderr).
-    notes: tuple[str, ...] = ()
-    key: str = field(kw_only=True)
-
-    def count(self, kind: str) -> int:
-        return sum(e.kind == kind for e in self.entries)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "dry_run": self.dry_run,
-            "written": self.written,
-            "created": self.created,
-            self.key: [e.to_json() for e in self.entries],
-            "warnings": list(self.warnings),
-            "notes": list(self.notes),
-        }
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

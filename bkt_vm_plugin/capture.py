@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bkt_core.capture_report import CaptureEntry, CaptureReport
 from bkt_core.errors import BktError, ManifestError, OperationError
-from bkt_core.plan import CaptureEntry, CaptureReport
 from bkt_vm_plugin.capture_merge import (
     ALL_FIELDS,
     Capturer,

@@ -8,10 +8,15 @@ purpose.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bkt_core.output import GREEN, RED, YELLOW, Printer
-from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
+
+if TYPE_CHECKING:
+    # Only annotations name them: status prints a status report without the plan's classes.
+    from bkt_core.capture_report import CaptureReport
+    from bkt_core.plan import SyncPlan, SyncReport
+    from bkt_core.status_report import StatusReport
 
 Stream = Literal["out", "warning", "note", "hint"]
 

@@ -13,13 +13,14 @@ has a restart pending: the fields whose readings differ between ``dumpxml --inac
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from bkt_core.errors import BktError, OperationError
 
 if TYPE_CHECKING:
-    from bkt_core.plan import StatusReport
+    from bkt_core.plan import FieldChange
+    from bkt_core.status_report import StatusReport
     from bkt_vm_plugin.definition import VmManifest
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
     from bkt_vm_plugin.subsystem import VmSubsystem
@@ -44,9 +45,8 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
 
     manifest = sub.load(on_validated=start)
     managed = [n for n in sorted(manifest.vms) if not names or n in names]
-    from bkt_core.plan import StatusReport, StatusRow
+    from bkt_core.status_report import StatusReport, StatusRow
     from bkt_vm_plugin.observe import Resolver
-    from bkt_vm_plugin.sync import changed_fields
     from bkt_vm_plugin.xmltree import prepare
 
     # What reading the answer needs is made while virsh reads libvirt.
@@ -95,6 +95,11 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
         rows.append(StatusRow(name, state, True, not drift, tuple(drift), pending))
     rows += [StatusRow(name, observation.state(name), False, None) for name in others]
     return StatusReport(tuple(rows), key=sub.manifest_key)
+
+
+def changed_fields(changes: Iterable[FieldChange]) -> list[str]:
+    """The fields ``changes`` change, each once, in their order."""
+    return list(dict.fromkeys(c.field for c in changes))
 
 
 def _pending(

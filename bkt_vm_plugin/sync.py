@@ -9,7 +9,8 @@ every owned field landed, and then runs the post-sync hooks with the results.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,8 @@ from bkt_vm_plugin.observe import Observation, Observing, Resolver, observe, sta
 
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition, VmManifest
+    from bkt_vm_plugin.disks import DiskCreation, ProvisionContext
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
-    from bkt_vm_plugin.provision import DiskCreation, ProvisionContext
     from bkt_vm_plugin.subsystem import VmSubsystem
     from bkt_vm_plugin.virsh import Virsh
 
@@ -124,12 +125,12 @@ def select(manifest: VmManifest, names: Sequence[str], sub: VmSubsystem) -> list
 @dataclass
 class Planner:
     """The facts one plan needs, read once: the host's mapping, virsh, what libvirt holds
-    and how contexts resolve on this host (home, ISO cache)."""
+    and how contexts resolve on this host (home, ISO cache), and what disks are looked at
+    and created with (:attr:`provision`)."""
 
     sub: VmSubsystem
     virsh: Virsh
     resolver: Resolver
-    provision: ProvisionContext
     allow_firmware_change: bool = False
     #: Why each file (path, what) is refused as a system file, or None, once per plan: an
     #: existing domain's context is made twice, and each check resolves the path's links.
@@ -140,6 +141,21 @@ class Planner:
     @property
     def mapping(self) -> DomainMapping:
         return self.sub.mapping
+
+    @functools.cached_property
+    def provision(self) -> ProvisionContext:
+        # Made on first need: a sync whose domains have their manifest's disks looks at
+        # none, and never imports disk provisioning.
+        from bkt_vm_plugin.disks import ProvisionContext
+
+        return ProvisionContext(self.virsh)
+
+    @functools.cached_property
+    def remote(self) -> bool:
+        """Whether libvirt may be on another host (then the local files say nothing)."""
+        from bkt_vm_plugin.provision import is_remote_uri
+
+        return is_remote_uri(self.virsh.uri)
 
     @property
     def observation(self) -> Observation:
@@ -178,7 +194,7 @@ class Planner:
                     self._system_paths[path, what] = system_path_problem(
                         path,
                         what,
-                        resolve=not self.provision.remote,
+                        resolve=not self.remote,
                         realpath=lambda p: realpath_in(p, self._directories),
                     )
                 problem = self._system_paths[path, what]
@@ -200,7 +216,7 @@ class Planner:
 
     def disk(self, name: str, vm: VmDefinition) -> tuple[str, DiskCreation | None]:
         """The disk's format and, when it must be created, the creation."""
-        from bkt_vm_plugin.provision import disk_format, disk_request, plan_disk
+        from bkt_vm_plugin.disks import disk_format, disk_request, plan_disk
 
         request = disk_request(name, vm, self.home)
         creation = plan_disk(self.sub.host, name, vm, request, self.provision)
@@ -313,13 +329,11 @@ def make_planner(
 ) -> Planner:
     """The planner of ``names``, with what libvirt holds of them (``observing``: an
     observation of them already under way)."""
-    from bkt_vm_plugin.provision import ProvisionContext
     from bkt_vm_plugin.xmltree import prepare
 
     virsh = sub.virsh
     if observing is None:
         observing = start_observing(virsh, names)
-    provision = ProvisionContext(virsh)
     # What reading virsh's answer needs is made while virsh runs.
     prepare()
     on_host = Resolver.of_host()
@@ -327,7 +341,6 @@ def make_planner(
         sub=sub,
         virsh=virsh,
         resolver=dataclasses.replace(on_host, observation=observing.wait()),
-        provision=provision,
         allow_firmware_change=allow_firmware_change,
     )
 
@@ -456,7 +469,7 @@ def execute(planner: Planner, the_plan: SyncPlan, manifest: VmManifest) -> SyncR
         if e.name not in failed and e.payload is not None and e.payload.creation is not None
     ]
     if creations:
-        from bkt_vm_plugin.provision import create_disks
+        from bkt_vm_plugin.disks import create_disks
 
         created = create_disks(sub.host, creations, planner.provision)
         for entry in the_plan.entries:
@@ -597,7 +610,3 @@ def _post_sync(sub: VmSubsystem, report: SyncReport, context: PostSyncContext) -
             for entry in report.plan.entries:
                 if entry.changes_anything:
                     context.fail(entry.name, error.message, hint=error.hint)
-
-
-def changed_fields(changes: Iterable[FieldChange]) -> list[str]:
-    return list(dict.fromkeys(c.field for c in changes))

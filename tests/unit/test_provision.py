@@ -125,6 +125,25 @@ def refusal(ctx: ProvisionContext, path: str = "/srv/vm/a.qcow2", create: bool =
     return caught.value.message
 
 
+def test_the_plugin_module_names_everything_disk_provisioning_has() -> None:
+    # The registered plugin module imports bkt_vm_plugin.disks only when a name of it is used
+    # (or a hook runs); every name it had is still its own, the very same object.
+    from bkt_vm_plugin import disks, provision
+
+    for name in provision.__all__:
+        value = getattr(provision, name)
+        assert value is getattr(disks, name, value), name
+    assert provision.Entry is provision.PathEntry is disks.PathEntry
+    assert provision.QEMU_IMG_TIMEOUT == disks.QEMU_IMG_TIMEOUT
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        provision.nope  # noqa: B018
+
+
+def test_the_plugins_hooks_are_its_two_defaults() -> None:
+    infos = {i.name: i for i in Host(entry_points=False, plugins=default_plugins()).plugins()}
+    assert infos["provision"].hooks == ("bkt_disk_plan", "bkt_disk_provision")
+
+
 def test_the_request_and_the_creation_describe_themselves() -> None:
     vm = validate_vm(
         {
