@@ -22,7 +22,6 @@ import math
 import os
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
     from bkt_core.diagnostics import Problem
     from bkt_core.manifest import ManifestSource
     from bkt_core.plan import CaptureReport, StatusReport, SyncPlan, SyncReport
+    from bkt_core.plugin_info import PluginInfo
     from bkt_core.process import CommandRunner
     from bkt_core.subsystem import Subsystem
 
@@ -126,27 +126,33 @@ def _no_marker(namespace: object, name: str) -> bool:
 _ABSENT = object()
 
 
-@dataclass(frozen=True)
-class PluginInfo:
-    """One plugin as ``bkt plugins`` lists it. ``status`` is ``active``, ``disabled`` or
-    ``failed`` (then ``error`` says why)."""
+def _listing(
+    name: str,
+    distribution: str | None,
+    version: str | None,
+    hooks: tuple[str, ...],
+    status: str = "active",
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The fields of plugin ``name``'s :class:`PluginInfo`, made only when :meth:`Host.plugins`
+    is asked for (:mod:`bkt_core.plugin_info`)."""
+    return {
+        "name": name,
+        "distribution": distribution,
+        "version": version,
+        "hooks": hooks,
+        "status": status,
+        "error": error,
+    }
 
-    name: str
-    distribution: str | None
-    version: str | None
-    hooks: tuple[str, ...]
-    status: str = "active"
-    error: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "status": self.status,
-            "hooks": list(self.hooks),
-            **({"error": self.error} if self.error else {}),
-        }
+def __getattr__(name: str) -> Any:
+    # PluginInfo, imported on first use (bkt_core.plugin_info says why).
+    if name == "PluginInfo":
+        from bkt_core.plugin_info import PluginInfo
+
+        return PluginInfo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Host:
@@ -189,7 +195,7 @@ class Host:
         self._entry_points = entry_points
         self._disabled = frozenset(disabled)
         self._pm: pluggy.PluginManager | None = None
-        self._infos: dict[str, PluginInfo] = {}
+        self._infos: dict[str, dict[str, Any]] = {}
         #: Whether the entry points may come from the per-user index (and refresh it).
         self.cache = cache
         #: Why a cache (the index of entry points, a validated manifest:
@@ -242,7 +248,7 @@ class Host:
                 plugin = entry
                 name = getattr(plugin, "bkt_plugin_name", None) or _default_name(plugin)
             if pm.is_blocked(name):
-                self._infos[name] = PluginInfo(name, None, None, (), status="disabled")
+                self._infos[name] = _listing(name, None, None, (), status="disabled")
                 continue
             self._register(pm, plugin, name, None, None)
         self._building = pm
@@ -282,7 +288,7 @@ class Host:
         for ep in entry_points(use_cache=self.cache, notes=self.cache_notes):
             if pm.is_blocked(ep.name) or ep.name in self._disabled:
                 # Blocked by name: its module is never imported.
-                self._infos[ep.name] = PluginInfo(
+                self._infos[ep.name] = _listing(
                     ep.name, ep.distribution, ep.version, (), status="disabled"
                 )
                 continue
@@ -300,7 +306,7 @@ class Host:
                 )
                 error.__cause__ = exc
                 self.load_failures.append(error)
-                self._infos[ep.name] = PluginInfo(
+                self._infos[ep.name] = _listing(
                     ep.name, ep.distribution, ep.version, (), status="failed", error=str(exc)
                 )
                 continue
@@ -327,7 +333,7 @@ class Host:
                 if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
                     impl.function = self._guard(name, caller.name, impl.function)  # type: ignore[misc]
         hooks = tuple(sorted(caller.name for caller in callers))
-        self._infos[name] = PluginInfo(name, dist, version, hooks)
+        self._infos[name] = _listing(name, dist, version, hooks)
 
     def _guard(
         self, plugin: str, hook_name: str, function: Callable[..., Any]
@@ -431,7 +437,7 @@ class Host:
         self.invalid.append(error)
         if pm.has_plugin(name):
             pm.unregister(name=name)
-        self._infos[name] = replace(self._infos[name], status="invalid", error=error.message)
+        self._infos[name] = {**self._infos[name], "status": "invalid", "error": error.message}
 
     @property
     def hookspec_modules(self) -> tuple[object, ...]:
@@ -440,10 +446,24 @@ class Host:
         self.pluginmanager  # noqa: B018  (building the manager adds the plugins' modules)
         return tuple(self._spec_modules)
 
+    def distribution_of(self, name: str) -> tuple[str | None, str | None]:
+        """The name and version of the distribution plugin ``name`` came from, as
+        :meth:`plugins` lists them; (None, None) for a plugin it does not list or whose
+        distribution is unknown. Makes no :class:`PluginInfo` (the manifest cache asks on
+        every command)."""
+        self.pluginmanager  # noqa: B018  (building the manager fills the listing)
+        fields = self._infos.get(name)
+        if fields is None:
+            return None, None
+        return fields["distribution"], fields["version"]
+
     def plugins(self) -> list[PluginInfo]:
         """Every plugin: registered ones, then blocked and failed ones, by name."""
+        from bkt_core.plugin_info import PluginInfo
+
         self.pluginmanager  # noqa: B018  (building the manager fills the listing)
-        return sorted(self._infos.values(), key=lambda i: (i.status != "active", i.name))
+        infos = [PluginInfo(**fields) for fields in self._infos.values()]
+        return sorted(infos, key=lambda i: (i.status != "active", i.name))
 
     # -- calling hooks ---------------------------------------------------------------------
 

@@ -141,21 +141,20 @@ class ManifestCache:
                 [os.path.abspath(source.path), cache.sha256_hex(source.text.encode("utf-8"))]
                 for source in self.sources
             ]
-            infos = {info.name: info for info in self.host.plugins()}
             plugins = []
             watched: list[list[Any]] = []
             for name, plugin in self.host.pluginmanager.list_name_plugin():
                 if plugin is None:  # blocked
                     continue
-                info = infos.get(name)
+                distribution, version = self.host.distribution_of(name)
                 file, qualname = _module_file(plugin)
                 signature = _stat(file)
                 watched.append([file, signature])
                 plugins.append(
                     [
                         name,
-                        info.distribution if info else None,
-                        info.version if info else None,
+                        distribution,
+                        version,
                         file,
                         qualname,
                         signature,

@@ -79,6 +79,18 @@ def test_the_default_plugins_are_listed_with_their_hooks() -> None:
     assert all(i.status == "active" for i in infos.values())
 
 
+def test_the_distribution_of_a_plugin_is_the_one_its_listing_gives() -> None:
+    """What the manifest cache keys on (Host.distribution_of) is what `bkt plugins` lists,
+    for active and blocked plugins alike."""
+    host = Host(disabled=["cpu_model"], cache=False)
+    listed = {i.name: (i.distribution, i.version) for i in host.plugins()}
+    assert listed["vm"][0] == "bkt" and listed["vm"][1]
+    assert listed["cpu_model"][0] == "bkt"
+    for name, expected in listed.items():
+        assert host.distribution_of(name) == expected
+    assert host.distribution_of("no-such-plugin") == (None, None)
+
+
 def test_an_explicit_plugin_adds_a_field_to_the_model_and_schema() -> None:
     vm = vm_host(Color()).subsystem("vm")
     assert "color" in vm.vm_model.model_fields  # type: ignore[attr-defined]
