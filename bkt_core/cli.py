@@ -699,15 +699,19 @@ def _run(args: list[str]) -> int:
         pass
     from bkt_core import prestart
 
+    began = False
     try:
         # First of all: what this command line started last time starts now, and reads
         # libvirt while bkt loads (bkt_core.prestart).
-        prestart.begin(args, enabled=_cache_in(args))
+        began = prestart.begin(args, enabled=_cache_in(args))
         return _run_cli(args)
     finally:
-        prestart.end()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        try:
+            if began:
+                prestart.end()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _run_cli(args: list[str]) -> int:

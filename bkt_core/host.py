@@ -110,17 +110,20 @@ class _PluginManager(pluggy.PluginManager):
 
 def _no_marker(namespace: object, name: str) -> bool:
     """Whether ``name`` of ``namespace`` is certainly neither a hook implementation nor a
-    hook specification: ``namespace`` is a module whose own value of ``name`` is no function
-    or method pluggy would look at, or a function without any attribute (the markers are
-    attributes)."""
+    hook specification: ``namespace`` is a module whose own value of ``name`` is a plain
+    function without any attribute (the markers are attributes), a class, or not callable
+    at all (pluggy looks only at routines). Any other callable (a builtin, a method, a
+    compiled function) and any static or class method is pluggy's to decide."""
     if not isinstance(namespace, types.ModuleType):
         return False
     value = vars(namespace).get(name, _ABSENT)
     if value is _ABSENT:
         return False
-    if isinstance(value, types.FunctionType):
+    if type(value) is types.FunctionType:
         return not vars(value)
-    return not isinstance(value, types.MethodType | staticmethod | classmethod)
+    if isinstance(value, staticmethod | classmethod):  # descriptors pluggy binds itself
+        return False
+    return isinstance(value, type) or not callable(value)
 
 
 _ABSENT = object()

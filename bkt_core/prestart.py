@@ -14,10 +14,12 @@ always starts the very same child. So:
 - the next run of that command line, in the same environment, starts the recorded child
   first thing (:func:`begin`), with a fresh token, and lets it run while bkt loads;
 - when that run asks for its first prestartable child, it is given the early one only when
-  the argv, the environment and the timeout are exactly those it asked for; otherwise the
-  early one is killed and reaped, and the command starts its own (:func:`take`, which also
-  records the new one). A command that ends without asking, after an error, a refused
-  manifest or a signal, kills and reaps it too (:func:`end`).
+  the argv, the environment, the timeout and the working directory are exactly those it
+  asked for, and it started no other child before (which might have changed what the early
+  one read, :func:`before_child`); otherwise the early one is killed and reaped, and the
+  command starts its own (:func:`take`, which also records the new one). A command that
+  ends without asking, after an error, a refused manifest or a signal, kills and reaps it
+  too (:func:`end`).
 
 So a command reads exactly what the child it asked for prints; only the moment that child
 starts differs, by the time bkt takes to load. A record is trusted only as the other cache
@@ -32,6 +34,7 @@ Only :mod:`os` is imported up front: :func:`begin` runs on every command.
 from __future__ import annotations
 
 import os
+import threading
 
 # Not `typing.TYPE_CHECKING`: importing typing costs every command.
 TYPE_CHECKING = False
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
     from bkt_core.process import Running
 
-__all__ = ["begin", "drain_notes", "end", "take", "token"]
+__all__ = ["before_child", "begin", "drain_notes", "end", "take", "token"]
 
 FORMAT = 1
 PREFIX = "prestart-"
@@ -60,7 +63,10 @@ PROGRAMS = frozenset({"virsh"})
 class _State:
     """What one command (one :func:`begin` ... :func:`end`) knows."""
 
-    def __init__(self) -> None:
+    def __init__(self, thread: int | None = None) -> None:
+        #: The thread running the command (None: no command is running). Only that thread's
+        #: calls see this state: a host another thread uses as a library is not the command.
+        self.thread = thread
         self.path: str | None = None
         self.command: list[object] | None = None
         self.recorded: object = None
@@ -80,42 +86,52 @@ class _State:
 _state = _State()
 
 
+def _mine() -> _State | None:
+    """The running command's state, when this thread runs it."""
+    state = _state
+    return state if state.thread is not None and state.thread == threading.get_ident() else None
+
+
 def token() -> str:
     """Fresh random hex (16 digits) for a child's command line, such as the marker virsh's
     output is split at: the first call of a command whose early child is running gives that
     child's token, so that the argv the command builds can be the child's; every other call
     gives a new one."""
-    state = _state
-    if state.token is not None:
+    state = _mine()
+    if state is not None and state.token is not None:
         value, state.token = state.token, None
     else:
         value = os.urandom(8).hex()
     # Kept only while a record may still be written (a host embedded in a long-lived
     # process never begins a command, and keeps nothing).
-    if state.path is not None and not state.asked:
+    if state is not None and state.path is not None and not state.asked:
         state.tokens.append(value)
     return value
 
 
-def begin(args: Sequence[str], *, enabled: bool = True) -> None:
+def begin(args: Sequence[str], *, enabled: bool = True) -> bool:
     """Start what the last run of the command line ``args`` (bkt's arguments) started first,
-    when there is a record of it and ``enabled`` (the caches may be used). Never raises for
-    the record's sake: a record that cannot be used is a note."""
+    when there is a record of it and ``enabled`` (the caches may be used). True when this
+    call began a command, which :func:`end` must then end; False (nothing done) while
+    another command runs (``main`` called from within one, or from another thread). Never
+    raises for the record's sake: a record that cannot be used is a note."""
     global _state
-    _state = state = _State()
+    if _state.thread is not None:
+        return False
+    _state = state = _State(threading.get_ident())
     if not enabled:
-        return
+        return True
     from bkt_core import cache
 
     directory = cache.cache_dir()
     if directory is None:
-        return
+        return True
     import json
 
     try:
         cwd = os.getcwd()
     except OSError:  # a working directory removed under the shell: nothing to key on
-        return
+        return True
     state.command = [FORMAT, list(args), cwd, os.geteuid()]
     key = _sha256(json.dumps(state.command, separators=(",", ":")))
     state.path = path = os.path.join(directory, f"{PREFIX}{key}{SUFFIX}")
@@ -123,9 +139,9 @@ def begin(args: Sequence[str], *, enabled: bool = True) -> None:
         data = cache.read_limited(path, MAX_BYTES)
     except cache.CacheUnusable as exc:
         state.notes.append(f"the early start {path} {exc}: not used")
-        return
+        return True
     if data is None:
-        return
+        return True
     from bkt_core import process
 
     env = process.child_environment()
@@ -134,13 +150,13 @@ def begin(args: Sequence[str], *, enabled: bool = True) -> None:
         argv, timeout = _parse(record, state.command)
     except (ValueError, RecursionError) as exc:
         state.notes.append(f"the early start {path} cannot be used ({exc}): not used")
-        return
+        return True
     state.recorded = record
     # Another environment may mean another connection (LIBVIRT_DEFAULT_URI) or another virsh
     # (PATH): the child would not be the one asked for, so it is not started at all.
     if record.get("environment") != _digest(env):
         state.notes.append(f"the early start {path} was made in another environment: not used")
-        return
+        return True
     value = os.urandom(8).hex()
     state.argv = tuple(value.join(segments) for segments in argv)
     state.env = env
@@ -150,20 +166,23 @@ def begin(args: Sequence[str], *, enabled: bool = True) -> None:
         state.child = process.start_child(state.argv, timeout, env)
     except OSError as exc:  # no file descriptor left for its output: the command will say
         state.notes.append(f"the early start {path} could not start: {exc.strerror or exc}")
+    return True
 
 
 def take(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> Running | None:
     """The early child, when the command's first prestartable child is ``argv`` run with
     ``env`` and ``timeout`` and it is exactly that; else None, after the early one (if any)
     is stopped, and the record now says ``argv`` (when this is the command's first one)."""
-    state = _state
-    if state.asked:
+    state = _mine()
+    if state is None or state.asked:
         return None
     state.asked = True
     state.token = None
     child, state.child = state.child, None
     if child is not None:
-        if (argv, env, timeout) == (state.argv, state.env, state.timeout):
+        if (argv, env, timeout) == (state.argv, state.env, state.timeout) and _same_directory(
+            state
+        ):
             return child
         _stop(child)
         state.notes.append(
@@ -174,8 +193,27 @@ def take(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> Running 
     return None
 
 
+def before_child() -> None:
+    """A child is about to start that is not the command's first prestartable one (any
+    child the command runs first): what it does may change what the early child read, so
+    the early child is stopped, and this command neither takes nor records one."""
+    state = _mine()
+    if state is None or state.asked:
+        return
+    state.asked = True
+    state.token = None
+    child, state.child = state.child, None
+    if child is not None:
+        _stop(child)
+        state.notes.append(
+            f"the child started early from {state.path} was not used: this command ran "
+            "another one first"
+        )
+
+
 def end() -> None:
-    """Kill and reap an early child the command did not take; forget the command."""
+    """Kill and reap an early child the command did not take; forget the command. (Called
+    by the thread that began it, when :func:`begin` said it began one.)"""
     global _state
     state, _state = _state, _State()
     state.notes.clear()
@@ -185,9 +223,20 @@ def end() -> None:
 
 def drain_notes() -> list[str]:
     """Why an early child was not used or a record not written, since the last call."""
-    notes = list(_state.notes)
-    _state.notes.clear()
+    state = _mine()
+    if state is None:
+        return []
+    notes = list(state.notes)
+    state.notes.clear()
     return notes
+
+
+def _same_directory(state: _State) -> bool:
+    # A relative PATH entry would find another program after a change of directory.
+    try:
+        return state.command is not None and state.command[2] == os.getcwd()
+    except OSError:
+        return False
 
 
 def _stop(child: Running) -> None:

@@ -133,7 +133,11 @@ class _Child(Running):
         self._error: OSError | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._out = os.memfd_create("bkt-stdout", os.MFD_CLOEXEC)
-        self._err = os.memfd_create("bkt-stderr", os.MFD_CLOEXEC)
+        try:
+            self._err = os.memfd_create("bkt-stderr", os.MFD_CLOEXEC)
+        except OSError:
+            os.close(self._out)
+            raise
         try:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err, env=env
@@ -243,6 +247,7 @@ class SubprocessRunner:
 
     def run(self, argv: Sequence[str], *, timeout: float, input: str | None = None) -> Completed:
         argv = tuple(argv)
+        _before_child()
         try:
             proc = subprocess.run(
                 argv,
@@ -266,7 +271,15 @@ class SubprocessRunner:
         """Start ``argv`` (no input) and return at once; :meth:`Running.wait` gives what
         :meth:`run` would have, or raises what it would have raised. A child not waited for
         runs to its end on its own."""
+        _before_child()
         return _Child(tuple(argv), timeout, self.environment)
+
+
+def _before_child() -> None:
+    # What this child does may change what a child started early read (bkt_core.prestart).
+    from bkt_core import prestart
+
+    prestart.before_child()
 
 
 Responder = Callable[[tuple[str, ...], str | None], Completed]

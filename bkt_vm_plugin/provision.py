@@ -97,11 +97,15 @@ def bkt_disk_provision(creation: DiskCreation, context: ProvisionContext) -> boo
     return provision_default(creation, context)
 
 
+#: The names of disk provisioning this module has always offered, from where they live now;
+#: a fixed set, so that looking up any other name (pluggy's, an embedder's) imports nothing.
+_DISKS = frozenset(__all__) | {"FORMATS", "QEMU_IMG_TIMEOUT", "plan_default", "provision_default"}
+
+
 def __getattr__(name: str) -> Any:
     # Every other name of disk provisioning, from where it lives.
-    if not name.startswith("__"):
+    if name in _DISKS:
         from bkt_vm_plugin import disks
 
-        if hasattr(disks, name):
-            return getattr(disks, name)
+        return getattr(disks, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

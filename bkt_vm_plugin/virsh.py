@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -69,6 +69,7 @@ __all__ = [
     "DomainState",
     "Reply",
     "Virsh",
+    "configured_uri",
     "quote",
     "virsh_message",
 ]
@@ -120,6 +121,40 @@ def memory_files(texts: Sequence[str]) -> Iterator[list[str]]:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def configured_uri(environ: Mapping[str, str] | None = None) -> str | None:
+    """``uri_default`` of libvirt's client configuration (``/etc/libvirt/libvirt.conf`` for
+    root, ``$XDG_CONFIG_HOME/libvirt/libvirt.conf`` or ``~/.config/libvirt/libvirt.conf`` for
+    anyone else): ``""`` when the file or the setting is absent, None when the file cannot
+    be read or the setting not understood (then nobody can say which host it names)."""
+    env = os.environ if environ is None else environ
+    if os.geteuid() == 0:
+        path = "/etc/libvirt/libvirt.conf"
+    else:
+        config = env.get("XDG_CONFIG_HOME", "")
+        if not config.startswith("/"):
+            home = env.get("HOME", "")
+            if not home.startswith("/"):
+                return None
+            config = os.path.join(home, ".config")
+        path = os.path.join(config, "libvirt", "libvirt.conf")
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read(1 << 20)
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if name.strip() != "uri_default" or not sep:
+            continue
+        value = value.split("#", 1)[0].strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            return value[1:-1]
+        return None
+    return ""
 
 
 def quote(arg: str) -> str:
@@ -429,9 +464,20 @@ class Virsh:
 
     def _local(self) -> bool:
         """Whether the connection is to this machine's libvirt (``qemu:///system``, no host
-        in the URI), as far as bkt can tell: a remote one may ask for a password, which a
-        virsh started early must not do for a command that then does not need it."""
-        uri = self.uri or os.environ.get("LIBVIRT_DEFAULT_URI") or ""
+        in the URI): a remote one may ask for a password, which a virsh started early must
+        not do for a command that then does not need it. The URI is found as virsh finds
+        it: ``-c``, ``$VIRSH_DEFAULT_CONNECT_URI``, ``$LIBVIRT_DEFAULT_URI``, then
+        ``uri_default`` in libvirt's client configuration (:func:`configured_uri`); none at
+        all means libvirt picks a local driver."""
+        env = os.environ
+        uri = (
+            self.uri
+            or env.get("VIRSH_DEFAULT_CONNECT_URI")
+            or env.get("LIBVIRT_DEFAULT_URI")
+            or configured_uri()
+        )
+        if uri is None:
+            return False
         if not uri:
             return True
         scheme, sep, rest = uri.partition("://")

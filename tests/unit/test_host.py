@@ -413,7 +413,18 @@ def test_the_hosts_manager_finds_what_pluggys_own_finds_in_a_module() -> None:
     def unmarked(host: Host) -> None:
         return None
 
+    class Compiled:
+        """What a compiled function (Cython's, Nuitka's) looks like to inspect: a method
+        descriptor, no FunctionType."""
+
+        def __get__(self, obj: object, cls: object = None) -> Compiled:
+            return self
+
+        def __call__(self, subsystem: str) -> None:
+            return None
+
     values: dict[str, object] = {
+        "bkt_manifest_sources": hookimpl(cast(Any, Compiled())),
         "bkt_subsystems": hookimpl(bkt_subsystems),
         "unmarked": unmarked,
         "bkt_manifest_fields": staticmethod(hookimpl(lambda subsystem: None)),
@@ -426,9 +437,8 @@ def test_the_hosts_manager_finds_what_pluggys_own_finds_in_a_module() -> None:
     plugins = [*default_plugins(), ("odd", odd), ("color", Color())]
     found = _hooks_found(_PluginManager(hookspecs.PROJECT), plugins)
     assert found == _hooks_found(pluggy.PluginManager(hookspecs.PROJECT), plugins)
-    assert ("odd", "bkt_subsystems") in {
-        (impl[0], hook) for hook, _spec, impls in found for impl in impls
-    }
+    hooks = {(impl[0], hook) for hook, _spec, impls in found for impl in impls}
+    assert ("odd", "bkt_subsystems") in hooks
 
 
 def test_the_bkt_process_runs_with_the_collectors_slower_pace() -> None:

@@ -310,6 +310,7 @@ def test_a_record_made_in_another_environment_starts_nothing(
     [note] = prestart.drain_notes()
     assert note.endswith(" was made in another environment: not used")
     monkeypatch.delenv("LIBVIRT_DEFAULT_URI")
+    prestart.end()
     prestart.begin(ARGS)
     assert early_child() is not None
 
@@ -348,3 +349,121 @@ def test_a_record_naming_another_program_runs_nothing(tmp_path: Path) -> None:
     assert early_child() is None
     assert "of a program bkt starts early" in prestart.drain_notes()[0]
     assert not mark.exists()
+
+
+def test_a_child_run_first_stops_the_early_one_and_nothing_is_taken_or_recorded() -> None:
+    first_run()
+    [record] = records()
+    before = record.read_bytes()
+    prestart.begin(ARGS)
+    early = early_child()
+    assert early is not None
+    proc = early._proc  # type: ignore[attr-defined]
+    runner = SubprocessRunner()
+    runner.run((sys.executable, "-c", "pass"), timeout=30.0)  # it might change libvirt
+    assert proc.returncode is not None  # killed and reaped
+    running = start(runner, command(prestart.token(), text="after"), timeout=30.0, prestart=True)
+    assert running is not early
+    running.wait()
+    [note] = prestart.drain_notes()
+    assert note.endswith("was not used: this command ran another one first")
+    prestart.end()
+    assert record.read_bytes() == before
+
+
+def test_another_working_directory_at_the_time_of_asking_is_another_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_run()
+    prestart.begin(ARGS)
+    early = early_child()
+    assert early is not None
+    monkeypatch.chdir(tmp_path)
+    running = start(SubprocessRunner(), command(prestart.token()), timeout=30.0, prestart=True)
+    assert running is not early
+    running.wait()
+
+
+def test_a_command_within_a_command_begins_nothing() -> None:
+    first_run()
+    assert prestart.begin(ARGS) is True
+    early = early_child()
+    assert prestart.begin(ARGS) is False  # main() called from within the command
+    assert early_child() is early
+
+
+def test_another_thread_neither_takes_nor_records(tmp_path: Path) -> None:
+    import threading
+
+    first_run()
+    prestart.begin(ARGS)
+    early = early_child()
+    assert early is not None
+    seen: list[object] = []
+
+    def library() -> None:  # a host used as a library in another thread
+        seen.append(prestart.begin(ARGS))
+        argv = command(prestart.token())
+        seen.append(prestart.take(argv, child_environment(), 30.0))
+        seen.append(prestart.drain_notes())
+
+    thread = threading.Thread(target=library)
+    thread.start()
+    thread.join()
+    assert seen == [False, None, []]
+    assert early_child() is early
+
+
+def cli_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[object]]:
+    """A command line whose record starts a `virsh` (a script that sleeps) on PATH, for a
+    manifest bkt refuses; the children started early are collected."""
+    from bkt_core import process
+
+    monkeypatch.setattr(prestart, "PROGRAMS", frozenset({"virsh"}))
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "virsh").write_text("#!/bin/sh\nexec sleep 30\n")
+    (shim / "virsh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "vms.json").write_text('{"vms": {"web": ')
+    args = ["-C", str(manifests), "vm", "status"]
+    prestart.begin(args)
+    prestart.take(("virsh", "-q", f"echo {prestart.token()}"), child_environment(), 30.0)
+    prestart.end()
+    started: list[object] = []
+    real = process.start_child
+
+    def recorded(*a: object) -> object:
+        started.append(real(*a))  # type: ignore[arg-type]
+        return started[-1]
+
+    monkeypatch.setattr(process, "start_child", recorded)
+    return args, started
+
+
+def test_the_cli_stops_the_early_child_of_a_command_that_fails_before_asking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bkt_core import cli
+
+    args, started = cli_case(tmp_path, monkeypatch)
+    assert cli.main(args) != 0
+    assert "vms.json" in capsys.readouterr().err
+    [child] = started
+    assert child._proc.returncode is not None  # type: ignore[attr-defined]  # killed, reaped
+    assert prestart._state.thread is None  # the command is over
+
+
+def test_the_cli_starts_nothing_early_without_the_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bkt_core import cli
+
+    # The record is made in the environment of the run (BKT_NO_CACHE included), so only the
+    # switch itself can keep the child from starting.
+    monkeypatch.setenv("BKT_NO_CACHE", "1")
+    args, started = cli_case(tmp_path, monkeypatch)
+    assert cli.main(args) != 0
+    assert started == []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -542,6 +544,12 @@ def test_domain_state_and_names_each_run_one_process() -> None:
         (None, None, True),
         (None, "qemu:///session", True),
         (None, "qemu+ssh://host/system", False),
+        (None, "VIRSH_DEFAULT_CONNECT_URI=qemu+ssh://host/system", False),
+        (None, "VIRSH_DEFAULT_CONNECT_URI=qemu:///system", True),
+        (None, "uri_default=qemu+ssh://host/system", False),
+        (None, "uri_default=qemu:///session", True),
+        (None, "uri_default unreadable", False),
+        ("qemu:///system", "uri_default=qemu+ssh://host/system", True),
         ("qemu+ssh://host/system", None, False),
         ("qemu+tcp://host/system", None, False),
         ("qemu://host/system", None, False),
@@ -564,13 +572,24 @@ def test_only_a_batch_that_reads_over_a_local_connection_may_start_early(
     commands: list[list[str]],
     reads: bool,
 ) -> None:
+    import bkt_vm_plugin.virsh
     from bkt_core import prestart
     from bkt_core.process import Running, SubprocessRunner
 
+    monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
+    monkeypatch.delenv("VIRSH_DEFAULT_CONNECT_URI", raising=False)
+    configured: str | None = ""
     if default is None:
-        monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
+        pass
+    elif default == "uri_default unreadable":
+        configured = None
+    elif default.startswith("uri_default="):
+        configured = default.partition("=")[2]
+    elif default.startswith("VIRSH_DEFAULT_CONNECT_URI="):
+        monkeypatch.setenv("VIRSH_DEFAULT_CONNECT_URI", default.partition("=")[2])
     else:
         monkeypatch.setenv("LIBVIRT_DEFAULT_URI", default)
+    monkeypatch.setattr(bkt_vm_plugin.virsh, "configured_uri", lambda: configured)
     asked: list[tuple[str, ...]] = []
     started = Running(lambda: Completed((), 0, "", ""))
 
@@ -584,3 +603,33 @@ def test_only_a_batch_that_reads_over_a_local_connection_may_start_early(
     assert len(asked) == (1 if early and reads else 0)
     Virsh(SubprocessRunner(), uri)._start_batch(commands)
     assert len(asked) == (1 if early and reads else 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "uri"),
+    [
+        (None, ""),
+        ("", ""),
+        ('#uri_default = "qemu+ssh://host/system"\n', ""),
+        ('uri_default = "qemu+ssh://host/system"\n', "qemu+ssh://host/system"),
+        ('  uri_default="qemu:///system"  # the default\n', "qemu:///system"),
+        ("uri_default = qemu:///system\n", None),
+        (b"\xff\xfe", None),
+    ],
+)
+def test_libvirts_configured_default_uri_is_read_as_virsh_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str | bytes | None, uri: str | None
+) -> None:
+    from bkt_vm_plugin.virsh import configured_uri
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    if text is not None:
+        conf = tmp_path / "libvirt" / "libvirt.conf"
+        conf.parent.mkdir()
+        if isinstance(text, bytes):
+            conf.write_bytes(text)
+        else:
+            conf.write_text(text)
+    assert configured_uri({"XDG_CONFIG_HOME": str(tmp_path)}) == uri
+    assert configured_uri({"HOME": str(tmp_path / "nowhere")}) == ""
+    assert configured_uri({}) is None
