@@ -40,35 +40,35 @@ if TYPE_CHECKING:
     from bkt_core.subsystem import Subsystem
 
 _WHERE = {
-    "BktError": "errors",
-    "CommandError": "errors",
-    "Diagnostic": "errors",
-    "ManifestError": "errors",
-    "OperationError": "errors",
-    "PluginError": "errors",
-    "UsageError": "errors",
-    "hookimpl": "hookspecs",
-    "hookspec": "hookspecs",
-    "Host": "host",
-    "PluginInfo": "host",
-    "ManifestSource": "manifest",
-    "Problem": "diagnostics",
-    "CaptureEntry": "capture_report",
-    "CaptureReport": "capture_report",
-    "EntryResult": "plan",
-    "FieldChange": "plan",
-    "PlanEntry": "plan",
-    "StatusReport": "status_report",
-    "StatusRow": "status_report",
-    "Summary": "plan",
-    "SyncPlan": "plan",
-    "SyncReport": "plan",
-    "CommandRunner": "process",
-    "Completed": "process",
-    "FakeRunner": "process",
-    "SubprocessRunner": "process",
-    "Subsystem": "subsystem",
-    "cache_enabled": "cache",
+    "BktError": "bkt_core.errors",
+    "CommandError": "bkt_core.errors",
+    "Diagnostic": "bkt_core.errors",
+    "ManifestError": "bkt_core.errors",
+    "OperationError": "bkt_core.errors",
+    "PluginError": "bkt_core.errors",
+    "UsageError": "bkt_core.errors",
+    "hookimpl": "bkt_core.hookspecs",
+    "hookspec": "bkt_core.hookspecs",
+    "Host": "bkt_core.host",
+    "PluginInfo": "bkt_core.host",
+    "ManifestSource": "bkt_core.manifest",
+    "Problem": "bkt_core.diagnostics",
+    "CaptureEntry": "bkt_core.capture_report",
+    "CaptureReport": "bkt_core.capture_report",
+    "EntryResult": "bkt_core.plan",
+    "FieldChange": "bkt_core.plan",
+    "PlanEntry": "bkt_core.plan",
+    "StatusReport": "bkt_core.status_report",
+    "StatusRow": "bkt_core.status_report",
+    "Summary": "bkt_core.plan",
+    "SyncPlan": "bkt_core.plan",
+    "SyncReport": "bkt_core.plan",
+    "CommandRunner": "bkt_core.process",
+    "Completed": "bkt_core.process",
+    "FakeRunner": "bkt_core.process",
+    "SubprocessRunner": "bkt_core.process",
+    "Subsystem": "bkt_core.subsystem",
+    "cache_enabled": "bkt_core.cache",
 }
 
 __all__ = [
@@ -106,14 +106,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bkt_core' has no attribute {name!r}")
-    import importlib
+    from bkt_core.lazy import attribute
 
-    value = getattr(importlib.import_module(f"bkt_core.{module}"), name)
-    globals()[name] = value
-    return value
+    return attribute(__name__, _WHERE, name)
 
 
 def __dir__() -> list[str]:

@@ -204,11 +204,6 @@ _ELSEWHERE = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _ELSEWHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+    from bkt_core.lazy import attribute
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return attribute(__name__, _ELSEWHERE, name)

@@ -207,14 +207,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+    from bkt_core.lazy import attribute
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return attribute(__name__, _WHERE, name)
 
 
 def __dir__() -> list[str]:
