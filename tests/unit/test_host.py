@@ -463,3 +463,47 @@ def test_the_bkt_process_runs_with_the_collectors_slower_pace() -> None:
         patch.setattr(cli, "_run_cli", lambda args: 0)
         assert cli.main(["plugins"]) == 0
     assert gc.get_threshold() == before
+
+
+_EXIT_PROBE = """
+import atexit, sys
+from bkt_core import cli
+
+class Teardown:
+    def __del__(self):
+        print("teardown", flush=True)
+
+kept = Teardown()  # freed only by the interpreter's teardown
+if sys.argv[1] == "handler-first":
+    atexit.register(lambda: print("earlier handler", flush=True))
+
+def run(args):
+    # What a plugin may do while the command runs: an exit handler, output left unflushed.
+    atexit.register(lambda: print("plugin handler", flush=True))
+    sys.stdout.write("unflushed output")
+    return 3
+
+cli._run_cli = run
+sys.argv = ["bkt", "plugins"]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("case", ["alone", "handler-first"])
+def test_the_bkt_process_ends_after_its_exit_handlers_without_the_teardown(case: str) -> None:
+    # The console script's main() exits with the command's status once the exit handlers
+    # ran and the output is flushed; Python's teardown (which would free `kept`) is skipped,
+    # unless an exit handler registered before main() would have run after it.
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_PROBE, case],
+        env={**os.environ, "BKT_NO_CACHE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stderr == ""
+    if case == "alone":
+        assert done.stdout == "unflushed outputplugin handler\n"
+    else:
+        assert done.stdout == "unflushed outputplugin handler\nearlier handler\nteardown\n"
