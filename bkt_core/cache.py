@@ -90,6 +90,18 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> str | None:
     return os.path.join(home, ".cache", "bkt")
 
 
+def file_signature(path: str | None) -> list[int] | None:
+    """``[mtime_ns, size]`` of ``path``: what tells a cache that a file changed; None when
+    there is no such file."""
+    if not path:
+        return None
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return [info.st_mtime_ns, info.st_size]
+
+
 def read_past(fd: int, limit: int) -> bytes:
     """What the open file ``fd`` holds, read up to one byte past ``limit``: a result longer
     than ``limit`` means the file is too large. Read from the descriptor rather than trusting

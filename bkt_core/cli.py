@@ -15,7 +15,7 @@ import sys
 # Not `typing.TYPE_CHECKING`: `bkt --version` must not pay for importing typing (and re).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
     from pathlib import Path
     from typing import Any, TypeVar
 
@@ -146,14 +146,20 @@ def _disabled_in(argv: Sequence[str]) -> list[str]:
 
 
 class Cli:
-    """What every command gets: the host and the printer. (A plain class: ``dataclasses``
-    would cost ``bkt --version`` several milliseconds.)"""
+    """What every command gets: the host, the printer, and the global options as parsed
+    (``options``: by their parameter names, as :func:`run_command` remembers them). (A plain
+    class: ``dataclasses`` would cost ``bkt --version`` several milliseconds.)"""
 
-    __slots__ = ("host", "printer")
+    __slots__ = ("host", "options", "printer", "repeatable")
 
-    def __init__(self, host: Host, printer: Printer) -> None:
+    def __init__(
+        self, host: Host, printer: Printer, options: Mapping[str, object] | None = None
+    ) -> None:
         self.host = host
         self.printer = printer
+        self.options = dict(options or {})
+        #: Whether :func:`run_command` may remember what this command runs.
+        self.repeatable = True
 
 
 if TYPE_CHECKING:
@@ -165,6 +171,173 @@ def pass_cli(f: F) -> F:
     import click
 
     return click.pass_obj(f)  # type: ignore[return-value]
+
+
+def run_command(app: Cli, body: Callable[..., None], **params: Any) -> None:
+    """Run a command whose whole work, once click has parsed its options, is
+    ``body(app, **params)``: a function of a module that does not import click, its
+    parameters plain values (strings, numbers, booleans, None, tuples of strings).
+
+    The command line's record (:mod:`bkt_core.prestart`) then remembers it, with the global
+    options and the code it depends on; when that command line runs again unchanged, in the
+    same environment and with the same plugins and code (:func:`_replay`), bkt runs
+    ``body`` with them without importing click or building the command line, which is most
+    of what a warm ``bkt vm status`` would otherwise spend besides its own work."""
+    invocation = _invocation(app, body, params)
+    if invocation is not None:
+        from bkt_core import prestart
+
+        prestart.remember(invocation)
+    body(app, **params)
+
+
+#: The version of what :func:`run_command` remembers.
+_INVOCATION_FORMAT = 1
+
+
+def _invocation(app: Cli, body: Callable[..., None], params: Mapping[str, Any]) -> object:
+    """What :func:`run_command` remembers of ``body(app, **params)``, run by a command click
+    parsed; None when it could not be run again from it (a parameter that is not a plain
+    value, a body that is not a function of its module, no click command running)."""
+    import sys
+
+    if not app.repeatable or _resolve(body.__module__, body.__qualname__) is not body:
+        return None
+    if set(app.options) != set(_OPTION_TYPES) or not all(
+        map(_plain, [*app.options.values(), *params.values()])
+    ):
+        return None
+    click = sys.modules.get("click")
+    context = click.get_current_context(silent=True) if click is not None else None
+    callback = getattr(getattr(context, "command", None), "callback", None)
+    if callback is None:
+        return None
+    # The code the parse came from (the command's click definitions, bkt's global options)
+    # and the body's own: a changed module of a source checkout is seen without a version.
+    code = []
+    for name in sorted({body.__module__, callback.__module__, __name__}):
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if not isinstance(file, str):
+            return None
+        code.append([name, file, _signature(file)])
+    return {
+        "format": _INVOCATION_FORMAT,
+        "body": [body.__module__, body.__qualname__],
+        "options": {k: _jsonable(v) for k, v in app.options.items()},
+        "params": {k: _jsonable(v) for k, v in params.items()},
+        "code": code,
+        "plugins": app.host.plugin_identity(),
+    }
+
+
+def _signature(file: str) -> object:
+    from bkt_core.cache import file_signature
+
+    return file_signature(file)
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, tuple):
+        return all(isinstance(item, str) for item in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _jsonable(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _resolve(module_name: str, qualname: str) -> object:
+    """The object ``qualname`` names in module ``module_name`` (imported), else None."""
+    import importlib
+
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found
+
+
+def _replay(host: Host, on_ready: Callable[[Cli], None]) -> Callable[[], None] | None:
+    """The command this command line ran the last time (:func:`run_command`), ready to run
+    again without click, when the record of the command line remembers one and everything
+    it depends on is as it was: the plugins (bkt's own version among them), the code of the
+    body, of its click definitions and of bkt's global options. (The record itself is of
+    this very command line, working directory, user and environment:
+    :func:`bkt_core.prestart.remembered`.) Else None, and ``-v`` says why."""
+    from bkt_core import prestart
+
+    invocation = prestart.remembered()
+    if invocation is None:
+        return None
+    try:
+        body, options, params = _check_invocation(invocation, host)
+    except ValueError as exc:
+        host.cache_notes.append(f"the command this command line ran before {exc}: parsed again")
+        return None
+
+    def replay() -> None:
+        app = _setup(host, options, None, on_ready)
+        prestart.remember(invocation)
+        body(app, **params)
+
+    return replay
+
+
+def _check_invocation(
+    invocation: object, host: Host
+) -> tuple[Callable[..., None], dict[str, Any], dict[str, Any]]:
+    """The body, global options and parameters of a remembered ``invocation``; ValueError
+    saying why it cannot run again."""
+    import sys
+    import types
+
+    if not isinstance(invocation, dict) or invocation.get("format") != _INVOCATION_FORMAT:
+        raise ValueError("is not one this version of bkt remembers")
+    body_name, options, params, code = (
+        invocation.get(k) for k in ("body", "options", "params", "code")
+    )
+    if not (
+        isinstance(body_name, list)
+        and len(body_name) == 2
+        and all(isinstance(part, str) for part in body_name)
+        and isinstance(options, dict)
+        and isinstance(params, dict)
+        and all(isinstance(k, str) for k in params)
+        and isinstance(code, list)
+        and code
+        and all(
+            isinstance(row, list) and len(row) == 3 and all(isinstance(v, str) for v in row[:2])
+            for row in code
+        )
+    ):
+        raise ValueError("is not one this version of bkt remembers")
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    if set(options) != set(_OPTION_TYPES) or not all(
+        isinstance(options[k], allowed) and not (bool in allowed) ^ isinstance(options[k], bool)
+        for k, allowed in _OPTION_TYPES.items()
+    ):
+        raise ValueError("has global options this version of bkt does not have")
+    if options["color"] not in ("auto", "always", "never") or not all(
+        map(_plain, [*options.values(), *params.values()])
+    ):
+        raise ValueError("has values this version of bkt does not give")
+    if invocation.get("plugins") != host.plugin_identity():
+        raise ValueError("ran with other plugins")
+    for name, file, signature in code:
+        loaded = sys.modules.get(name)
+        if (loaded is not None and getattr(loaded, "__file__", None) != file) or (
+            signature is None or _signature(file) != signature
+        ):
+            raise ValueError(f"ran other code ({file} changed)")
+    body = _resolve(*body_name)
+    if not isinstance(body, types.FunctionType) or [body.__module__, body.__qualname__] != (
+        body_name
+    ):
+        raise ValueError(f"runs {'.'.join(body_name)}, which is not a function bkt runs")
+    return body, options, params
 
 
 def build_cli(
@@ -194,33 +367,8 @@ def _root_group(host: Host, on_ready: Callable[[Cli], None] | None) -> click.Gro
     import click
 
     @click.pass_context
-    def cli(
-        ctx: click.Context,
-        manifest_dir: str | None,
-        connect: str | None,
-        verbose: int,
-        quiet: bool,
-        color: Color,
-        disabled: tuple[str, ...],
-        no_cache: bool,
-    ) -> None:
-        from bkt_core.errors import UsageError
-        from bkt_core.output import Printer
-
-        if quiet and verbose:
-            raise UsageError("-q and -v cannot be used together")
-        if host.invalid and ctx.invoked_subcommand != "plugins":
-            raise host.invalid[0]
-        printer = Printer(-1 if quiet else min(verbose, 3), color)
-        host.manifest_dir = resolve_manifest_dir(manifest_dir)
-        host.uri = connect
-        # The plugins were found before this parse (_run_cli read --no-cache itself); what
-        # the commands cache from here on follows it too.
-        host.cache = host.cache and not no_cache
-        host.trace = printer.trace
-        ctx.obj = Cli(host, printer)
-        if on_ready is not None:
-            on_ready(ctx.obj)
+    def cli(ctx: click.Context, /, **options: Any) -> None:
+        ctx.obj = _setup(host, options, ctx.invoked_subcommand, on_ready)
 
     # Applied as decorators are, the last first, so that help lists them in this order.
     for option in reversed(_global_options(host)):
@@ -230,6 +378,47 @@ def _root_group(host: Host, on_ready: Callable[[Cli], None] | None) -> click.Gro
         context_settings={"help_option_names": ["-h", "--help"]},
         help="Declarative libvirt VMs: make libvirt match manifests/vms.json, and back.",
     )(cli)
+
+
+#: The parameters of the global options (:func:`_global_options`), each with the types its
+#: value may have.
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "manifest_dir": (str, type(None)),
+    "connect": (str, type(None)),
+    "verbose": (int,),
+    "quiet": (bool,),
+    "color": (str,),
+    "disabled": (tuple,),
+    "no_cache": (bool,),
+}
+
+
+def _setup(
+    host: Host,
+    options: Mapping[str, Any],
+    command: str | None,
+    on_ready: Callable[[Cli], None] | None,
+) -> Cli:
+    """What the global ``options`` (parsed) set up before ``command`` runs: ``host`` and
+    the printer, as the :class:`Cli` of the command."""
+    from bkt_core.errors import UsageError
+    from bkt_core.output import Printer
+
+    if options["quiet"] and options["verbose"]:
+        raise UsageError("-q and -v cannot be used together")
+    if host.invalid and command != "plugins":
+        raise host.invalid[0]
+    printer = Printer(-1 if options["quiet"] else min(options["verbose"], 3), options["color"])
+    host.manifest_dir = resolve_manifest_dir(options["manifest_dir"])
+    host.uri = options["connect"]
+    # The plugins were found before this parse (_run_cli read --no-cache itself); what the
+    # commands cache from here on follows it too.
+    host.cache = host.cache and not options["no_cache"]
+    host.trace = printer.trace
+    app = Cli(host, printer, options)
+    if on_ready is not None:
+        on_ready(app)
+    return app
 
 
 def _global_options(host: Host) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
@@ -761,9 +950,6 @@ def _run(args: list[str]) -> int:
 
 
 def _run_cli(args: list[str]) -> int:
-    import click
-
-    from bkt_core.errors import EXIT_FAILURE, EXIT_USAGE, BktError, Signalled
     from bkt_core.host import Host, disabled_from_env, hook_timeout_from_env
     from bkt_core.output import Printer
 
@@ -774,6 +960,9 @@ def _run_cli(args: list[str]) -> int:
     verbosity = sum(a.count("v") for a in args if a.startswith("-v") or a == "--verbose")
     fallback = Printer(verbosity if "-q" not in args else -1, _color_in(args))
     printers = [fallback]
+    #: Plugins whose commands could not be added: a command line that warns of them is not
+    #: run again without building it (the warning would be missing).
+    build_failures: list[BktError] = []
 
     def warn(failure: BktError) -> None:
         fallback.warning(str(failure))
@@ -783,6 +972,14 @@ def _run_cli(args: list[str]) -> int:
             import traceback
 
             fallback.err.write("".join(traceback.format_exception(failure.__cause__)))
+
+    def warn_building(failure: BktError) -> None:
+        build_failures.append(failure)
+        warn(failure)
+
+    def on_ready(app: Cli) -> None:
+        printers.append(app.printer)
+        app.repeatable = not build_failures
 
     try:
         host = Host(
@@ -806,38 +1003,62 @@ def _run_cli(args: list[str]) -> int:
                     printers[-1].note(note)
             shown = len(host.cache_notes)
 
+        # What this command line ran the last time, when nothing it depends on changed,
+        # runs again without click (run_command).
+        replay = None if rich else _replay(host, on_ready)
         show_cache_notes()
-        # A subsystem's command group alone asks for its help; which names those are, the
-        # plugins (now loaded, their commands not yet built) say.
-        if not rich and wants_help(args, lambda: _subsystem_names(host)):
-            _use_rich_click()
-        cli = build_cli(host, lambda app: printers.append(app.printer), warn)
         try:
+            if replay is not None:
+                replay()
+                return 0
+            # A subsystem's command group alone asks for its help; which names those are,
+            # the plugins (now loaded, their commands not yet built) say.
+            if not rich and wants_help(args, lambda: _subsystem_names(host)):
+                _use_rich_click()
+            cli = build_cli(host, on_ready, warn_building)
             cli.main(long_forms(args), prog_name="bkt", standalone_mode=False)
         finally:
             # Before an error is reported: the notes of the manifest cache come while a
             # command runs.
             show_cache_notes()
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        fallback.error("aborted")
-        return EXIT_FAILURE
-    except click.ClickException as exc:
-        exc.show()
-        return EXIT_USAGE
-    except BktError as exc:
-        report_error(printers[-1], exc)
+    except BaseException as exc:
+        code = _exit_status(exc, fallback, printers[-1])
+        if code is None:
+            raise
+        return code
+    return 0
+
+
+def _exit_status(exc: BaseException, fallback: Printer, printer: Printer) -> int | None:
+    """The exit status of a command that raised ``exc``, once reported (``fallback`` prints
+    what comes before the command's own printer); None for an exception that is a bug."""
+    import sys
+
+    from bkt_core.errors import EXIT_FAILURE, EXIT_USAGE, BktError, Signalled
+
+    # click is not imported when the command ran without it (_replay).
+    click = sys.modules.get("click")
+    if click is not None:
+        if isinstance(exc, click.exceptions.Exit):
+            return int(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            fallback.error("aborted")
+            return EXIT_FAILURE
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return EXIT_USAGE
+    if isinstance(exc, BktError):
+        report_error(printer, exc)
         return exc.exit_code
-    except Signalled as exc:
+    if isinstance(exc, Signalled):
         fallback.error("interrupted" if exc.exit_code == 130 else "terminated")
         return exc.exit_code
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         fallback.error("interrupted")
         return 130
-    except BrokenPipeError:
+    if isinstance(exc, BrokenPipeError):
         return EXIT_FAILURE
-    return 0
+    return None
 
 
 def _color_in(args: Sequence[str]) -> Color:

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import math
 import os
+import sys
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -156,6 +157,16 @@ def __getattr__(name: str) -> Any:
 
         return PluginInfo
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _module_file(plugin: object) -> tuple[str | None, str]:
+    """The file of the module ``plugin`` (a module, a class or an instance) is defined in,
+    and its qualified name there."""
+    if isinstance(plugin, types.ModuleType):
+        return getattr(plugin, "__file__", None), ""
+    owner = plugin if isinstance(plugin, type) else type(plugin)
+    module = sys.modules.get(getattr(owner, "__module__", "") or "")
+    return getattr(module, "__file__", None), getattr(owner, "__qualname__", "")
 
 
 class Host:
@@ -459,6 +470,23 @@ class Host:
         if fields is None:
             return None, None
         return fields["distribution"], fields["version"]
+
+    def plugin_identity(self) -> list[list[Any]]:
+        """What the code of the active plugins is, as the caches that depend on it key on
+        it: for each, in registration order, its name, distribution and version, the file of
+        the module it is defined in, its qualified name there, and that file's
+        :func:`~bkt_core.cache.file_signature` (an edited plugin, or an installed, removed or
+        upgraded one, gives another identity)."""
+        from bkt_core.cache import file_signature
+
+        identity: list[list[Any]] = []
+        for name, plugin in self.pluginmanager.list_name_plugin():
+            if plugin is None:  # blocked
+                continue
+            distribution, version = self.distribution_of(name)
+            file, qualname = _module_file(plugin)
+            identity.append([name, distribution, version, file, qualname, file_signature(file)])
+        return identity
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin: registered ones, then blocked and failed ones, by name."""

@@ -75,30 +75,6 @@ RACY_SECONDS = 2.0
 STALE_TEMPORARY_SECONDS = 600.0
 
 
-def _stat(path: str | None) -> list[int] | None:
-    """``[mtime_ns, size]`` of ``path``; None when it has none."""
-    if not path:
-        return None
-    try:
-        info = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return [info.st_mtime_ns, info.st_size]
-
-
-def _module_file(plugin: object) -> tuple[str | None, str]:
-    """The file of the module ``plugin`` (a module, a class or an instance) is defined in,
-    and its qualified name there."""
-    import sys
-    import types
-
-    if isinstance(plugin, types.ModuleType):
-        return getattr(plugin, "__file__", None), ""
-    owner = plugin if isinstance(plugin, type) else type(plugin)
-    module = sys.modules.get(getattr(owner, "__module__", "") or "")
-    return getattr(module, "__file__", None), getattr(owner, "__qualname__", "")
-
-
 class ManifestCache:
     """The cache entry of one manifest of ``subsystem``, made of ``sources``, on ``host``,
     with ``~`` meaning ``home``; ``code`` names the files of the subsystem's own validating
@@ -141,26 +117,9 @@ class ManifestCache:
                 [os.path.abspath(source.path), cache.sha256_hex(source.text.encode("utf-8"))]
                 for source in self.sources
             ]
-            plugins = []
-            watched: list[list[Any]] = []
-            for name, plugin in self.host.pluginmanager.list_name_plugin():
-                if plugin is None:  # blocked
-                    continue
-                distribution, version = self.host.distribution_of(name)
-                file, qualname = _module_file(plugin)
-                signature = _stat(file)
-                watched.append([file, signature])
-                plugins.append(
-                    [
-                        name,
-                        distribution,
-                        version,
-                        file,
-                        qualname,
-                        signature,
-                    ]
-                )
-            code = [[path, _stat(path)] for path in self.code]
+            plugins = self.host.plugin_identity()
+            watched: list[list[Any]] = [[plugin[3], plugin[5]] for plugin in plugins]
+            code = [[path, cache.file_signature(path)] for path in self.code]
             watched += code
             document = {
                 "format": FORMAT,

@@ -43,7 +43,16 @@ if TYPE_CHECKING:
 
     from bkt_core.process import Running
 
-__all__ = ["before_child", "begin", "drain_notes", "end", "take", "token"]
+__all__ = [
+    "before_child",
+    "begin",
+    "drain_notes",
+    "end",
+    "remember",
+    "remembered",
+    "take",
+    "token",
+]
 
 FORMAT = 1
 PREFIX = "prestart-"
@@ -80,6 +89,11 @@ class _State:
         self.tokens: list[str] = []
         #: Whether the command asked for its first prestartable child.
         self.asked = False
+        #: The record's invocation, when the record is of this command line in this
+        #: environment (:func:`remembered`).
+        self.remembered: object = None
+        #: What the command said it runs (:func:`remember`), kept with the record.
+        self.invocation: object = None
         self.notes: list[str] = []
 
 
@@ -157,6 +171,7 @@ def begin(args: Sequence[str], *, enabled: bool = True) -> bool:
     if record.get("environment") != _digest(env):
         state.notes.append(f"the early start {path} was made in another environment: not used")
         return True
+    state.remembered = record.get("invocation")
     value = os.urandom(8).hex()
     state.argv = tuple(value.join(segments) for segments in argv)
     state.env = env
@@ -167,6 +182,23 @@ def begin(args: Sequence[str], *, enabled: bool = True) -> bool:
     except OSError as exc:  # no file descriptor left for its output: the command will say
         state.notes.append(f"the early start {path} could not start: {exc.strerror or exc}")
     return True
+
+
+def remember(invocation: object) -> None:
+    """Keep ``invocation`` (plain JSON) in the record of this command line, as what the
+    command runs: the next run of it in the same environment gets it from
+    :func:`remembered`. (Kept only when the command then records its child.)"""
+    state = _mine()
+    if state is not None:
+        state.invocation = invocation
+
+
+def remembered() -> object:
+    """What the last run of this command line said it runs (:func:`remember`), when its
+    record is of this command line and was made in this environment; else None. (Checking
+    it is the caller's business: it is the user's own file, as trusted as the rest.)"""
+    state = _mine()
+    return None if state is None else state.remembered
 
 
 def take(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> Running | None:
@@ -303,6 +335,8 @@ def _record(state: _State, argv: tuple[str, ...], env: dict[str, str], timeout: 
         "environment": _digest(env),
         "timeout": timeout,
     }
+    if state.invocation is not None:
+        record["invocation"] = state.invocation
     if record == state.recorded:
         return
     import json

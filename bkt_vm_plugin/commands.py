@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bkt_core.cli import Cli, pass_cli
+from bkt_core.cli import Cli, pass_cli, run_command
 from bkt_core.errors import OperationError
 from bkt_vm_plugin import SUBSYSTEM_NAME
+from bkt_vm_plugin.actions import run_status, run_sync, vm_subsystem
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
-
-    from bkt_vm_plugin.subsystem import VmSubsystem
 
 
 def _complete_names(
@@ -28,11 +27,6 @@ def _complete_names(
     from bkt_vm_plugin.completion import vm_names
 
     return vm_names(ctx, param, incomplete)
-
-
-def _vm(app: Cli) -> VmSubsystem:
-    sub: VmSubsystem = app.host.subsystem(SUBSYSTEM_NAME)  # type: ignore[assignment]
-    return sub
 
 
 @click.group(name=SUBSYSTEM_NAME, help="Manage libvirt VMs from vms.json.")
@@ -49,7 +43,7 @@ def validate(app: Cli) -> None:
     # command prints them, before the errors when there are some.
     warnings: list[Diagnostic] = []
     try:
-        count = _vm(app).validate(warnings=warnings)
+        count = vm_subsystem(app).validate(warnings=warnings)
     finally:
         for warning in warnings:
             where = warning.file
@@ -80,53 +74,15 @@ def sync(
     as_json: bool,
     allow_firmware_change: bool,
 ) -> None:
-    run_sync(
+    run_command(
         app,
-        names,
+        run_sync,
+        names=names,
         dry_run=dry_run,
         check=check,
         as_json=as_json,
         allow_firmware_change=allow_firmware_change,
     )
-
-
-def run_sync(
-    app: Cli,
-    names: tuple[str, ...] = (),
-    *,
-    dry_run: bool,
-    check: bool,
-    as_json: bool,
-    allow_firmware_change: bool = False,
-) -> None:
-    from bkt_core.errors import UsageError
-
-    if dry_run and check:
-        raise UsageError("--dry-run and --check cannot be used together")
-    report = _vm(app).sync(
-        names, dry_run=dry_run or check, allow_firmware_change=allow_firmware_change
-    )
-    # Imported once the sync is done: the plan's classes are not needed before virsh runs.
-    from bkt_vm_plugin.report import print_dry_run, print_plan, print_results
-
-    if as_json:
-        app.printer.json(report.to_json())
-    else:
-        print_plan(app.printer, report.plan)
-        if report.dry_run:
-            print_dry_run(app.printer, report)
-        else:
-            print_results(app.printer, report)
-    failed = report.failed
-    if failed:
-        raise OperationError(
-            f"could not sync {len(failed)} VM{'' if len(failed) == 1 else 's'}: "
-            + ", ".join(failed)
-        )
-    if check and report.plan.changes_anything:
-        raise OperationError(
-            "libvirt does not match the manifest", hint="`bkt vm sync` makes these changes"
-        )
 
 
 @vm_group.command(help="Show each VM: running, stopped or missing, and in sync or drift.")
@@ -135,24 +91,7 @@ def run_sync(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_cli
 def status(app: Cli, names: tuple[str, ...], all_: bool, as_json: bool) -> None:
-    run_status(app, names, all_=all_, as_json=as_json)
-
-
-def run_status(app: Cli, names: tuple[str, ...] = (), *, all_: bool, as_json: bool) -> None:
-    report = _vm(app).status(names, all=all_)
-    from bkt_vm_plugin.report import print_status
-
-    if as_json:
-        app.printer.json(report.to_json())
-    else:
-        print_status(app.printer, report)
-    failed = report.failed
-    if failed:
-        # Like a VM sync could not sync: every VM is listed, and the run fails.
-        raise OperationError(
-            f"could not read {len(failed)} VM{'' if len(failed) == 1 else 's'}: "
-            + ", ".join(failed)
-        )
+    run_command(app, run_status, names=names, all_=all_, as_json=as_json)
 
 
 @vm_group.command(help="Start a VM (one that already runs is success).")
@@ -162,7 +101,7 @@ def run_status(app: Cli, names: tuple[str, ...] = (), *, all_: bool, as_json: bo
 def start(app: Cli, name: str, unmanaged: bool) -> None:
     from bkt_vm_plugin import ops
 
-    app.printer.success(ops.start(_vm(app), name, unmanaged=unmanaged))
+    app.printer.success(ops.start(vm_subsystem(app), name, unmanaged=unmanaged))
 
 
 @vm_group.command(help="Shut a VM down (ACPI), or power it off at once with --force.")
@@ -181,7 +120,7 @@ def start(app: Cli, name: str, unmanaged: bool) -> None:
 def stop(app: Cli, name: str, force: bool, timeout: float, unmanaged: bool) -> None:
     from bkt_vm_plugin import ops
 
-    message = ops.stop(_vm(app), name, force=force, timeout=timeout, unmanaged=unmanaged)
+    message = ops.stop(vm_subsystem(app), name, force=force, timeout=timeout, unmanaged=unmanaged)
     app.printer.success(message)
 
 
@@ -191,7 +130,7 @@ def stop(app: Cli, name: str, force: bool, timeout: float, unmanaged: bool) -> N
 def fetch_iso(app: Cli, name: str) -> None:
     from bkt_vm_plugin import iso
 
-    sub = _vm(app)
+    sub = vm_subsystem(app)
     manifest = sub.load()
     if name not in manifest.vms:
         from bkt_vm_plugin.ops import not_in_manifest
@@ -308,7 +247,7 @@ def capture(app: Cli, names: tuple[str, ...], all_: bool, dry_run: bool) -> None
 def doctor(app: Cli, as_json: bool) -> None:
     from bkt_vm_plugin.doctor import doctor as run_doctor
 
-    report = run_doctor(_vm(app))
+    report = run_doctor(vm_subsystem(app))
     if as_json:
         app.printer.json(report.to_json())
     else:
@@ -341,7 +280,7 @@ def every_subsystem(app: Cli, verb: str, *, dry_run: bool = False, check: bool =
 def run_capture(app: Cli, names: tuple[str, ...], *, all_: bool, dry_run: bool) -> None:
     from bkt_vm_plugin.report import print_capture
 
-    report = _vm(app).capture(names, all=all_, dry_run=dry_run)
+    report = vm_subsystem(app).capture(names, all=all_, dry_run=dry_run)
     print_capture(app.printer, report)
 
 
