@@ -109,7 +109,9 @@ def bkt_cli_commands(cli: click.Group) -> None:
     """Add commands or command groups to the ``bkt`` command line.
 
     Called once when the CLI is built, before arguments are parsed (never for
-    ``bkt --version``). ``cli`` is the root click group; add to it with
+    ``bkt --version``, nor when a command line runs again unchanged without click:
+    :func:`bkt_core.cli.run_command`; so it must only add commands). ``cli`` is the root
+    click group; add to it with
     ``cli.add_command(...)`` (plain click: rich-click draws the help of every command when
     help is asked for). Keep imports inside the command functions so that start-up stays
     fast. Returns nothing.
