@@ -200,8 +200,13 @@ def _invocation(app: Cli, body: Callable[..., None], params: Mapping[str, Any]) 
     parsed; None when it could not be run again from it (a parameter that is not a plain
     value, a body that is not a function of its module, no click command running)."""
     import sys
+    import types
 
-    if not app.repeatable or _resolve(body.__module__, body.__qualname__) is not body:
+    if not (
+        app.repeatable
+        and isinstance(body, types.FunctionType)
+        and _resolve(body.__module__, body.__qualname__) is body
+    ):
         return None
     if set(app.options) != set(_OPTION_TYPES) or not all(
         map(_plain, [*app.options.values(), *params.values()])
@@ -254,7 +259,8 @@ def _resolve(module_name: str, qualname: str) -> object:
         found: object = importlib.import_module(module_name)
         for part in qualname.split("."):
             found = getattr(found, part)
-    except (ImportError, AttributeError, ValueError):
+    # TypeError: a relative module name.
+    except (ImportError, AttributeError, ValueError, TypeError):
         return None
     return found
 
@@ -337,6 +343,14 @@ def _check_invocation(
         body_name
     ):
         raise ValueError(f"runs {'.'.join(body_name)}, which is not a function bkt runs")
+    import inspect
+
+    try:
+        inspect.signature(body).bind(None, **params)
+    except TypeError as exc:
+        raise ValueError(
+            f"gives {'.'.join(body_name)} parameters it does not take ({exc})"
+        ) from None
     return body, options, params
 
 
