@@ -13,6 +13,8 @@ from bkt_core.errors import OperationError
 from bkt_vm_plugin import SUBSYSTEM_NAME
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from bkt_core.cli import Cli
     from bkt_vm_plugin.subsystem import VmSubsystem
 
@@ -52,12 +54,8 @@ def run_sync(
             print_dry_run(app.printer, report)
         else:
             print_results(app.printer, report)
-    failed = report.failed
-    if failed:
-        raise OperationError(
-            f"could not sync {len(failed)} VM{'' if len(failed) == 1 else 's'}: "
-            + ", ".join(failed)
-        )
+    if report.failed:
+        raise _could_not("sync", report.failed)
     if check and report.plan.changes_anything:
         raise OperationError(
             "libvirt does not match the manifest", hint="`bkt vm sync` makes these changes"
@@ -72,10 +70,12 @@ def run_status(app: Cli, names: tuple[str, ...] = (), *, all_: bool, as_json: bo
         app.printer.json(report.to_json())
     else:
         print_status(app.printer, report)
-    failed = report.failed
-    if failed:
+    if report.failed:
         # Like a VM sync could not sync: every VM is listed, and the run fails.
-        raise OperationError(
-            f"could not read {len(failed)} VM{'' if len(failed) == 1 else 's'}: "
-            + ", ".join(failed)
-        )
+        raise _could_not("read", report.failed)
+
+
+def _could_not(verb: str, names: Sequence[str]) -> OperationError:
+    return OperationError(
+        f"could not {verb} {len(names)} VM{'' if len(names) == 1 else 's'}: " + ", ".join(names)
+    )
