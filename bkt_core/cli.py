@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping, Sequence
     from pathlib import Path
-    from typing import Any, TypeVar
+    from typing import Any, TypeGuard, TypeVar
 
     import click
     from click.shell_completion import CompletionItem, ShellComplete
@@ -30,10 +30,12 @@ __all__ = [
     "COMPLETE_VAR",
     "Cli",
     "build_cli",
+    "command_body",
     "hoist_globals",
     "main",
     "pass_cli",
     "resolve_manifest_dir",
+    "run_command",
 ]
 
 #: The environment variable through which a shell asks for completions (click's protocol:
@@ -173,10 +175,27 @@ def pass_cli(f: F) -> F:
     return click.pass_obj(f)  # type: ignore[return-value]
 
 
+def command_body(body: F) -> F:
+    """Mark ``body`` as the whole work of a command once its options are parsed, which
+    :func:`run_command` may run again without click: only a function so marked is ever run
+    from what a record remembers (as only virsh is started early from one)."""
+    body.__bkt_command_body__ = True  # type: ignore[attr-defined]
+    return body
+
+
+def _is_command_body(body: object) -> TypeGuard[Callable[..., None]]:
+    import types
+
+    return isinstance(body, types.FunctionType) and (
+        getattr(body, "__bkt_command_body__", False) is True
+    )
+
+
 def run_command(app: Cli, body: Callable[..., None], **params: Any) -> None:
     """Run a command whose whole work, once click has parsed its options, is
-    ``body(app, **params)``: a function of a module that does not import click, its
-    parameters plain values (strings, numbers, booleans, None, tuples of strings).
+    ``body(app, **params)``: a function marked with :func:`command_body`, of a module that
+    does not import click, its parameters plain values (strings, numbers, booleans, None,
+    tuples of strings).
 
     The command line's record (:mod:`bkt_core.prestart`) then remembers it, with the global
     options and the code it depends on; when that command line runs again unchanged, in the
@@ -200,11 +219,10 @@ def _invocation(app: Cli, body: Callable[..., None], params: Mapping[str, Any]) 
     parsed; None when it could not be run again from it (a parameter that is not a plain
     value, a body that is not a function of its module, no click command running)."""
     import sys
-    import types
 
     if not (
         app.repeatable
-        and isinstance(body, types.FunctionType)
+        and _is_command_body(body)
         and _resolve(body.__module__, body.__qualname__) is body
     ):
         return None
@@ -297,7 +315,6 @@ def _check_invocation(
     """The body, global options and parameters of a remembered ``invocation``; ValueError
     saying why it cannot run again."""
     import sys
-    import types
 
     if not isinstance(invocation, dict) or invocation.get("format") != _INVOCATION_FORMAT:
         raise ValueError("is not one this version of bkt remembers")
@@ -339,9 +356,7 @@ def _check_invocation(
         ):
             raise ValueError(f"ran other code ({file} changed)")
     body = _resolve(*body_name)
-    if not isinstance(body, types.FunctionType) or [body.__module__, body.__qualname__] != (
-        body_name
-    ):
+    if not _is_command_body(body) or [body.__module__, body.__qualname__] != body_name:
         raise ValueError(f"runs {'.'.join(body_name)}, which is not a function bkt runs")
     import inspect
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bkt_core.cli import command_body
 from bkt_core.errors import OperationError
 from bkt_vm_plugin import SUBSYSTEM_NAME
 
@@ -27,6 +28,7 @@ def vm_subsystem(app: Cli) -> VmSubsystem:
     return sub
 
 
+@command_body
 def run_sync(
     app: Cli,
     names: tuple[str, ...] = (),
@@ -62,6 +64,7 @@ def run_sync(
         )
 
 
+@command_body
 def run_status(app: Cli, names: tuple[str, ...] = (), *, all_: bool, as_json: bool) -> None:
     report = vm_subsystem(app).status(names, all=all_)
     from bkt_vm_plugin.report import print_status

@@ -37,7 +37,14 @@ import bkt_core
 import bkt_core.host
 from bkt_core import cli, hookimpl, prestart
 from bkt_core.cache import file_signature
-from bkt_core.cli import Cli, _check_invocation, _invocation, pass_cli, run_command
+from bkt_core.cli import (
+    Cli,
+    _check_invocation,
+    _invocation,
+    command_body,
+    pass_cli,
+    run_command,
+)
 from bkt_core.errors import OperationError
 from bkt_core.host import Host
 from bkt_core.output import Printer
@@ -72,6 +79,7 @@ def _one_command(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 # -- bodies and commands of this module ----------------------------------------------------
 
 
+@command_body
 def replayed(app: Cli, names: tuple[str, ...] = (), *, flag: bool) -> None:
     """A body: says what it ran with."""
     RUNS.append(
@@ -87,11 +95,13 @@ def replayed(app: Cli, names: tuple[str, ...] = (), *, flag: bool) -> None:
     )
 
 
+@command_body
 def failing(app: Cli) -> None:
     """A body that fails as a command does."""
     raise OperationError("x")
 
 
+@command_body
 def reading(app: Cli) -> None:
     """A body that, as `bkt vm status` does, starts a prestartable child first."""
     argv = (sys.executable, "-c", f"print({prestart.token()!r})")
@@ -267,6 +277,19 @@ def test_nothing_is_remembered_of_a_body_its_module_does_not_name(
     assert invocation_in(commands.status, app, body, {}) is None
 
 
+def unmarked(app: Cli, **params: Any) -> None:
+    """A function of this module, not marked as a command body."""
+
+
+def test_nothing_is_remembered_of_a_function_not_marked_as_a_command_body() -> None:
+    app = Cli(vm_host(), Printer(), OPTIONS)
+    assert invocation_in(commands.status, app, unmarked, {}) is None
+    try:
+        assert invocation_in(commands.status, app, command_body(unmarked), {}) is not None
+    finally:
+        del unmarked.__bkt_command_body__  # type: ignore[attr-defined]
+
+
 class _Callable:
     def __call__(self, app: Cli, **params: Any) -> None:
         replayed(app, **params)
@@ -434,6 +457,16 @@ NOT_A_FUNCTION = "which is not a function bkt runs"
             _set("body", value=["bkt_vm_plugin.commands", "run_status"]),
             NOT_A_FUNCTION,
             id="body-an-alias",
+        ),
+        pytest.param(
+            _set("body", value=["bkt_vm_plugin.actions", "vm_subsystem"]),
+            NOT_A_FUNCTION,
+            id="body-a-function-not-marked",
+        ),
+        pytest.param(
+            _set("body", value=["shutil", "rmtree"]),
+            NOT_A_FUNCTION,
+            id="body-a-function-of-another-module",
         ),
         pytest.param(
             _set("body", value=["bkt_vm_plugin.actions", "no_such_function"]),
