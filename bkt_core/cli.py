@@ -1,6 +1,10 @@
 """The ``bkt`` command line: rich-click glue over :class:`~bkt_core.Host`.
 
-Only :func:`main` exits, and it alone maps errors to exit codes (:mod:`bkt_core.errors`).
+Only :func:`main` and the console script (:func:`console_main`, which ends its process
+without Python's teardown: :func:`_end_process`) exit, and errors are mapped to exit codes
+here alone (:mod:`bkt_core.errors`). A command line run again unchanged runs the command it
+ran before without click, when nothing that command depends on changed
+(:func:`run_command`, :func:`_replay`).
 ``bkt --version`` is answered before anything else is imported, and no plugin is imported
 for it. Global flags may stand before or after the subcommand: :func:`hoist_globals` moves
 them to the front before click parses. A shell's completion request (``$_BKT_COMPLETE``) is
@@ -152,7 +156,7 @@ class Cli:
     (``options``: by their parameter names, as :func:`run_command` remembers them). (A plain
     class: ``dataclasses`` would cost ``bkt --version`` several milliseconds.)"""
 
-    __slots__ = ("host", "options", "printer", "repeatable")
+    __slots__ = ("host", "options", "printer", "remembering", "repeatable")
 
     def __init__(
         self, host: Host, printer: Printer, options: Mapping[str, object] | None = None
@@ -160,8 +164,10 @@ class Cli:
         self.host = host
         self.printer = printer
         self.options = dict(options or {})
-        #: Whether :func:`run_command` may remember what this command runs.
+        #: Whether :func:`run_command` may remember what this command runs (the first body
+        #: it runs), and whether it did.
         self.repeatable = True
+        self.remembering = False
 
 
 if TYPE_CHECKING:
@@ -202,10 +208,13 @@ def run_command(app: Cli, body: Callable[..., None], **params: Any) -> None:
     same environment and with the same plugins and code (:func:`_replay`), bkt runs
     ``body`` with them without importing click or building the command line, which is most
     of what a warm ``bkt vm status`` would otherwise spend besides its own work."""
-    invocation = _invocation(app, body, params)
-    if invocation is not None:
+    if app.repeatable or app.remembering:
         from bkt_core import prestart
 
+        # The first body a command runs is remembered (None: it cannot run again without
+        # click); a second one means the command is not one body's work, and nothing is.
+        invocation = _invocation(app, body, params) if app.repeatable else None
+        app.repeatable, app.remembering = False, True
         prestart.remember(invocation)
     body(app, **params)
 
@@ -216,13 +225,22 @@ _INVOCATION_FORMAT = 1
 
 def _invocation(app: Cli, body: Callable[..., None], params: Mapping[str, Any]) -> object:
     """What :func:`run_command` remembers of ``body(app, **params)``, run by a command click
-    parsed; None when it could not be run again from it (a parameter that is not a plain
-    value, a body that is not a function of its module, no click command running)."""
-    import sys
+    parsed; None when it could not be run again from it:
 
+    - ``app`` may not remember (a command within a command; a plugin's commands failed);
+    - ``body`` is not a function marked with :func:`command_body` that its module names, in
+      a module of bkt's or of a plugin's (:func:`_runnable_module`);
+    - an option or parameter is not a plain value, or was not given on the command line
+      nor left to its constant default: a prompt's answer, an environment variable, what a
+      callback or a file-system check made of it; or a group between bkt and the command
+      has a callback or options of its own, which a run without click would skip;
+    - no click command is running;
+    - a file of the code it depends on changed in the last moments (a second change within
+      its timestamp's granularity would not be seen)."""
     if not (
         app.repeatable
         and _is_command_body(body)
+        and _runnable_module(app.host, body.__module__)
         and _resolve(body.__module__, body.__qualname__) is body
     ):
         return None
@@ -232,17 +250,27 @@ def _invocation(app: Cli, body: Callable[..., None], params: Mapping[str, Any]) 
         return None
     click = sys.modules.get("click")
     context = click.get_current_context(silent=True) if click is not None else None
-    callback = getattr(getattr(context, "command", None), "callback", None)
+    if context is None or not _parsed_from_argv(click, context):
+        return None
+    callback = context.command.callback
     if callback is None:
         return None
-    # The code the parse came from (the command's click definitions, bkt's global options)
-    # and the body's own: a changed module of a source checkout is seen without a version.
+    # The code the parse came from (the command's click definitions, bkt's global options,
+    # click itself) and the body's own: a changed module of a source checkout, or another
+    # click, is seen without a new version of bkt or of a plugin.
+    import time
+
+    from bkt_core.cache import file_signature
+    from bkt_core.manifest_cache import RACY_SECONDS
+
+    recent_ns = time.time_ns() - int(RACY_SECONDS * 1e9)
     code = []
-    for name in sorted({body.__module__, callback.__module__, __name__}):
+    for name in sorted({body.__module__, callback.__module__, __name__, "click"}):
         file = getattr(sys.modules.get(name), "__file__", None)
-        if not isinstance(file, str):
+        signature = file_signature(file) if isinstance(file, str) else None
+        if signature is None or signature[0] >= recent_ns:
             return None
-        code.append([name, file, _signature(file)])
+        code.append([name, file, signature])
     return {
         "format": _INVOCATION_FORMAT,
         "body": [body.__module__, body.__qualname__],
@@ -251,6 +279,68 @@ def _invocation(app: Cli, body: Callable[..., None], params: Mapping[str, Any]) 
         "code": code,
         "plugins": app.host.plugin_identity(),
     }
+
+
+def _parsed_from_argv(click: Any, context: click.Context) -> bool:
+    """Whether every value of ``context`` (a running command) and of the groups above it
+    comes from the command line or a constant default, through a type that only converts
+    text, with no callback; and whether no group between bkt and the command has a
+    callback or options: what a run without click may skip."""
+    from click.core import ParameterSource
+
+    plain_types = (
+        click.types.StringParamType,
+        click.types.BoolParamType,
+        click.types.IntParamType,
+        click.types.FloatParamType,
+        click.Choice,
+    )
+    contexts = []
+    ctx: click.Context | None = context
+    while ctx is not None:
+        contexts.append(ctx)
+        ctx = ctx.parent
+    for depth, ctx in enumerate(contexts):
+        command = ctx.command
+        if 0 < depth < len(contexts) - 1 and (
+            command.callback is not None or command.params or ctx.params
+        ):
+            return False
+        if getattr(command, "_result_callback", None) is not None:
+            return False
+        for param in command.params:
+            if not param.expose_value:
+                continue  # --version, --help: eager, and answered before any command
+            source = ctx.get_parameter_source(param.name or "")
+            if (
+                source not in (ParameterSource.COMMANDLINE, ParameterSource.DEFAULT)
+                or param.callback is not None
+                or getattr(param, "prompt", None)
+                or callable(param.default)
+                or not isinstance(param.type, plain_types)
+            ):
+                return False
+    return True
+
+
+def _runnable_module(host: Host, name: str) -> bool:
+    """Whether module ``name`` is bkt's own or in the package of an active plugin: the only
+    modules a remembered command is imported from."""
+    import types
+
+    owners = ["bkt_core"]
+    for _name, plugin in host.pluginmanager.list_name_plugin():
+        if plugin is None:
+            continue
+        owner = plugin if isinstance(plugin, type) else type(plugin)
+        module = (
+            plugin.__name__
+            if isinstance(plugin, types.ModuleType)
+            else getattr(owner, "__module__", "")
+        )
+        if module:
+            owners.append(module.split(".")[0])
+    return any(name == owner or name.startswith(owner + ".") for owner in owners)
 
 
 def _signature(file: str) -> object:
@@ -277,8 +367,9 @@ def _resolve(module_name: str, qualname: str) -> object:
         found: object = importlib.import_module(module_name)
         for part in qualname.split("."):
             found = getattr(found, part)
-    # TypeError: a relative module name.
-    except (ImportError, AttributeError, ValueError, TypeError):
+    # Whatever importing a module raises (TypeError: a relative module name): a record
+    # that names it is refused, not a traceback.
+    except Exception:
         return None
     return found
 
@@ -314,8 +405,6 @@ def _check_invocation(
 ) -> tuple[Callable[..., None], dict[str, Any], dict[str, Any]]:
     """The body, global options and parameters of a remembered ``invocation``; ValueError
     saying why it cannot run again."""
-    import sys
-
     if not isinstance(invocation, dict) or invocation.get("format") != _INVOCATION_FORMAT:
         raise ValueError("is not one this version of bkt remembers")
     body_name, options, params, code = (
@@ -343,21 +432,24 @@ def _check_invocation(
         for k, allowed in _OPTION_TYPES.items()
     ):
         raise ValueError("has global options this version of bkt does not have")
-    if options["color"] not in ("auto", "always", "never") or not all(
+    if options["color"] not in _COLORS or not all(
         map(_plain, [*options.values(), *params.values()])
     ):
         raise ValueError("has values this version of bkt does not give")
     if invocation.get("plugins") != host.plugin_identity():
         raise ValueError("ran with other plugins")
-    for name, file, signature in code:
-        loaded = sys.modules.get(name)
-        if (loaded is not None and getattr(loaded, "__file__", None) != file) or (
-            signature is None or _signature(file) != signature
-        ):
+    for _name, file, signature in code:
+        if signature is None or _signature(file) != signature:
             raise ValueError(f"ran other code ({file} changed)")
-    body = _resolve(*body_name)
+    body = (
+        _resolve(*body_name) if _runnable_module(host, body_name[0]) else None
+    )  # imported only from bkt's or a plugin's package
     if not _is_command_body(body) or [body.__module__, body.__qualname__] != body_name:
         raise ValueError(f"runs {'.'.join(body_name)}, which is not a function bkt runs")
+    for name, file, _ in code:
+        loaded = sys.modules.get(name)
+        if loaded is not None and getattr(loaded, "__file__", None) != file:
+            raise ValueError(f"ran other code ({name} is now {loaded.__file__})")
     import inspect
 
     try:
@@ -408,6 +500,9 @@ def _root_group(host: Host, on_ready: Callable[[Cli], None] | None) -> click.Gro
         help="Declarative libvirt VMs: make libvirt match manifests/vms.json, and back.",
     )(cli)
 
+
+#: The values of ``--color``.
+_COLORS = ("auto", "always", "never")
 
 #: The parameters of the global options (:func:`_global_options`), each with the types its
 #: value may have.
@@ -486,7 +581,7 @@ def _global_options(host: Host) -> list[Callable[[Callable[..., Any]], Callable[
         click.option("-q", "--quiet", is_flag=True, help="Say less: only data and errors."),
         click.option(
             "--color",
-            type=click.Choice(["auto", "always", "never"]),
+            type=click.Choice(_COLORS),
             default="auto",
             show_default=True,
             help="Colour when the stream is a terminal and NO_COLOR is not set (auto).",
@@ -617,6 +712,9 @@ def _add_every_subsystem(cli: click.Group, verb: str, doc: str) -> None:
         whose command group has no ``every_subsystem`` handler prints its report as JSON."""
         from bkt_core.errors import BktError, OperationError
 
+        # Each subsystem's handler may run its own body (run_command): the command runs
+        # them all, which none of them alone could run again.
+        app.repeatable = False
         first: BktError | None = None
         for name, subsystem in app.host.subsystems().items():
             command = cli.commands.get(name)
@@ -690,27 +788,32 @@ GC_THRESHOLD = 100_000
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``bkt`` with ``argv`` (default: ``sys.argv[1:]``) and exit with its code."""
+    """Run ``bkt`` with ``argv`` and return its exit status; with no ``argv``, run it with
+    ``sys.argv[1:]`` and exit with its status (:func:`sys.exit`)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if argv is None:
-        _register_end_process()
     if args in (["--version"], ["-V"]) or wants_version(hoist_globals(args)):
         sys.stdout.write(f"bkt {version()}\n")
         return _exit(0, argv)
     instruction = os.environ.get(COMPLETE_VAR)
     if instruction:
         return _exit(_complete(instruction), argv)
-    if argv is None:
-        # This process is the command (the console script), and exits with it. Its imports
-        # and plugins make some 40 000 objects that live until then: at Python's pace, a
-        # collection every 700 new objects, the cyclic collector spends about 5 ms of every
-        # status or sync finding nothing to free. It still runs, at a slower pace, so that a
-        # long command does not pile up garbage cycles. (Not restored: setting the pace back
-        # would start a collection of everything made since.)
-        import gc
-
-        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     return _exit(_run(args), argv)
+
+
+def console_main() -> None:
+    """The ``bkt`` console script: :func:`main` with this process's arguments, in a process
+    that is the command and ends with it (:func:`_end_process`)."""
+    global _exit_code
+    import gc
+
+    _register_end_process()
+    # Its imports and plugins make some 40 000 objects that live until the end: at Python's
+    # pace, a collection every 700 new objects, the cyclic collector spends about 5 ms of
+    # every status or sync finding nothing to free. It still runs, at a slower pace, so that
+    # a long command does not pile up garbage cycles.
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    _exit_code = main(sys.argv[1:])
+    sys.exit(_exit_code)
 
 
 def wants_version(args: Sequence[str]) -> bool:
@@ -728,15 +831,13 @@ def wants_version(args: Sequence[str]) -> bool:
 
 
 def _exit(code: int, argv: Sequence[str] | None) -> int:
-    """``code``; or when this process is the command (``argv`` None), exit with it."""
     if argv is None:
-        global _exit_code
-        _exit_code = code
         sys.exit(code)
     return code
 
 
-#: The exit status the command chose (:func:`_exit`), for :func:`_end_process`.
+#: The exit status of the console script's command (:func:`console_main`), for
+#: :func:`_end_process`.
 _exit_code: int | None = None
 
 
@@ -756,14 +857,15 @@ _end_process_is_last = False
 
 
 def _end_process() -> None:
-    """The last exit handler of the ``bkt`` process: once its output is flushed, end it.
+    """The last exit handler of the ``bkt`` process (:func:`console_main`): once its output
+    is flushed, end it.
 
     Python's way out of :func:`sys.exit` joins the other threads, runs the exit handlers
     (a plugin's too: this one is registered before any plugin loads, so it runs last), and
     flushes the standard streams; then it tears the interpreter down, freeing every module
     and object one by one, some 15 ms of a warm status of 60 VMs that nothing of the command
     needs. So this handler flushes and ends the process there. It leaves the usual way to
-    Python when the exit is not the command's own (an uncaught exception), when a handler
+    Python when the exit is not the command's end (an uncaught exception), when a handler
     registered before it would run after it, or when a stream cannot be flushed (Python
     reports that, and exits 120, as ever)."""
     code = _exit_code
@@ -968,7 +1070,7 @@ def _run(args: list[str]) -> int:
         # First of all: what this command line started last time starts now, and reads
         # libvirt while bkt loads (bkt_core.prestart).
         began = prestart.begin(args, enabled=_cache_in(args))
-        return _run_cli(args)
+        return _run_cli(args, began)
     finally:
         try:
             if began:
@@ -978,7 +1080,10 @@ def _run(args: list[str]) -> int:
                 signal.signal(sig, handler)
 
 
-def _run_cli(args: list[str]) -> int:
+def _run_cli(args: list[str], began: bool = False) -> int:
+    """Run the command of ``args`` (global options anywhere); ``began``: this call began the
+    command (:func:`bkt_core.prestart.begin`), which alone may run it again from what its
+    command line remembered, or remember it (not a command run within a command)."""
     from bkt_core.host import Host, disabled_from_env, hook_timeout_from_env
     from bkt_core.output import Printer
 
@@ -1008,7 +1113,7 @@ def _run_cli(args: list[str]) -> int:
 
     def on_ready(app: Cli) -> None:
         printers.append(app.printer)
-        app.repeatable = not build_failures
+        app.repeatable = began and not build_failures
 
     try:
         host = Host(
@@ -1034,7 +1139,7 @@ def _run_cli(args: list[str]) -> int:
 
         # What this command line ran the last time, when nothing it depends on changed,
         # runs again without click (run_command).
-        replay = None if rich else _replay(host, on_ready)
+        replay = _replay(host, on_ready) if began and not rich else None
         show_cache_notes()
         try:
             if replay is not None:
@@ -1061,8 +1166,6 @@ def _run_cli(args: list[str]) -> int:
 def _exit_status(exc: BaseException, fallback: Printer, printer: Printer) -> int | None:
     """The exit status of a command that raised ``exc``, once reported (``fallback`` prints
     what comes before the command's own printer); None for an exception that is a bug."""
-    import sys
-
     from bkt_core.errors import EXIT_FAILURE, EXIT_USAGE, BktError, Signalled
 
     # click is not imported when the command ran without it (_replay).

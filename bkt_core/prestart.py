@@ -22,7 +22,13 @@ always starts the very same child. So:
   too (:func:`end`).
 
 So a command reads exactly what the child it asked for prints; only the moment that child
-starts differs, by the time bkt takes to load. A record is trusted only as the other cache
+starts differs, by the time bkt takes to load.
+
+The record also keeps what the command says it runs (:func:`remember`: the command's body
+and its parsed options, :func:`bkt_core.cli.run_command`), replaced by each run that records
+its child; the next run of the command line in the same environment gets it
+(:func:`remembered`), and runs it again without parsing the command line when nothing it
+depends on changed. A record is trusted only as the other cache
 files are (:func:`bkt_core.cache.read_limited`: a regular file of the user's own), and it is
 checked to belong to this very command; ``--no-cache`` and ``$BKT_NO_CACHE`` turn this off
 with the other caches. Why an early child was not used or a record not kept, ``-v`` says
@@ -94,6 +100,9 @@ class _State:
         self.remembered: object = None
         #: What the command said it runs (:func:`remember`), kept with the record.
         self.invocation: object = None
+        #: The record of the command's first prestartable child, once it asked for it
+        #: (:func:`_record`), without the invocation.
+        self.batch: dict[str, object] | None = None
         self.notes: list[str] = []
 
 
@@ -185,12 +194,14 @@ def begin(args: Sequence[str], *, enabled: bool = True) -> bool:
 
 
 def remember(invocation: object) -> None:
-    """Keep ``invocation`` (plain JSON) in the record of this command line, as what the
-    command runs: the next run of it in the same environment gets it from
-    :func:`remembered`. (Kept only when the command then records its child.)"""
+    """Keep ``invocation`` (plain JSON; None: nothing) in the record of this command line,
+    as what the command runs, in place of what the record held: the next run of it in the
+    same environment gets it from :func:`remembered`. (Kept only when the command records
+    its child, before or after this call.)"""
     state = _mine()
     if state is not None:
         state.invocation = invocation
+        _write(state)
 
 
 def remembered() -> object:
@@ -215,6 +226,8 @@ def take(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> Running 
         if (argv, env, timeout) == (state.argv, state.env, state.timeout) and _same_directory(
             state
         ):
+            # The same batch; what the command remembers may differ from what it ran before.
+            _record(state, argv, env, timeout)
             return child
         _stop(child)
         state.notes.append(
@@ -319,22 +332,30 @@ def _parse(record: object, command: list[object]) -> tuple[list[list[str]], floa
 
 def _record(state: _State, argv: tuple[str, ...], env: dict[str, str], timeout: float) -> None:
     """Keep ``argv``, the digest of ``env`` and ``timeout`` as what this command line starts
-    first, unless the record says that already, the program is not one of :data:`PROGRAMS`,
-    the argv holds more than one of the command's tokens, or there is no record path (no
-    cache)."""
+    first (with what the command remembered), unless the program is not one of
+    :data:`PROGRAMS`, the argv holds more than one of the command's tokens, or there is no
+    record path (no cache)."""
     if state.path is None or state.command is None or argv[0] not in PROGRAMS:
         return
     held = [value for value in state.tokens if any(value in element for element in argv)]
     if len(held) > 1:
         return
-    pieces = [element.split(held[0]) if held else [element] for element in argv]
-    record = {
+    state.batch = {
         "format": FORMAT,
         "command": state.command,
-        "argv": pieces,
+        "argv": [element.split(held[0]) if held else [element] for element in argv],
         "environment": _digest(env),
         "timeout": timeout,
     }
+    _write(state)
+
+
+def _write(state: _State) -> None:
+    """Write the record of the batch the command recorded and what it remembered, unless
+    the file says that already."""
+    if state.path is None or state.batch is None:
+        return
+    record = dict(state.batch)
     if state.invocation is not None:
         record["invocation"] = state.invocation
     if record == state.recorded:
@@ -351,4 +372,5 @@ def _record(state: _State, argv: tuple[str, ...], env: dict[str, str], timeout: 
     except OSError as exc:
         state.notes.append(f"the early start {state.path} was not written: {exc.strerror or exc}")
         return
+    state.recorded = record
     cache.prune(os.path.dirname(state.path), PREFIX, SUFFIX, KEEP, STALE_TEMPORARY_SECONDS)

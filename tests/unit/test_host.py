@@ -442,12 +442,12 @@ def test_the_hosts_manager_finds_what_pluggys_own_finds_in_a_module() -> None:
 
 
 def test_the_bkt_process_runs_with_the_collectors_slower_pace() -> None:
-    # The console script's main() (no argv) sets it for its process; main(argv), called by
-    # an embedder, leaves the embedder's own alone.
+    # The console script (console_main) sets it for its process; main(), called by an
+    # embedder, leaves the embedder's own alone.
     code = (
         "import gc, sys; from bkt_core import cli; print(gc.get_threshold()); "
-        "cli._run_cli = lambda args: print(gc.get_threshold()) or 0; "
-        "sys.argv = ['bkt', 'plugins']; cli.main()"
+        "cli._run_cli = lambda args, began: print(gc.get_threshold()) or 0; "
+        "sys.argv = ['bkt', 'plugins']; cli.console_main()"
     )
     environ = {**os.environ, "BKT_NO_CACHE": "1"}
     out = subprocess.run(
@@ -460,7 +460,7 @@ def test_the_bkt_process_runs_with_the_collectors_slower_pace() -> None:
     before = gc.get_threshold()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BKT_NO_CACHE", "1")
-        patch.setattr(cli, "_run_cli", lambda args: 0)
+        patch.setattr(cli, "_run_cli", lambda args, began: 0)
         assert cli.main(["plugins"]) == 0
     assert gc.get_threshold() == before
 
@@ -477,7 +477,7 @@ kept = Teardown()  # freed only by the interpreter's teardown
 if sys.argv[1] == "handler-first":
     atexit.register(lambda: print("earlier handler", flush=True))
 
-def run(args):
+def run(args, began):
     # What a plugin may do while the command runs: an exit handler, output left unflushed.
     atexit.register(lambda: print("plugin handler", flush=True))
     sys.stdout.write("unflushed output")
@@ -485,7 +485,7 @@ def run(args):
 
 cli._run_cli = run
 sys.argv = ["bkt", "plugins"]
-cli.main()
+cli.console_main()
 """
 
 
@@ -507,3 +507,18 @@ def test_the_bkt_process_ends_after_its_exit_handlers_without_the_teardown(case:
         assert done.stdout == "unflushed outputplugin handler\n"
     else:
         assert done.stdout == "unflushed outputplugin handler\nearlier handler\nteardown\n"
+
+
+def test_main_called_by_an_embedder_keeps_the_embedders_exit() -> None:
+    # main() without argv exits with sys.exit; a caller that catches that, and exits with a
+    # status of its own (or fails), ends as Python ends it: bkt's end of the process is the
+    # console script's only.
+    code = (
+        "import sys; from bkt_core import cli; sys.argv = ['bkt', '--version']\n"
+        "try:\n    cli.main()\nexcept SystemExit as exc:\n    assert exc.code == 0\n"
+        "sys.exit(3)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout) == (3, f"bkt {cli.version()}\n"), done.stderr

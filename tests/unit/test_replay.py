@@ -158,7 +158,8 @@ def host_with(*plugins: object) -> type[Host]:
 
 
 def vm_host() -> Host:
-    return Host(entry_points=False, plugins=default_plugins())
+    """bkt's plugins and this module's (whose functions may then be remembered)."""
+    return Host(entry_points=False, plugins=[*default_plugins(), ReplayPlugin()])
 
 
 def invocation_in(
@@ -167,8 +168,9 @@ def invocation_in(
     body: Callable[..., None],
     params: dict[str, Any],
 ) -> Any:
-    """What ``_invocation`` remembers of ``body(app, **params)`` while click runs ``command``."""
-    with click.Context(command):
+    """What ``_invocation`` remembers of ``body(app, **params)`` while click runs ``command``
+    (parsed from an empty command line: every value its default)."""
+    with command.make_context(command.name, []):
         return _invocation(app, body, params)
 
 
@@ -200,11 +202,12 @@ def test_an_invocation_names_the_body_its_parameters_the_code_and_the_plugins() 
         "body": ["bkt_vm_plugin.actions", "run_status"],
         "options": {**OPTIONS, "disabled": []},
         "params": {"names": ["a", "b"], "all_": False, "as_json": True},
-        # The body's module, the command's click definitions, bkt's global options.
+        # The body's module, the command's click definitions, bkt's global options, click.
         "code": [
             code_row("bkt_core.cli"),
             code_row("bkt_vm_plugin.actions"),
             code_row("bkt_vm_plugin.commands"),
+            code_row("click"),
         ],
         "plugins": host.plugin_identity(),
     }
@@ -303,10 +306,10 @@ def test_a_callable_that_is_not_a_function_is_run_and_not_remembered(
 ) -> None:
     kept = _remembering(monkeypatch)
     app = Cli(vm_host(), Printer(), OPTIONS)
-    with click.Context(replay_command):
+    with replay_command.make_context("replay-test", []):
         run_command(app, body, names=("a",), flag=True)
     assert [(run["names"], run["flag"]) for run in RUNS] == [(("a",), True)]
-    assert kept == []
+    assert kept == [None]  # nothing, in place of what the record held
 
 
 # -- _check_invocation -------------------------------------------------------------------
@@ -532,12 +535,12 @@ def test_run_command_remembers_what_it_runs_then_runs_it(monkeypatch: pytest.Mon
     kept = _remembering(monkeypatch)
     host = vm_host()
     app = Cli(host, Printer(), OPTIONS)
-    with click.Context(replay_command):
+    with replay_command.make_context("replay-test", []):
         run_command(app, replayed, names=("a",), flag=True)
     assert [(run["names"], run["flag"]) for run in RUNS] == [(("a",), True)]
     [invocation] = kept
     assert invocation == invocation_in(
-        replay_command, app, replayed, {"names": ("a",), "flag": True}
+        replay_command, Cli(host, Printer(), OPTIONS), replayed, {"names": ("a",), "flag": True}
     )
     assert _check_invocation(invocation, host)[0] is replayed
 
@@ -548,7 +551,7 @@ def test_a_command_whose_plugin_failed_runs_and_is_not_remembered(
     kept = _remembering(monkeypatch)
     app = Cli(vm_host(), Printer(), OPTIONS)
     app.repeatable = False
-    with click.Context(replay_command):
+    with replay_command.make_context("replay-test", []):
         run_command(app, replayed, names=("a",), flag=False)
     assert [(run["names"], run["flag"]) for run in RUNS] == [(("a",), False)]
     assert kept == []
@@ -559,7 +562,7 @@ def test_the_command_line_remembers_a_command_it_parsed(
 ) -> None:
     kept = _remembering(monkeypatch)
     monkeypatch.setattr(bkt_core.host, "Host", host_with(ReplayPlugin()))
-    assert cli._run_cli(["replay-test", "a", "-v", "--flag"]) == 0
+    assert cli._run_cli(["replay-test", "a", "-v", "--flag"], began=True) == 0
     assert [(run["names"], run["flag"], run["verbosity"]) for run in RUNS] == [(("a",), True, 1)]
     [invocation] = kept
     host = host_with(ReplayPlugin())(strict=False)
@@ -576,7 +579,7 @@ def test_the_command_line_does_not_remember_a_command_when_a_plugin_failed(
 ) -> None:
     kept = _remembering(monkeypatch)
     monkeypatch.setattr(bkt_core.host, "Host", host_with(ReplayPlugin(), BrokenCommands()))
-    assert cli._run_cli(["replay-test", "a"]) == 0
+    assert cli._run_cli(["replay-test", "a"], began=True) == 0
     assert [(run["names"], run["repeatable"]) for run in RUNS] == [(("a",), False)]
     assert kept == []
     assert "no commands today" in capsys.readouterr().err
@@ -596,8 +599,8 @@ REPLAYED_OPTIONS: dict[str, Any] = {
 
 def record_of(body: Callable[..., None], options: dict[str, Any], **params: Any) -> Any:
     """What a run of `bkt replay-test` that ran ``body`` remembers, as the record gives it
-    back: of the Host that `_run_cli` builds (the installed plugins)."""
-    app = Cli(Host(strict=False), Printer(), options)
+    back: of the Host that `_run_cli` builds (the installed plugins and this module's)."""
+    app = Cli(host_with(ReplayPlugin())(strict=False), Printer(), options)
     invocation = invocation_in(replay_command, app, body, params)
     assert invocation is not None
     return json.loads(json.dumps(invocation))
@@ -612,11 +615,12 @@ def test_a_remembered_command_runs_without_click(
 ) -> None:
     invocation = record_of(replayed, REPLAYED_OPTIONS, names=("a", "b"), flag=True)
     monkeypatch.setattr(prestart, "remembered", lambda: invocation)
+    monkeypatch.setattr(bkt_core.host, "Host", host_with(ReplayPlugin()))
     kept = _remembering(monkeypatch)
     monkeypatch.setattr(cli, "build_cli", _no_command_line)
     # Not even importable: the command must not need click.
     monkeypatch.setitem(sys.modules, "click", None)
-    assert cli._run_cli(["-vv", "replay-test", "a", "b", "--flag"]) == 0
+    assert cli._run_cli(["-vv", "replay-test", "a", "b", "--flag"], began=True) == 0
     [run] = RUNS
     assert run == {
         "names": ("a", "b"),
@@ -638,8 +642,9 @@ def test_the_printer_and_host_follow_the_remembered_options(
     options = {**OPTIONS, "quiet": True}
     invocation = record_of(replayed, options, names=(), flag=False)
     monkeypatch.setattr(prestart, "remembered", lambda: invocation)
+    monkeypatch.setattr(bkt_core.host, "Host", host_with(ReplayPlugin()))
     monkeypatch.setattr(cli, "build_cli", _no_command_line)
-    assert cli._run_cli(["-q", "replay-test"]) == 0
+    assert cli._run_cli(["-q", "replay-test"], began=True) == 0
     [run] = RUNS
     assert (run["verbosity"], run["manifest_dir"], run["uri"]) == (-1, Path("manifests"), None)
 
@@ -649,9 +654,10 @@ def test_a_remembered_command_that_fails_exits_with_its_code(
 ) -> None:
     invocation = record_of(failing, OPTIONS)
     monkeypatch.setattr(prestart, "remembered", lambda: invocation)
+    monkeypatch.setattr(bkt_core.host, "Host", host_with(ReplayPlugin()))
     monkeypatch.setattr(cli, "build_cli", _no_command_line)
     monkeypatch.setitem(sys.modules, "click", None)
-    assert cli._run_cli(["replay-test"]) == OperationError("x").exit_code
+    assert cli._run_cli(["replay-test"], began=True) == OperationError("x").exit_code
     out, err = capsys.readouterr()
     assert "x" in err.splitlines()[-1]
     assert out == ""
@@ -664,6 +670,7 @@ def test_a_stale_command_is_parsed_again(
     invocation = record_of(replayed, OPTIONS, names=(), flag=False)
     invocation["plugins"][0][2] = "0.0.0"  # an upgraded plugin
     monkeypatch.setattr(prestart, "remembered", lambda: invocation)
+    monkeypatch.setattr(bkt_core.host, "Host", host_with(ReplayPlugin()))
     built: list[object] = []
     build_cli = cli.build_cli
 
@@ -673,7 +680,7 @@ def test_a_stale_command_is_parsed_again(
 
     monkeypatch.setattr(cli, "build_cli", spy)
     args = ["plugins", "--json"]
-    assert cli._run_cli(["-v", *args] if verbose else args) == 0
+    assert cli._run_cli(["-v", *args] if verbose else args, began=True) == 0
     assert len(built) == 1
     assert RUNS == []
     out, err = capsys.readouterr()
@@ -702,3 +709,132 @@ def test_the_second_run_of_a_command_line_runs_its_command_without_parsing_it(
     assert cli.main(args) == 0
     assert len(RUNS) == 2
     assert all(run["returncode"] == 0 for run in RUNS)
+
+
+def test_a_stale_command_is_remembered_anew_with_the_same_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What the record remembers is replaced even when the batch it starts early is the same
+    # (an upgrade, an edited plugin): the run after the one that parsed again replays.
+    monkeypatch.setattr(prestart, "PROGRAMS", frozenset({sys.executable}))
+    monkeypatch.setattr(bkt_core.host, "Host", host_with(ReplayPlugin()))
+    args = ["read-test"]
+    assert cli.main(args) == 0
+    [record] = (Path(os.environ["XDG_CACHE_HOME"]) / "bkt").glob("prestart-*.json")
+    stale = json.loads(record.read_text())
+    stale["invocation"]["plugins"][0][2] = "0.0.1"  # as if made by another version
+    record.write_text(json.dumps(stale))
+
+    built: list[object] = []
+    real_build = cli.build_cli
+
+    def build(*args: Any, **kwargs: Any) -> click.Group:
+        built.append(args)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "build_cli", build)
+    assert cli.main(args) == 0  # parsed again, with the early child of the same batch
+    assert len(built) == 1
+    fresh = json.loads(record.read_text())
+    assert fresh["argv"] == stale["argv"]
+    assert fresh["invocation"]["plugins"] != stale["invocation"]["plugins"]
+    monkeypatch.setattr(cli, "build_cli", _no_command_line)
+    assert cli.main(args) == 0
+    assert [run["returncode"] for run in RUNS] == [0, 0, 0]
+
+
+def test_a_command_within_a_command_neither_replays_nor_remembers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    invocation = record_of(replayed, OPTIONS, names=("a",), flag=True)
+    monkeypatch.setattr(prestart, "remembered", lambda: invocation)
+    monkeypatch.setattr(bkt_core.host, "Host", host_with(ReplayPlugin()))
+    kept = _remembering(monkeypatch)
+    # began=False: _run did not begin the command (one runs already in this thread).
+    assert cli._run_cli(["plugins", "--json"], began=False) == 0
+    assert RUNS == []
+    assert '"plugins"' in capsys.readouterr().out
+    assert cli._run_cli(["replay-test", "b"], began=False) == 0
+    assert [run["names"] for run in RUNS] == [("b",)]
+    assert kept == []
+
+
+@command_body
+def second(app: Cli) -> None:
+    RUNS.append({"second": True})
+
+
+@click.command(name="two-bodies")
+@pass_cli
+def two_bodies_command(app: Cli) -> None:
+    run_command(app, replayed, names=(), flag=False)
+    run_command(app, second)
+
+
+def test_a_command_that_runs_two_bodies_is_not_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kept = _remembering(monkeypatch)
+    app = Cli(vm_host(), Printer(), OPTIONS)
+    with two_bodies_command.make_context("two-bodies", [], obj=app) as ctx:
+        two_bodies_command.invoke(ctx)
+    assert len(RUNS) == 2
+    assert kept[0] is not None and kept[1:] == [None]
+
+
+@click.group(name="grp")
+@click.option("--profile")
+def group_with_options(profile: str | None) -> None:
+    pass
+
+
+@group_with_options.command(name="go")
+@pass_cli
+def grouped(app: Cli) -> None:
+    run_command(app, replayed, names=(), flag=False)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["group-with-options", "environment-variable", "prompt", "callback", "path-type"],
+)
+def test_what_does_not_come_from_the_command_line_is_not_remembered(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = Cli(vm_host(), Printer(), OPTIONS)
+    if case == "group-with-options":
+        root = click.Group("bkt", commands=[group_with_options])
+        with root.make_context("bkt", ["grp", "--profile", "x", "go"]) as ctx:
+            group_ctx = group_with_options.make_context(
+                "grp", ["--profile", "x", "go"], parent=ctx
+            )
+            with grouped.make_context("go", [], parent=group_ctx):
+                assert _invocation(app, replayed, {"names": (), "flag": False}) is None
+        return
+    option = {
+        "environment-variable": click.Option(["--who"], envvar="BKT_TEST_WHO"),
+        "prompt": click.Option(["--who"], prompt=True),
+        "callback": click.Option(["--who"], callback=lambda ctx, param, value: value),
+        "path-type": click.Option(["--who"], type=click.Path(exists=False)),
+    }[case]
+    monkeypatch.setenv("BKT_TEST_WHO", "env")
+    monkeypatch.setattr("click.termui.visible_prompt_func", lambda prompt: "typed")
+    command = click.Command("who", params=[option], callback=lambda who: None)
+    args = ["--who", "x"] if case in ("callback", "path-type") else []
+    with command.make_context("who", args):
+        assert _invocation(app, replayed, {"names": (), "flag": False}) is None
+    plain = click.Command("who", params=[click.Option(["--who"])], callback=lambda who: None)
+    with plain.make_context("who", ["--who", "x"]):
+        assert _invocation(app, replayed, {"names": (), "flag": False}) is not None
+
+
+def test_a_body_outside_bkt_and_the_plugins_is_not_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    host = vm_host()
+    invocation = status_invocation(host)
+    invocation["body"] = ["this", "x"]  # importing it prints the Zen of Python
+    monkeypatch.delitem(sys.modules, "this", raising=False)
+    with pytest.raises(ValueError, match=NOT_A_FUNCTION):
+        _check_invocation(invocation, host)
+    assert "this" not in sys.modules
