@@ -326,27 +326,14 @@ def _parsed_from_argv(click: Any, context: click.Context) -> bool:
 def _runnable_module(host: Host, name: str) -> bool:
     """Whether module ``name`` is bkt's own or in the package of an active plugin: the only
     modules a remembered command is imported from."""
-    import types
+    from bkt_core.host import plugin_module
 
     owners = ["bkt_core"]
     for _name, plugin in host.pluginmanager.list_name_plugin():
-        if plugin is None:
-            continue
-        owner = plugin if isinstance(plugin, type) else type(plugin)
-        module = (
-            plugin.__name__
-            if isinstance(plugin, types.ModuleType)
-            else getattr(owner, "__module__", "")
-        )
+        module = plugin_module(plugin) if plugin is not None else ""  # None: blocked
         if module:
             owners.append(module.split(".")[0])
     return any(name == owner or name.startswith(owner + ".") for owner in owners)
-
-
-def _signature(file: str) -> object:
-    from bkt_core.cache import file_signature
-
-    return file_signature(file)
 
 
 def _plain(value: object) -> bool:
@@ -438,8 +425,10 @@ def _check_invocation(
         raise ValueError("has values this version of bkt does not give")
     if invocation.get("plugins") != host.plugin_identity():
         raise ValueError("ran with other plugins")
+    from bkt_core.cache import file_signature
+
     for _name, file, signature in code:
-        if signature is None or _signature(file) != signature:
+        if signature is None or file_signature(file) != signature:
             raise ValueError(f"ran other code ({file} changed)")
     body = (
         _resolve(*body_name) if _runnable_module(host, body_name[0]) else None

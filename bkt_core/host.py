@@ -50,6 +50,7 @@ __all__ = [
     "PluginInfo",
     "disabled_from_env",
     "hook_timeout_from_env",
+    "plugin_module",
 ]
 
 #: The distribution bkt_core ships in: the plugins it registers under the ``bkt`` entry-point
@@ -159,13 +160,22 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def plugin_module(plugin: object) -> str:
+    """The name of the module ``plugin`` (a module, a class or an instance) is defined in
+    ("" when it has none)."""
+    if isinstance(plugin, types.ModuleType):
+        return plugin.__name__
+    owner = plugin if isinstance(plugin, type) else type(plugin)
+    return getattr(owner, "__module__", "") or ""
+
+
 def _module_file(plugin: object) -> tuple[str | None, str]:
     """The file of the module ``plugin`` (a module, a class or an instance) is defined in,
     and its qualified name there."""
     if isinstance(plugin, types.ModuleType):
         return getattr(plugin, "__file__", None), ""
     owner = plugin if isinstance(plugin, type) else type(plugin)
-    module = sys.modules.get(getattr(owner, "__module__", "") or "")
+    module = sys.modules.get(plugin_module(plugin))
     return getattr(module, "__file__", None), getattr(owner, "__qualname__", "")
 
 
