@@ -26,6 +26,7 @@ __all__ = [
     "Running",
     "SubprocessRunner",
     "child_environment",
+    "decode_output",
     "display_argv",
     "start",
     "start_child",
@@ -33,6 +34,13 @@ __all__ = [
 
 #: Variables removed from every child's environment: they change what virsh prints.
 _SCRUBBED_ENV = ("VIRSH_DEBUG", "LIBVIRT_DEBUG", "LIBVIRT_LOG_OUTPUTS")
+
+#: Seconds between two looks at the output of a child that is watched while it runs.
+WATCH_INTERVAL = 0.001
+
+#: What :meth:`Running.wait` may call with a child's output so far: stdout and stderr, each
+#: all the bytes written until then (they only grow; not to be changed).
+Watch = Callable[[bytearray, bytearray], None]
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,10 @@ class Running:
     def __init__(self, work: Callable[[], Completed]) -> None:
         self._work = work
 
-    def wait(self) -> Completed:
-        """The finished command (call it once)."""
+    def wait(self, watch: Watch | None = None) -> Completed:
+        """The finished command (call it once). ``watch``, when given, may be called with the
+        output so far while the child runs (this one never calls it: it runs the command
+        here); an exception it raises stops the child and is raised here."""
         return self._work()
 
 
@@ -124,7 +134,8 @@ def start_child(argv: Sequence[str], timeout: float, env: dict[str, str]) -> Run
 class _Child(Running):
     """A child started by :meth:`SubprocessRunner.start`. Its stdout and stderr go to
     anonymous in-memory files, not pipes: nothing has to read them while the caller works,
-    and a child never waits on a full pipe."""
+    and a child never waits on a full pipe. A caller that wants what the child wrote so far
+    watches the files (:meth:`wait` with a watch)."""
 
     def __init__(self, argv: tuple[str, ...], timeout: float, env: dict[str, str]) -> None:
         self._argv = argv
@@ -145,7 +156,7 @@ class _Child(Running):
         except OSError as exc:
             self._error = exc
 
-    def wait(self) -> Completed:
+    def wait(self, watch: Watch | None = None) -> Completed:
         try:
             if self._error is not None:
                 try:
@@ -156,7 +167,11 @@ class _Child(Running):
             proc = self._proc
             assert proc is not None
             try:
-                _wait_exit(proc, max(self._deadline - time.monotonic(), 0.0))
+                left = max(self._deadline - time.monotonic(), 0.0)
+                if watch is None:
+                    _wait_exit(proc, left)
+                else:
+                    self._watch_until_exit(proc, left, watch)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -165,8 +180,8 @@ class _Child(Running):
                     self._argv, self._timeout, stderr.decode(errors="replace")
                 ) from None
             except BaseException:
-                # A signal while waiting (SIGINT, SIGTERM): the child must not outlive bkt,
-                # as subprocess.run's would not.
+                # A signal while waiting (SIGINT, SIGTERM), or the watch failed: the child
+                # must not outlive bkt, as subprocess.run's would not.
                 proc.kill()
                 proc.wait()
                 raise
@@ -188,14 +203,55 @@ class _Child(Running):
             os.close(self._out)
             os.close(self._err)
 
+    def _watch_until_exit(
+        self, proc: subprocess.Popen[bytes], timeout: float, watch: Watch
+    ) -> None:
+        """:func:`_wait_exit`, calling ``watch`` with the output so far each time it grew
+        (looking every :data:`WATCH_INTERVAL` s), so that the caller reads what the child
+        wrote while the child goes on. Nothing is called once the child has ended."""
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # not Linux 5.3+: no watching
+            _wait_exit(proc, timeout)
+            return
+        deadline = time.monotonic() + timeout
+        out, err = bytearray(), bytearray()
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, timeout)
+                ready, _, _ = select.select([pidfd], [], [], min(left, WATCH_INTERVAL))
+                if ready:
+                    break
+                # Both, always: `|` rather than `or`.
+                if _grown(self._out, out) | _grown(self._err, err):
+                    watch(out, err)
+        finally:
+            os.close(pidfd)
+        proc.wait()
+
     @staticmethod
     def _read(fd: int) -> str:
-        # As subprocess.run(text=True, errors="replace") decodes: the locale's encoding,
-        # universal newlines.
         size = os.lseek(fd, 0, os.SEEK_END)
-        data = os.pread(fd, size, 0)
-        text = data.decode(_text_encoding(), "replace")
-        return text.replace("\r\n", "\n").replace("\r", "\n")
+        return decode_output(os.pread(fd, size, 0))
+
+
+def _grown(fd: int, seen: bytearray) -> bool:
+    """Appends to ``seen`` what the file ``fd`` holds beyond it; whether there was any. (A
+    write to an in-memory file makes its size cover its data only once the data is there.)"""
+    size = os.fstat(fd).st_size
+    if size <= len(seen):
+        return False
+    seen += os.pread(fd, size - len(seen), len(seen))
+    return True
+
+
+def decode_output(data: bytes | bytearray) -> str:
+    """A child's output as text, as ``subprocess.run(text=True, errors="replace")`` decodes
+    it: the locale's encoding, universal newlines."""
+    text = data.decode(_text_encoding(), "replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from bkt_vm_plugin.virsh import Reply, Virsh
 
 __all__ = ["Observation", "Observing", "Resolver", "observe", "resolve_context", "start_observing"]
+
+_T = TypeVar("_T")
+
+#: How many domain lists the observation batch starts with, before the definitions.
+_LISTS = 3
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class Observing:
         self._virsh = virsh
         self._live = live
         self._wanted = list(dict.fromkeys(names))
+        # The lists come first (_LISTS of them): what each domain's facts need.
         commands: list[list[str]] = [
             ["list", "--all", "--name"],
             ["list", "--name"],
@@ -90,28 +96,72 @@ class Observing:
         self._batch = virsh._start_batch(commands, prestart=True)
 
     def wait(self) -> Observation:
-        """The observation (call it once)."""
+        """The observation (call it once, or :meth:`wait_early` instead)."""
+        return self.wait_early(None)[0]
+
+    def wait_early(
+        self, each: Callable[[Observation, str], _T] | None
+    ) -> tuple[Observation, dict[str, _T]]:
+        """The observation, and what ``each`` made of the domains whose definitions came
+        while virsh still ran: ``each(observation, name)`` is called then, for a domain
+        asked for, with the observation as far as it goes (the lists, and the definitions
+        come so far, ``name``'s among them; no running definitions), so that the caller
+        reads each definition while virsh reads the next one. Given back are only the
+        results whose inputs (the lists and the definition) are those of the observation;
+        a runner that cannot run in the background gives none (call it once)."""
         # Imported here, not before virsh starts.
         from bkt_vm_plugin.host_firmware import HostFirmware
 
-        replies = self._batch.wait()
+        firmware = HostFirmware(self._virsh.uri)
         wanted = self._wanted
-        domains, active, autostart = (_names(r) for r in replies[:3])
-        definitions = {name: r for name, r in zip(wanted, replies[3:], strict=True)}
+        lists: dict[int, Reply] = {}
+        so_far: list[Observation] = []
+        made: dict[str, tuple[Reply, _T]] = {}
+
+        def early(index: int, reply: Reply) -> None:
+            if each is None:
+                return
+            if index < _LISTS:
+                lists[index] = reply
+                if len(lists) == _LISTS and all(r.ok for r in lists.values()):
+                    domains, active, autostart = (_names(lists[i]) for i in range(_LISTS))
+                    so_far.append(Observation(domains, active, autostart, {}, firmware))
+                return
+            name = wanted[index - _LISTS]
+            if not so_far or name not in so_far[0].domains:
+                return
+            so_far[0].definitions[name] = reply
+            made[name] = (reply, each(so_far[0], name))
+
+        replies = self._batch.wait(early if each is not None else None)
+        domains, active, autostart = (_names(r) for r in replies[:_LISTS])
+        definitions = {name: r for name, r in zip(wanted, replies[_LISTS:], strict=True)}
         running: dict[str, Reply] = {}
         # Which domains run is known only now: the running definitions of those (and only
         # those) take a second process, none when none of them runs.
         if self._live and (on := [name for name in wanted if name in active]):
             commands = [["dumpxml", "--security-info", "--domain", name] for name in on]
             running = dict(zip(on, self._virsh.batch(commands), strict=True))
-        return Observation(
+        observation = Observation(
             domains,
             active,
             autostart,
             {name: r for name, r in definitions.items() if name in domains},
-            HostFirmware(self._virsh.uri),
+            firmware,
             running,
         )
+        kept: dict[str, _T] = {}
+        if so_far and (so_far[0].domains, so_far[0].active, so_far[0].autostart) == (
+            domains,
+            active,
+            autostart,
+        ):
+            kept = {
+                name: result
+                for name, (reply, result) in made.items()
+                if observation.definitions.get(name) == reply
+            }
+        return observation, kept
 
 
 def start_observing(virsh: Virsh, names: Iterable[str], *, live: bool = False) -> Observing:

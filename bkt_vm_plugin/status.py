@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from bkt_core.errors import BktError, OperationError
 
 if TYPE_CHECKING:
     from bkt_core.plan import FieldChange
     from bkt_core.status_report import StatusReport
-    from bkt_vm_plugin.definition import VmManifest
+    from bkt_vm_plugin.definition import VmDefinition, VmManifest
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
+    from bkt_vm_plugin.observe import Observation, Resolver
     from bkt_vm_plugin.subsystem import VmSubsystem
     from bkt_vm_plugin.virsh import Reply
 
 UNREADABLE = "(definition unreadable)"
+
+#: What reading a domain's definition gives (:func:`_read`).
+_Read: TypeAlias = "tuple[Parsed, DomainContext, list[str]] | BktError"
 
 #: Readings libvirt rewrites when a domain starts, which a restart would not change: it
 #: replaces ``host-model`` with the CPU model it computed for this host.
@@ -53,7 +57,17 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
     mapping = sub.mapping
     prepare()
     on_host = Resolver.of_host()
-    observation = started[0].wait()
+    resolvers: list[Resolver] = []
+
+    def read(observation: Observation, name: str) -> _Read:
+        # Each definition is read as soon as it comes, while virsh reads the next one.
+        if not resolvers or resolvers[-1].observation is not observation:
+            resolvers.append(dataclasses.replace(on_host, observation=observation))
+        return _read(
+            mapping, resolvers[-1], name, manifest.vms[name], observation.definitions[name]
+        )
+
+    observation, early = started[0].wait_early(read)
     others = list(dict.fromkeys(n for n in names if n not in manifest.vms))
     for name in others:
         if name not in observation.domains:
@@ -75,26 +89,38 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
         if reply is None:
             rows.append(StatusRow(name, state, True, None))
             continue
-        vm = manifest.vms[name]
-        try:
-            if not reply.ok:
-                raise OperationError(f"cannot read its definition: {reply.message}")
-            parsed = mapping.parse(reply.stdout, resolver.context(name, vm))
-            # The disk format comes from the domain itself, and a CD-ROM it has stays.
-            ctx = resolver.of_domain(name, vm, parsed)
-            drift = [
-                f for f in changed_fields(mapping.diff(parsed, vm, ctx)) if f != "disk_format"
-            ]
-            pending = _pending(mapping, observation.live.get(name), parsed, ctx)
-        except BktError as exc:
+        done = early.get(name)
+        if done is None:
+            done = _read(mapping, resolver, name, manifest.vms[name], reply)
+        if isinstance(done, BktError):
             # The row stays (status lists every VM), with why it could not be read.
             rows.append(
-                StatusRow(name, state, True, False, (UNREADABLE,), (), exc.message, exc.hint)
+                StatusRow(name, state, True, False, (UNREADABLE,), (), done.message, done.hint)
             )
             continue
+        parsed, ctx, drift = done
+        pending = _pending(mapping, observation.live.get(name), parsed, ctx)
         rows.append(StatusRow(name, state, True, not drift, tuple(drift), pending))
     rows += [StatusRow(name, observation.state(name), False, None) for name in others]
     return StatusReport(tuple(rows), key=sub.manifest_key)
+
+
+def _read(
+    mapping: DomainMapping, resolver: Resolver, name: str, vm: VmDefinition, reply: Reply
+) -> _Read:
+    """Domain ``name``'s definition ``reply`` read against ``vm``: parsed, in its context, and
+    what drifted (never ``disk_format``: the format comes from the domain itself); or the
+    error that says why it cannot be read."""
+    try:
+        if not reply.ok:
+            raise OperationError(f"cannot read its definition: {reply.message}")
+        parsed = mapping.parse(reply.stdout, resolver.context(name, vm))
+        # The disk format comes from the domain itself, and a CD-ROM it has stays.
+        ctx = resolver.of_domain(name, vm, parsed)
+        drift = [f for f in changed_fields(mapping.diff(parsed, vm, ctx)) if f != "disk_format"]
+    except BktError as exc:
+        return exc
+    return parsed, ctx, drift
 
 
 def changed_fields(changes: Iterable[FieldChange]) -> list[str]:

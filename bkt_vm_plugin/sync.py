@@ -322,13 +322,15 @@ class Payload:
 
 def make_planner(
     sub: VmSubsystem,
+    manifest: VmManifest,
     names: Sequence[str],
     *,
     allow_firmware_change: bool = False,
     observing: Observing | None = None,
-) -> Planner:
-    """The planner of ``names``, with what libvirt holds of them (``observing``: an
-    observation of them already under way)."""
+) -> tuple[Planner, dict[str, PlanEntry]]:
+    """The planner of ``names`` (VMs of ``manifest``), with what libvirt holds of them
+    (``observing``: an observation of them already under way), and the entries of those
+    whose definitions were planned while virsh still ran."""
     from bkt_vm_plugin.xmltree import prepare
 
     virsh = sub.virsh
@@ -337,12 +339,19 @@ def make_planner(
     # What reading virsh's answer needs is made while virsh runs.
     prepare()
     on_host = Resolver.of_host()
-    return Planner(
-        sub=sub,
-        virsh=virsh,
-        resolver=dataclasses.replace(on_host, observation=observing.wait()),
-        allow_firmware_change=allow_firmware_change,
+    planner = Planner(
+        sub=sub, virsh=virsh, resolver=on_host, allow_firmware_change=allow_firmware_change
     )
+
+    def plan_early(observation: Observation, name: str) -> PlanEntry:
+        # Each definition is planned as soon as it comes, while virsh reads the next one.
+        if planner.resolver.observation is not observation:
+            planner.resolver = dataclasses.replace(on_host, observation=observation)
+        return planner.entry(name, manifest.vms[name])
+
+    observation, early = observing.wait_early(plan_early)
+    planner.resolver = dataclasses.replace(on_host, observation=observation)
+    return planner, early
 
 
 def plan(
@@ -374,10 +383,13 @@ def _plan(
     if refused:
         raise refused[0]
     selected = select(manifest, names, sub)
-    planner = make_planner(
-        sub, selected, allow_firmware_change=allow_firmware_change, observing=started[0]
+    planner, early = make_planner(
+        sub, manifest, selected, allow_firmware_change=allow_firmware_change, observing=started[0]
     )
-    entries = tuple(planner.entry(name, manifest.vms[name]) for name in selected)
+    entries = tuple(
+        early[name] if name in early else planner.entry(name, manifest.vms[name])
+        for name in selected
+    )
     defined = [
         e.name for e in entries if e.action in ("create", "update") and e.payload.xml is not None
     ]

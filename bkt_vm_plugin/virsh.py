@@ -40,6 +40,13 @@ Many commands, one process
       ``E2BIG`` at exec), so a batch whose line would exceed :data:`MAX_BATCH_BYTES` (UTF-8
       bytes, not characters) is split over as few processes as needed.
 
+Replies while virsh runs
+    A command's reply is complete once virsh has printed the markers of the next command on
+    both streams. :meth:`_Batch.wait` may hand such replies to the caller while virsh goes
+    on (virsh's stdout goes to a file, so it arrives in blocks, each a few KiB), cut from the
+    bytes exactly as the whole output is cut at the end; the caller reads a definition while
+    virsh prints the next one.
+
 Each process has a timeout, so a hung libvirtd ends in an error, not a hung bkt.
 """
 
@@ -54,7 +61,7 @@ from enum import Enum
 
 from bkt_core.errors import CommandError, OperationError
 from bkt_core.prestart import token
-from bkt_core.process import CommandRunner, Completed, Running
+from bkt_core.process import CommandRunner, Completed, Running, decode_output
 from bkt_core.process import start as start_command
 
 __all__ = [
@@ -436,11 +443,18 @@ class Virsh:
         )
 
     def _finish_chunk(
-        self, todo: Sequence[tuple[str, ...]], start: int, end: int, nonce: str, running: Running
+        self,
+        todo: Sequence[tuple[str, ...]],
+        start: int,
+        end: int,
+        nonce: str,
+        running: Running,
+        early: Callable[[int, Reply], None] | None = None,
     ) -> list[Reply]:
         chunk = todo[start:end]
         shown = (*self._prefix, _commands_placeholder(len(chunk)))
-        done = self._spawn(running.wait, shown, self.batch_timeout(len(chunk)))
+        watch = None if early is None else _Early(chunk, start, nonce, early)
+        done = self._spawn(lambda: running.wait(watch), shown, self.batch_timeout(len(chunk)))
 
         marks = [_marker(nonce, i) for i in range(start, end)]
         if not marks or marks[0] not in done.stdout:
@@ -536,13 +550,68 @@ class _Batch:
             start, end, _nonce, line = chunks[0]
             self._first = virsh._start_chunk(todo, start, end, line, prestart=prestart)
 
-    def wait(self) -> list[Reply]:
-        """The replies (see :meth:`Virsh.batch`, which raises what this raises)."""
+    def wait(self, early: Callable[[int, Reply], None] | None = None) -> list[Reply]:
+        """The replies (see :meth:`Virsh.batch`, which raises what this raises). ``early``
+        is called with a command's index and reply as soon as virsh has printed all of
+        it and gone on to the next command, while virsh runs (when the runner can run in the
+        background), in the commands' order: it may be called for some of them, none or all,
+        each with the reply this returns for it. What it raises stops virsh and is raised
+        here."""
         replies: list[Reply] = []
         for i, (start, end, nonce, line) in enumerate(self._chunks):
             if i == 0 and self._first is not None:
                 running = self._first
             else:
                 running = self._virsh._start_chunk(self._todo, start, end, line)
-            replies.extend(self._virsh._finish_chunk(self._todo, start, end, nonce, running))
+            replies.extend(
+                self._virsh._finish_chunk(self._todo, start, end, nonce, running, early)
+            )
         return replies
+
+
+class _Early:
+    """The watch (:meth:`bkt_core.process.Running.wait`) of one batch process: gives each
+    command's reply to ``early`` once virsh printed the markers of the next command on both
+    streams, cut from the bytes as :meth:`Virsh._finish_chunk` cuts the whole text (the
+    markers are ASCII: a piece decodes alone as it does within the whole)."""
+
+    def __init__(
+        self,
+        chunk: Sequence[tuple[str, ...]],
+        start: int,
+        nonce: str,
+        early: Callable[[int, Reply], None],
+    ) -> None:
+        self._chunk = chunk
+        self._start = start
+        self._early = early
+        self._outs = [_marker(nonce, start + i).encode() for i in range(len(chunk))]
+        self._errs = [f"error: {_marker(nonce, start + i)}\n".encode() for i in range(len(chunk))]
+        #: The next command to give, and where its pieces begin (None: its marker is not
+        #: there yet).
+        self._next = 0
+        self._out_at: int | None = None
+        self._err_at: int | None = None
+
+    def __call__(self, out: bytearray, err: bytearray) -> None:
+        if self._out_at is None or self._err_at is None:
+            # The first command's markers, found once.
+            first_out, first_err = out.find(self._outs[0]), err.find(self._errs[0])
+            if first_out < 0 or first_err < 0:
+                return
+            self._out_at = first_out + len(self._outs[0])
+            self._err_at = first_err + len(self._errs[0])
+        while self._next + 1 < len(self._chunk):
+            i = self._next
+            out_end = out.find(self._outs[i + 1], self._out_at)
+            err_end = err.find(self._errs[i + 1], self._err_at)
+            if out_end < 0 or err_end < 0:
+                return
+            stderr = decode_output(err[self._err_at : err_end])
+            reply = Reply(
+                self._chunk[i], decode_output(out[self._out_at : out_end]), stderr, stderr == ""
+            )
+            self._out_at = out_end + len(self._outs[i + 1])
+            self._err_at = err_end + len(self._errs[i + 1])
+            self._next = i + 1
+            self._early(self._start + i, reply)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +93,63 @@ def test_a_signal_while_waiting_kills_and_reaps_the_child(monkeypatch: pytest.Mo
     with pytest.raises(KeyboardInterrupt):
         running.wait()
     assert child.returncode is not None, "the child was killed and reaped"
+
+
+# Watching a child's output while it runs ------------------------------------------------------
+
+# Three lines, each written (and flushed: one write each) while the child still runs; the
+# child ends only once the test has seen the second one (it waits for a file to appear).
+STEPS = (
+    "printf 'one\\n'; printf 'e1\\n' >&2; "
+    "printf 'two\\n'; while [ ! -e \"$1\" ]; do sleep 0.01; done; printf 'three\\n'"
+)
+
+
+def test_a_watched_child_is_seen_while_it_runs_and_gives_what_run_gives(tmp_path: Path) -> None:
+    runner = SubprocessRunner()
+    go = tmp_path / "go"
+    argv = ("sh", "-c", STEPS, "sh", str(go))
+    seen: list[tuple[bytes, bytes]] = []
+
+    def watch(out: bytearray, err: bytearray) -> None:
+        seen.append((bytes(out), bytes(err)))
+        if out.endswith(b"two\n"):
+            go.touch()  # only now may the child end
+
+    done = start(runner, argv, timeout=30).wait(watch)
+    go.unlink()
+    go.touch()
+    assert done == runner.run(argv, timeout=30)
+    assert (b"one\ntwo\n", b"e1\n") in seen
+    # The output only grows, and nothing is given once the child has ended.
+    outs = [out for out, _ in seen]
+    assert all(b.startswith(a) for a, b in itertools.pairwise(outs))
+    assert not any(out.endswith(b"three\n") for out in outs)
+
+
+def test_what_a_watch_raises_stops_the_child_and_is_raised(tmp_path: Path) -> None:
+    running = start(SubprocessRunner(), ("sh", "-c", "echo hi; exec sleep 60"), timeout=120)
+    child = running._proc  # type: ignore[attr-defined]
+
+    def watch(out: bytearray, err: bytearray) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        running.wait(watch)
+    assert child.returncode is not None, "the child was killed and reaped"
+
+
+def test_a_watched_child_still_times_out() -> None:
+    seen: list[bytes] = []
+    running = start(SubprocessRunner(), ("sh", "-c", "echo partial >&2; sleep 5"), timeout=0.3)
+    with pytest.raises(CommandError) as err:
+        running.wait(lambda out, err: seen.append(bytes(err)))
+    assert (err.value.kind, err.value.stderr) == ("timeout", "partial\n")
+    assert seen == [b"partial\n"]
+
+
+def test_other_runners_never_call_the_watch() -> None:
+    fake = FakeRunner().reply(lambda argv: True, stdout="x")
+    calls: list[object] = []
+    done = start(fake, ["virsh"], timeout=1).wait(lambda out, err: calls.append(out))
+    assert (done.stdout, calls) == ("x", [])

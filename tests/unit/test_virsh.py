@@ -28,6 +28,7 @@ from bkt_vm_plugin.virsh import (
     quote,
     virsh_message,
 )
+from tests.streaming import stream_virsh
 
 URI = "qemu:///system"
 HOSTILE = [
@@ -633,3 +634,79 @@ def test_libvirts_configured_default_uri_is_read_as_virsh_reads_it(
     assert configured_uri({"XDG_CONFIG_HOME": str(tmp_path)}) == uri
     assert configured_uri({"HOME": str(tmp_path / "nowhere")}) == ""
     assert configured_uri({}) is None
+
+
+# Replies given while virsh runs ----------------------------------------------------------------
+
+
+def streamed(
+    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeVirsh,
+    commands: Sequence[Sequence[str]],
+    cuts: Sequence[tuple[float, float]],
+) -> tuple[list[Reply], list[tuple[int, Reply]]]:
+    """The replies of ``commands`` and what was given early, the output watched at ``cuts``."""
+    stream_virsh(monkeypatch, lambda argv: fake.run(argv, timeout=1), cuts)
+    given: list[tuple[int, Reply]] = []
+    replies = (
+        Virsh(FakeVirsh())._start_batch(commands).wait(lambda i, reply: given.append((i, reply)))
+    )
+    return replies, given
+
+
+COMMAND = st.one_of(
+    st.tuples(st.just("echo"), st.text(max_size=20)).map(list),
+    st.tuples(st.just("domstate"), st.sampled_from(["a", "b", "gone", "é\r\n"])).map(list),
+)
+
+
+@given(
+    commands=st.lists(COMMAND, min_size=1, max_size=8),
+    cuts=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), max_size=12),
+)
+def test_replies_given_early_are_those_of_the_batch_in_order(
+    commands: list[list[str]], cuts: list[tuple[float, float]]
+) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        replies, given = streamed(monkeypatch, FakeVirsh(), commands, cuts)
+    indices = [i for i, _ in given]
+    assert indices == list(range(len(indices))), "in order, each once"
+    assert all(reply == replies[i] for i, reply in given)
+    # Only what virsh went on from: never the last command.
+    assert len(given) < len(commands)
+
+
+def test_every_reply_but_the_last_is_given_once_virsh_printed_it() -> None:
+    commands = [["domstate", "a"], ["domstate", "gone"], ["echo", "é"], ["echo", "last"]]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        replies, given = streamed(monkeypatch, FakeVirsh(), commands, [(1.0, 1.0)])
+    assert given == list(enumerate(replies[:3]))
+    assert (replies[1].ok, replies[1].message) == (False, "failed to get domain 'gone'")
+
+
+def test_a_reply_is_given_only_once_both_streams_went_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # All of stdout, none of stderr: virsh may have printed a command's output, and not yet
+    # its error.
+    commands = [["domstate", "gone"], ["echo", "x"], ["echo", "y"]]
+    replies, given = streamed(monkeypatch, FakeVirsh(), commands, [(1.0, 0.0)])
+    assert given == []
+    replies, given = streamed(monkeypatch, FakeVirsh(), commands, [(1.0, 0.0), (1.0, 1.0)])
+    assert given == list(enumerate(replies[:2]))
+
+
+def test_replies_after_virsh_died_are_not_given_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    commands = [["echo", "one"], ["die"], ["echo", "never"]]
+    replies, given = streamed(monkeypatch, FakeVirsh(), commands, [(1.0, 1.0)])
+    assert given == [(0, replies[0])]
+    assert (replies[1].ok, replies[2].stderr) == (False, NOT_RUN)
+
+
+def test_what_the_early_call_raises_is_raised_by_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeVirsh()
+    stream_virsh(monkeypatch, lambda argv: fake.run(argv, timeout=1), [(1, 1)])
+
+    def refuse(i: int, reply: Reply) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Virsh(fake)._start_batch([["echo", "a"], ["echo", "b"]]).wait(refuse)
