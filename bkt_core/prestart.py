@@ -229,7 +229,7 @@ def take(argv: tuple[str, ...], env: dict[str, str], timeout: float) -> Running 
             # The same batch; what the command remembers may differ from what it ran before.
             _record(state, argv, env, timeout)
             return child
-        _stop(child)
+        child.stop()
         state.notes.append(
             f"the child started early from {state.path} is not the one this command "
             "starts: stopped it"
@@ -249,7 +249,7 @@ def before_child() -> None:
     state.token = None
     child, state.child = state.child, None
     if child is not None:
-        _stop(child)
+        child.stop()
         state.notes.append(
             f"the child started early from {state.path} was not used: this command ran "
             "another one first"
@@ -263,7 +263,7 @@ def end() -> None:
     state, _state = _state, _State()
     state.notes.clear()
     if state.child is not None:
-        _stop(state.child)
+        state.child.stop()
 
 
 def drain_notes() -> list[str]:
@@ -282,12 +282,6 @@ def _same_directory(state: _State) -> bool:
         return state.command is not None and state.command[2] == os.getcwd()
     except OSError:
         return False
-
-
-def _stop(child: Running) -> None:
-    stop = getattr(child, "stop", None)
-    if stop is not None:
-        stop()
 
 
 def _sha256(text: str) -> str:

@@ -82,6 +82,9 @@ class Running:
         here); an exception it raises stops the child and is raised here."""
         return self._work()
 
+    def stop(self) -> None:
+        """Never wait: a child that runs is killed and reaped (this one has not run)."""
+
 
 def start(
     runner: CommandRunner,
@@ -126,8 +129,7 @@ def child_environment() -> dict[str, str]:
 
 
 def start_child(argv: Sequence[str], timeout: float, env: dict[str, str]) -> Running:
-    """Start ``argv`` with ``env`` at once (what :meth:`SubprocessRunner.start` does); the
-    result also has ``stop()``, which kills and reaps a child nobody will wait for."""
+    """Start ``argv`` with ``env`` at once (what :meth:`SubprocessRunner.start` does)."""
     return _Child(tuple(argv), timeout, env)
 
 

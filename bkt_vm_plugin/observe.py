@@ -15,17 +15,26 @@ domain is parsed, resolves the context in which the domain's own state counts
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from bkt_vm_plugin.definition import VmDefinition
+    from bkt_vm_plugin.definition import VmDefinition, VmManifest
     from bkt_vm_plugin.domain_xml import DomainContext, Parsed
     from bkt_vm_plugin.host_firmware import HostFirmware
+    from bkt_vm_plugin.subsystem import VmSubsystem
     from bkt_vm_plugin.virsh import Reply, Virsh
 
-__all__ = ["Observation", "Observing", "Resolver", "observe", "resolve_context", "start_observing"]
+__all__ = [
+    "Observation",
+    "Observing",
+    "Resolver",
+    "load_observing",
+    "observe",
+    "resolve_context",
+    "start_observing",
+]
 
 _T = TypeVar("_T")
 
@@ -95,6 +104,15 @@ class Observing:
         # Only reads: the same command line run again may start it before bkt has loaded.
         self._batch = virsh._start_batch(commands, prestart=True)
 
+    @property
+    def names(self) -> list[str]:
+        """The domains whose definitions are read, in the order asked."""
+        return list(self._wanted)
+
+    def stop(self) -> None:
+        """Never wait: virsh is stopped (call it instead of a wait)."""
+        self._batch.stop()
+
     def wait(self) -> Observation:
         """The observation (call it once, or :meth:`wait_early` instead)."""
         return self.wait_early(None)[0]
@@ -162,6 +180,20 @@ class Observing:
                 if observation.definitions.get(name) == reply
             }
         return observation, kept
+
+
+def load_observing(
+    sub: VmSubsystem, start: Callable[[Sequence[str]], None], started: Sequence[Observing]
+) -> VmManifest:
+    """``sub``'s manifest (:meth:`~bkt_vm_plugin.subsystem.VmSubsystem.load`), ``start``
+    called with its VMs' names as soon as they are known, to start observing them (into
+    ``started``). When the load fails, what was started is stopped."""
+    try:
+        return sub.load(on_names=start)
+    except BaseException:
+        for observing in started:
+            observing.stop()
+        raise
 
 
 def start_observing(virsh: Virsh, names: Iterable[str], *, live: bool = False) -> Observing:

@@ -21,7 +21,7 @@ from bkt_core.errors import BktError, OperationError
 if TYPE_CHECKING:
     from bkt_core.plan import FieldChange
     from bkt_core.status_report import StatusReport
-    from bkt_vm_plugin.definition import VmDefinition, VmManifest
+    from bkt_vm_plugin.definition import VmDefinition
     from bkt_vm_plugin.domain_xml import DomainContext, DomainMapping, Parsed
     from bkt_vm_plugin.observe import Observation, Resolver
     from bkt_vm_plugin.subsystem import VmSubsystem
@@ -38,17 +38,22 @@ _EXPANDED_AT_START = {("cpu_model", "host-model")}
 
 
 def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
-    from bkt_vm_plugin.observe import Observing, start_observing
+    from bkt_vm_plugin.observe import Observing, load_observing, start_observing
 
     started: list[Observing] = []
 
-    def start(validated: VmManifest) -> None:
-        # virsh reads libvirt while the defaults are filled and the mapping is built.
-        managed = [n for n in sorted(validated.vms) if not names or n in names]
+    def start(in_manifest: Sequence[str]) -> None:
+        # virsh reads libvirt while the manifest is validated (or the defaults are filled)
+        # and the mapping is built.
+        managed = [n for n in sorted(in_manifest) if not names or n in names]
         started.append(start_observing(sub.virsh, managed, live=True))
 
-    manifest = sub.load(on_validated=start)
+    manifest = load_observing(sub, start, started)
     managed = [n for n in sorted(manifest.vms) if not names or n in names]
+    observing = started[-1]
+    if observing.names != managed:  # not the VMs the names before validation said
+        observing.stop()
+        observing = start_observing(sub.virsh, managed, live=True)
     from bkt_core.status_report import StatusReport, StatusRow
     from bkt_vm_plugin.observe import Resolver
     from bkt_vm_plugin.xmltree import prepare
@@ -67,7 +72,7 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
             mapping, resolvers[-1], name, manifest.vms[name], observation.definitions[name]
         )
 
-    observation, early = started[0].wait_early(read)
+    observation, early = observing.wait_early(read)
     others = list(dict.fromkeys(n for n in names if n not in manifest.vms))
     for name in others:
         if name not in observation.domains:

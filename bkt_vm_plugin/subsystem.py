@@ -203,6 +203,7 @@ class VmSubsystem:
         fresh: bool = False,
         warnings: list[Diagnostic] | None = None,
         on_validated: Callable[[VmManifest], None] | None = None,
+        on_names: Callable[[Sequence[str]], None] | None = None,
     ) -> VmManifest:
         """Read and validate the manifest whole (:meth:`sources`, merged), or take it from
         the cache of validated manifests (:meth:`validated`; ``fresh``: validate even then),
@@ -210,7 +211,10 @@ class VmSubsystem:
         Raises ManifestError listing every problem, each in the file that holds it. With
         ``warnings``, the manifest is validated (as with ``fresh``) and the plugins' warnings
         are appended to it. ``on_validated`` is called with the manifest before the defaults are
-        filled (which changes no VM's name): a command starts reading libvirt there."""
+        filled (which changes no VM's name). ``on_names`` is called once with the names of
+        the manifest's VMs as soon as they are known: before validation when the manifest is
+        validated (it may then turn out invalid, and this raises), else once it is taken from
+        the cache. A command starts reading libvirt there."""
         from bkt_vm_plugin.paths import home_dir
 
         sources = self.sources()
@@ -219,7 +223,9 @@ class VmSubsystem:
 
             raise missing_manifest(self.manifest_path)
         fresh = fresh or warnings is not None
-        manifest = self.validated(sources, home=home_dir(), fresh=fresh, warnings=warnings)
+        manifest = self.validated(
+            sources, home=home_dir(), fresh=fresh, warnings=warnings, on_names=on_names
+        )
         if on_validated is not None:
             on_validated(manifest)
         # What plugins fill depends on more than the document (a database of OSes): it is
@@ -235,22 +241,33 @@ class VmSubsystem:
         home: str | None,
         fresh: bool = False,
         warnings: list[Diagnostic] | None = None,
+        on_names: Callable[[Sequence[str]], None] | None = None,
     ) -> VmManifest:
         """The manifest that ``sources`` make, validated with ``~`` meaning ``home``: from
         the cache of validated manifests (:mod:`bkt_core.manifest_cache`) when it holds this
         one, without pydantic and without the plugins' validation; else validated whole, and
         stored when valid. ``fresh`` validates even then (``bkt vm validate``); the plugins'
         warnings of a validation are appended to ``warnings`` when it is given. Raises
-        ManifestError listing every problem, each in the file that holds it."""
+        ManifestError listing every problem, each in the file that holds it. ``on_names``:
+        see :meth:`load`."""
         from bkt_core.manifest_cache import ManifestCache
         from bkt_vm_plugin import cached_manifest
 
         entry = ManifestCache(self.host, self.name, sources, home=home, code=cached_manifest.CODE)
         manifest = None if fresh else entry.get(cached_manifest.decode)
         if manifest is None:
+            # The names are the keys of the merged document's "vms", which validation keeps
+            # as they are: libvirt is read while the manifest is validated.
+            names = _names_in(sources)
+            if on_names is not None and names is not None:
+                on_names(names)
             manifest = self._validate_sources(sources, home, warnings)
+            if on_names is not None and names is None:
+                on_names(list(manifest.vms))
             valid = manifest
             entry.put(lambda: cached_manifest.encode(valid, self.vm_fields))
+        elif on_names is not None:
+            on_names(list(manifest.vms))
         return manifest
 
     def _validate_sources(
@@ -322,3 +339,17 @@ class VmSubsystem:
         from bkt_vm_plugin import capture
 
         return capture.capture(self, names, all=all, dry_run=dry_run)
+
+
+def _names_in(sources: Sequence[ManifestSource]) -> list[str] | None:
+    """The names of the VMs that ``sources`` make, before validation: the keys of the
+    merged document's ``vms`` object. None when it has none or one of them cannot be a VM's
+    name (validation will say so): virsh is never given a name validation refuses."""
+    from bkt_core.manifest import merge_sources
+    from bkt_vm_plugin.rules import name_problem
+
+    document, _ = merge_sources(sources)
+    vms = document.get("vms") if isinstance(document, dict) else None
+    if not isinstance(vms, dict) or any(name_problem(name) for name in vms):
+        return None
+    return list(vms)

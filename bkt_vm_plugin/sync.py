@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING
 
 from bkt_core.errors import BktError, OperationError
 from bkt_core.plan import EntryResult, FieldChange, PlanEntry, SyncPlan, SyncReport
-from bkt_vm_plugin.observe import Observation, Observing, Resolver, observe, start_observing
+from bkt_vm_plugin.observe import (
+    Observation,
+    Observing,
+    Resolver,
+    load_observing,
+    observe,
+    start_observing,
+)
 
 if TYPE_CHECKING:
     from bkt_vm_plugin.definition import VmDefinition, VmManifest
@@ -365,26 +372,29 @@ def _plan(
     sub: VmSubsystem, names: Sequence[str], allow_firmware_change: bool
 ) -> tuple[Planner, SyncPlan, VmManifest]:
     started: list[Observing] = []
-    refused: list[BktError] = []
 
-    def start(validated: VmManifest) -> None:
-        # virsh reads libvirt while the defaults are filled and the mapping is built.
-        try:
-            selected = select(validated, names, sub)
-        except BktError as exc:
-            refused.append(exc)  # raised where it was before: after those
-            return
-        started.append(start_observing(sub.virsh, selected))
+    def start(in_manifest: Sequence[str]) -> None:
+        # virsh reads libvirt while the manifest is validated (or the defaults are filled)
+        # and the mapping is built. A name the manifest lacks is refused below.
+        if set(names) <= set(in_manifest):
+            started.append(start_observing(sub.virsh, sorted(set(names or in_manifest))))
 
-    manifest = sub.load(on_validated=start)
-    # Built before any VM is planned: two plugins mapping one field is an error of the
-    # command (naming both), not a failure of every VM.
-    sub.mapping  # noqa: B018
-    if refused:
-        raise refused[0]
-    selected = select(manifest, names, sub)
+    manifest = load_observing(sub, start, started)
+    try:
+        # Built before any VM is planned: two plugins mapping one field is an error of the
+        # command (naming both), not a failure of every VM.
+        sub.mapping  # noqa: B018
+        selected = select(manifest, names, sub)
+    except BaseException:
+        for under_way in started:
+            under_way.stop()
+        raise
+    observing = started[-1] if started else None
+    if observing is not None and observing.names != selected:
+        observing.stop()  # not the VMs the names before validation said
+        observing = None
     planner, early = make_planner(
-        sub, manifest, selected, allow_firmware_change=allow_firmware_change, observing=started[0]
+        sub, manifest, selected, allow_firmware_change=allow_firmware_change, observing=observing
     )
     entries = tuple(
         early[name] if name in early else planner.entry(name, manifest.vms[name])

@@ -550,6 +550,11 @@ class _Batch:
             start, end, _nonce, line = chunks[0]
             self._first = virsh._start_chunk(todo, start, end, line, prestart=prestart)
 
+    def stop(self) -> None:
+        """Never wait: the process started is killed (the batch only read)."""
+        if self._first is not None:
+            self._first.stop()
+
     def wait(self, early: Callable[[int, Reply], None] | None = None) -> list[Reply]:
         """The replies (see :meth:`Virsh.batch`, which raises what this raises). ``early``
         is called with a command's index and reply as soon as virsh has printed all of

@@ -1,6 +1,8 @@
-"""Definitions read while virsh still runs (:meth:`Observing.wait_early`): status and sync
-read and plan each domain as soon as virsh printed it, and that changes nothing but time.
-A result made early is used only when its inputs are those of the whole observation."""
+"""bkt and virsh at work at once. Status and sync start reading libvirt as soon as the
+manifest's VM names are known, before the manifest is validated (and stop virsh when it is
+invalid); they read and plan each domain as soon as virsh printed it
+(:meth:`Observing.wait_early`). That changes nothing but time: a result made early is used
+only when its inputs are those of the whole observation."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from bkt_vm_plugin import observe
+from bkt_core import hookimpl
+from bkt_core.errors import ManifestError, UsageError
+from bkt_vm_plugin import observe, sync
 from bkt_vm_plugin.observe import Observation, Observing
 from tests.streaming import stream_virsh
 from tests.unit.test_capture import World
@@ -129,3 +133,102 @@ def test_early_calls_get_the_observation_as_far_as_it_goes(
     assert made == {"same": "same", "drift": "drift"}
     assert sorted(final.definitions) == ["drift", "runs", "same"]
     assert list(final.live) == ["runs"]
+
+
+# -- virsh starts before the manifest is validated ----------------------------------------------
+
+
+class Events:
+    """Records when virsh is started and stopped and when the manifest is validated."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.seen: list[str] = []
+        start = observe.start_observing
+        stop = Observing.stop
+
+        def starting(virsh: Any, names: Any, **kwargs: Any) -> Observing:
+            self.seen.append("start " + " ".join(names))
+            return start(virsh, names, **kwargs)
+
+        def stopping(observing: Observing) -> None:
+            self.seen.append("stop")
+            stop(observing)
+
+        monkeypatch.setattr(observe, "start_observing", starting)
+        monkeypatch.setattr(sync, "start_observing", starting)
+        monkeypatch.setattr(Observing, "stop", stopping)
+
+    @hookimpl
+    def bkt_validate_manifest(self, subsystem: str, document: Any) -> list[Any]:
+        self.seen.append("validate")
+        return []
+
+
+@pytest.fixture
+def events(world: World, monkeypatch: pytest.MonkeyPatch) -> Events:
+    recorder = Events(monkeypatch)
+    world.plugins = (("events", recorder),)
+    return recorder
+
+
+ALL = "start drift missing runs same unread"
+
+
+def test_virsh_starts_before_validation_and_after_a_cached_manifest(
+    world: World, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bkt_core import manifest_cache
+
+    # This file, a plugin's, may have changed a moment ago (a fresh clone).
+    monkeypatch.setattr(manifest_cache, "RACY_SECONDS", 0.0)
+    world.sub().status()
+    assert events.seen == [ALL, "validate"]
+    events.seen.clear()
+    world.sub().status()  # the manifest is in the cache now
+    assert events.seen == [ALL]
+    events.seen.clear()
+    world.sub().plan(["same", "drift"])
+    assert events.seen == ["start drift same"]
+
+
+def test_an_invalid_manifest_stops_virsh_and_nothing_runs(world: World, events: Events) -> None:
+    vms = world.manifest()["vms"]
+    world.write({**vms, "same": {**vms["same"], "vcpus": 0}})
+    for command in (lambda: world.sub().status(), lambda: world.sub().plan()):
+        events.seen.clear()
+        with pytest.raises(ManifestError):
+            command()
+        assert events.seen == [ALL, "validate", "stop"]
+    assert world.libvirt.processes == []
+
+
+def test_names_the_manifest_does_not_have_start_nothing_early(
+    world: World, events: Events
+) -> None:
+    with pytest.raises(UsageError, match="VM nope is not in"):
+        world.sub().plan(["same", "nope"])
+    assert events.seen == ["validate"]
+    assert world.libvirt.processes == []
+
+
+def test_other_names_before_validation_are_read_again(
+    world: World, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bkt_vm_plugin import subsystem
+
+    expected = (world.sub().status(all=True).to_json(), world.sub().plan().to_json())
+    monkeypatch.setattr(subsystem, "_names_in", lambda sources: ["same"])
+    monkeypatch.setenv("BKT_NO_CACHE", "1")
+    events.seen.clear()
+    assert (world.sub().status(all=True).to_json(), world.sub().plan().to_json()) == expected
+    assert events.seen == ["start same", "validate", "stop", ALL] * 2
+
+
+def test_a_name_validation_refuses_never_reaches_virsh(world: World, events: Events) -> None:
+    vms = world.manifest()["vms"]
+    world.write({**vms, "--help": vms["same"]})
+    with pytest.raises(ManifestError) as caught:
+        world.sub().status()
+    assert any("VM name must not start with" in d.message for d in caught.value.diagnostics)
+    assert events.seen == ["validate"]
+    assert world.libvirt.processes == []
