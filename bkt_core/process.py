@@ -191,19 +191,24 @@ class _Child(Running):
                 self._argv, proc.returncode, self._read(self._out), self._read(self._err)
             )
         finally:
-            os.close(self._out)
-            os.close(self._err)
+            self._close()
 
     def stop(self) -> None:
         """Kill and reap the child (when it was started and still runs), instead of
-        :meth:`wait`."""
+        :meth:`wait`; after it, nothing."""
         try:
             if self._proc is not None:
                 self._proc.kill()
                 self._proc.wait()
         finally:
-            os.close(self._out)
-            os.close(self._err)
+            self._close()
+
+    def _close(self) -> None:
+        # Once: the numbers may be another file's afterwards.
+        for fd in (self._out, self._err):
+            if fd >= 0:
+                os.close(fd)
+        self._out = self._err = -1
 
     def _watch_until_exit(
         self, proc: subprocess.Popen[bytes], timeout: float, watch: Watch
@@ -221,11 +226,13 @@ class _Child(Running):
         try:
             while True:
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    raise subprocess.TimeoutExpired(proc.args, timeout)
-                ready, _, _ = select.select([pidfd], [], [], min(left, WATCH_INTERVAL))
+                # Looked at even past the deadline: the watch's own time may have used it up
+                # while the child ended in time.
+                ready, _, _ = select.select([pidfd], [], [], max(min(left, WATCH_INTERVAL), 0))
                 if ready:
                     break
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, timeout)
                 # Both, always: `|` rather than `or`.
                 if _grown(self._out, out) | _grown(self._err, err):
                     watch(out, err)

@@ -15,7 +15,8 @@ domain is parsed, resolves the context in which the domain's own state counts
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +35,7 @@ __all__ = [
     "observe",
     "resolve_context",
     "start_observing",
+    "stopped_on_error",
 ]
 
 _T = TypeVar("_T")
@@ -110,7 +112,7 @@ class Observing:
         return list(self._wanted)
 
     def stop(self) -> None:
-        """Never wait: virsh is stopped (call it instead of a wait)."""
+        """Never wait: virsh is stopped (instead of a wait; after one, nothing happens)."""
         self._batch.stop()
 
     def wait(self) -> Observation:
@@ -188,8 +190,16 @@ def load_observing(
     """``sub``'s manifest (:meth:`~bkt_vm_plugin.subsystem.VmSubsystem.load`), ``start``
     called with its VMs' names as soon as they are known, to start observing them (into
     ``started``). When the load fails, what was started is stopped."""
-    try:
+    with stopped_on_error(started):
         return sub.load(on_names=start)
+
+
+@contextmanager
+def stopped_on_error(started: Sequence[Observing]) -> Iterator[None]:
+    """Stops each observation of ``started`` (:meth:`Observing.stop`) when the block raises:
+    a command that fails before it waits for virsh leaves no virsh behind."""
+    try:
+        yield
     except BaseException:
         for observing in started:
             observing.stop()

@@ -38,7 +38,12 @@ _EXPANDED_AT_START = {("cpu_model", "host-model")}
 
 
 def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) -> StatusReport:
-    from bkt_vm_plugin.observe import Observing, load_observing, start_observing
+    from bkt_vm_plugin.observe import (
+        Observing,
+        load_observing,
+        start_observing,
+        stopped_on_error,
+    )
 
     started: list[Observing] = []
 
@@ -50,18 +55,18 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
 
     manifest = load_observing(sub, start, started)
     managed = [n for n in sorted(manifest.vms) if not names or n in names]
-    observing = started[-1]
-    if observing.names != managed:  # not the VMs the names before validation said
-        observing.stop()
-        observing = start_observing(sub.virsh, managed, live=True)
-    from bkt_core.status_report import StatusReport, StatusRow
-    from bkt_vm_plugin.observe import Resolver
-    from bkt_vm_plugin.xmltree import prepare
+    with stopped_on_error(started):
+        if started[-1].names != managed:  # not the VMs the names before validation said
+            started[-1].stop()
+            started.append(start_observing(sub.virsh, managed, live=True))
+        from bkt_core.status_report import StatusReport, StatusRow
+        from bkt_vm_plugin.observe import Resolver
+        from bkt_vm_plugin.xmltree import prepare
 
-    # What reading the answer needs is made while virsh reads libvirt.
-    mapping = sub.mapping
-    prepare()
-    on_host = Resolver.of_host()
+        # What reading the answer needs is made while virsh reads libvirt.
+        mapping = sub.mapping
+        prepare()
+        on_host = Resolver.of_host()
     resolvers: list[Resolver] = []
 
     def read(observation: Observation, name: str) -> _Read:
@@ -72,7 +77,7 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
             mapping, resolvers[-1], name, manifest.vms[name], observation.definitions[name]
         )
 
-    observation, early = observing.wait_early(read)
+    observation, early = started[-1].wait_early(read)
     others = list(dict.fromkeys(n for n in names if n not in manifest.vms))
     for name in others:
         if name not in observation.domains:

@@ -258,7 +258,7 @@ class VmSubsystem:
         if manifest is None:
             # The names are the keys of the merged document's "vms", which validation keeps
             # as they are: libvirt is read while the manifest is validated.
-            names = _names_in(sources)
+            names = None if on_names is None else _names_in(sources)
             if on_names is not None and names is not None:
                 on_names(names)
             manifest = self._validate_sources(sources, home, warnings)

@@ -23,6 +23,7 @@ from bkt_vm_plugin.observe import (
     load_observing,
     observe,
     start_observing,
+    stopped_on_error,
 )
 
 if TYPE_CHECKING:
@@ -330,19 +331,16 @@ class Payload:
 def make_planner(
     sub: VmSubsystem,
     manifest: VmManifest,
-    names: Sequence[str],
     *,
     allow_firmware_change: bool = False,
-    observing: Observing | None = None,
+    observing: Observing,
 ) -> tuple[Planner, dict[str, PlanEntry]]:
-    """The planner of ``names`` (VMs of ``manifest``), with what libvirt holds of them
-    (``observing``: an observation of them already under way), and the entries of those
-    whose definitions were planned while virsh still ran."""
+    """The planner of the VMs of ``manifest`` that ``observing`` (an observation under way)
+    reads, with what libvirt holds of them, and the entries of those whose definitions were
+    planned while virsh still ran."""
     from bkt_vm_plugin.xmltree import prepare
 
     virsh = sub.virsh
-    if observing is None:
-        observing = start_observing(virsh, names)
     # What reading virsh's answer needs is made while virsh runs.
     prepare()
     on_host = Resolver.of_host()
@@ -380,22 +378,18 @@ def _plan(
             started.append(start_observing(sub.virsh, sorted(set(names or in_manifest))))
 
     manifest = load_observing(sub, start, started)
-    try:
+    with stopped_on_error(started):
         # Built before any VM is planned: two plugins mapping one field is an error of the
         # command (naming both), not a failure of every VM.
         sub.mapping  # noqa: B018
         selected = select(manifest, names, sub)
-    except BaseException:
-        for under_way in started:
-            under_way.stop()
-        raise
-    observing = started[-1] if started else None
-    if observing is not None and observing.names != selected:
-        observing.stop()  # not the VMs the names before validation said
-        observing = None
-    planner, early = make_planner(
-        sub, manifest, selected, allow_firmware_change=allow_firmware_change, observing=observing
-    )
+        if not started or started[-1].names != selected:
+            if started:  # not the VMs the names before validation said
+                started[-1].stop()
+            started.append(start_observing(sub.virsh, selected))
+        planner, early = make_planner(
+            sub, manifest, allow_firmware_change=allow_firmware_change, observing=started[-1]
+        )
     entries = tuple(
         early[name] if name in early else planner.entry(name, manifest.vms[name])
         for name in selected

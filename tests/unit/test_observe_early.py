@@ -232,3 +232,22 @@ def test_a_name_validation_refuses_never_reaches_virsh(world: World, events: Eve
     assert any("VM name must not start with" in d.message for d in caught.value.diagnostics)
     assert events.seen == ["validate"]
     assert world.libvirt.processes == []
+
+
+def test_a_command_that_fails_before_it_waits_stops_virsh(
+    world: World, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bkt_core.errors import PluginError
+    from bkt_vm_plugin.subsystem import VmSubsystem
+
+    def refused(self: VmSubsystem) -> None:
+        raise PluginError("a", "bkt_domain_fields", "maps VM field 'x', which plugin b maps too")
+
+    monkeypatch.setattr(VmSubsystem, "mapping", property(refused))
+    for command in (lambda: world.sub().status(), lambda: world.sub().plan()):
+        events.seen.clear()
+        with pytest.raises(PluginError):
+            command()
+        # (The second command finds the manifest validated in the cache.)
+        assert [e for e in events.seen if e != "validate"] == [ALL, "stop"]
+    assert world.libvirt.processes == []

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -152,3 +154,31 @@ def test_other_runners_never_call_the_watch() -> None:
     calls: list[object] = []
     done = start(fake, ["virsh"], timeout=1).wait(lambda out, err: calls.append(out))
     assert (done.stdout, calls) == ("x", [])
+
+
+def test_a_child_that_ended_in_time_is_not_timed_out_by_a_slow_watch() -> None:
+    # The watch's own time may use up the child's: what counts is whether the child ended.
+    slept: list[float] = []
+
+    def slow(out: bytearray, err: bytearray) -> None:
+        if not slept:
+            slept.append(0.6)
+            time.sleep(0.6)
+
+    running = start(SubprocessRunner(), ("sh", "-c", "echo hi; sleep 0.1"), timeout=0.3)
+    assert running.wait(slow).stdout == "hi\n"
+    assert slept == [0.6]
+
+
+def test_stop_after_wait_closes_nothing_else() -> None:
+    running = start(SubprocessRunner(), ("true",), timeout=10)
+    running.wait()
+    others = [os.open("/dev/null", os.O_RDONLY) for _ in range(2)]
+    try:
+        running.stop()
+        running.stop()
+        for fd in others:
+            os.fstat(fd)  # still open: stop closed only the child's own files, once
+    finally:
+        for fd in others:
+            os.close(fd)
