@@ -1,9 +1,11 @@
 """A virsh process whose output is watched while it "runs": what a child started in the
-background gives :meth:`bkt_core.process.Running.wait`, played by a scripted runner."""
+background gives :meth:`bkt_core.process.Running.wait`, played by a scripted runner; and
+what each observation kept of the results made while virsh ran."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -63,3 +65,20 @@ def stream_virsh(
         return Streaming(run, tuple(argv), cuts, between)
 
     monkeypatch.setattr(module, "start_command", start)
+
+
+def kept_early(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """From now on, the domains whose results made while virsh ran each observation kept
+    (:meth:`~bkt_vm_plugin.observe.Observing.wait_early`), one set per observation."""
+    from bkt_vm_plugin.observe import Observation, Observing
+
+    seen: list[set[str]] = []
+    wait_early = Observing.wait_early
+
+    def spy(self: Observing, each: Callable[[Observation, str], Any]) -> Any:
+        observation, made = wait_early(self, each)
+        seen.append(set(made))
+        return observation, made
+
+    monkeypatch.setattr(Observing, "wait_early", spy)
+    return seen

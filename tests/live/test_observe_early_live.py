@@ -4,7 +4,7 @@ whether each definition is read as virsh prints it or once virsh has ended."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,8 @@ import pytest
 
 from bkt_core import Host
 from bkt_core.process import Completed, SubprocessRunner
-from bkt_vm_plugin.observe import Observation, Observing
 from tests.livelib import URI, Lab, vm, write_vms
+from tests.streaming import kept_early
 
 pytestmark = pytest.mark.libvirtd
 
@@ -44,15 +44,7 @@ def test_status_and_plan_read_while_virsh_runs_are_those_read_after(
         },
     )
 
-    kept: list[set[str]] = []
-    wait_early = Observing.wait_early
-
-    def spy(self: Observing, each: Callable[[Observation, str], Any]) -> Any:
-        observation, made = wait_early(self, each)
-        kept.append(set(made))
-        return observation, made
-
-    monkeypatch.setattr(Observing, "wait_early", spy)
+    kept = kept_early(monkeypatch)
 
     def outcomes(runner: SubprocessRunner) -> tuple[Any, Any]:
         host = Host(manifests, uri=URI, runner=runner)

@@ -6,7 +6,7 @@ only when its inputs are those of the whole observation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from bkt_core import hookimpl
 from bkt_core.errors import ManifestError, UsageError
 from bkt_vm_plugin import observe, sync
 from bkt_vm_plugin.observe import Observation, Observing
-from tests.streaming import stream_virsh
+from tests.streaming import kept_early, stream_virsh
 from tests.unit.test_capture import World
 
 NAMES = ("drift", "runs", "same", "unread")
@@ -44,17 +44,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
 
 @pytest.fixture
 def kept(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
-    """The domains whose early results each observation kept."""
-    seen: list[set[str]] = []
-    wait_early = Observing.wait_early
-
-    def spy(self: Observing, each: Callable[[Observation, str], Any]) -> Any:
-        observation, made = wait_early(self, each)
-        seen.append(set(made))
-        return observation, made
-
-    monkeypatch.setattr(Observing, "wait_early", spy)
-    return seen
+    return kept_early(monkeypatch)
 
 
 def outcomes(world: World) -> tuple[Any, Any]:
