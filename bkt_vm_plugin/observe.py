@@ -33,6 +33,7 @@ __all__ = [
     "Resolver",
     "load_observing",
     "observe",
+    "observing_of",
     "resolve_context",
     "start_observing",
     "stopped_on_error",
@@ -192,6 +193,20 @@ def load_observing(
     ``started``). When the load fails, what was started is stopped."""
     with stopped_on_error(started):
         return sub.load(on_names=start)
+
+
+def observing_of(
+    virsh: Virsh, names: Sequence[str], started: list[Observing], *, live: bool = False
+) -> Observing:
+    """The observation of ``names``: the last of ``started`` when it reads them, else a new
+    one, added to ``started`` (the one that read other names, the names before validation
+    said, is stopped)."""
+    if started and started[-1].names == list(names):
+        return started[-1]
+    if started:
+        started[-1].stop()
+    started.append(start_observing(virsh, names, live=live))
+    return started[-1]
 
 
 @contextmanager

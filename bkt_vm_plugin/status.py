@@ -41,6 +41,7 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
     from bkt_vm_plugin.observe import (
         Observing,
         load_observing,
+        observing_of,
         start_observing,
         stopped_on_error,
     )
@@ -56,9 +57,7 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
     manifest = load_observing(sub, start, started)
     managed = [n for n in sorted(manifest.vms) if not names or n in names]
     with stopped_on_error(started):
-        if started[-1].names != managed:  # not the VMs the names before validation said
-            started[-1].stop()
-            started.append(start_observing(sub.virsh, managed, live=True))
+        observing = observing_of(sub.virsh, managed, started, live=True)
         from bkt_core.status_report import StatusReport, StatusRow
         from bkt_vm_plugin.observe import Resolver
         from bkt_vm_plugin.xmltree import prepare
@@ -77,7 +76,7 @@ def status(sub: VmSubsystem, names: Sequence[str] = (), *, all: bool = False) ->
             mapping, resolvers[-1], name, manifest.vms[name], observation.definitions[name]
         )
 
-    observation, early = started[-1].wait_early(read)
+    observation, early = observing.wait_early(read)
     others = list(dict.fromkeys(n for n in names if n not in manifest.vms))
     for name in others:
         if name not in observation.domains:

@@ -22,6 +22,7 @@ from bkt_vm_plugin.observe import (
     Resolver,
     load_observing,
     observe,
+    observing_of,
     start_observing,
     stopped_on_error,
 )
@@ -383,12 +384,11 @@ def _plan(
         # command (naming both), not a failure of every VM.
         sub.mapping  # noqa: B018
         selected = select(manifest, names, sub)
-        if not started or started[-1].names != selected:
-            if started:  # not the VMs the names before validation said
-                started[-1].stop()
-            started.append(start_observing(sub.virsh, selected))
         planner, early = make_planner(
-            sub, manifest, allow_firmware_change=allow_firmware_change, observing=started[-1]
+            sub,
+            manifest,
+            allow_firmware_change=allow_firmware_change,
+            observing=observing_of(sub.virsh, selected, started),
         )
     entries = tuple(
         early[name] if name in early else planner.entry(name, manifest.vms[name])

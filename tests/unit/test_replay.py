@@ -606,6 +606,19 @@ def record_of(body: Callable[..., None], options: dict[str, Any], **params: Any)
     return json.loads(json.dumps(invocation))
 
 
+def clis_built(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """From now on, the arguments of each command line click is given (cli.build_cli)."""
+    built: list[object] = []
+    build_cli = cli.build_cli
+
+    def spy(*args: Any, **kwargs: Any) -> click.Group:
+        built.append(args)
+        return build_cli(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "build_cli", spy)
+    return built
+
+
 def _no_command_line(*args: object, **kwargs: object) -> click.Group:
     raise AssertionError("the command line was built")
 
@@ -671,14 +684,7 @@ def test_a_stale_command_is_parsed_again(
     invocation["plugins"][0][2] = "0.0.0"  # an upgraded plugin
     monkeypatch.setattr(prestart, "remembered", lambda: invocation)
     monkeypatch.setattr(bkt_core.host, "Host", host_with(ReplayPlugin()))
-    built: list[object] = []
-    build_cli = cli.build_cli
-
-    def spy(*args: Any, **kwargs: Any) -> click.Group:
-        built.append(args)
-        return build_cli(*args, **kwargs)
-
-    monkeypatch.setattr(cli, "build_cli", spy)
+    built = clis_built(monkeypatch)
     args = ["plugins", "--json"]
     assert cli._run_cli(["-v", *args] if verbose else args, began=True) == 0
     assert len(built) == 1
@@ -725,14 +731,7 @@ def test_a_stale_command_is_remembered_anew_with_the_same_batch(
     stale["invocation"]["plugins"][0][2] = "0.0.1"  # as if made by another version
     record.write_text(json.dumps(stale))
 
-    built: list[object] = []
-    real_build = cli.build_cli
-
-    def build(*args: Any, **kwargs: Any) -> click.Group:
-        built.append(args)
-        return real_build(*args, **kwargs)
-
-    monkeypatch.setattr(cli, "build_cli", build)
+    built = clis_built(monkeypatch)
     assert cli.main(args) == 0  # parsed again, with the early child of the same batch
     assert len(built) == 1
     fresh = json.loads(record.read_text())
